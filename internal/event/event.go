@@ -1,0 +1,172 @@
+// Package event defines the Event, one bad-actor sighting, and its wire form: the compact JSON
+// object with the 13 contract keys in fixed order that the JSON log, the webhook and peers share.
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// AppName is the value of the app_name key.
+const AppName = "dialtrap"
+
+// TimeLayout is the event_timestamp layout: UTC with exactly nine fraction digits.
+const TimeLayout = "2006-01-02 15:04:05.000000000"
+
+// NotFound stands in for a called number or user agent that a SIP message lacks.
+const NotFound = "NOT_FOUND"
+
+// Collection methods.
+const (
+	Responsive = "responsive"
+	Passive    = "passive"
+)
+
+// Transports.
+const (
+	UDP = "UDP"
+	TCP = "TCP"
+	TLS = "TLS"
+)
+
+// MaxMessage is the largest SIP message kept whole. Larger input is cut here, never below it.
+const MaxMessage = 64 << 10
+
+// Event is one bad-actor sighting. The field order is the JSON key order of the contract: the
+// 13 string keys first, then the ports, then optional extras that are omitted when empty.
+type Event struct {
+	AppName         string `json:"app_name"`
+	AppVersion      string `json:"app_version"`
+	Timestamp       string `json:"event_timestamp"`
+	UUID            string `json:"event_uuid"`
+	NodeID          string `json:"created_by_node_id"`
+	CollectedMethod string `json:"collected_method"`
+	Transport       string `json:"transport_type"`
+	SourceIP        string `json:"source_ip"`
+	DestinationIP   string `json:"destination_ip"`
+	CalledNumber    string `json:"called_number"`
+	SIPMethod       string `json:"sip_method"`
+	SIPUserAgent    string `json:"sip_user_agent"`
+	SIPMessage      string `json:"sip_message"`
+	SourcePort      int    `json:"source_port"`
+	DestinationPort int    `json:"destination_port"`
+
+	// FromPeer is true for events learned from another node; it is stored, never serialised.
+	FromPeer bool `json:"-"`
+}
+
+// Origin describes where and how a probe arrived; New turns it into an Event.
+type Origin struct {
+	AppVersion string
+	NodeID     string
+	Method     string // Responsive or Passive
+	Transport  string // UDP, TCP or TLS
+	Source     netip.AddrPort
+	Dest       netip.AddrPort
+}
+
+// New stamps a sighting with the current UTC time and a fresh random UUID.
+func New(o Origin, now time.Time, number, method, agent string, msg []byte) *Event {
+	return &Event{
+		AppName:         AppName,
+		AppVersion:      o.AppVersion,
+		Timestamp:       FormatTime(now),
+		UUID:            uuid.NewString(),
+		NodeID:          o.NodeID,
+		CollectedMethod: o.Method,
+		Transport:       o.Transport,
+		SourceIP:        addrString(o.Source.Addr()),
+		DestinationIP:   addrString(o.Dest.Addr()),
+		CalledNumber:    number,
+		SIPMethod:       method,
+		SIPUserAgent:    agent,
+		SIPMessage:      Sanitize(msg),
+		SourcePort:      int(o.Source.Port()),
+		DestinationPort: int(o.Dest.Port()),
+	}
+}
+
+// addrString prints an IPv4-mapped IPv6 address (what a dual-stack socket reports for IPv4
+// peers) as plain IPv4, and drops any zone, so one host always has one spelling.
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.Unmap().WithZone("").String()
+}
+
+// FormatTime renders t in the event_timestamp layout.
+func FormatTime(t time.Time) string {
+	return t.UTC().Format(TimeLayout)
+}
+
+// ParseTime reads an event_timestamp.
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.ParseInLocation(TimeLayout, s, time.UTC)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("event timestamp %q is not in the form %q: %w", s, TimeLayout, err)
+	}
+	return t, nil
+}
+
+// Sanitize returns msg as valid UTF-8 (invalid bytes become U+FFFD), cut at MaxMessage bytes.
+func Sanitize(msg []byte) string {
+	if len(msg) > MaxMessage {
+		msg = msg[:MaxMessage]
+	}
+	if utf8.Valid(msg) {
+		return string(msg)
+	}
+	return strings.ToValidUTF8(string(msg), "\uFFFD")
+}
+
+// AppendJSON appends the compact JSON object (no trailing newline) to dst.
+func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
+	buf := bytes.NewBuffer(dst)
+	enc := json.NewEncoder(buf)
+	// The contract shows SIP text as is; HTML escaping would turn <sip:...> into \u003c.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		return dst, fmt.Errorf("encode event %s: %w", e.UUID, err)
+	}
+	out := buf.Bytes()
+	return out[:len(out)-1], nil // Encode adds a newline
+}
+
+// MarshalLine returns the compact JSON object followed by a newline: one JSON log line.
+func (e *Event) MarshalLine() ([]byte, error) {
+	b, err := e.AppendJSON(make([]byte, 0, 512+len(e.SIPMessage)))
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// Validate checks the fields a well-formed event must have.
+func (e *Event) Validate() error {
+	if e.AppName == "" {
+		return fmt.Errorf("event has no app_name")
+	}
+	if _, err := uuid.Parse(e.UUID); err != nil {
+		return fmt.Errorf("event_uuid %q is not a UUID: %w", e.UUID, err)
+	}
+	if _, err := ParseTime(e.Timestamp); err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(e.SourceIP); err != nil {
+		return fmt.Errorf("source_ip %q is not an IP address: %w", e.SourceIP, err)
+	}
+	switch e.Transport {
+	case UDP, TCP, TLS:
+	default:
+		return fmt.Errorf("transport_type %q is not UDP, TCP or TLS", e.Transport)
+	}
+	return nil
+}

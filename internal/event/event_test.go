@@ -1,0 +1,170 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func fixed() *Event {
+	return &Event{
+		AppName:         AppName,
+		AppVersion:      "0.1.0",
+		Timestamp:       "2026-11-23 10:11:12.000000042",
+		UUID:            "4503cc92-26cb-4b3e-bb33-69a83fa09321",
+		NodeID:          "e5ac3a88-3d52-4e84-b70c-b2ce83992d02",
+		CollectedMethod: Responsive,
+		Transport:       UDP,
+		SourceIP:        "192.0.2.7",
+		DestinationIP:   "198.51.100.1",
+		CalledNumber:    "0046812118532",
+		SIPMethod:       "OPTIONS",
+		SIPUserAgent:    "friendly-scanner",
+		SIPMessage:      "OPTIONS sip:100@198.51.100.1 SIP/2.0\r\nTo: \"sipvicious\"<sip:100@1.1.1.1>\r\n\r\n",
+		SourcePort:      5173,
+		DestinationPort: 5060,
+	}
+}
+
+func TestJSONGolden(t *testing.T) {
+	line, err := fixed().MarshalLine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "event.golden")
+	if *update {
+		if err := os.WriteFile(golden, line, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(line) != string(want) {
+		t.Fatalf("event JSON changed:\n got %s\nwant %s", line, want)
+	}
+}
+
+func TestJSONKeyOrder(t *testing.T) {
+	line, err := fixed().MarshalLine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(line)))
+	if _, err := dec.Token(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"app_name", "app_version", "event_timestamp", "event_uuid", "created_by_node_id",
+		"collected_method", "transport_type", "source_ip", "destination_ip", "called_number",
+		"sip_method", "sip_user_agent", "sip_message", "source_port", "destination_port"}
+	for i := 0; dec.More(); i++ {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= len(want) || k != want[i] {
+			t.Fatalf("key %d = %v, want %v", i, k, want[min(i, len(want)-1)])
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		if i < 13 {
+			if _, ok := v.(string); !ok {
+				t.Errorf("key %s holds %T, want a string", k, v)
+			}
+		}
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, line); err != nil {
+		t.Fatal(err)
+	}
+	if compact.String()+"\n" != string(line) || strings.Count(string(line), "\n") != 1 {
+		t.Errorf("line is not compact single-line JSON: %q", line)
+	}
+}
+
+func TestNewStampsFields(t *testing.T) {
+	o := Origin{
+		AppVersion: "1.2.3", NodeID: "n", Method: Passive, Transport: TCP,
+		Source: netip.MustParseAddrPort("[::ffff:192.0.2.9]:40000"),
+		Dest:   netip.MustParseAddrPort("[2001:db8::1%eth0]:5060"),
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 600, time.FixedZone("X", 3600))
+	e := New(o, now, "100", "INVITE", "sipsak", []byte("x\xffy"))
+	if e.Timestamp != "2026-01-02 02:04:05.000000600" {
+		t.Errorf("timestamp %q is not UTC with 9 fraction digits", e.Timestamp)
+	}
+	if e.SourceIP != "192.0.2.9" || e.SourcePort != 40000 {
+		t.Errorf("source %s:%d, want the unmapped IPv4 and port apart", e.SourceIP, e.SourcePort)
+	}
+	if e.DestinationIP != "2001:db8::1" || e.DestinationPort != 5060 {
+		t.Errorf("destination %s:%d", e.DestinationIP, e.DestinationPort)
+	}
+	if e.SIPMessage != "x\uFFFDy" {
+		t.Errorf("message %q not sanitised", e.SIPMessage)
+	}
+	if err := e.Validate(); err != nil {
+		t.Errorf("fresh event does not validate: %v", err)
+	}
+	if e2 := New(o, now, "", "", "", nil); e2.UUID == e.UUID {
+		t.Error("two events share a UUID")
+	}
+}
+
+func TestSanitizeKeeps64KiB(t *testing.T) {
+	big := []byte(strings.Repeat("a", MaxMessage+100))
+	if got := Sanitize(big); len(got) != MaxMessage {
+		t.Errorf("kept %d bytes, want %d", len(got), MaxMessage)
+	}
+	nul := []byte("OPTIONS\x00sip")
+	if got := Sanitize(nul); got != string(nul) {
+		t.Errorf("NUL bytes changed: %q", got)
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	for name, mutate := range map[string]func(*Event){
+		"bad uuid":      func(e *Event) { e.UUID = "nope" },
+		"bad time":      func(e *Event) { e.Timestamp = "2026-11-23T10:11:12Z" },
+		"bad source":    func(e *Event) { e.SourceIP = "192.0.2.7:5060" },
+		"bad transport": func(e *Event) { e.Transport = "SCTP" },
+		"no app":        func(e *Event) { e.AppName = "" },
+	} {
+		e := fixed()
+		mutate(e)
+		if err := e.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestNodeIDStable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	a, err := LoadNodeID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadNodeID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatalf("node id changed across loads: %s then %s", a, b)
+	}
+	if err := os.WriteFile(filepath.Join(dir, NodeIDFile), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadNodeID(dir); err == nil {
+		t.Fatal("a corrupt node id file was accepted")
+	}
+}

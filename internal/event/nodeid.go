@@ -1,0 +1,57 @@
+package event
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// NodeIDFile is the file in the data directory that holds the node's created_by_node_id.
+const NodeIDFile = "node_id"
+
+// LoadNodeID returns the node id stored in dir, creating it on first use so that
+// created_by_node_id stays the same across restarts.
+func LoadNodeID(dir string) (string, error) {
+	path := filepath.Join(dir, NodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		id := strings.TrimSpace(string(b))
+		if _, perr := uuid.Parse(id); perr != nil {
+			return "", fmt.Errorf("node id file %s holds %q, not a UUID: fix or delete it (a new id is then made): %w", path, id, perr)
+		}
+		return id, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("read node id %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("create data directory %s: %w", dir, err)
+	}
+	id := uuid.NewString()
+	// Write then rename so a crash never leaves a half-written id behind.
+	tmp, err := os.CreateTemp(dir, ".node_id-*")
+	if err != nil {
+		return "", fmt.Errorf("create node id in %s (is the data directory writable?): %w", dir, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(id + "\n"); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("sync node id: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("close node id: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", fmt.Errorf("store node id %s: %w", path, err)
+	}
+	return id, nil
+}

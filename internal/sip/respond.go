@@ -1,0 +1,185 @@
+package sip
+
+import (
+	"bytes"
+	"encoding/hex"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+)
+
+// DefaultPersona is the Server header of responsive mode: a banner scanners see every day.
+const DefaultPersona = "Asterisk PBX 18.20.0"
+
+const (
+	allowHeader     = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, PUBLISH, MESSAGE, UPDATE, PRACK"
+	acceptHeader    = "application/sdp"
+	supportedHeader = "replaces, timer"
+)
+
+// Responder builds the replies of responsive mode. The zero value answers with DefaultPersona.
+type Responder struct {
+	Persona string
+
+	tag func() []byte // To-tag source; tests make it fixed
+}
+
+type status struct {
+	code   int
+	reason string
+}
+
+// statuses returns the replies a PBX would give to method, in order. INVITE fails after 100
+// Trying so scanners move on to their next prefix and reveal more numbers; REGISTER succeeds
+// so they go on to dial.
+func statuses(method []byte) []status {
+	switch string(method) {
+	case "INVITE":
+		return []status{{100, "Trying"}, {404, "Not Found"}}
+	case "ACK":
+		return nil // ACK is never answered
+	case "OPTIONS", "REGISTER", "CANCEL", "BYE", "INFO", "MESSAGE", "NOTIFY",
+		"SUBSCRIBE", "PUBLISH", "REFER", "UPDATE", "PRACK":
+		return []status{{200, "OK"}}
+	default:
+		return []status{{405, "Method Not Allowed"}}
+	}
+}
+
+// Replies returns the messages to send back for m, which came from src. Responses, garbage,
+// ACKs and requests without the headers a reply must echo get none.
+func (r *Responder) Replies(m *Message, src netip.AddrPort) [][]byte {
+	if m.Kind != Request || m.NVia == 0 || m.From == nil || m.To == nil || m.CallID == nil || m.CSeq == nil {
+		return nil
+	}
+	sts := statuses(m.Method)
+	if len(sts) == 0 {
+		return nil
+	}
+	newTag := r.tag
+	if newTag == nil {
+		newTag = randomTag
+	}
+	tag := newTag()
+	out := make([][]byte, 0, len(sts))
+	for _, st := range sts {
+		out = append(out, r.build(m, src, st, tag))
+	}
+	return out
+}
+
+func (r *Responder) build(m *Message, src netip.AddrPort, st status, tag []byte) []byte {
+	b := make([]byte, 0, 512)
+	b = append(b, "SIP/2.0 "...)
+	b = strconv.AppendInt(b, int64(st.code), 10)
+	b = append(b, ' ')
+	b = append(b, st.reason...)
+	b = append(b, "\r\n"...)
+	for i := range m.NVia {
+		b = append(b, "Via: "...)
+		if i == 0 {
+			b = appendTopVia(b, m.Via[0], src)
+		} else {
+			b = append(b, m.Via[i]...)
+		}
+		b = append(b, "\r\n"...)
+	}
+	b = appendHeader(b, "From", m.From)
+	b = append(b, "To: "...)
+	b = append(b, m.To...)
+	if st.code > 100 && !hasTag(m.To) {
+		b = append(b, ";tag="...)
+		b = append(b, tag...)
+	}
+	b = append(b, "\r\n"...)
+	b = appendHeader(b, "Call-ID", m.CallID)
+	b = appendHeader(b, "CSeq", m.CSeq)
+	persona := r.Persona
+	if persona == "" {
+		persona = DefaultPersona
+	}
+	b = appendHeader(b, "Server", []byte(persona))
+	switch {
+	case string(m.Method) == "OPTIONS" || st.code == 405:
+		b = appendHeader(b, "Allow", []byte(allowHeader))
+		b = appendHeader(b, "Accept", []byte(acceptHeader))
+		b = appendHeader(b, "Supported", []byte(supportedHeader))
+	case string(m.Method) == "REGISTER":
+		if len(m.Contact) > 0 && string(m.Contact) != "*" {
+			b = append(b, "Contact: "...)
+			b = append(b, m.Contact...)
+			b = append(b, ";expires=3600\r\n"...)
+		}
+		b = appendHeader(b, "Expires", []byte("3600"))
+	}
+	return append(b, "Content-Length: 0\r\n\r\n"...)
+}
+
+func appendHeader(b []byte, name string, val []byte) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = append(b, val...)
+	return append(b, "\r\n"...)
+}
+
+// appendTopVia echoes the first Via with received= and a filled-in rport (RFC 3581), so the
+// reply reaches scanners behind NAT and looks like a real server's.
+func appendTopVia(b, via []byte, src netip.AddrPort) []byte {
+	first, others := via, []byte(nil)
+	if c := bytes.IndexByte(via, ','); c >= 0 {
+		first, others = bytes.TrimRight(via[:c], " \t"), via[c:]
+	}
+	for len(first) > 0 {
+		semi := bytes.IndexByte(first, ';')
+		if semi < 0 {
+			b = append(b, first...)
+			break
+		}
+		b = append(b, first[:semi+1]...)
+		first = first[semi+1:]
+		end := bytes.IndexByte(first, ';')
+		if end < 0 {
+			end = len(first)
+		}
+		param := first[:end]
+		switch {
+		case bytes.EqualFold(bytes.TrimSpace(param), []byte("rport")):
+			b = append(b, "rport="...)
+			b = strconv.AppendUint(b, uint64(src.Port()), 10)
+		case hasPrefixFold(bytes.TrimSpace(param), "received="):
+			// Replaced by ours below: drop it, and the separator written before it.
+			b = b[:len(b)-1]
+		default:
+			b = append(b, param...)
+		}
+		first = first[end:]
+	}
+	b = append(b, ";received="...)
+	b = src.Addr().Unmap().WithZone("").AppendTo(b)
+	return append(b, others...)
+}
+
+// hasTag reports whether a To/From value already carries a tag parameter outside its URI.
+func hasTag(v []byte) bool {
+	if gt := bytes.LastIndexByte(v, '>'); gt >= 0 {
+		v = v[gt:]
+	}
+	for {
+		semi := bytes.IndexByte(v, ';')
+		if semi < 0 {
+			return false
+		}
+		v = v[semi+1:]
+		if hasPrefixFold(bytes.TrimLeft(v, " \t"), "tag=") {
+			return true
+		}
+	}
+}
+
+func randomTag() []byte {
+	var raw [5]byte
+	for i := range raw {
+		raw[i] = byte(rand.Uint32())
+	}
+	return hex.AppendEncode(nil, raw[:])
+}
