@@ -1,0 +1,292 @@
+// Package hub fans events out from sources to sinks. Each sink has its own bounded queue and
+// worker goroutine, so a slow or failing sink never slows capture or the other sinks: when a
+// queue is full the oldest event is dropped and counted, except for a sink added with Block,
+// whose publishers wait while it is healthy (the store: capture must not lose what it could keep).
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// Sink receives batches of events. Events are shared between sinks and must not be modified.
+// A Write that fails is retried with the same batch after a back-off.
+type Sink interface {
+	Name() string
+	Write(ctx context.Context, batch []*event.Event) error
+}
+
+// Policy says what Publish does when a sink's queue is full.
+type Policy int
+
+const (
+	// DropOldest discards the oldest queued event to make room, and counts it.
+	DropOldest Policy = iota
+	// Block makes publishers wait for room while the sink is healthy. A sink whose last write
+	// failed drops the oldest instead, since waiting on it would only stall capture.
+	Block
+)
+
+// Options tune one sink's queue.
+type Options struct {
+	Capacity int    // queued events; default 65536
+	MaxBatch int    // events per Write; default 1000
+	Policy   Policy // default DropOldest
+}
+
+// Stats are one sink's counters.
+type Stats struct {
+	Name      string
+	Delivered uint64 // events written
+	Dropped   uint64 // events discarded: queue full, or still failing at shutdown
+	Failures  uint64 // failed Write calls (each retried)
+	Queued    int
+}
+
+// Hub is the meeting point of sources and sinks.
+type Hub struct {
+	log    *slog.Logger
+	queues []*queue
+	wg     sync.WaitGroup
+	stop     chan struct{} // closed by Close: workers drain and exit
+	closed   atomic.Bool
+	drainCtx atomic.Pointer[context.Context] // Close's context, bounding the final drain
+}
+
+// New returns an empty hub; add sinks, then publish.
+func New(log *slog.Logger) *Hub {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{log: log, stop: make(chan struct{})}
+}
+
+// Add registers a sink and starts its worker. Add all sinks before the first Publish.
+func (h *Hub) Add(s Sink, o Options) {
+	if o.Capacity <= 0 {
+		o.Capacity = 1 << 16
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1000
+	}
+	q := &queue{sink: s, opts: o, ring: make([]*event.Event, o.Capacity), wake: make(chan struct{}, 1)}
+	q.healthy.Store(true)
+	q.room = sync.NewCond(&q.mu)
+	h.queues = append(h.queues, q)
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.run(q)
+	}()
+}
+
+// Publish hands e to every sink. It returns at once unless a Block sink is full and healthy.
+func (h *Hub) Publish(e *event.Event) {
+	if h.closed.Load() {
+		return
+	}
+	for _, q := range h.queues {
+		if q.push(e) {
+			h.logDrop(q)
+		}
+	}
+}
+
+// Stats returns the counters of every sink, in the order they were added.
+func (h *Hub) Stats() []Stats {
+	out := make([]Stats, 0, len(h.queues))
+	for _, q := range h.queues {
+		q.mu.Lock()
+		n := q.n
+		q.mu.Unlock()
+		out = append(out, Stats{
+			Name: q.sink.Name(), Delivered: q.delivered.Load(), Dropped: q.dropped.Load() + q.shutdownDropped.Load(),
+			Failures: q.failures.Load(), Queued: n,
+		})
+	}
+	return out
+}
+
+// Close stops accepting events and waits until every queue is written out, or ctx ends; what
+// is still queued then is counted as dropped and reported in the error.
+func (h *Hub) Close(ctx context.Context) error {
+	if h.closed.Swap(true) {
+		return nil
+	}
+	h.drainCtx.Store(&ctx)
+	close(h.stop)
+	for _, q := range h.queues {
+		q.mu.Lock()
+		q.room.Broadcast() // release publishers blocked on a full queue
+		q.mu.Unlock()
+		q.signal()
+	}
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		<-done // failing workers give up once ctx is done
+	}
+	var errs []error
+	for _, q := range h.queues {
+		if d := q.shutdownDropped.Load(); d > 0 {
+			errs = append(errs, fmt.Errorf("sink %s: %d events not written at shutdown", q.sink.Name(), d))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (h *Hub) run(q *queue) {
+	backoff := 100 * time.Millisecond
+	var batch []*event.Event
+	for {
+		if batch == nil {
+			batch = q.take(q.opts.MaxBatch)
+		}
+		if batch == nil {
+			select {
+			case <-q.wake:
+				continue
+			case <-h.stop:
+				if batch = q.take(q.opts.MaxBatch); batch == nil {
+					return
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := q.sink.Write(ctx, batch)
+		cancel()
+		if err == nil {
+			q.delivered.Add(uint64(len(batch)))
+			q.healthy.Store(true)
+			batch = nil
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		q.failures.Add(1)
+		q.healthy.Store(false)
+		h.log.Warn("sink write failed; the batch is kept and retried", "sink", q.sink.Name(),
+			"events", len(batch), "retry_in", backoff, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-h.drainDone():
+			// Shutting down and out of time: give up what this sink still holds.
+			q.giveUp()
+			q.shutdownDropped.Add(uint64(len(batch) + q.discardAll()))
+			return
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// drainDone is closed when Close's context ends; nil (never ready) before Close.
+func (h *Hub) drainDone() <-chan struct{} {
+	if ctx := h.drainCtx.Load(); ctx != nil {
+		return (*ctx).Done()
+	}
+	return nil
+}
+
+func (h *Hub) logDrop(q *queue) {
+	now := time.Now().UnixNano()
+	last := q.lastDropLog.Load()
+	if now-last < int64(10*time.Second) || !q.lastDropLog.CompareAndSwap(last, now) {
+		return
+	}
+	h.log.Warn("sink queue full: dropping oldest events", "sink", q.sink.Name(),
+		"dropped_total", q.dropped.Load(), "capacity", q.opts.Capacity)
+}
+
+type queue struct {
+	sink Sink
+	opts Options
+
+	mu   sync.Mutex
+	room *sync.Cond // signalled when take frees space
+	ring []*event.Event
+	head int // index of the oldest event
+	n    int
+	wake chan struct{}
+
+	healthy         atomic.Bool
+	delivered       atomic.Uint64
+	dropped         atomic.Uint64
+	failures        atomic.Uint64
+	shutdownDropped atomic.Uint64
+	gaveUp          atomic.Bool
+	lastDropLog     atomic.Int64
+}
+
+// push queues e and reports whether an older event was dropped to make room.
+func (q *queue) push(e *event.Event) (dropped bool) {
+	q.mu.Lock()
+	for q.n == len(q.ring) && q.opts.Policy == Block && q.healthy.Load() && !q.isStopping() {
+		q.room.Wait()
+	}
+	if q.n == len(q.ring) {
+		q.ring[q.head] = nil
+		q.head = (q.head + 1) % len(q.ring)
+		q.n--
+		q.dropped.Add(1)
+		dropped = true
+	}
+	q.ring[(q.head+q.n)%len(q.ring)] = e
+	q.n++
+	q.mu.Unlock()
+	q.signal()
+	return dropped
+}
+
+// isStopping is true once the worker gave up the sink; publishers must not wait on it then.
+func (q *queue) isStopping() bool { return q.gaveUp.Load() }
+
+func (q *queue) giveUp() {
+	q.gaveUp.Store(true)
+	q.mu.Lock()
+	q.room.Broadcast()
+	q.mu.Unlock()
+}
+
+// take removes up to max events, oldest first; nil when empty.
+func (q *queue) take(max int) []*event.Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return nil
+	}
+	k := min(q.n, max)
+	batch := make([]*event.Event, k)
+	for i := range k {
+		batch[i] = q.ring[q.head]
+		q.ring[q.head] = nil
+		q.head = (q.head + 1) % len(q.ring)
+	}
+	q.n -= k
+	q.room.Broadcast()
+	return batch
+}
+
+func (q *queue) discardAll() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := q.n
+	clear(q.ring)
+	q.head, q.n = 0, 0
+	q.room.Broadcast()
+	return n
+}
+
+func (q *queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
