@@ -1,0 +1,213 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "sub", "dialtrap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func ev(i int, ip, number string) *event.Event {
+	ts := time.Date(2026, 11, 23, 0, 0, i, 0, time.UTC)
+	return &event.Event{
+		AppName: event.AppName, AppVersion: "t", Timestamp: event.FormatTime(ts),
+		UUID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), NodeID: "n",
+		CollectedMethod: event.Passive, Transport: event.UDP, SourceIP: ip, SourcePort: 5000 + i,
+		DestinationIP: "127.0.0.1", DestinationPort: 5060, CalledNumber: number,
+		SIPMethod: "OPTIONS", SIPUserAgent: "friendly-scanner", SIPMessage: "OPTIONS \x00 ✓",
+	}
+}
+
+func TestWriteAggregatesAndIdempotence(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	batch := []*event.Event{
+		ev(1, "192.0.2.1", "100"), ev(2, "192.0.2.1", "0046812118532"), ev(3, "2001:db8::1", "100"),
+		ev(4, "192.0.2.1", event.NotFound), ev(5, "192.0.2.9", ""),
+	}
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// The same batch again (a retry after a timeout, or a re-import) changes nothing.
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, []*event.Event{ev(6, "192.0.2.1", "100")}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.CountEvents(ctx)
+	if err != nil || n != 6 {
+		t.Fatalf("%d events (%v), want 6", n, err)
+	}
+	tests := []struct {
+		lookup      func(context.Context, string) (aggregate, bool, error)
+		key         string
+		found       bool
+		count       int64
+		first, last int
+	}{
+		{s.ipLookup, "192.0.2.1", true, 4, 1, 6},
+		{s.ipLookup, "2001:db8::1", true, 1, 3, 3},
+		{s.ipLookup, "192.0.2.9", true, 1, 5, 5},
+		{s.ipLookup, "198.51.100.1", false, 0, 0, 0},
+		{s.numLookup, "100", true, 3, 1, 6},
+		{s.numLookup, "0046812118532", true, 1, 2, 2},
+		{s.numLookup, event.NotFound, false, 0, 0, 0},
+		{s.numLookup, "", false, 0, 0, 0},
+		{s.numLookup, "100' OR 1=1 --", false, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		a, ok, err := tt.lookup(ctx, tt.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != tt.found || a.Count != tt.count {
+			t.Errorf("%q: found %v count %d, want %v %d", tt.key, ok, a.Count, tt.found, tt.count)
+			continue
+		}
+		if ok && (a.FirstSeen != ev(tt.first, "", "").Timestamp || a.LastSeen != ev(tt.last, "", "").Timestamp) {
+			t.Errorf("%q: seen %s..%s, want events %d..%d", tt.key, a.FirstSeen, a.LastSeen, tt.first, tt.last)
+		}
+	}
+	var got []*event.Event
+	if err := s.Events(ctx, func(e *event.Event) error { got = append(got, e); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 6 || *got[0] != *batch[0] {
+		t.Errorf("events do not round-trip:\n got %+v\nwant %+v", got[0], batch[0])
+	}
+}
+
+type aggregate = struct {
+	Key, FirstSeen, LastSeen string
+	Count                    int64
+}
+
+func (s *Store) ipLookup(ctx context.Context, k string) (aggregate, bool, error) {
+	a, ok, err := s.IP(ctx, k)
+	return aggregate(a), ok, err
+}
+
+func (s *Store) numLookup(ctx context.Context, k string) (aggregate, bool, error) {
+	a, ok, err := s.Number(ctx, k)
+	return aggregate(a), ok, err
+}
+
+func TestReopenKeepsDataAndSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "d.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, []*event.Event{ev(1, "192.0.2.1", "1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v int
+	if err := s.r.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) {
+		t.Errorf("schema version %d (%v), want %d", v, err, len(migrations))
+	}
+	if n, _ := s.CountEvents(ctx); n != 1 {
+		t.Errorf("%d events after reopen", n)
+	}
+	if err := s.IntegrityCheck(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestRefusesNewerSchemaAndNonDatabase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "d.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec("PRAGMA user_version = 999"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(ctx, path); err == nil || !strings.Contains(err.Error(), "upgrade dialtrap") {
+		t.Errorf("opened a newer schema: %v", err)
+	}
+}
+
+// A full disk makes Write fail; the hub keeps the batch and retries, and once space is back
+// the same batch is stored whole. SQLite's max_page_count gives the same SQLITE_FULL error.
+func TestFullDiskThenRecovery(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	var pages int
+	if err := s.w.QueryRow("PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(fmt.Sprintf("PRAGMA max_page_count = %d", pages+1)); err != nil {
+		t.Fatal(err)
+	}
+	var batch []*event.Event
+	for i := range 200 {
+		e := ev(i, fmt.Sprintf("192.0.2.%d", i%250), "100")
+		e.SIPMessage = strings.Repeat("x", 4000)
+		batch = append(batch, e)
+	}
+	err := s.Write(ctx, batch)
+	if err == nil || !strings.Contains(err.Error(), "full") {
+		t.Fatalf("write on a full database: %v, want a 'full' error", err)
+	}
+	if n, _ := s.CountEvents(ctx); n != 0 {
+		t.Fatalf("a failed batch left %d events behind", n)
+	}
+	if _, err := s.w.Exec("PRAGMA max_page_count = 1073741823"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountEvents(ctx); n != 200 {
+		t.Fatalf("%d events after recovery, want 200", n)
+	}
+}
+
+func BenchmarkWrite(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "b.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	batch := make([]*event.Event, 1000)
+	i := 0
+	for b.Loop() {
+		for j := range batch {
+			i++
+			e := ev(i%60, fmt.Sprintf("192.0.2.%d", i%20), fmt.Sprint(46000000+i%5000))
+			e.UUID = fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+			batch[j] = e
+		}
+		if err := s.Write(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "events/s")
+}
