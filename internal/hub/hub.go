@@ -23,6 +23,19 @@ type Sink interface {
 	Write(ctx context.Context, batch []*event.Event) error
 }
 
+// PartialError is returned by a sink that wrote the first Done events of a batch before
+// failing; the hub retries only the rest, so those are not delivered twice.
+type PartialError struct {
+	Done int
+	Err  error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%v (after %d events of the batch)", e.Err, e.Done)
+}
+
+func (e *PartialError) Unwrap() error { return e.Err }
+
 // Policy says what Publish does when a sink's queue is full.
 type Policy int
 
@@ -173,6 +186,14 @@ func (h *Hub) run(q *queue) {
 		}
 		q.failures.Add(1)
 		q.healthy.Store(false)
+		if pe := (*PartialError)(nil); errors.As(err, &pe) && pe.Done > 0 && pe.Done <= len(batch) {
+			q.delivered.Add(uint64(pe.Done))
+			batch = batch[pe.Done:]
+			if len(batch) == 0 {
+				batch = nil
+				continue
+			}
+		}
 		h.log.Warn("sink write failed; the batch is kept and retried", "sink", q.sink.Name(),
 			"events", len(batch), "retry_in", backoff, "err", err)
 		select {

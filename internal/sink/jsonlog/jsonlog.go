@@ -1,0 +1,103 @@
+// Package jsonlog appends each event as one compact JSON line to a file, for log shippers.
+package jsonlog
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// Log is the JSON log sink. Each batch is written with one write call; a write that fails
+// half-way is cut back, so the file never holds a partial line and a retry adds no duplicate.
+type Log struct {
+	path string
+
+	mu  sync.Mutex
+	f   *os.File
+	buf []byte
+}
+
+// Open opens (creating if needed) the JSON log at path for appending.
+func Open(path string) (*Log, error) {
+	l := &Log{path: path}
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) open() error {
+	if dir := filepath.Dir(l.path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create directory for JSON log %s: %w", l.path, err)
+		}
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("open JSON log %s (check the path and permissions, or set --json-log-file): %w", l.path, err)
+	}
+	l.f = f
+	return nil
+}
+
+// Name implements hub.Sink.
+func (l *Log) Name() string { return "jsonlog" }
+
+// Write implements hub.Sink.
+func (l *Log) Write(_ context.Context, batch []*event.Event) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buf[:0]
+	for _, e := range batch {
+		var err error
+		if b, err = e.AppendJSON(b); err != nil {
+			return err
+		}
+		b = append(b, '\n')
+	}
+	l.buf = b
+	fi, err := l.f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat JSON log %s: %w", l.path, err)
+	}
+	if _, err := l.f.Write(b); err != nil {
+		// Cut back a partial write so the retried batch starts on a clean line.
+		if terr := l.f.Truncate(fi.Size()); terr != nil {
+			return fmt.Errorf("write JSON log %s: %w (and could not remove the partial line: %v)", l.path, err, terr)
+		}
+		return fmt.Errorf("write JSON log %s: %w", l.path, err)
+	}
+	if cap(l.buf) > 4<<20 {
+		l.buf = nil // do not pin a huge buffer after one burst of big messages
+	}
+	return nil
+}
+
+// Reopen closes and reopens the file, for log rotation (SIGHUP).
+func (l *Log) Reopen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.f
+	if err := l.open(); err != nil {
+		return err
+	}
+	return old.Close()
+}
+
+// Close syncs and closes the file.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	serr := l.f.Sync()
+	if err := l.f.Close(); err != nil {
+		return fmt.Errorf("close JSON log %s: %w", l.path, err)
+	}
+	if serr != nil {
+		return fmt.Errorf("sync JSON log %s: %w", l.path, serr)
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package jsonlog
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+func TestAppendsOneLinePerEvent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "logs", "dialtrap_json.log")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("{\"earlier\":\"line\"}\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []*event.Event
+	for i := range 3 {
+		batch = append(batch, &event.Event{AppName: event.AppName, UUID: fmt.Sprint(i),
+			SIPMessage: "OPTIONS sip:1@x SIP/2.0\r\nTo: <sip:1@x>\r\n\r\n"})
+	}
+	if err := l.Write(context.Background(), batch[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(context.Background(), batch[2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	var lines []map[string]any
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line %q is not JSON: %v", sc.Text(), err)
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) != 4 || lines[0]["earlier"] != "line" {
+		t.Fatalf("got %d lines, want the earlier one kept and 3 appended", len(lines))
+	}
+	for i, m := range lines[1:] {
+		if m["event_uuid"] != fmt.Sprint(i) || m["sip_message"] != batch[i].SIPMessage {
+			t.Errorf("line %d = %v", i+1, m)
+		}
+	}
+}
+
+func TestOpenErrorSaysWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Open(dir) // a directory, not a file
+	if err == nil {
+		t.Fatal("opened a directory as the JSON log")
+	}
+}
+
+// /dev/full fails every write with ENOSPC: the error must reach the hub (which keeps the
+// batch and retries) rather than vanish.
+func TestFullDiskIsAnError(t *testing.T) {
+	l, err := Open("/dev/full")
+	if err != nil {
+		t.Skipf("no /dev/full here: %v", err)
+	}
+	defer l.f.Close()
+	err = l.Write(context.Background(), []*event.Event{{AppName: event.AppName}})
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("write to a full device: %v", err)
+	}
+}
