@@ -3,7 +3,9 @@ module github.com/dialtrap/dialtrap
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/google/uuid v1.6.0
+	github.com/spf13/pflag v1.0.10
 	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.61.1
 )

@@ -1,0 +1,376 @@
+// Package config builds the node's Config from, in order of precedence, command-line flags,
+// DIALTRAP_* environment variables (and the reference product's names as deprecated
+// fallbacks), an optional TOML file and the defaults, and validates the result.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix starts every environment variable the node reads.
+const EnvPrefix = "DIALTRAP_"
+
+// legacyEnvPrefix is the reference product's prefix, read as a fallback so operators can
+// migrate without renaming their environment.
+const legacyEnvPrefix = "SENTRYPEER_"
+
+// legacyNames are reference env var suffixes that differ from ours.
+var legacyNames = map[string][]string{
+	"p2p":       {"PEER_TO_PEER"},
+	"bootstrap": {"BOOTSTRAP_NODE"},
+}
+
+// Defaults that other packages and the help text share.
+const (
+	DefaultDBFile      = "dialtrap.db"
+	DefaultJSONLogFile = "dialtrap_json.log"
+	DefaultSIPAddr     = ":5060"
+	DefaultSIPTLSAddr  = ":5061"
+	DefaultAPIAddr     = "127.0.0.1:8082"
+)
+
+// ErrHelp is returned by Load when -h was given; the usage has been written.
+var ErrHelp = pflag.ErrHelp
+
+// Config is everything the node can be told.
+type Config struct {
+	DBFile             string
+	JSONLog            bool
+	JSONLogFile        string
+	P2P                bool
+	Bootstrap          []string
+	OAuth2ClientID     string
+	OAuth2ClientSecret string
+	API                bool
+	WebhookURL         string
+	SIPResponsive      bool
+	SIPDisable         bool
+	TLSCert            string
+	TLSKey             string
+	SIPTLSAddr         string
+	ConfigFile         string
+	Syslog             bool
+	Verbose            bool
+	Debug              bool
+	Version            bool
+
+	SIPAddr           string
+	SIPTLS            bool
+	APIAddr           string
+	APIToken          string
+	DataDir           string
+	Store             string
+	WebhookTokenURL   string
+	WebhookAudience   string
+	WebhookPeerEvents bool
+	P2PAddr           []string
+	P2PTrust          []string
+	P2PMinSightings   int
+	Metrics           bool
+	Retention         time.Duration
+	Persona           string
+	SyslogAddr        string
+
+	// Capture tuning.
+	SIPMaxConns       int
+	SIPMaxConnsPerIP  int
+	SIPIdleTimeout    time.Duration
+	SIPMessageTimeout time.Duration
+	SIPReadBuffer     int
+
+	// Notices are warnings for the operator found while loading (deprecated names).
+	Notices []string
+}
+
+// flagSet declares every option; the long name is also the TOML key and, upper-cased, the
+// env var suffix.
+func flagSet(c *Config) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("dialtrap", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVarP(&c.DBFile, "db-file", "f", DefaultDBFile, "SQLite database path (relative to --data-dir)")
+	fs.BoolVarP(&c.JSONLog, "json-log", "j", false, "append one JSON object per event to the JSON log")
+	fs.StringVarP(&c.JSONLogFile, "json-log-file", "l", DefaultJSONLogFile, "JSON log path, relative to --data-dir (setting it enables -j)")
+	fs.BoolVarP(&c.P2P, "p2p", "p", false, "join the peer-to-peer network: share own events and receive others'")
+	fs.StringSliceVarP(&c.Bootstrap, "bootstrap", "b", nil, "bootstrap peer multiaddr(s), repeatable or comma-separated")
+	fs.StringVarP(&c.OAuth2ClientID, "oauth2-client-id", "i", "", "OAuth2 client id for the webhook bearer token")
+	fs.StringVarP(&c.OAuth2ClientSecret, "oauth2-client-secret", "c", "", "OAuth2 client secret (needs -i)")
+	fs.BoolVarP(&c.API, "api", "a", false, "serve the REST API")
+	fs.StringVarP(&c.WebhookURL, "webhook-url", "w", "", "POST each event as JSON to this URL")
+	fs.BoolVarP(&c.SIPResponsive, "sip-responsive", "r", false, "answer probes like a PBX (default: passive, never reply)")
+	fs.BoolVarP(&c.SIPDisable, "sip-disable", "R", false, "run no SIP listeners (API-only or P2P-only node)")
+	fs.StringVarP(&c.TLSCert, "tls-cert", "t", "", "TLS certificate PEM for SIP over TLS (default: self-signed, made in --data-dir)")
+	fs.StringVarP(&c.TLSKey, "tls-key", "k", "", "TLS key PEM")
+	fs.StringVarP(&c.SIPTLSAddr, "sip-tls-addr", "z", DefaultSIPTLSAddr, "SIP over TLS listen address")
+	fs.StringVarP(&c.ConfigFile, "config", "g", "", "TOML config file (keys are the long option names)")
+	fs.BoolVarP(&c.Syslog, "syslog", "s", false, "write one syslog line per event (for Fail2Ban)")
+	fs.BoolVarP(&c.Verbose, "verbose", "v", false, "info-level logs")
+	fs.BoolVarP(&c.Debug, "debug", "d", false, "debug logs, including each SIP message")
+	fs.BoolVarP(&c.Version, "version", "V", false, "print name, version, commit and Go version")
+
+	fs.StringVar(&c.SIPAddr, "sip-addr", DefaultSIPAddr, "SIP UDP and TCP listen address (empty host: IPv4 and IPv6)")
+	fs.BoolVar(&c.SIPTLS, "sip-tls", true, "run the SIP TLS listener")
+	fs.StringVar(&c.APIAddr, "api-addr", DefaultAPIAddr, "REST API listen address")
+	fs.StringVar(&c.APIToken, "api-token", "", "require 'Authorization: Bearer <token>' on the API (except /health-check)")
+	fs.StringVar(&c.DataDir, "data-dir", ".", "directory for the node id, keys, certificate and default database")
+	fs.StringVar(&c.Store, "store", "sqlite", "event store: sqlite, or a postgres:// URL")
+	fs.StringVar(&c.WebhookTokenURL, "webhook-token-url", "", "OAuth2 client-credentials token endpoint")
+	fs.StringVar(&c.WebhookAudience, "webhook-audience", "", "OAuth2 audience parameter")
+	fs.BoolVar(&c.WebhookPeerEvents, "webhook-peer-events", false, "also send events learned from peers to the webhook")
+	fs.StringSliceVar(&c.P2PAddr, "p2p-addr", []string{"/ip4/0.0.0.0/udp/4222/quic-v1", "/ip4/0.0.0.0/tcp/4222"}, "libp2p listen multiaddrs")
+	fs.StringSliceVar(&c.P2PTrust, "p2p-trust", nil, "peer IDs whose events count at once")
+	fs.IntVar(&c.P2PMinSightings, "p2p-min-sightings", 1, "distinct peers that must report an IP or number before it counts")
+	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus /metrics on the API listener")
+	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this, e.g. 2160h (0 keeps everything)")
+	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
+	fs.StringVar(&c.SyslogAddr, "syslog-addr", "", "syslog destination: unix:///path, udp://host:port or tcp://host:port (default: local syslog)")
+
+	fs.IntVar(&c.SIPMaxConns, "sip-max-conns", 4096, "most concurrent SIP TCP/TLS connections")
+	fs.IntVar(&c.SIPMaxConnsPerIP, "sip-max-conns-per-ip", 64, "most concurrent SIP TCP/TLS connections from one IP")
+	fs.DurationVar(&c.SIPIdleTimeout, "sip-idle-timeout", 60*time.Second, "close a SIP TCP/TLS connection idle this long")
+	fs.DurationVar(&c.SIPMessageTimeout, "sip-message-timeout", 10*time.Second, "a SIP message over TCP/TLS must arrive whole within this")
+	fs.IntVar(&c.SIPReadBuffer, "sip-read-buffer", 8<<20, "UDP socket receive buffer in bytes")
+
+	fs.BoolP("help", "h", false, "print this help")
+	return fs
+}
+
+// EnvName is the environment variable for a long option name.
+func EnvName(long string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(long, "-", "_"))
+}
+
+func legacyEnvNames(long string) []string {
+	names := []string{legacyEnvPrefix + strings.TrimPrefix(EnvName(long), EnvPrefix)}
+	for _, n := range legacyNames[long] {
+		names = append(names, legacyEnvPrefix+n)
+	}
+	return names
+}
+
+// notFromFile are options that make no sense in a config file.
+var notFromFile = []string{"config", "help", "version"}
+
+// Load parses args (without the program name) and the environment, reads the config file if
+// one is named, and validates. getenv is os.LookupEnv outside tests.
+func Load(args []string, getenv func(string) (string, bool)) (*Config, error) {
+	c := &Config{}
+	fs := flagSet(c)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, ErrHelp
+		}
+		return nil, fmt.Errorf("%w (see dialtrap -h)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: dialtrap takes only flags, or a subcommand first (see dialtrap -h)", fs.Arg(0))
+	}
+	if help, _ := fs.GetBool("help"); help {
+		return nil, ErrHelp
+	}
+
+	var fileVals map[string]string
+	path, fromEnv, err := lookupConfigPath(fs, getenv)
+	if err != nil {
+		return nil, err
+	}
+	if path != "" {
+		if fileVals, err = readFile(fs, path); err != nil {
+			return nil, err
+		}
+		if fromEnv {
+			c.ConfigFile = path
+		}
+	}
+
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || f.Name == "config" || f.Name == "help" {
+			return
+		}
+		if v, name, ok := c.lookupEnv(f.Name, getenv); ok {
+			if f.Value.Type() == "bool" {
+				v = strconv.FormatBool(envBool(v))
+			}
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("environment variable %s: %w", name, err))
+			}
+			return
+		}
+		if v, ok := fileVals[f.Name]; ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("config file %s, key %q: %w", path, f.Name, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	// Naming a JSON log file anywhere means the operator wants the JSON log.
+	if fs.Changed("json-log-file") {
+		c.JSONLog = true
+	}
+	c.resolvePaths(fs)
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Usage returns the help text.
+func Usage() string {
+	fs := flagSet(&Config{})
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "help" && f.Name != "version" {
+			f.Usage += " [" + EnvName(f.Name) + "]"
+		}
+	})
+	var b strings.Builder
+	b.WriteString("Usage: dialtrap [flags]\n       dialtrap version\n\n")
+	b.WriteString("A SIP honeypot and VoIP fraud-detection node. Short flags combine: dialtrap -draps.\n")
+	b.WriteString("Each option is also an environment variable [shown] and a key of the TOML file given with -g.\n")
+	b.WriteString("Precedence: flag > environment > config file > default. A boolean env var that is set turns\n")
+	b.WriteString("the option on whatever its value, except false, no and off.\n\nFlags:\n")
+	b.WriteString(fs.FlagUsages())
+	return b.String()
+}
+
+func lookupConfigPath(fs *pflag.FlagSet, getenv func(string) (string, bool)) (path string, fromEnv bool, err error) {
+	if fs.Changed("config") {
+		p, _ := fs.GetString("config")
+		if p == "" {
+			return "", false, errors.New("-g/--config was given an empty path")
+		}
+		return p, false, nil
+	}
+	if p, ok := getenv(EnvName("config")); ok && p != "" {
+		return p, true, nil
+	}
+	return "", false, nil
+}
+
+func (c *Config) lookupEnv(long string, getenv func(string) (string, bool)) (val, name string, ok bool) {
+	name = EnvName(long)
+	if v, ok := getenv(name); ok {
+		return v, name, true
+	}
+	for _, old := range legacyEnvNames(long) {
+		if v, ok := getenv(old); ok {
+			c.Notices = append(c.Notices, fmt.Sprintf("environment variable %s is deprecated: rename it to %s", old, name))
+			return v, old, true
+		}
+	}
+	return "", "", false
+}
+
+// envBool is the reference's rule: a set variable enables, whatever its value, except the
+// explicit words false, no and off.
+func envBool(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "false", "no", "off":
+		return false
+	}
+	return true
+}
+
+// readFile decodes the TOML file into flag-value strings, rejecting unknown keys.
+func readFile(fs *pflag.FlagSet, path string) (map[string]string, error) {
+	raw := map[string]any{}
+	if _, err := toml.DecodeFile(path, &raw); err != nil {
+		return nil, fmt.Errorf("read config file %s: %w", path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		f := fs.Lookup(k)
+		if f == nil || slices.Contains(notFromFile, k) {
+			return nil, fmt.Errorf("config file %s: unknown key %q (keys are the long option names, such as sip-addr; see dialtrap -h)", path, k)
+		}
+		s, err := tomlString(v)
+		if err != nil {
+			return nil, fmt.Errorf("config file %s, key %q: %w", path, k, err)
+		}
+		out[k] = s
+	}
+	return out, nil
+}
+
+func tomlString(v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case []any:
+		parts := make([]string, len(v))
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return "", fmt.Errorf("list holds %T, want strings", e)
+			}
+			parts[i] = s
+		}
+		return strings.Join(parts, ","), nil
+	default:
+		return "", fmt.Errorf("unsupported value type %T", v)
+	}
+}
+
+// resolvePaths places the default database and JSON log in the data directory. Paths the
+// operator named stay relative to the working directory, as a shell user expects.
+func (c *Config) resolvePaths(fs *pflag.FlagSet) {
+	// fs.Set marks a flag Changed, so Changed covers env and file values too.
+	if !fs.Changed("db-file") {
+		c.DBFile = filepath.Join(c.DataDir, DefaultDBFile)
+	}
+	if !fs.Changed("json-log-file") {
+		c.JSONLogFile = filepath.Join(c.DataDir, DefaultJSONLogFile)
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.OAuth2ClientSecret != "" && c.OAuth2ClientID == "" {
+		errs = append(errs, errors.New("-c/--oauth2-client-secret needs -i/--oauth2-client-id as well"))
+	}
+	if c.OAuth2ClientID != "" && c.OAuth2ClientSecret == "" {
+		errs = append(errs, errors.New("-i/--oauth2-client-id needs -c/--oauth2-client-secret as well"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("-t/--tls-cert and -k/--tls-key go together: give both, or neither for a self-signed certificate"))
+	}
+	for _, a := range []struct{ name, addr string }{
+		{"--sip-addr", c.SIPAddr}, {"-z/--sip-tls-addr", c.SIPTLSAddr}, {"--api-addr", c.APIAddr},
+	} {
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("%s %q is not host:port (for example :5060 or 127.0.0.1:5060)", a.name, a.addr))
+		}
+	}
+	if c.Store != "sqlite" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
+		errs = append(errs, fmt.Errorf("--store %q: use sqlite or a postgres:// URL", c.Store))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, errors.New("--retention cannot be negative"))
+	}
+	if c.P2PMinSightings < 1 {
+		errs = append(errs, errors.New("--p2p-min-sightings must be at least 1"))
+	}
+	if c.SIPMaxConns < 1 || c.SIPMaxConnsPerIP < 1 {
+		errs = append(errs, errors.New("--sip-max-conns and --sip-max-conns-per-ip must be at least 1"))
+	}
+	if c.SIPIdleTimeout <= 0 || c.SIPMessageTimeout <= 0 {
+		errs = append(errs, errors.New("--sip-idle-timeout and --sip-message-timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}

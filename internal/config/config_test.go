@@ -1,0 +1,152 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "dialtrap.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SIPAddr != ":5060" || c.SIPTLSAddr != ":5061" || c.APIAddr != "127.0.0.1:8082" ||
+		c.DBFile != "dialtrap.db" || c.JSONLog || c.SIPResponsive || !c.SIPTLS || c.Store != "sqlite" {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestCombinedShortFlags(t *testing.T) {
+	c, err := Load([]string{"-draps"}, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Debug || !c.SIPResponsive || !c.API || !c.P2P || !c.Syslog || c.JSONLog {
+		t.Errorf("-draps gave %+v", c)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	file := writeFile(t, "sip-addr = \":7000\"\npersona = \"file\"\nverbose = true\napi-addr = \"127.0.0.1:9000\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\", \"/ip4/127.0.0.1/tcp/2\"]\nretention = \"48h\"\nsip-max-conns = 7\n")
+	tests := []struct {
+		name  string
+		args  []string
+		env   func(string) (string, bool)
+		check func(*Config) bool
+	}{
+		{"default", nil, env(), func(c *Config) bool { return c.SIPAddr == ":5060" }},
+		{"file over default", []string{"-g", file}, env(), func(c *Config) bool {
+			return c.SIPAddr == ":7000" && c.Verbose && c.Retention == 48*time.Hour && c.SIPMaxConns == 7 &&
+				reflect.DeepEqual(c.Bootstrap, []string{"/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"})
+		}},
+		{"env over file", []string{"-g", file}, env("DIALTRAP_SIP_ADDR", ":7001"), func(c *Config) bool {
+			return c.SIPAddr == ":7001" && c.Persona == "file"
+		}},
+		{"flag over env", []string{"-g", file, "--sip-addr", ":7002"}, env("DIALTRAP_SIP_ADDR", ":7001"), func(c *Config) bool {
+			return c.SIPAddr == ":7002"
+		}},
+		{"config path from env", nil, env("DIALTRAP_CONFIG", file), func(c *Config) bool {
+			return c.SIPAddr == ":7000" && c.ConfigFile == file
+		}},
+		{"env false overrides file true", []string{"-g", file}, env("DIALTRAP_VERBOSE", "off"), func(c *Config) bool { return !c.Verbose }},
+		{"env bool 0 enables", nil, env("DIALTRAP_SIP_RESPONSIVE", "0"), func(c *Config) bool { return c.SIPResponsive }},
+		{"env bool empty enables", nil, env("DIALTRAP_API", ""), func(c *Config) bool { return c.API }},
+		{"env bool No disables", nil, env("DIALTRAP_API", "No"), func(c *Config) bool { return !c.API }},
+		{"env bool FALSE disables", nil, env("DIALTRAP_SYSLOG", "FALSE"), func(c *Config) bool { return !c.Syslog }},
+		{"flag beats env false", []string{"-a"}, env("DIALTRAP_API", "false"), func(c *Config) bool { return c.API }},
+		{"legacy env fallback", nil, env("SENTRYPEER_SIP_RESPONSIVE", "1", "SENTRYPEER_DB_FILE", "/tmp/x.db"), func(c *Config) bool {
+			return c.SIPResponsive && c.DBFile == "/tmp/x.db" && len(c.Notices) == 2 &&
+				strings.Contains(c.Notices[0]+c.Notices[1], "rename it to DIALTRAP_DB_FILE")
+		}},
+		{"legacy special names", nil, env("SENTRYPEER_PEER_TO_PEER", "1", "SENTRYPEER_BOOTSTRAP_NODE", "/ip4/127.0.0.1/tcp/4222"), func(c *Config) bool {
+			return c.P2P && len(c.Bootstrap) == 1
+		}},
+		{"new name wins over legacy", nil, env("SENTRYPEER_JSON_LOG_FILE", "old.log", "DIALTRAP_JSON_LOG_FILE", "new.log"), func(c *Config) bool {
+			return c.JSONLogFile == "new.log" && c.JSONLog && len(c.Notices) == 0
+		}},
+		{"-l enables -j", []string{"-l", "/tmp/j.log"}, env(), func(c *Config) bool { return c.JSONLog && c.JSONLogFile == "/tmp/j.log" }},
+		{"defaults live in data dir", []string{"--data-dir", "/var/lib/dt"}, env(), func(c *Config) bool {
+			return c.DBFile == "/var/lib/dt/dialtrap.db" && c.JSONLogFile == "/var/lib/dt/dialtrap_json.log"
+		}},
+		{"named db stays as given", []string{"--data-dir", "/var/lib/dt", "-f", "x.db"}, env(), func(c *Config) bool { return c.DBFile == "x.db" }},
+		{"repeatable bootstrap", []string{"-b", "/ip4/127.0.0.1/tcp/1", "-b", "/ip4/127.0.0.1/tcp/2,/ip4/127.0.0.1/tcp/3"}, env(), func(c *Config) bool {
+			return len(c.Bootstrap) == 3
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(tt.args, tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Errorf("unexpected config: %+v", c)
+			}
+		})
+	}
+}
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  func(string) (string, bool)
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, env(), "unknown flag"},
+		{"unknown short flag", []string{"-x"}, env(), "unknown shorthand"},
+		{"secret without id", []string{"-c", "s"}, env(), "needs -i"},
+		{"id without secret", []string{"-i", "id"}, env(), "needs -c"},
+		{"cert without key", []string{"-t", "cert.pem"}, env(), "go together"},
+		{"bad sip addr", []string{"--sip-addr", "5060"}, env(), "not host:port"},
+		{"bad store", []string{"--store", "mysql://x"}, env(), "--store"},
+		{"stray argument", []string{"now"}, env(), "unexpected argument"},
+		{"bad env duration", nil, env("DIALTRAP_RETENTION", "forever"), "DIALTRAP_RETENTION"},
+		{"missing config file", []string{"-g", "/nonexistent/dialtrap.toml"}, env(), "read config file"},
+		{"unknown config key", []string{"-g", writeFile(t, "sip_addr = \":1\"\n")}, env(), "unknown key \"sip_addr\""},
+		{"config key config", []string{"-g", writeFile(t, "config = \"x\"\n")}, env(), "unknown key \"config\""},
+		{"bad config type", []string{"-g", writeFile(t, "sip-max-conns = \"many\"\n")}, env(), "sip-max-conns"},
+		{"bad toml", []string{"-g", writeFile(t, "sip-addr = \n")}, env(), "read config file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.args, tt.env)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	if _, err := Load([]string{"-h"}, env()); err != ErrHelp {
+		t.Errorf("-h gave %v", err)
+	}
+	u := Usage()
+	for _, want := range []string{"-f, --db-file", "[DIALTRAP_DB_FILE]", "-z, --sip-tls-addr", "--api-token", "-draps"} {
+		if !strings.Contains(u, want) {
+			t.Errorf("usage lacks %q", want)
+		}
+	}
+}
