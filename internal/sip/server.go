@@ -1,0 +1,228 @@
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// Config tells a Server where to listen and what to do with what it hears.
+type Config struct {
+	Addr       string      // UDP and TCP listen address; empty host means IPv4 and IPv6
+	TLSAddr    string      // TLS listen address; empty disables TLS
+	TLSConfig  *tls.Config // certificate for TLSAddr
+	Responsive bool        // answer like a PBX; false: never send anything
+	Persona    string      // Server header in responsive mode
+
+	NodeID     string
+	AppVersion string
+
+	MaxConns       int           // concurrent TCP/TLS connections
+	MaxConnsPerIP  int           // concurrent TCP/TLS connections from one IP
+	IdleTimeout    time.Duration // close a stream connection idle this long
+	MessageTimeout time.Duration // a stream message must arrive whole within this
+	ReadBuffer     int           // UDP socket receive buffer
+
+	Log     *slog.Logger
+	Publish func(*event.Event) // called once per received message
+}
+
+// Server runs the SIP listeners. Its lifecycle is New (no side effects), Start, Close; Close
+// is safe after a failed Start.
+type Server struct {
+	cfg       Config
+	responder Responder
+	log       *slog.Logger
+
+	udp  *net.UDPConn
+	tcp  net.Listener
+	tls  net.Listener
+	wg   sync.WaitGroup
+	done chan struct{}
+
+	connMu  sync.Mutex
+	conns   map[net.Conn]struct{}
+	perIP   map[netip.Addr]int
+	nconns  int
+	limited rateLimitedLog
+
+	received atomic.Uint64
+}
+
+// New returns a Server for cfg, with defaults filled in.
+func New(cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 4096
+	}
+	if cfg.MaxConnsPerIP <= 0 {
+		cfg.MaxConnsPerIP = 64
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = time.Minute
+	}
+	if cfg.MessageTimeout <= 0 {
+		cfg.MessageTimeout = 10 * time.Second
+	}
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = 8 << 20
+	}
+	return &Server{
+		cfg:       cfg,
+		responder: Responder{Persona: cfg.Persona},
+		log:       cfg.Log,
+		done:      make(chan struct{}),
+		conns:     map[net.Conn]struct{}{},
+		perIP:     map[netip.Addr]int{},
+	}
+}
+
+// Start binds every listener, then serves in the background. A listener that cannot bind is
+// an error naming the address and what to do.
+func (s *Server) Start(ctx context.Context) error {
+	udp, err := listenUDP(ctx, s.cfg.Addr, s.cfg.ReadBuffer, s.log)
+	if err != nil {
+		return err
+	}
+	s.udp = udp
+	// UDP and TCP share one port; with port 0 TCP takes the one UDP was given.
+	tcpAddr := s.cfg.Addr
+	if host, port, _ := net.SplitHostPort(tcpAddr); port == "0" {
+		tcpAddr = net.JoinHostPort(host, fmt.Sprint(udp.LocalAddr().(*net.UDPAddr).Port))
+	}
+	var lc net.ListenConfig
+	if s.tcp, err = lc.Listen(ctx, "tcp", tcpAddr); err != nil {
+		return fmt.Errorf("listen for SIP on TCP %s: %w (stop what uses that port or choose another with --sip-addr)", tcpAddr, err)
+	}
+	if s.cfg.TLSAddr != "" {
+		if s.cfg.TLSConfig == nil {
+			return errors.New("SIP TLS listener needs a certificate")
+		}
+		ln, err := lc.Listen(ctx, "tcp", s.cfg.TLSAddr)
+		if err != nil {
+			return fmt.Errorf("listen for SIP on TLS %s: %w (stop what uses that port, choose another with -z/--sip-tls-addr, or turn TLS off with --sip-tls=false)", s.cfg.TLSAddr, err)
+		}
+		s.tls = ln
+	}
+	readers := max(1, runtime.GOMAXPROCS(0))
+	for range readers {
+		s.spawn(s.serveUDP)
+	}
+	s.spawn(func() { s.acceptLoop(s.tcp, event.TCP) })
+	if s.tls != nil {
+		s.spawn(func() { s.acceptLoop(s.tls, event.TLS) })
+	}
+	return nil
+}
+
+// UDPAddr, TCPAddr and TLSAddr return the bound addresses (useful with port 0).
+func (s *Server) UDPAddr() net.Addr { return s.udp.LocalAddr() }
+func (s *Server) TCPAddr() net.Addr { return s.tcp.Addr() }
+func (s *Server) TLSAddr() net.Addr { return s.tls.Addr() }
+
+// Received returns how many messages (datagrams or stream messages) were recorded.
+func (s *Server) Received() uint64 { return s.received.Load() }
+
+func (s *Server) spawn(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the listeners, closes open connections and waits for every goroutine, so that
+// everything received has been published when it returns.
+func (s *Server) Close() error {
+	select {
+	case <-s.done:
+		return nil
+	default:
+		close(s.done)
+	}
+	var errs []error
+	for _, c := range []interface{ Close() error }{s.udp, s.tcp, s.tls} {
+		if c != nil && !isNilListener(c) {
+			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.connMu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.connMu.Unlock()
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+func isNilListener(c any) bool {
+	switch v := c.(type) {
+	case *net.UDPConn:
+		return v == nil
+	case net.Listener:
+		return v == nil
+	}
+	return false
+}
+
+func (s *Server) closing() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// record answers m in responsive mode, then publishes the event. The reply goes first so a
+// scanner sees a PBX's timing.
+func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip.AddrPort, reply func([]byte) error) {
+	if s.cfg.Responsive && reply != nil {
+		for _, r := range s.responder.Replies(m, src) {
+			if err := reply(r); err != nil {
+				s.log.Debug("SIP reply not sent", "to", src, "transport", transport, "err", err)
+				break
+			}
+		}
+	}
+	method := event.Passive
+	if s.cfg.Responsive {
+		method = event.Responsive
+	}
+	e := event.New(event.Origin{
+		AppVersion: s.cfg.AppVersion, NodeID: s.cfg.NodeID, Method: method,
+		Transport: transport, Source: src, Dest: dst,
+	}, time.Now(), string(m.CalledNumber()), string(m.Method), string(m.Agent()), raw)
+	s.received.Add(1)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("SIP message", "transport", transport, "from", src, "to", dst, "bytes", len(raw),
+			"method", e.SIPMethod, "number", e.CalledNumber, "agent", e.SIPUserAgent, "message", e.SIPMessage)
+	}
+	s.cfg.Publish(e)
+}
+
+// rateLimitedLog lets one warning of a kind through every interval, so a scan or a flood
+// cannot fill the log.
+type rateLimitedLog struct {
+	last atomic.Int64
+}
+
+func (r *rateLimitedLog) allow(every time.Duration) bool {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	return now-last >= int64(every) && r.last.CompareAndSwap(last, now)
+}

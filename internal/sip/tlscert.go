@@ -1,0 +1,102 @@
+package sip
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Self-signed certificate files in the data directory.
+const (
+	SelfSignedCert = "sip-tls-cert.pem"
+	SelfSignedKey  = "sip-tls-key.pem"
+)
+
+// TLSConfig returns the server TLS config for SIP over TLS: the operator's certificate if
+// certFile and keyFile are set, else a self-signed one kept in dataDir (made on first start,
+// reused after, never prompting).
+func TLSConfig(certFile, keyFile, dataDir string) (*tls.Config, error) {
+	if certFile == "" {
+		certFile, keyFile = filepath.Join(dataDir, SelfSignedCert), filepath.Join(dataDir, SelfSignedKey)
+		if err := ensureSelfSigned(certFile, keyFile); err != nil {
+			return nil, err
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load SIP TLS certificate %s and key %s (check -t/-k point at PEM files that match): %w", certFile, keyFile, err)
+	}
+	// Scanners run old TLS stacks; a honeypot wants their handshake to succeed.
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10}, nil
+}
+
+func ensureSelfSigned(certFile, keyFile string) error {
+	_, cerr := os.Stat(certFile)
+	_, kerr := os.Stat(keyFile)
+	if cerr == nil && kerr == nil {
+		return nil
+	}
+	if !errors.Is(cerr, fs.ErrNotExist) && cerr != nil {
+		return fmt.Errorf("check SIP TLS certificate %s: %w", certFile, cerr)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate SIP TLS key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return fmt.Errorf("generate certificate serial: %w", err)
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "pbx"
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: host},
+		DNSNames:              []string{host},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return fmt.Errorf("create self-signed SIP TLS certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("encode SIP TLS key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o750); err != nil {
+		return fmt.Errorf("create data directory for the SIP TLS certificate: %w", err)
+	}
+	if err := writePEM(keyFile, "PRIVATE KEY", keyDER, 0o600); err != nil {
+		return err
+	}
+	return writePEM(certFile, "CERTIFICATE", der, 0o644)
+}
+
+func writePEM(path, typ string, der []byte, mode os.FileMode) error {
+	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return fmt.Errorf("write %s (is --data-dir writable?): %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// maxDatagram is the largest UDP payload: every datagram is read whole.
+const maxDatagram = 65535
+
+// listenUDP binds addr with packet-info control messages on, so each datagram says which local
+// address it was sent to, and with a large receive buffer, so scan bursts are not dropped by
+// the kernel before we read them.
+func listenUDP(ctx context.Context, addr string, rcvbuf int, log *slog.Logger) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(network, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = setPktInfo(int(fd), network)
+			// SO_RCVBUFFORCE passes the rmem_max cap when we run as root; otherwise the
+			// kernel clamps SO_RCVBUF to rmem_max.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for SIP on UDP %s: %w (stop what uses that port or choose another with --sip-addr)", addr, err)
+	}
+	conn := pc.(*net.UDPConn)
+	if raw, err := conn.SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) {
+			got, _ := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+			// Linux reports double the requested size (it counts bookkeeping).
+			if got < rcvbuf {
+				log.Warn("UDP receive buffer is smaller than asked; bursts may be dropped by the kernel (raise net.core.rmem_max or run as root)",
+					"asked", rcvbuf, "got", got/2)
+			}
+		})
+	}
+	return conn, nil
+}
+
+func setPktInfo(fd int, network string) error {
+	// A dual-stack IPv6 socket reports IPv4 datagrams through the IPv4 option, so set both.
+	err4 := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+	if network == "udp4" {
+		return err4
+	}
+	err6 := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+	if err4 != nil && err6 != nil {
+		return fmt.Errorf("enable packet info on UDP socket: %w", err6)
+	}
+	return nil
+}
+
+// serveUDP reads datagrams until the socket is closed. Several run on one socket, so one
+// parses while another waits in the kernel.
+func (s *Server) serveUDP() {
+	buf := make([]byte, maxDatagram)
+	oob := make([]byte, 128)
+	localPort := uint16(0)
+	if a, ok := s.udp.LocalAddr().(*net.UDPAddr); ok {
+		localPort = uint16(a.Port)
+	}
+	for {
+		n, oobn, _, src, err := s.udp.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			if s.closing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if s.limited.allow(10e9) {
+				s.log.Warn("UDP read failed", "err", err)
+			}
+			continue
+		}
+		dst := netip.AddrPortFrom(destination(oob[:oobn]), localPort)
+		raw := buf[:n]
+		m := Parse(raw)
+		s.record(&m, raw, event.UDP, src, dst, func(reply []byte) error {
+			_, err := s.udp.WriteToUDPAddrPort(reply, src)
+			return err
+		})
+	}
+}
+
+// destination reads the datagram's destination address from its control messages.
+func destination(oob []byte) netip.Addr {
+	for len(oob) > 0 {
+		hdr, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return netip.Addr{}
+		}
+		oob = rest
+		switch {
+		case hdr.Level == unix.IPPROTO_IP && hdr.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			// struct in_pktinfo: ifindex (4), spec_dst (4), addr (4): addr is the header's destination.
+			return netip.AddrFrom4([4]byte(data[8:12]))
+		case hdr.Level == unix.IPPROTO_IPV6 && hdr.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			return netip.AddrFrom16([16]byte(data[:16])).Unmap()
+		}
+	}
+	return netip.Addr{}
+}
