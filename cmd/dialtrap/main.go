@@ -1,0 +1,243 @@
+// Command dialtrap is a SIP honeypot and VoIP fraud-detection node: it records every SIP probe
+// it receives into a local store, a JSON log and syslog.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/config"
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/hub"
+	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
+	"github.com/dialtrap/dialtrap/internal/sink/syslog"
+	"github.com/dialtrap/dialtrap/internal/sip"
+	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+)
+
+// Set at build time with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "0.1.0-dev"
+	commit  = ""
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRuntime = 1 // could not start, or failed while running
+	exitUsage   = 2 // bad flags, env or config file
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, versionLine())
+			return exitOK
+		case "check", "block", "export", "import":
+			fmt.Fprintf(stderr, "dialtrap: the %q subcommand is not in this version yet\n", args[0])
+			return exitUsage
+		}
+	}
+	cfg, err := config.Load(args, os.LookupEnv)
+	if errors.Is(err, config.ErrHelp) {
+		fmt.Fprint(stdout, config.Usage())
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dialtrap: %v\n", err)
+		return exitUsage
+	}
+	if cfg.Version {
+		fmt.Fprintln(stdout, versionLine())
+		return exitOK
+	}
+	level := slog.LevelWarn
+	switch {
+	case cfg.Debug:
+		level = slog.LevelDebug
+	case cfg.Verbose:
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	for _, n := range cfg.Notices {
+		log.Warn(n)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := runNode(ctx, cfg, log); err != nil {
+		log.Error("dialtrap stopped", "err", err)
+		fmt.Fprintf(stderr, "dialtrap: %v\n", err)
+		return exitRuntime
+	}
+	return exitOK
+}
+
+func versionLine() string {
+	c := commit
+	if c == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("dialtrap %s (commit %s, %s)", version, c, runtime.Version())
+}
+
+// closer collects what must be closed at shutdown, in reverse order of opening.
+type closer []func() error
+
+func (c *closer) add(f func() error) { *c = append(*c, f) }
+
+func (c closer) close() error {
+	var errs []error
+	for i := len(c) - 1; i >= 0; i-- {
+		errs = append(errs, c[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// runNode starts the sinks, the hub and the listeners, and runs until ctx ends; then it stops
+// the listeners first and flushes every queued event before returning.
+func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error) {
+	nodeID, err := event.LoadNodeID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	warnNotYetBuilt(cfg, log)
+
+	var sinks closer
+	defer func() {
+		if cerr := sinks.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	h := hub.New(log)
+	if cfg.Store != "sqlite" {
+		return errors.New("the PostgreSQL store is not in this version yet: use --store sqlite")
+	}
+	st, err := sqlite.Open(ctx, cfg.DBFile)
+	if err != nil {
+		return err
+	}
+	sinks.add(st.Close)
+	// The store gets a deep queue and back-pressure: capture must not lose what it can keep.
+	h.Add(st, hub.Options{Capacity: 1 << 18, MaxBatch: 5000, Policy: hub.Block})
+
+	var jl *jsonlog.Log
+	if cfg.JSONLog {
+		if jl, err = jsonlog.Open(cfg.JSONLogFile); err != nil {
+			return err
+		}
+		sinks.add(jl.Close)
+		h.Add(jl, hub.Options{Capacity: 1 << 16, MaxBatch: 1000})
+	}
+	if cfg.Syslog {
+		sl, err := syslog.Open(cfg.SyslogAddr)
+		if err != nil {
+			return err
+		}
+		sinks.add(sl.Close)
+		h.Add(sl, hub.Options{Capacity: 1 << 14, MaxBatch: 500})
+	}
+	// Whatever happens below, queued events are written before the sinks close.
+	sinks.add(func() error {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := h.Close(dctx)
+		for _, s := range h.Stats() {
+			log.Info("sink totals", "sink", s.Name, "delivered", s.Delivered, "dropped", s.Dropped, "failures", s.Failures)
+		}
+		return err
+	})
+
+	var srv *sip.Server
+	if !cfg.SIPDisable {
+		scfg := sip.Config{
+			Addr: cfg.SIPAddr, Responsive: cfg.SIPResponsive, Persona: cfg.Persona,
+			NodeID: nodeID, AppVersion: version,
+			MaxConns: cfg.SIPMaxConns, MaxConnsPerIP: cfg.SIPMaxConnsPerIP,
+			IdleTimeout: cfg.SIPIdleTimeout, MessageTimeout: cfg.SIPMessageTimeout,
+			ReadBuffer: cfg.SIPReadBuffer, Log: log, Publish: h.Publish,
+		}
+		if cfg.SIPTLS {
+			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir); err != nil {
+				return err
+			}
+			scfg.TLSAddr = cfg.SIPTLSAddr
+		}
+		srv = sip.New(scfg)
+		sinks.add(srv.Close) // closed first: no new events once shutdown starts
+		if err := srv.Start(ctx); err != nil {
+			return err
+		}
+		attrs := []any{"node_id", nodeID, "version", version, "udp", srv.UDPAddr(), "tcp", srv.TCPAddr(),
+			"responsive", cfg.SIPResponsive, "db", cfg.DBFile}
+		if cfg.SIPTLS {
+			attrs = append(attrs, "tls", srv.TLSAddr())
+		}
+		if cfg.JSONLog {
+			attrs = append(attrs, "json_log", cfg.JSONLogFile)
+		}
+		log.Info("dialtrap running", attrs...)
+	} else {
+		log.Warn("SIP capture is disabled (-R): this node records nothing by itself", "node_id", nodeID)
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: flushing queued events")
+			return nil
+		case <-hup:
+			if jl != nil {
+				if err := jl.Reopen(); err != nil {
+					log.Error("reopen JSON log after SIGHUP", "err", err)
+				} else {
+					log.Info("JSON log reopened")
+				}
+			}
+		}
+	}
+}
+
+// warnNotYetBuilt names options this version accepts (they are part of the command-line
+// contract) but does not act on yet, so an operator is never silently ignored.
+func warnNotYetBuilt(cfg *config.Config, log *slog.Logger) {
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{
+		{cfg.API, "-a/--api (REST API)"},
+		{cfg.P2P, "-p/--p2p (peer-to-peer sharing)"},
+		{cfg.WebhookURL != "", "-w/--webhook-url (webhook)"},
+		{cfg.Metrics, "--metrics"},
+		{cfg.Retention > 0, "--retention"},
+	} {
+		if f.on {
+			log.Warn("option not in this version yet; ignored", "option", f.name)
+		}
+	}
+}
