@@ -84,9 +84,9 @@ func New(o Origin, now time.Time, number, method, agent string, msg []byte) *Eve
 		Transport:       o.Transport,
 		SourceIP:        addrString(o.Source.Addr()),
 		DestinationIP:   addrString(o.Dest.Addr()),
-		CalledNumber:    number,
-		SIPMethod:       method,
-		SIPUserAgent:    agent,
+		CalledNumber:    sanitizeString(number),
+		SIPMethod:       sanitizeString(method),
+		SIPUserAgent:    sanitizeString(agent),
 		SIPMessage:      Sanitize(msg),
 		SourcePort:      int(o.Source.Port()),
 		DestinationPort: int(o.Dest.Port()),
@@ -125,6 +125,15 @@ func Sanitize(msg []byte) string {
 		return string(msg)
 	}
 	return strings.ToValidUTF8(string(msg), "\uFFFD")
+}
+
+// sanitizeString makes a field taken from a packet valid UTF-8, so the store, the JSON log and
+// peers all hold the same text.
+func sanitizeString(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // AppendJSON appends the compact JSON object (no trailing newline) to dst.

@@ -168,3 +168,10 @@ func TestNodeIDStable(t *testing.T) {
 		t.Fatal("a corrupt node id file was accepted")
 	}
 }
+
+func TestNewSanitizesPacketFields(t *testing.T) {
+	e := New(Origin{}, time.Now(), "\x00\xfe1", "INVITE", "bad\xffagent", nil)
+	if e.CalledNumber != "\x00\uFFFD1" || e.SIPUserAgent != "bad\uFFFDagent" {
+		t.Errorf("number %q agent %q", e.CalledNumber, e.SIPUserAgent)
+	}
+}

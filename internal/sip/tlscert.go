@@ -37,8 +37,14 @@ func TLSConfig(certFile, keyFile, dataDir string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load SIP TLS certificate %s and key %s (check -t/-k point at PEM files that match): %w", certFile, keyFile, err)
 	}
-	// Scanners run old TLS stacks; a honeypot wants their handshake to succeed.
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10}, nil
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		// Scanners run old TLS stacks; a honeypot wants their handshake to succeed.
+		MinVersion: tls.VersionTLS10,
+		// No resumption is needed, and TLS 1.3 session tickets arrive after the handshake as
+		// a record some SIP tools (sipsak) take for the reply and then fail on.
+		SessionTicketsDisabled: true,
+	}, nil
 }
 
 func ensureSelfSigned(certFile, keyFile string) error {
