@@ -65,9 +65,9 @@ type Stats struct {
 
 // Hub is the meeting point of sources and sinks.
 type Hub struct {
-	log    *slog.Logger
-	queues []*queue
-	wg     sync.WaitGroup
+	log      *slog.Logger
+	queues   []*queue
+	wg       sync.WaitGroup
 	stop     chan struct{} // closed by Close: workers drain and exit
 	closed   atomic.Bool
 	drainCtx atomic.Pointer[context.Context] // Close's context, bounding the final drain

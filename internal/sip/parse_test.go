@@ -19,11 +19,11 @@ func readMsg(t testing.TB, name string) []byte {
 
 func TestParseMessages(t *testing.T) {
 	tests := []struct {
-		file                    string
-		kind                    Kind
-		method, number, agent   string
-		callID                  string
-		nvia, contentLength     int
+		file                  string
+		kind                  Kind
+		method, number, agent string
+		callID                string
+		nvia, contentLength   int
 	}{
 		{"svmap-options.sip", Request, "OPTIONS", "100", "friendly-scanner", "1204174750980185618679479", 1, 0},
 		{"svmap-invite.sip", Request, "INVITE", "100", "friendly-scanner", "729574545708011183216051", 1, 0},
