@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -75,6 +76,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	for _, n := range cfg.Notices {
 		log.Warn(n)
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "dialtrap: --cpu-profile: %v\n", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "dialtrap: --cpu-profile: %v\n", err)
+			return exitUsage
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -140,8 +154,9 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		return err
 	}
 	sinks.add(st.Close)
-	// The store gets a deep queue and back-pressure: capture must not lose what it can keep.
-	h.Add(st, hub.Options{Capacity: 1 << 18, MaxBatch: 5000, Policy: hub.Block})
+	// The store gets the deepest queue and back-pressure: capture must not lose what it can
+	// keep. Queues are sized for bursts in bounded memory (about 1 KiB an event).
+	h.Add(st, hub.Options{Capacity: 1 << 15, MaxBatch: 5000, Policy: hub.Block})
 
 	var jl *jsonlog.Log
 	if cfg.JSONLog {
@@ -149,7 +164,7 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 			return err
 		}
 		sinks.add(jl.Close)
-		h.Add(jl, hub.Options{Capacity: 1 << 16, MaxBatch: 1000})
+		h.Add(jl, hub.Options{Capacity: 1 << 14, MaxBatch: 1000})
 	}
 	if cfg.Syslog {
 		sl, err := syslog.Open(cfg.SyslogAddr)

@@ -88,6 +88,8 @@ type Config struct {
 	SIPMessageTimeout time.Duration
 	SIPReadBuffer     int
 
+	CPUProfile string // write a Go CPU profile here until exit (performance reports)
+
 	// Notices are warnings for the operator found while loading (deprecated names).
 	Notices []string
 }
@@ -139,6 +141,8 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.DurationVar(&c.SIPIdleTimeout, "sip-idle-timeout", 60*time.Second, "close a SIP TCP/TLS connection idle this long")
 	fs.DurationVar(&c.SIPMessageTimeout, "sip-message-timeout", 10*time.Second, "a SIP message over TCP/TLS must arrive whole within this")
 	fs.IntVar(&c.SIPReadBuffer, "sip-read-buffer", 8<<20, "UDP socket receive buffer in bytes")
+
+	fs.StringVar(&c.CPUProfile, "cpu-profile", "", "write a Go CPU profile to this file until exit (for performance reports)")
 
 	fs.BoolP("help", "h", false, "print this help")
 	return fs

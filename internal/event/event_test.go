@@ -175,3 +175,24 @@ func TestNewSanitizesPacketFields(t *testing.T) {
 		t.Errorf("number %q agent %q", e.CalledNumber, e.SIPUserAgent)
 	}
 }
+
+func BenchmarkNew(b *testing.B) {
+	o := Origin{AppVersion: "1", NodeID: "n", Method: Passive, Transport: UDP,
+		Source: netip.MustParseAddrPort("192.0.2.1:5060"), Dest: netip.MustParseAddrPort("192.0.2.2:5060")}
+	msg := []byte(strings.Repeat("OPTIONS sip:100@192.0.2.2 SIP/2.0\r\n", 12))
+	b.ReportAllocs()
+	for b.Loop() {
+		New(o, time.Now(), "100", "OPTIONS", "friendly-scanner", msg)
+	}
+}
+
+func BenchmarkMarshalLine(b *testing.B) {
+	e := fixed()
+	e.SIPMessage = strings.Repeat("OPTIONS sip:100@192.0.2.2 SIP/2.0\r\n", 12)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.AppendJSON(make([]byte, 0, 1024)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -40,7 +41,6 @@ var migrations = []string{
 		sip_message        TEXT NOT NULL,
 		from_peer          INTEGER NOT NULL DEFAULT 0
 	);
-	CREATE INDEX events_timestamp ON events(event_timestamp);
 	CREATE TABLE ip_addresses (
 		ip_address TEXT PRIMARY KEY,
 		first_seen TEXT NOT NULL,
@@ -63,9 +63,34 @@ type Store struct {
 	w    *sql.DB // one connection: the single writer
 	r    *sql.DB // read-only pool for the API and tools
 
-	insertEvent *sql.Stmt
-	upsertIP    *sql.Stmt
-	upsertNum   *sql.Stmt
+	inserts   map[int]*sql.Stmt // multi-row event inserts by row count
+	upsertIP  *sql.Stmt
+	upsertNum *sql.Stmt
+}
+
+// insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
+// cut into chunks of these sizes. Fewer, larger statements cost less per event; 64 rows stay
+// well under SQLite's 32766 bound parameters (16 a row). They are prepared at open because
+// the single writer connection is busy inside a transaction while a batch is written.
+var insertSizes = []int{64, 8, 1}
+
+const eventColumns = `event_uuid, event_timestamp, app_name, app_version, created_by_node_id,
+	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
+	called_number, sip_method, sip_user_agent, sip_message, from_peer`
+
+// insertSQL inserts n events, skipping stored UUIDs, and returns the UUIDs it did insert so
+// that only new events count in the aggregates.
+func insertSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO events (" + eventColumns + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING RETURNING event_uuid")
+	return b.String()
 }
 
 var _ store.Store = (*Store)(nil)
@@ -155,10 +180,10 @@ func (s *Store) prepare(ctx context.Context) error {
 		st, err = s.w.PrepareContext(ctx, q)
 		return st
 	}
-	s.insertEvent = prep(`INSERT INTO events (event_uuid, event_timestamp, app_name, app_version,
-		created_by_node_id, collected_method, transport_type, source_ip, source_port,
-		destination_ip, destination_port, called_number, sip_method, sip_user_agent, sip_message,
-		from_peer) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(event_uuid) DO NOTHING`)
+	s.inserts = map[int]*sql.Stmt{}
+	for _, n := range insertSizes {
+		s.inserts[n] = prep(insertSQL(n))
+	}
 	s.upsertIP = prep(upsert("ip_addresses", "ip_address"))
 	s.upsertNum = prep(upsert("called_numbers", "called_number"))
 	if err != nil {
@@ -186,21 +211,37 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 		return fmt.Errorf("begin write to %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
-	ins := tx.StmtContext(ctx, s.insertEvent)
 	ips, nums := aggregates{}, aggregates{}
-	for _, e := range batch {
-		res, err := ins.ExecContext(ctx, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
-			e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
-			e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer)
-		if err != nil {
-			return fmt.Errorf("store event %s in %s: %w", e.UUID, s.path, err)
+	args := make([]any, 0, 16*insertSizes[0])
+	inserted := make(map[string]struct{}, insertSizes[0])
+	for rest := batch; len(rest) > 0; {
+		size := insertSizes[len(insertSizes)-1]
+		for _, n := range insertSizes {
+			if len(rest) >= n {
+				size = n
+				break
+			}
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			continue // already stored: counted before
+		chunk := rest[:size]
+		rest = rest[size:]
+		args = args[:0]
+		for _, e := range chunk {
+			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
+				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
+				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer)
 		}
-		ips.add(e.SourceIP, e.Timestamp)
-		if store.CountsAsNumber(e.CalledNumber) {
-			nums.add(e.CalledNumber, e.Timestamp)
+		clear(inserted)
+		if err := collectUUIDs(ctx, tx.StmtContext(ctx, s.inserts[size]), args, inserted); err != nil {
+			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+		}
+		for _, e := range chunk {
+			if _, ok := inserted[e.UUID]; !ok {
+				continue // already stored: counted before
+			}
+			ips.add(e.SourceIP, e.Timestamp)
+			if store.CountsAsNumber(e.CalledNumber) {
+				nums.add(e.CalledNumber, e.Timestamp)
+			}
 		}
 	}
 	if err := ips.write(ctx, tx.StmtContext(ctx, s.upsertIP)); err != nil {
@@ -213,6 +254,22 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 		return fmt.Errorf("commit %d events to %s: %w", len(batch), s.path, err)
 	}
 	return nil
+}
+
+func collectUUIDs(ctx context.Context, st *sql.Stmt, args []any, into map[string]struct{}) error {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return err
+		}
+		into[u] = struct{}{}
+	}
+	return rows.Err()
 }
 
 type aggregates map[string]*store.Aggregate

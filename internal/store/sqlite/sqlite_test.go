@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/dialtrap/dialtrap/internal/event"
 )
 
@@ -202,7 +204,7 @@ func BenchmarkWrite(b *testing.B) {
 		for j := range batch {
 			i++
 			e := ev(i%60, fmt.Sprintf("192.0.2.%d", i%20), fmt.Sprint(46000000+i%5000))
-			e.UUID = fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+			e.UUID = uuid.Must(uuid.NewV7()).String() // as captured events have
 			batch[j] = e
 		}
 		if err := s.Write(ctx, batch); err != nil {

@@ -1,0 +1,44 @@
+# The two commands of README.md: `make run` and `make test`.
+GO      ?= go
+VERSION ?= 0.1.0
+COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+
+.PHONY: run build test deps lint unit e2e fuzz bench clean
+
+## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061, data in ./)
+run: build
+	./bin/dialtrap -v
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dialtrap ./cmd/dialtrap
+
+## test: install the tools the tests use, lint, then run every test (unit with -race, end-to-end)
+test: deps lint unit e2e
+
+deps:
+	./scripts/test-deps.sh
+
+lint:
+	@test -z "$$(gofmt -l cmd internal test bench)" || { gofmt -l cmd internal test bench; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GOBIN)/staticcheck ./...
+
+unit:
+	$(GO) test -race -count=1 ./internal/... ./cmd/...
+
+e2e:
+	$(GO) test -count=1 ./test/...
+
+## fuzz: run the SIP parser fuzzer for FUZZTIME (default 60s)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/sip/
+
+## bench: capture benchmark (see bench/README.md)
+bench: build
+	$(GO) run ./bench/capture -bin ./bin/dialtrap
+
+clean:
+	rm -rf bin

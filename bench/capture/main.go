@@ -1,0 +1,349 @@
+// Command capture measures how fast a dialtrap node captures SIP over UDP without loss, next
+// to a bare Go UDP reader measured in the same run on the same machine (the ceiling).
+//
+// For each rate it sends probes from several loopback source addresses for a fixed time,
+// first to the bare reader, then to a fresh node (SQLite store and JSON log on), and counts
+// what arrived: the reader's count, the node's stored rows and JSON lines. All traffic stays
+// on 127.0.0.0/8.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+)
+
+func main() {
+	var (
+		bin      = flag.String("bin", "./bin/dialtrap", "dialtrap binary")
+		rates    = flag.String("rates", "10000,25000,50000,75000,100000,150000", "offered rates, datagrams/s")
+		duration = flag.Duration("duration", 5*time.Second, "sending time per step")
+		sources  = flag.Int("sources", 4, "source addresses (127.0.0.2 ...), like that many scanners")
+		reader   = flag.Int("reader", 0, "internal: run as the bare reader on this port")
+		profile  = flag.String("node-profile", "", "write the node's CPU profile of the last step here")
+	)
+	flag.Parse()
+	if *reader != 0 {
+		bareReader(*reader)
+		return
+	}
+	nodeProfile = *profile
+	if err := bench(*bin, *rates, *duration, *sources); err != nil {
+		fmt.Fprintln(os.Stderr, "capture:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	rate             int
+	sent             int64
+	bare             int64
+	stored, jsonLine int64
+	rssKiB           int64
+}
+
+var nodeProfile string
+
+func bench(bin, rateList string, d time.Duration, sources int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var results []result
+	fmt.Printf("capture benchmark: %d sources, %v per step, GOMAXPROCS of the node = all %d cores\n\n",
+		sources, d, runtimeCPUs())
+	fmt.Printf("%9s %9s | %9s %7s | %9s %7s %9s | %8s\n", "offered/s", "sent", "bare got", "loss", "stored", "loss", "json", "node RSS")
+	for _, f := range strings.Split(rateList, ",") {
+		rate, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("rate %q: %w", f, err)
+		}
+		r := result{rate: rate}
+		if r.bare, r.sent, err = runBare(self, rate, d, sources); err != nil {
+			return err
+		}
+		var sent int64
+		if r.stored, r.jsonLine, sent, r.rssKiB, err = runNode(bin, rate, d, sources); err != nil {
+			return err
+		}
+		// Both runs offer the same rate; keep each step's own sent count for its loss.
+		fmt.Printf("%9d %9d | %9d %6.2f%% | %9d %6.2f%% %9d | %5d MiB\n", rate, sent,
+			r.bare, loss(r.sent, r.bare), r.stored, loss(sent, r.stored), r.jsonLine, r.rssKiB/1024)
+		r.sent = sent
+		results = append(results, r)
+	}
+	bestBare, bestNode := 0, 0
+	for _, r := range results {
+		if r.bare >= r.sent-r.sent/10000 && r.rate > bestBare { // bare: under 0.01% loss
+			bestBare = r.rate
+		}
+		if r.stored == r.sent && r.jsonLine == r.sent && r.rate > bestNode {
+			bestNode = r.rate
+		}
+	}
+	fmt.Printf("\nhighest rate with no loss: bare reader %d/s, dialtrap (SQLite + JSON log) %d/s", bestBare, bestNode)
+	if bestBare > 0 {
+		fmt.Printf(" = %.2f of the bare reader", float64(bestNode)/float64(bestBare))
+	}
+	fmt.Println()
+	return nil
+}
+
+func loss(sent, got int64) float64 {
+	if sent == 0 {
+		return 0
+	}
+	return 100 * float64(sent-got) / float64(sent)
+}
+
+func runtimeCPUs() int {
+	var set unix.CPUSet
+	if unix.SchedGetaffinity(0, &set) == nil {
+		return set.Count()
+	}
+	return 0
+}
+
+func freePort() (int, error) {
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port")
+}
+
+// runBare starts this program as a bare reader, sends to it, and returns what it counted.
+func runBare(self string, rate int, d time.Duration, sources int) (got, sent int64, err error) {
+	port, err := freePort()
+	if err != nil {
+		return 0, 0, err
+	}
+	cmd := exec.Command(self, "-reader", strconv.Itoa(port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	br := bufio.NewReader(out)
+	if _, err := br.ReadString('\n'); err != nil { // "ready"
+		return 0, 0, fmt.Errorf("bare reader did not start: %w", err)
+	}
+	sent, err = send(port, rate, d, sources)
+	if err != nil {
+		return 0, 0, err
+	}
+	time.Sleep(500 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	line, _ := br.ReadString('\n')
+	_ = cmd.Wait()
+	got, err = strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	return got, sent, err
+}
+
+// bareReader is the ceiling: the same socket setup as the node (8 MiB buffer) and a loop that
+// only counts datagrams, on as many goroutines as the node uses.
+func bareReader(port int) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+			}
+		})
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	conn := pc.(*net.UDPConn)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for range runtimeCPUs() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 65535)
+			for {
+				if _, _, err := conn.ReadFromUDPAddrPort(buf); err != nil {
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	fmt.Println("ready")
+	<-sig
+	conn.Close()
+	wg.Wait()
+	fmt.Println(n.Load())
+}
+
+// runNode starts a fresh node, sends to it, stops it with SIGTERM (which flushes) and counts
+// stored rows and JSON lines.
+func runNode(bin string, rate int, d time.Duration, sources int) (stored, lines, sent, rssKiB int64, err error) {
+	dir, err := os.MkdirTemp("", "dialtrap-bench-")
+	if err != nil {
+		return
+	}
+	defer os.RemoveAll(dir)
+	port, err := freePort()
+	if err != nil {
+		return
+	}
+	args := []string{"-v", "-j", "--data-dir", dir, "--sip-addr", fmt.Sprintf(":%d", port), "--sip-tls=false"}
+	if nodeProfile != "" {
+		args = append(args, "--cpu-profile", nodeProfile)
+	}
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return
+	}
+	if err = cmd.Start(); err != nil {
+		return
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "dialtrap running") {
+				once.Do(func() { close(ready) })
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case <-ready:
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		return 0, 0, 0, 0, fmt.Errorf("node not ready")
+	}
+	if sent, err = send(port, rate, d, sources); err != nil {
+		cmd.Process.Kill()
+		return
+	}
+	time.Sleep(500 * time.Millisecond)
+	rssKiB = peakRSS(cmd.Process.Pid)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err = cmd.Wait(); err != nil {
+		return 0, 0, 0, 0, fmt.Errorf("node exit: %w", err)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "dialtrap.db"))
+	if err != nil {
+		return
+	}
+	stored, err = st.CountEvents(context.Background())
+	st.Close()
+	if err != nil {
+		return
+	}
+	lines, err = countLines(filepath.Join(dir, "dialtrap_json.log"))
+	return stored, lines, sent, rssKiB, err
+}
+
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func countLines(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var n int64
+	buf := make([]byte, 1<<20)
+	for {
+		k, err := f.Read(buf)
+		for _, c := range buf[:k] {
+			if c == '\n' {
+				n++
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// send offers rate datagrams/s for d, spread over sources loopback addresses, paced in 1 ms
+// slots. Each probe dials a different number, as a prefix-guessing scan does.
+func send(port, rate int, d time.Duration, sources int) (int64, error) {
+	var conns []*net.UDPConn
+	for i := range sources {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))},
+			&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	msgs := make([][]byte, 1000)
+	for i := range msgs {
+		num := fmt.Sprintf("900%d46500729%03d", i%10, i)
+		msgs[i] = []byte("INVITE sip:" + num + "@127.0.0.1 SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK-" + strconv.Itoa(i) + ";rport\r\n" +
+			"Max-Forwards: 70\r\nTo: <sip:" + num + "@127.0.0.1>\r\nFrom: \"100\" <sip:100@127.0.0.1>;tag=a1b2\r\n" +
+			"User-Agent: friendly-scanner\r\nCall-ID: " + strconv.Itoa(i) + "\r\nContact: sip:100@127.0.0.2:5070\r\n" +
+			"CSeq: 1 INVITE\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n")
+	}
+	var sent int64
+	start := time.Now()
+	total := int64(float64(rate) * d.Seconds())
+	for sent < total {
+		// Send what is due by now, then sleep to the next millisecond slot.
+		due := min(total, int64(time.Since(start).Seconds()*float64(rate))+1)
+		for ; sent < due; sent++ {
+			if _, err := conns[sent%int64(len(conns))].Write(msgs[sent%int64(len(msgs))]); err != nil {
+				return sent, err
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return sent, nil
+}

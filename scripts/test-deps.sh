@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine: the real attack tools the
+# end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak) and a pinned
+# staticcheck. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+STATICCHECK_VERSION=v0.7.0 # 2026.1, which knows Go 1.26
+
+need_apt=()
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v svmap >/dev/null 2>&1 || need_apt+=(sipvicious)
+command -v sipsak >/dev/null 2>&1 || need_apt+=(sipsak)
+
+if ((${#need_apt[@]})); then
+	echo "test-deps: installing ${need_apt[*]} with apt-get" >&2
+	sudo=""
+	if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+gobin="$(go env GOPATH)/bin"
+if ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "($STATICCHECK_VERSION)"; then
+	echo "test-deps: installing staticcheck $STATICCHECK_VERSION" >&2
+	GOFLAGS=-buildvcs=false go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi

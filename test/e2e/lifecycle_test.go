@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+)
+
+// flood sends copies of msg to addr from one socket until stop is closed; it returns how many
+// were sent.
+func flood(t *testing.T, addr string, msg []byte, stop <-chan struct{}) *atomic.Int64 {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent atomic.Int64
+	go func() {
+		defer c.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := c.Write(msg); err == nil {
+				sent.Add(1)
+			}
+			if sent.Load()%200 == 0 {
+				time.Sleep(time.Millisecond) // about 100-200k/s: a fast scan, not a kernel drop test
+			}
+		}
+	}()
+	return &sent
+}
+
+var probe = []byte("INVITE sip:0046500729221@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n" +
+	"From: <sip:100@127.0.0.1>;tag=1\r\nTo: <sip:0046500729221@127.0.0.1>\r\nCall-ID: flood\r\nCSeq: 1 INVITE\r\n" +
+	"User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n")
+
+// kill -9 in the middle of a flood, then restart: the database is intact and the node works.
+func TestKill9MidFloodThenRestart(t *testing.T) {
+	n := startNode(t, nodeOpts{})
+	id := n.nodeID()
+	stop := make(chan struct{})
+	flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	time.Sleep(1500 * time.Millisecond)
+	if err := n.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-n.exited
+	close(stop)
+
+	s, err := sqlite.Open(context.Background(), filepath.Join(n.dir, "dialtrap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.IntegrityCheck(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.CountEvents(context.Background())
+	s.Close()
+	if err != nil || before == 0 {
+		t.Fatalf("%d events survived the kill (%v): batches should have been committed during the flood", before, err)
+	}
+	// Every JSON line is whole: a kill never leaves half a line that breaks a log shipper.
+	for i, line := range n.jsonLines() {
+		if !strings.HasPrefix(line, `{"app_name":"dialtrap"`) || !strings.HasSuffix(line, "}") {
+			t.Fatalf("JSON line %d is partial after kill -9: %.80q", i, line)
+		}
+	}
+
+	n.start() // same data directory, same ports
+	if n.nodeID() != id {
+		t.Errorf("node id changed across restart: %s then %s", id, n.nodeID())
+	}
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", n.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte(strings.ReplaceAll(string(probe), "0046500729221", "31337"))); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	time.Sleep(200 * time.Millisecond) // let the datagram reach the socket before SIGTERM
+	n.stop()
+	evs := n.events()
+	if int64(len(evs)) < before+1 || evs[len(evs)-1].CalledNumber != "31337" {
+		t.Errorf("after restart: %d events, last %q; want more than %d ending with 31337", len(evs), evs[len(evs)-1].CalledNumber, before)
+	}
+	if evs[len(evs)-1].NodeID != id {
+		t.Errorf("new event has node id %s, want %s", evs[len(evs)-1].NodeID, id)
+	}
+}
+
+// SIGTERM during a flood: what the node took in is all written before it exits, to the store
+// and the JSON log alike.
+func TestSIGTERMFlushesEverything(t *testing.T) {
+	n := startNode(t, nodeOpts{})
+	stop := make(chan struct{})
+	sent := flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	time.Sleep(time.Second)
+	n.stop() // SIGTERM while the flood still runs
+	close(stop)
+	evs := n.events()
+	lines := n.jsonLines()
+	if len(evs) == 0 || len(lines) != len(evs) {
+		t.Fatalf("store has %d events, JSON log %d lines (sent %d)", len(evs), len(lines), sent.Load())
+	}
+	// The node's own totals: nothing dropped, everything delivered.
+	re := regexp.MustCompile(`msg="sink totals" sink=(\w+) delivered=(\d+) dropped=(\d+)`)
+	found := 0
+	for _, m := range re.FindAllStringSubmatch(n.log(), -1) {
+		found++
+		if d, _ := strconv.Atoi(m[2]); d != len(evs) || m[3] != "0" {
+			t.Errorf("sink %s delivered %s dropped %s; store holds %d", m[1], m[2], m[3], len(evs))
+		}
+	}
+	if found != 2 {
+		t.Errorf("found %d sink totals in the log:\n%s", found, n.log())
+	}
+	t.Logf("sent %d, stored %d", sent.Load(), len(evs))
+}
+
+// Start-up errors exit non-zero with a message that says what to do.
+func TestStartupErrors(t *testing.T) {
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tlsBusy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsBusy.Close()
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	free := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"--frobnicate"}, nil, 2, "unknown flag"},
+		{"secret without id", []string{"-c", "s3cret"}, nil, 2, "needs -i"},
+		{"SIP port in use", []string{"--sip-addr", busy.LocalAddr().String()}, nil, 1, "--sip-addr"},
+		{"TLS port in use", []string{"--sip-addr", free, "-z", tlsBusy.Addr().String()}, nil, 1, "--sip-tls-addr"},
+		{"unreadable certificate", []string{"--sip-addr", free, "-t", "/nonexistent/cert.pem", "-k", "/nonexistent/key.pem"}, nil, 1, "check -t/-k"},
+		{"garbage certificate", []string{"--sip-addr", free, "-t", garbage, "-k", garbage}, nil, 1, "check -t/-k"},
+		{"bad env value", []string{"--sip-addr", free}, []string{"DIALTRAP_SIP_MAX_CONNS=lots"}, 2, "DIALTRAP_SIP_MAX_CONNS"},
+		{"database is a directory", []string{"--sip-addr", free, "-f", dir}, nil, 1, "database"},
+		{"postgres not yet", []string{"--sip-addr", free, "--store", "postgres://127.0.0.1/x"}, nil, 1, "--store sqlite"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary, append([]string{"--data-dir", t.TempDir(), "-z", "127.0.0.1:0"}, tt.args...)...)
+			cmd.Env = append(os.Environ(), tt.env...)
+			out, err := cmd.CombinedOutput()
+			code := cmd.ProcessState.ExitCode()
+			if err == nil || code != tt.code || !strings.Contains(string(out), tt.want) {
+				t.Errorf("exit %d (%v), want %d with %q:\n%s", code, err, tt.code, tt.want, out)
+			}
+		})
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}} {
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--sip-responsive") || !strings.Contains(string(out), "DIALTRAP_SIP_RESPONSIVE") {
+			t.Errorf("%v: %v\n%s", args, err, out)
+		}
+	}
+	for _, args := range [][]string{{"-V"}, {"version"}} {
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		if err != nil || !regexp.MustCompile(`^dialtrap \S+ \(commit \S+, go1\.\d+`).Match(out) {
+			t.Errorf("%v: %v %q", args, err, out)
+		}
+	}
+}
