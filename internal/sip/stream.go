@@ -26,15 +26,17 @@ func (s *Server) acceptLoop(ln net.Listener, transport string) {
 			continue
 		}
 		src := addrPort(c.RemoteAddr())
+		// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; count one host as one.
+		ip := src.Addr().Unmap()
 		if transport == event.TLS {
 			c = tls.Server(c, s.cfg.TLSConfig)
 		}
-		if !s.admit(c, src.Addr()) {
+		if !s.admit(c, ip) {
 			c.Close()
 			continue
 		}
 		s.spawn(func() {
-			defer s.release(c, src.Addr())
+			defer s.release(c, ip)
 			s.serveStream(c, transport, src)
 		})
 	}
