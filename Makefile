@@ -31,10 +31,11 @@ unit:
 e2e:
 	$(GO) test -count=1 ./test/...
 
-## fuzz: run the SIP parser fuzzer for FUZZTIME (default 60s)
+## fuzz: run the SIP parser and stream framer fuzzers for FUZZTIME each (default 60s)
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/sip/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/sip/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./internal/sip/
 
 ## bench: capture benchmark (see bench/README.md)
 bench: build
