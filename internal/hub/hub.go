@@ -127,8 +127,9 @@ func (h *Hub) Stats() []Stats {
 	return out
 }
 
-// Close stops accepting events and waits until every queue is written out, or ctx ends; what
-// is still queued then is counted as dropped and reported in the error.
+// Close stops accepting events and waits until every queue is written out. A sink that is
+// still failing when ctx ends is given up: what it holds is counted as dropped and reported in
+// the error. A healthy sink, however slow, is drained to the end.
 func (h *Hub) Close(ctx context.Context) error {
 	if h.closed.Swap(true) {
 		return nil
