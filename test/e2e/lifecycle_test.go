@@ -206,3 +206,70 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 }
+
+// Many silent connections from one address and a byte-a-second trickle from another do not
+// stop the node from serving a real client; the trickle is cut off at the message timeout.
+func TestSilentAndTrickleClients(t *testing.T) {
+	need(t, "sipsak")
+	n := startNode(t, nodeOpts{args: []string{"-r", "--sip-max-conns-per-ip", "16", "--sip-message-timeout", "2s"}})
+	addr := fmt.Sprintf("127.0.0.1:%d", n.port)
+	silent := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.8")}}
+	var conns []net.Conn
+	for range 200 {
+		c, err := silent.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	trickler := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
+	tc, err := trickler.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	cutOff := make(chan error, 1)
+	go func() {
+		for _, b := range []byte("OPTIONS sip:trickle@x SIP/2.0\r\n") {
+			if _, err := tc.Write([]byte{b}); err != nil {
+				cutOff <- err
+				return
+			}
+			time.Sleep(time.Second)
+		}
+		cutOff <- nil
+	}()
+	// A real client over TCP, while both are at it: sipsak exits 0 only on a 200 OK.
+	if out, err := run(t, 30*time.Second, "sipsak", "--transport=tcp", "-s", fmt.Sprintf("sip:4242@127.0.0.1:%d", n.port)); err != nil {
+		t.Fatalf("node stopped serving others: %v\n%s", err, out)
+	}
+	// The server closes the trickling connection after 2 s; the next writes then fail.
+	select {
+	case err := <-cutOff:
+		if err == nil {
+			t.Error("a byte-a-second trickle was never cut off")
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("trickle still connected after 20 s")
+	}
+	n.stop()
+	var served, trickled int
+	for _, e := range n.events() {
+		switch e.SourceIP {
+		case "127.0.0.1":
+			served++
+		case "127.0.0.9":
+			trickled++ // what it sent before the cut is kept
+		case "127.0.0.8":
+			t.Errorf("a silent connection produced an event: %q", e.SIPMessage)
+		}
+	}
+	if served != 1 || trickled != 1 {
+		t.Errorf("served %d, trickled %d: want 1 each", served, trickled)
+	}
+}
