@@ -78,8 +78,7 @@ const eventColumns = `event_uuid, event_timestamp, app_name, app_version, create
 	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
 	called_number, sip_method, sip_user_agent, sip_message, from_peer`
 
-// insertSQL inserts n events, skipping stored UUIDs, and returns the UUIDs it did insert so
-// that only new events count in the aggregates.
+// insertSQL inserts n events, skipping UUIDs already stored.
 func insertSQL(n int) string {
 	var b strings.Builder
 	b.WriteString("INSERT INTO events (" + eventColumns + ") VALUES ")
@@ -89,7 +88,7 @@ func insertSQL(n int) string {
 		}
 		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
-	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING RETURNING event_uuid")
+	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
 	return b.String()
 }
 
@@ -213,7 +212,7 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 	defer tx.Rollback()
 	ips, nums := aggregates{}, aggregates{}
 	args := make([]any, 0, 16*insertSizes[0])
-	inserted := make(map[string]struct{}, insertSizes[0])
+	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
 	for rest := batch; len(rest) > 0; {
 		size := insertSizes[len(insertSizes)-1]
 		for _, n := range insertSizes {
@@ -230,12 +229,16 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
 				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer)
 		}
-		clear(inserted)
-		if err := collectUUIDs(ctx, tx.StmtContext(ctx, s.inserts[size]), args, inserted); err != nil {
+		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+		}
+		all, err := s.newOnes(ctx, tx, res, len(chunk), inserted)
+		if err != nil {
 			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
 		}
 		for _, e := range chunk {
-			if _, ok := inserted[e.UUID]; !ok {
+			if _, ok := inserted[e.UUID]; !all && !ok {
 				continue // already stored: counted before
 			}
 			ips.add(e.SourceIP, e.Timestamp)
@@ -256,20 +259,39 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 	return nil
 }
 
-func collectUUIDs(ctx context.Context, st *sql.Stmt, args []any, into map[string]struct{}) error {
-	rows, err := st.QueryContext(ctx, args...)
+// newOnes says which events of a chunk the INSERT really added, so that a retried or
+// re-imported event never counts twice in the aggregates. Usually all of them are new (fresh
+// UUIDs). Otherwise the added rows are the last k rowids: the single writer assigns each new
+// row max(rowid)+1, in VALUES order, so they are consecutive and end at LastInsertId.
+func (s *Store) newOnes(ctx context.Context, tx *sql.Tx, res sql.Result, n int, into map[string]struct{}) (all bool, err error) {
+	k, err := res.RowsAffected()
 	if err != nil {
-		return err
+		return false, err
+	}
+	clear(into)
+	if int(k) == n {
+		return true, nil
+	}
+	if k == 0 {
+		return false, nil
+	}
+	last, err := res.LastInsertId()
+	if err != nil {
+		return false, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT event_uuid FROM events WHERE id BETWEEN ? AND ?`, last-k+1, last)
+	if err != nil {
+		return false, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var u string
 		if err := rows.Scan(&u); err != nil {
-			return err
+			return false, err
 		}
 		into[u] = struct{}{}
 	}
-	return rows.Err()
+	return false, rows.Err()
 }
 
 type aggregates map[string]*store.Aggregate

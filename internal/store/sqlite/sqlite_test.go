@@ -213,3 +213,41 @@ func BenchmarkWrite(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "events/s")
 }
+
+// A batch mixing stored and new events (a retry that partly succeeded elsewhere, an import
+// over a live store) counts only the new ones, even with the duplicates in the middle of a
+// multi-row insert.
+func TestPartlyDuplicateBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	var first []*event.Event
+	for i := range 100 {
+		first = append(first, ev(i, "192.0.2.1", fmt.Sprint(i%3)))
+	}
+	if err := s.Write(ctx, first[:50]); err != nil {
+		t.Fatal(err)
+	}
+	// 0-49 again, interleaved with 50-99 which are new.
+	var mixed []*event.Event
+	for i := range 50 {
+		mixed = append(mixed, first[i], first[50+i])
+	}
+	if err := s.Write(ctx, mixed); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountEvents(ctx); n != 100 {
+		t.Fatalf("%d events, want 100", n)
+	}
+	a, _, err := s.IP(ctx, "192.0.2.1")
+	if err != nil || a.Count != 100 {
+		t.Errorf("IP seen %d times (%v), want 100", a.Count, err)
+	}
+	var sum int64
+	for k := range 3 {
+		a, _, _ := s.Number(ctx, fmt.Sprint(k))
+		sum += a.Count
+	}
+	if sum != 100 {
+		t.Errorf("numbers counted %d times, want 100", sum)
+	}
+}
