@@ -201,7 +201,11 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 			scfg.TLSAddr = cfg.SIPTLSAddr
 		}
 		srv = sip.New(scfg)
-		sinks.add(srv.Close) // closed first: no new events once shutdown starts
+		sinks.add(func() error { // closed first: no new events once shutdown starts
+			err := srv.Close()
+			log.Info("SIP capture totals", "messages", srv.Received())
+			return err
+		})
 		if err := srv.Start(ctx); err != nil {
 			return err
 		}

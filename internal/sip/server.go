@@ -153,12 +153,19 @@ func (s *Server) Close() error {
 		close(s.done)
 	}
 	var errs []error
-	for _, c := range []interface{ Close() error }{s.udp, s.tcp, s.tls} {
-		if c != nil && !isNilListener(c) {
-			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-				errs = append(errs, err)
-			}
+	closeOne := func(err error) {
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
 		}
+	}
+	if s.udp != nil {
+		closeOne(s.udp.Close())
+	}
+	if s.tcp != nil {
+		closeOne(s.tcp.Close())
+	}
+	if s.tls != nil {
+		closeOne(s.tls.Close())
 	}
 	s.connMu.Lock()
 	for c := range s.conns {
@@ -167,16 +174,6 @@ func (s *Server) Close() error {
 	s.connMu.Unlock()
 	s.wg.Wait()
 	return errors.Join(errs...)
-}
-
-func isNilListener(c any) bool {
-	switch v := c.(type) {
-	case *net.UDPConn:
-		return v == nil
-	case net.Listener:
-		return v == nil
-	}
-	return false
 }
 
 func (s *Server) closing() bool {
