@@ -139,6 +139,11 @@ func TestSIGTERMFlushesEverything(t *testing.T) {
 	if found != 2 {
 		t.Errorf("found %d sink totals in the log:\n%s", found, n.log())
 	}
+	// Every message the listeners took in reached the store.
+	m := regexp.MustCompile(`msg="SIP capture totals" messages=(\d+)`).FindStringSubmatch(n.log())
+	if m == nil || m[1] != strconv.Itoa(len(evs)) {
+		t.Errorf("capture total %v, store holds %d", m, len(evs))
+	}
 	t.Logf("sent %d, stored %d", sent.Load(), len(evs))
 }
 
