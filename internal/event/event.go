@@ -132,10 +132,7 @@ func Sanitize(msg []byte) string {
 	if len(msg) > MaxMessage {
 		msg = msg[:MaxMessage]
 	}
-	if utf8.Valid(msg) {
-		return string(msg)
-	}
-	return strings.ToValidUTF8(string(msg), "\uFFFD")
+	return sanitizeString(string(msg))
 }
 
 // sanitizeString makes a field taken from a packet valid UTF-8, so the store, the JSON log and

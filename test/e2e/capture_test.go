@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -213,7 +214,7 @@ func TestSIPpResponsive(t *testing.T) {
 
 func abs(t *testing.T, p string) string {
 	t.Helper()
-	a, err := filepathAbs(p)
+	a, err := filepath.Abs(p)
 	if err != nil {
 		t.Fatal(err)
 	}

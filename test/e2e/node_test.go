@@ -263,5 +263,3 @@ func (r *syslogReceiver) lines() []string {
 	defer r.mu.Unlock()
 	return append([]string(nil), r.msgs...)
 }
-
-var filepathAbs = filepath.Abs

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
 )
 
 func open(t *testing.T) *Store {
@@ -56,21 +57,21 @@ func TestWriteAggregatesAndIdempotence(t *testing.T) {
 		t.Fatalf("%d events (%v), want 6", n, err)
 	}
 	tests := []struct {
-		lookup      func(context.Context, string) (aggregate, bool, error)
+		lookup      func(context.Context, string) (store.Aggregate, bool, error)
 		key         string
 		found       bool
 		count       int64
 		first, last int
 	}{
-		{s.ipLookup, "192.0.2.1", true, 4, 1, 6},
-		{s.ipLookup, "2001:db8::1", true, 1, 3, 3},
-		{s.ipLookup, "192.0.2.9", true, 1, 5, 5},
-		{s.ipLookup, "198.51.100.1", false, 0, 0, 0},
-		{s.numLookup, "100", true, 3, 1, 6},
-		{s.numLookup, "0046812118532", true, 1, 2, 2},
-		{s.numLookup, event.NotFound, false, 0, 0, 0},
-		{s.numLookup, "", false, 0, 0, 0},
-		{s.numLookup, "100' OR 1=1 --", false, 0, 0, 0},
+		{s.IP, "192.0.2.1", true, 4, 1, 6},
+		{s.IP, "2001:db8::1", true, 1, 3, 3},
+		{s.IP, "192.0.2.9", true, 1, 5, 5},
+		{s.IP, "198.51.100.1", false, 0, 0, 0},
+		{s.Number, "100", true, 3, 1, 6},
+		{s.Number, "0046812118532", true, 1, 2, 2},
+		{s.Number, event.NotFound, false, 0, 0, 0},
+		{s.Number, "", false, 0, 0, 0},
+		{s.Number, "100' OR 1=1 --", false, 0, 0, 0},
 	}
 	for _, tt := range tests {
 		a, ok, err := tt.lookup(ctx, tt.key)
@@ -92,21 +93,6 @@ func TestWriteAggregatesAndIdempotence(t *testing.T) {
 	if len(got) != 6 || *got[0] != *batch[0] {
 		t.Errorf("events do not round-trip:\n got %+v\nwant %+v", got[0], batch[0])
 	}
-}
-
-type aggregate = struct {
-	Key, FirstSeen, LastSeen string
-	Count                    int64
-}
-
-func (s *Store) ipLookup(ctx context.Context, k string) (aggregate, bool, error) {
-	a, ok, err := s.IP(ctx, k)
-	return aggregate(a), ok, err
-}
-
-func (s *Store) numLookup(ctx context.Context, k string) (aggregate, bool, error) {
-	a, ok, err := s.Number(ctx, k)
-	return aggregate(a), ok, err
 }
 
 func TestReopenKeepsDataAndSchema(t *testing.T) {
