@@ -28,11 +28,68 @@ type Store interface {
 	// IP and Number return the aggregate for one key; ok is false when it was never seen.
 	IP(ctx context.Context, ip string) (a Aggregate, ok bool, err error)
 	Number(ctx context.Context, number string) (a Aggregate, ok bool, err error)
+	// MatchNumbers returns the stored numbers that match n under the national match
+	// (event.NumbersMatch), n itself included when stored, newest first.
+	MatchNumbers(ctx context.Context, n string) ([]Aggregate, error)
+	// Count returns how many IPs or numbers were last seen at or after since ("" for all).
+	Count(ctx context.Context, l List, since string) (int64, error)
+	// Each calls fn for the IPs or numbers selected by o, newest first (last seen, then key,
+	// both descending), streaming from the store, until fn returns an error.
+	Each(ctx context.Context, l List, o ListOptions, fn func(Aggregate) error) error
+	// Top returns the most frequent values of a dimension in events from the hour of since
+	// ("" for all time) on, most frequent first, at most limit of them (0 for all), and how
+	// many distinct values there are.
+	Top(ctx context.Context, d Dimension, since string, limit int) (top []ValueCount, distinct int64, err error)
 	// CountEvents returns how many raw events are stored.
 	CountEvents(ctx context.Context) (int64, error)
 	// Events calls fn for every stored event, oldest first, until fn returns an error.
 	Events(ctx context.Context, fn func(*event.Event) error) error
 	Close() error
+}
+
+// List names one of the per-key aggregate lists.
+type List int
+
+// The aggregate lists.
+const (
+	IPAddresses List = iota
+	CalledNumbers
+)
+
+// ListOptions select part of a list. The zero value selects all of it.
+type ListOptions struct {
+	Since  string // only keys last seen at or after this event_timestamp
+	Limit  int    // at most this many (0: no limit)
+	Offset int    // skip this many first
+}
+
+// Dimension names an event field the store counts per hour for statistics.
+type Dimension int
+
+// The counted dimensions.
+const (
+	SIPMethods Dimension = iota
+	UserAgents
+	Transports
+)
+
+// ValueCount is how many events carried one value of a dimension.
+type ValueCount struct {
+	Value string
+	Count int64
+}
+
+// MaxCountedValue is the longest value stored per dimension: user agents carry attack payloads
+// of any length, and statistics do not need more than this to tell them apart.
+const MaxCountedValue = 256
+
+// HourOf returns the hour bucket ("YYYY-MM-DD HH") of an event_timestamp, the granularity of
+// the dimension counts.
+func HourOf(ts string) string {
+	if len(ts) < 13 {
+		return ts
+	}
+	return ts[:13]
 }
 
 // CountsAsNumber reports whether a called number belongs in the numbers aggregate: the

@@ -21,8 +21,8 @@ import (
 
 // migrations are applied in order; PRAGMA user_version records how many have run. Append
 // only: never edit one that has shipped.
-var migrations = []string{
-	`CREATE TABLE events (
+var migrations = []migration{
+	{sql: `CREATE TABLE events (
 		id                 INTEGER PRIMARY KEY,
 		event_uuid         TEXT NOT NULL UNIQUE,
 		event_timestamp    TEXT NOT NULL,
@@ -54,7 +54,90 @@ var migrations = []string{
 		last_seen     TEXT NOT NULL,
 		seen_count    INTEGER NOT NULL
 	) WITHOUT ROWID;
-	CREATE INDEX called_numbers_last_seen ON called_numbers(last_seen);`,
+	CREATE INDEX called_numbers_last_seen ON called_numbers(last_seen);`},
+
+	// 2: national-match keys of each number, per-hour counts for statistics, and list totals
+	// kept on write so that the API never counts a whole table.
+	{sql: `CREATE TABLE number_keys (
+		match_key     TEXT NOT NULL,
+		called_number TEXT NOT NULL,
+		PRIMARY KEY (match_key, called_number)
+	) WITHOUT ROWID;
+	CREATE TABLE event_counts (
+		dimension  INTEGER NOT NULL,
+		hour       TEXT NOT NULL,
+		value      TEXT NOT NULL,
+		seen_count INTEGER NOT NULL,
+		PRIMARY KEY (dimension, hour, value)
+	) WITHOUT ROWID;
+	CREATE TABLE totals (
+		name  TEXT PRIMARY KEY,
+		value INTEGER NOT NULL
+	) WITHOUT ROWID;
+	-- Triggers keep the totals, and note new numbers for their match keys, at C speed: an
+	-- upsert that only updates fires no INSERT trigger.
+	CREATE TABLE new_numbers (called_number TEXT NOT NULL);
+	CREATE TRIGGER ip_addresses_added AFTER INSERT ON ip_addresses BEGIN
+		UPDATE totals SET value = value + 1 WHERE name = 'ip_addresses';
+	END;
+	CREATE TRIGGER called_numbers_added AFTER INSERT ON called_numbers BEGIN
+		UPDATE totals SET value = value + 1 WHERE name = 'called_numbers';
+		INSERT INTO new_numbers VALUES (new.called_number);
+	END;
+	INSERT INTO totals SELECT 'ip_addresses', count(*) FROM ip_addresses;
+	INSERT INTO totals SELECT 'called_numbers', count(*) FROM called_numbers;
+	INSERT INTO event_counts SELECT 0, substr(event_timestamp, 1, 13), sip_method, count(*)
+		FROM events GROUP BY 2, 3;
+	INSERT INTO event_counts SELECT 1, substr(event_timestamp, 1, 13), substr(sip_user_agent, 1, 256), count(*)
+		FROM events GROUP BY 2, 3;
+	INSERT INTO event_counts SELECT 2, substr(event_timestamp, 1, 13), transport_type, count(*)
+		FROM events GROUP BY 2, 3;`,
+		after: backfillNumberKeys},
+}
+
+// A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
+type migration struct {
+	sql   string
+	after func(ctx context.Context, tx *sql.Tx) error
+}
+
+func backfillNumberKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT called_number FROM called_numbers`)
+	if err != nil {
+		return err
+	}
+	var nums []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		nums = append(nums, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	st, err := tx.PrepareContext(ctx, insertKeySQL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return insertKeys(ctx, st, nums)
+}
+
+const insertKeySQL = `INSERT INTO number_keys (match_key, called_number) VALUES (?, ?) ON CONFLICT DO NOTHING`
+
+func insertKeys(ctx context.Context, st *sql.Stmt, nums []string) error {
+	for _, n := range nums {
+		for _, k := range event.NumberKeys(n) {
+			if _, err := st.ExecContext(ctx, k, n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Store is the SQLite backend.
@@ -63,9 +146,11 @@ type Store struct {
 	w    *sql.DB // one connection: the single writer
 	r    *sql.DB // read-only pool for the API and tools
 
-	inserts   map[int]*sql.Stmt // multi-row event inserts by row count
-	upsertIP  *sql.Stmt
-	upsertNum *sql.Stmt
+	inserts     map[int]*sql.Stmt // multi-row event inserts by row count
+	upsertIP    *sql.Stmt
+	upsertNum   *sql.Stmt
+	insertKey   *sql.Stmt
+	upsertCount *sql.Stmt
 }
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
@@ -124,6 +209,31 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// OpenReadOnly opens an existing database for reading only (dialtrap check, export): it never
+// creates the file or changes its schema, so it is safe beside a running node and for a user
+// who may only read the file.
+func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open database %s: %w (give the node's database with -f or --data-dir)", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+	}
+	s := &Store{path: path, r: r}
+	var version int
+	if err := r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("read schema version of %s (is it an SQLite database?): %w", path, err)
+	}
+	if version != len(migrations) {
+		r.Close()
+		return nil, fmt.Errorf("database %s has schema version %d, this dialtrap reads version %d: start the node of this version on it once to upgrade it",
+			path, version, len(migrations))
+	}
+	return s, nil
+}
+
 // dsn sets the pragmas on every connection: WAL so readers never block the writer, a busy
 // timeout so bursts wait instead of failing, synchronous=NORMAL (safe in WAL against a killed
 // process; only an OS crash can lose the last transactions).
@@ -154,9 +264,15 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migrate %s: %w", s.path, err)
 		}
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		if _, err := tx.ExecContext(ctx, migrations[v].sql); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
+		}
+		if f := migrations[v].after; f != nil {
+			if err := f(ctx, tx); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
 			tx.Rollback()
@@ -185,6 +301,9 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	s.upsertIP = prep(upsert("ip_addresses", "ip_address"))
 	s.upsertNum = prep(upsert("called_numbers", "called_number"))
+	s.insertKey = prep(insertKeySQL)
+	s.upsertCount = prep(`INSERT INTO event_counts (dimension, hour, value, seen_count) VALUES (?,?,?,?)
+		ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`)
 	if err != nil {
 		return fmt.Errorf("prepare statements on %s: %w", s.path, err)
 	}
@@ -205,12 +324,15 @@ func (s *Store) Name() string { return "sqlite" }
 // Write stores the batch in one transaction. Aggregates are summed per key in memory first:
 // a scan sends hundreds of messages from one IP, which then cost one upsert, not hundreds.
 func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
+	if s.w == nil {
+		return fmt.Errorf("database %s is open read-only", s.path)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin write to %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
-	ips, nums := aggregates{}, aggregates{}
+	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
 	args := make([]any, 0, 16*insertSizes[0])
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
 	for rest := batch; len(rest) > 0; {
@@ -245,6 +367,7 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 			if store.CountsAsNumber(e.CalledNumber) {
 				nums.add(e.CalledNumber, e.Timestamp)
 			}
+			counts.add(e)
 		}
 	}
 	if err := ips.write(ctx, tx.StmtContext(ctx, s.upsertIP)); err != nil {
@@ -252,6 +375,14 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 	}
 	if err := nums.write(ctx, tx.StmtContext(ctx, s.upsertNum)); err != nil {
 		return fmt.Errorf("update number aggregates in %s: %w", s.path, err)
+	}
+	if len(nums) > 0 {
+		if err := s.addNumberKeys(ctx, tx); err != nil {
+			return fmt.Errorf("update number match keys in %s: %w", s.path, err)
+		}
+	}
+	if err := counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
+		return fmt.Errorf("update statistics in %s: %w", s.path, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit %d events to %s: %w", len(batch), s.path, err)
@@ -316,6 +447,76 @@ func (m aggregates) write(ctx context.Context, st *sql.Stmt) error {
 	return nil
 }
 
+// addNumberKeys stores the match keys of the numbers this transaction added, which the
+// called_numbers_added trigger noted in new_numbers.
+func (s *Store) addNumberKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT called_number FROM new_numbers`)
+	if err != nil {
+		return err
+	}
+	var added []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		added = append(added, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	if err := insertKeys(ctx, tx.StmtContext(ctx, s.insertKey), added); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM new_numbers`)
+	return err
+}
+
+type countKey struct {
+	dim   store.Dimension
+	hour  string
+	value string
+}
+
+// dimensionCounts sums a batch's events per hour and value of each counted dimension.
+type dimensionCounts map[countKey]int64
+
+func (m dimensionCounts) add(e *event.Event) {
+	h := store.HourOf(e.Timestamp)
+	m[countKey{store.SIPMethods, h, countedValue(e.SIPMethod)}]++
+	m[countKey{store.UserAgents, h, countedValue(e.SIPUserAgent)}]++
+	m[countKey{store.Transports, h, e.Transport}]++
+}
+
+// countedValue cuts v to MaxCountedValue characters (as SQL's substr does in the migration).
+func countedValue(v string) string {
+	if len(v) <= store.MaxCountedValue {
+		return v
+	}
+	n := 0
+	for i := range v {
+		if n == store.MaxCountedValue {
+			return v[:i]
+		}
+		n++
+	}
+	return v
+}
+
+func (m dimensionCounts) write(ctx context.Context, st *sql.Stmt) error {
+	for k, n := range m {
+		if _, err := st.ExecContext(ctx, int(k.dim), k.hour, k.value, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // IP implements store.Store.
 func (s *Store) IP(ctx context.Context, ip string) (store.Aggregate, bool, error) {
 	return s.lookup(ctx, "ip_addresses", "ip_address", ip)
@@ -337,6 +538,136 @@ func (s *Store) lookup(ctx context.Context, table, key, val string) (store.Aggre
 		return store.Aggregate{}, false, fmt.Errorf("look up %s in %s: %w", val, s.path, err)
 	}
 	return a, true, nil
+}
+
+// lists maps a store.List to its table and key column.
+var lists = map[store.List]struct{ table, key string }{
+	store.IPAddresses:   {"ip_addresses", "ip_address"},
+	store.CalledNumbers: {"called_numbers", "called_number"},
+}
+
+func listOf(l store.List) (table, key string, err error) {
+	t, ok := lists[l]
+	if !ok {
+		return "", "", fmt.Errorf("unknown list %d", l)
+	}
+	return t.table, t.key, nil
+}
+
+// Count implements store.Store. The whole list's size is kept in the totals table; a window
+// counts the last-seen index range.
+func (s *Store) Count(ctx context.Context, l store.List, since string) (int64, error) {
+	table, _, err := listOf(l)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if since == "" {
+		err = s.r.QueryRowContext(ctx, `SELECT value FROM totals WHERE name = ?`, table).Scan(&n)
+	} else {
+		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM `+table+` WHERE last_seen >= ?`, since).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count %s in %s: %w", table, s.path, err)
+	}
+	return n, nil
+}
+
+// Each implements store.Store.
+func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn func(store.Aggregate) error) error {
+	table, key, err := listOf(l)
+	if err != nil {
+		return err
+	}
+	limit := int64(-1) // SQLite: no limit
+	if o.Limit > 0 {
+		limit = int64(o.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+key+`, first_seen, last_seen, seen_count FROM `+table+
+		` WHERE last_seen >= ? ORDER BY last_seen DESC, `+key+` DESC LIMIT ? OFFSET ?`,
+		o.Since, limit, max(o.Offset, 0))
+	if err != nil {
+		return fmt.Errorf("list %s in %s: %w", table, s.path, err)
+	}
+	return scanAggregates(rows, fn, func(err error) error {
+		return fmt.Errorf("list %s in %s: %w", table, s.path, err)
+	})
+}
+
+func scanAggregates(rows *sql.Rows, fn func(store.Aggregate) error, wrap func(error) error) error {
+	defer rows.Close()
+	for rows.Next() {
+		var a store.Aggregate
+		if err := rows.Scan(&a.Key, &a.FirstSeen, &a.LastSeen, &a.Count); err != nil {
+			return wrap(err)
+		}
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// MatchNumbers implements store.Store: the number itself, and every number sharing one of
+// its national-match keys (an index probe per key).
+func (s *Store) MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, error) {
+	keys := event.NumberQueryKeys(n)
+	args := make([]any, 0, len(keys)+1)
+	args = append(args, n)
+	q := `SELECT called_number, first_seen, last_seen, seen_count FROM called_numbers WHERE called_number = ?`
+	if len(keys) > 0 {
+		q += ` OR called_number IN (SELECT called_number FROM number_keys WHERE match_key IN (?` +
+			strings.Repeat(",?", len(keys)-1) + `))`
+		for _, k := range keys {
+			args = append(args, k)
+		}
+	}
+	q += ` ORDER BY last_seen DESC, called_number DESC`
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("match number %s in %s: %w", n, s.path, err)
+	}
+	var out []store.Aggregate
+	err = scanAggregates(rows, func(a store.Aggregate) error {
+		out = append(out, a)
+		return nil
+	}, func(err error) error { return fmt.Errorf("match number %s in %s: %w", n, s.path, err) })
+	return out, err
+}
+
+// Top implements store.Store.
+func (s *Store) Top(ctx context.Context, d store.Dimension, since string, limit int) ([]store.ValueCount, int64, error) {
+	from := store.HourOf(since)
+	var distinct int64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(DISTINCT value) FROM event_counts
+		WHERE dimension = ? AND hour >= ?`, int(d), from).Scan(&distinct); err != nil {
+		return nil, 0, fmt.Errorf("count statistics in %s: %w", s.path, err)
+	}
+	lim := int64(-1)
+	if limit > 0 {
+		lim = int64(limit)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT value, sum(seen_count) AS n FROM event_counts
+		WHERE dimension = ? AND hour >= ? GROUP BY value ORDER BY n DESC, value LIMIT ?`, int(d), from, lim)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read statistics from %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	var out []store.ValueCount
+	for rows.Next() {
+		var v store.ValueCount
+		if err := rows.Scan(&v.Value, &v.Count); err != nil {
+			return nil, 0, fmt.Errorf("read statistics from %s: %w", s.path, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read statistics from %s: %w", s.path, err)
+	}
+	return out, distinct, nil
 }
 
 // CountEvents implements store.Store.
@@ -393,6 +724,9 @@ func (s *Store) Close() error {
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
+	}
+	if s.w == nil { // read-only
+		return errors.Join(errs...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

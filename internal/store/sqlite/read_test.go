@@ -1,0 +1,252 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
+)
+
+// seeded returns a store holding events 1..n from IPs 192.0.2.(i%k) dialling numbers
+// 4681234500+(i%k), one second apart.
+func seeded(t *testing.T, n, k int) *Store {
+	t.Helper()
+	s := open(t)
+	var batch []*event.Event
+	for i := 1; i <= n; i++ {
+		batch = append(batch, ev(i, fmt.Sprintf("192.0.2.%d", i%k), fmt.Sprint(4681234500+i%k)))
+	}
+	if err := s.Write(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func keys(t *testing.T, s *Store, l store.List, o store.ListOptions) []string {
+	t.Helper()
+	var out []string
+	if err := s.Each(context.Background(), l, o, func(a store.Aggregate) error {
+		out = append(out, a.Key)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestListsNewestFirstPagedAndFiltered(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 20, 5) // key j last seen at event 15+j (j=0 at 20)
+	since := ev(17, "", "").Timestamp
+	tests := []struct {
+		name string
+		o    store.ListOptions
+		want []string
+	}{
+		{"all", store.ListOptions{}, []string{"192.0.2.0", "192.0.2.4", "192.0.2.3", "192.0.2.2", "192.0.2.1"}},
+		{"limit", store.ListOptions{Limit: 2}, []string{"192.0.2.0", "192.0.2.4"}},
+		{"offset", store.ListOptions{Offset: 3}, []string{"192.0.2.2", "192.0.2.1"}},
+		{"page", store.ListOptions{Limit: 2, Offset: 2}, []string{"192.0.2.3", "192.0.2.2"}},
+		{"past the end", store.ListOptions{Offset: 9}, nil},
+		{"since", store.ListOptions{Since: since}, []string{"192.0.2.0", "192.0.2.4", "192.0.2.3", "192.0.2.2"}},
+		{"since and limit", store.ListOptions{Since: since, Limit: 1}, []string{"192.0.2.0"}},
+	}
+	for _, tt := range tests {
+		if got := keys(t, s, store.IPAddresses, tt.o); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if got := keys(t, s, store.CalledNumbers, store.ListOptions{Limit: 1}); !slices.Equal(got, []string{"4681234500"}) {
+		t.Errorf("numbers: %q", got)
+	}
+	for _, tc := range []struct {
+		l     store.List
+		since string
+		want  int64
+	}{{store.IPAddresses, "", 5}, {store.CalledNumbers, "", 5}, {store.IPAddresses, since, 4}, {store.CalledNumbers, "9999", 0}} {
+		if n, err := s.Count(ctx, tc.l, tc.since); err != nil || n != tc.want {
+			t.Errorf("Count(%d, %q) = %d, %v; want %d", tc.l, tc.since, n, err, tc.want)
+		}
+	}
+}
+
+// The lists must stream in index order: a temporary B-tree would sort the whole table in
+// memory before the first row.
+func TestListQueriesUseTheIndex(t *testing.T) {
+	s := open(t)
+	for l, tbl := range lists {
+		rows, err := s.r.Query(`EXPLAIN QUERY PLAN SELECT `+tbl.key+`, first_seen, last_seen, seen_count FROM `+
+			tbl.table+` WHERE last_seen >= ? ORDER BY last_seen DESC, `+tbl.key+` DESC LIMIT ? OFFSET ?`, "", -1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := planText(t, rows)
+		if strings.Contains(plan, "TEMP B-TREE") || !strings.Contains(plan, "_last_seen") {
+			t.Errorf("list %d plan does not stream from the index:\n%s", l, plan)
+		}
+	}
+}
+
+func planText(t *testing.T, rows *sql.Rows) string {
+	t.Helper()
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(detail + "\n")
+	}
+	return b.String()
+}
+
+func TestMatchNumbers(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	stored := []string{"+46812345678", "90046812345678", "0046812345678", "+44812345678", "100", "9100", "0812345678"}
+	var batch []*event.Event
+	for i, n := range stored {
+		batch = append(batch, ev(i+1, "192.0.2.1", n))
+	}
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"+46812345678", "46812345678", "901146812345678", "100", "+44812345678", "0812345678", "123456789", "admin"} {
+		var want []string
+		for i := len(stored) - 1; i >= 0; i-- { // newest first
+			if event.NumbersMatch(q, stored[i]) {
+				want = append(want, stored[i])
+			}
+		}
+		got, err := s.MatchNumbers(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotKeys []string
+		for _, a := range got {
+			gotKeys = append(gotKeys, a.Key)
+		}
+		if !slices.Equal(gotKeys, want) {
+			t.Errorf("MatchNumbers(%q) = %q, want %q", q, gotKeys, want)
+		}
+	}
+}
+
+func TestTop(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	var batch []*event.Event
+	for i := 1; i <= 10; i++ {
+		e := ev(i, "192.0.2.1", "100")
+		if i > 7 {
+			e.SIPMethod, e.SIPUserAgent, e.Transport = "INVITE", strings.Repeat("é", 300), event.TCP
+		}
+		batch = append(batch, e)
+	}
+	old := ev(1, "192.0.2.2", "100")
+	old.Timestamp, old.UUID = "2026-11-22 22:59:59.000000000", "00000000-0000-4000-8000-999999999999"
+	batch = append(batch, old)
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("é", store.MaxCountedValue)
+	tests := []struct {
+		d        store.Dimension
+		since    string
+		limit    int
+		want     []store.ValueCount
+		distinct int64
+	}{
+		{store.SIPMethods, "", 0, []store.ValueCount{vc("OPTIONS", 8), vc("INVITE", 3)}, 2},
+		{store.SIPMethods, "2026-11-23 00:30:00.000000000", 0, []store.ValueCount{vc("OPTIONS", 7), vc("INVITE", 3)}, 2},
+		{store.UserAgents, "", 1, []store.ValueCount{vc("friendly-scanner", 8)}, 2},
+		{store.UserAgents, "", 0, []store.ValueCount{vc("friendly-scanner", 8), vc(long, 3)}, 2},
+		{store.Transports, "", 0, []store.ValueCount{vc("UDP", 8), vc("TCP", 3)}, 2},
+		{store.Transports, "2027-01-01", 0, nil, 0},
+	}
+	for _, tt := range tests {
+		got, distinct, err := s.Top(ctx, tt.d, tt.since, tt.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tt.want) || distinct != tt.distinct {
+			t.Errorf("Top(%d, %q, %d) = %v (%d distinct), want %v (%d)", tt.d, tt.since, tt.limit, got, distinct, tt.want, tt.distinct)
+		}
+	}
+}
+
+// A database made by the first schema version gains the match keys, counts and totals of the
+// events it already holds when this version opens it.
+func TestMigrationBackfills(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, []*event.Event{ev(1, "192.0.2.1", "0046812345678"), ev(2, "192.0.2.2", "100")}); err != nil {
+		t.Fatal(err)
+	}
+	// Turn it back into a version 1 database that holds the same data.
+	for _, q := range []string{"DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers", "PRAGMA user_version = 1"} {
+		if _, err := s.w.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if _, err := OpenReadOnly(ctx, path); err == nil || !strings.Contains(err.Error(), "upgrade") {
+		t.Errorf("read-only open of an old schema: %v, want an upgrade hint", err)
+	}
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m, err := s.MatchNumbers(ctx, "+46812345678")
+	if err != nil || len(m) != 1 || m[0].Key != "0046812345678" {
+		t.Errorf("national match after migration: %v %v", m, err)
+	}
+	if n, err := s.Count(ctx, store.IPAddresses, ""); n != 2 || err != nil {
+		t.Errorf("IP total after migration: %d %v", n, err)
+	}
+	if top, _, err := s.Top(ctx, store.SIPMethods, "", 0); err != nil || !slices.Equal(top, []store.ValueCount{vc("OPTIONS", 2)}) {
+		t.Errorf("method counts after migration: %v %v", top, err)
+	}
+}
+
+func TestOpenReadOnly(t *testing.T) {
+	ctx := context.Background()
+	if _, err := OpenReadOnly(ctx, filepath.Join(t.TempDir(), "missing.db")); err == nil {
+		t.Error("opened a missing database")
+	}
+	path := filepath.Join(t.TempDir(), "d.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, []*event.Event{ev(1, "192.0.2.1", "100")}); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if _, ok, err := ro.IP(ctx, "192.0.2.1"); !ok || err != nil {
+		t.Errorf("read-only lookup: %v %v", ok, err)
+	}
+	if err := ro.Write(ctx, []*event.Event{ev(2, "192.0.2.1", "100")}); err == nil {
+		t.Error("wrote through a read-only store")
+	}
+	s.Close()
+}
+
+func vc(v string, n int64) store.ValueCount { return store.ValueCount{Value: v, Count: n} }
