@@ -6,7 +6,7 @@ func TestValidNumber(t *testing.T) {
 	for n, want := range map[string]bool{
 		"4681234567": true, "+4681234567": true, "0": true, "100": true,
 		"": false, "+": false, "++46": false, "46+1": false, "12a": false, " 12": false,
-		"١٢٣": false, // Arabic-Indic digits are not ASCII digits
+		"١٢٣":   false, // Arabic-Indic digits are not ASCII digits
 		"admin": false, "NOT_FOUND": false,
 	} {
 		if got := ValidNumber(n); got != want {

@@ -196,7 +196,8 @@ func TestMigrationBackfills(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Turn it back into a version 1 database that holds the same data.
-	for _, q := range []string{"DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers", "PRAGMA user_version = 1"} {
+	for _, q := range []string{"DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers",
+		"DROP TRIGGER ip_addresses_added", "DROP TRIGGER called_numbers_added", "PRAGMA user_version = 1"} {
 		if _, err := s.w.Exec(q); err != nil {
 			t.Fatal(err)
 		}
