@@ -1,0 +1,214 @@
+// Package api serves the REST API that PBXes and scripts ask whether an IP address or a
+// dialled number is known-bad, the lists behind it, and statistics. Routes, JSON keys and
+// messages follow the reference contract (SPEC.md) so existing integrations work unchanged;
+// lists stream from the store so that no response is built whole in memory.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"golang.org/x/net/netutil"
+
+	"github.com/dialtrap/dialtrap/internal/store"
+)
+
+// Config is what the API needs.
+type Config struct {
+	Store   store.Store
+	Version string // X-Dialtrap-Version and /health-check
+	// Token, when set, must be sent as "Authorization: Bearer <token>" on every route except
+	// /health-check.
+	Token string
+	// National makes the national number match the default of /numbers/{n} and
+	// /api/phone-numbers/{n} (?match=exact still asks for the exact one).
+	National bool
+	Log      *slog.Logger
+	// Now is the clock for relative ?since= values; nil means time.Now.
+	Now func() time.Time
+}
+
+// Contract texts.
+const (
+	msgInvalid       = "The request data was invalid"
+	msgNotFoundRoute = "The requested resource could not be found."
+	msgNoBadActor    = "No bad actor found"
+	msgNoNumber      = "No phone number found"
+)
+
+// Limits on what a client may send. A lookup needs a short URL and a few headers.
+const (
+	MaxHeaderBytes = 16 << 10
+	MaxConns       = 4096
+)
+
+type handler struct {
+	cfg      Config
+	mux      *http.ServeMux
+	tokenSum [sha256.Size]byte
+}
+
+// New returns the API's handler: the routes behind the checks every request passes (method,
+// path, token) and the headers every response carries.
+func New(cfg Config) http.Handler {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &handler{cfg: cfg, mux: http.NewServeMux(), tokenSum: sha256.Sum256([]byte(cfg.Token))}
+	m := h.mux
+	m.HandleFunc("/health-check", h.health)
+	m.HandleFunc("/ip-addresses", h.list(store.IPAddresses))
+	m.HandleFunc("/ip-addresses/ipset", h.ipset)
+	m.HandleFunc("/ipset", h.ipset)
+	m.HandleFunc("/ip-addresses/{ip}", h.ip)
+	m.HandleFunc("/numbers", h.list(store.CalledNumbers))
+	m.HandleFunc("/numbers/{n}", h.number)
+	m.HandleFunc("/api/phone-numbers/{n}", h.hostedNumber)
+	m.HandleFunc("/api/ip-addresses/{ip}", h.hostedIP)
+	m.HandleFunc("/stats", h.stats)
+	m.HandleFunc("/sip-methods", h.top(store.SIPMethods, "sip_methods", "sip_method"))
+	m.HandleFunc("/user-agents", h.top(store.UserAgents, "user_agents", "user_agent"))
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, msgNotFoundRoute)
+	})
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Access-Control-Allow-Origin", "*")
+	hd.Set("X-Powered-By", "dialtrap")
+	hd.Set("X-Dialtrap-Version", h.cfg.Version)
+	hd.Set("X-Content-Type-Options", "nosniff")
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			h.cfg.Log.Error("API handler panic", "path", r.URL.Path, "panic", v)
+			writeError(w, http.StatusInternalServerError, "Internal server error")
+		}
+	}()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		hd.Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, "The request method is not allowed.")
+		return
+	}
+	// ServeMux would answer an unclean path with a redirect; no integration relies on one.
+	if p := r.URL.Path; p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != p) {
+		writeError(w, http.StatusNotFound, msgNotFoundRoute)
+		return
+	}
+	if h.cfg.Token != "" && r.URL.Path != "/health-check" && !h.authorized(r) {
+		hd.Set("WWW-Authenticate", `Bearer realm="dialtrap"`)
+		writeError(w, http.StatusUnauthorized, "A valid bearer token is required.")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// authorized compares digests of the tokens in constant time, so neither the token's bytes
+// nor its length leak through timing.
+func (h *handler) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+	return subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) == 1
+}
+
+func (h *handler) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Status  string `json:"status"`
+		Message string `json:"message"`
+		Version string `json:"version"`
+	}{"OK", "Hello from dialtrap!", h.cfg.Version})
+}
+
+// writeJSON writes v indented by two spaces, without HTML escaping (SIP text such as
+// <sip:100@host> stays readable; the Content-Type and nosniff keep browsers from running it).
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "Internal server error")
+		return
+	}
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+func writeMessage(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Message string `json:"message"`
+	}{msg})
+}
+
+// storeFailed answers a request the store could not serve.
+func (h *handler) storeFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	h.cfg.Log.Error("API: store query failed", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, "Internal server error")
+}
+
+// Server returns an http.Server for the handler with the limits an internet-facing listener
+// needs: header size and read timeouts against slow clients, a write timeout for lookups
+// (list streams extend their own as they make progress), idle keep-alive for PBXes that ask
+// on every call.
+func Server(h http.Handler, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		// Malformed requests are the client's problem: keep them out of the operator's log.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// Listen opens the API listener with a cap on concurrent connections.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return netutil.LimitListener(ln, MaxConns), nil
+}

@@ -1,0 +1,465 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
+)
+
+// query holds the validated query parameters of a request.
+type query struct {
+	opts     store.ListOptions
+	national bool
+}
+
+// maxLimit bounds ?limit= and ?offset= so that no value overflows anything downstream.
+const maxLimit = 1 << 40
+
+// parseQuery reads limit, offset, since and match; any other parameter is ignored, as the
+// reference ignores them.
+func (h *handler) parseQuery(r *http.Request) (query, error) {
+	q := query{national: h.cfg.National}
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return q, fmt.Errorf("query string: %w", err)
+	}
+	if s := v.Get("limit"); s != "" {
+		if q.opts.Limit, err = bounded(s, 1); err != nil {
+			return q, fmt.Errorf("limit: %w", err)
+		}
+	}
+	if s := v.Get("offset"); s != "" {
+		if q.opts.Offset, err = bounded(s, 0); err != nil {
+			return q, fmt.Errorf("offset: %w", err)
+		}
+	}
+	if s := v.Get("since"); s != "" {
+		if q.opts.Since, err = parseSince(s, h.cfg.Now()); err != nil {
+			return q, err
+		}
+	}
+	switch v.Get("match") {
+	case "":
+	case "exact":
+		q.national = false
+	case "national":
+		q.national = true
+	default:
+		return q, errors.New("match must be exact or national")
+	}
+	return q, nil
+}
+
+func bounded(s string, lo int) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > maxLimit {
+		return 0, fmt.Errorf("%q is not a whole number from %d to %d", s, lo, maxLimit)
+	}
+	return n, nil
+}
+
+// sinceLayouts are the absolute forms ?since= takes (UTC unless they carry a zone).
+var sinceLayouts = []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"}
+
+// parseSince turns ?since= into an event_timestamp: an absolute time in one of sinceLayouts,
+// or a duration back from now ("24h", "90m").
+func parseSince(s string, now time.Time) (string, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return event.FormatTime(now.Add(-d)), nil
+	}
+	for _, l := range sinceLayouts {
+		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
+			return event.FormatTime(t), nil
+		}
+	}
+	return "", fmt.Errorf("since %q is neither a time (2026-11-23, 2026-11-23 10:00, RFC 3339) nor a duration (24h)", s)
+}
+
+func (h *handler) badRequest(w http.ResponseWriter, r *http.Request, err error) {
+	h.cfg.Log.Debug("API: bad request", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+	writeError(w, http.StatusBadRequest, msgInvalid)
+}
+
+// streamer writes a list response piece by piece in exactly the form writeJSON gives a whole
+// document, so a million entries cost a buffer, not a body.
+type streamer struct {
+	w     *bufio.Writer
+	rc    *http.ResponseController
+	enc   *json.Encoder
+	str   bytesBuffer
+	n     int
+	first bool
+}
+
+// bytesBuffer is the scratch space the encoder quotes keys into.
+type bytesBuffer struct{ b []byte }
+
+func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
+
+func newStreamer(w http.ResponseWriter) *streamer {
+	s := &streamer{w: bufio.NewWriterSize(w, 32<<10), rc: http.NewResponseController(w), first: true}
+	s.enc = json.NewEncoder(&s.str)
+	s.enc.SetEscapeHTML(false)
+	return s
+}
+
+// quote returns s as a JSON string, escaped as writeJSON escapes it.
+func (s *streamer) quote(v string) []byte {
+	s.str.b = s.str.b[:0]
+	s.enc.Encode(v) // a string always encodes
+	return s.str.b[:len(s.str.b)-1]
+}
+
+// progress extends the write deadline while the client keeps reading: a slow reader of a
+// long list is served; one that stops reading is cut off by the deadline.
+func (s *streamer) progress() {
+	s.n++
+	if s.n%1000 == 0 {
+		s.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	}
+}
+
+// list serves /ip-addresses or /numbers.
+func (h *handler) list(l store.List) http.HandlerFunc {
+	name, key := "ip_addresses", "ip_address"
+	if l == store.CalledNumbers {
+		name, key = "called_numbers", "called_number"
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := h.parseQuery(r)
+		if err != nil {
+			h.badRequest(w, r, err)
+			return
+		}
+		total, err := h.cfg.Store.Count(r.Context(), l, q.opts.Since)
+		if err != nil {
+			h.storeFailed(w, r, err)
+			return
+		}
+		if r.Method == http.MethodHead {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		s := newStreamer(w)
+		fmt.Fprintf(s.w, "{\n  %q: %d,\n  %q: [", name+"_total", total, name)
+		err = h.cfg.Store.Each(r.Context(), l, q.opts, func(a store.Aggregate) error {
+			if !s.first {
+				s.w.WriteByte(',')
+			}
+			s.first = false
+			s.w.WriteString("\n    {\n      \"" + key + "\": ")
+			s.w.Write(s.quote(a.Key))
+			s.w.WriteString(",\n      \"seen_last\": \"" + a.LastSeen + "\",\n      \"seen_count\": \"")
+			s.w.WriteString(strconv.FormatInt(a.Count, 10))
+			s.w.WriteString("\"\n    }")
+			s.progress()
+			return nil
+		})
+		h.endStream(r, s, err, "\n  ]\n}")
+	}
+}
+
+// endStream finishes a streamed body. A store error after the status line has gone out
+// cannot become an error status: the connection is aborted instead, so that the client sees
+// a broken response rather than a short list that looks whole.
+func (h *handler) endStream(r *http.Request, s *streamer, err error, tail string) {
+	if err != nil {
+		h.cfg.Log.Error("API: list stream failed", "path", r.URL.Path, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if !s.first {
+		s.w.WriteString(tail)
+	} else {
+		s.w.WriteString(strings.TrimPrefix(tail, "\n  ")) // an empty list: "[]"
+	}
+	s.w.Flush()
+}
+
+// ipset serves /ipset and /ip-addresses/ipset: one address a line, for ipset restore
+// scripts and firewalls.
+func (h *handler) ipset(w http.ResponseWriter, r *http.Request) {
+	q, err := h.parseQuery(r)
+	if err != nil {
+		h.badRequest(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	s := newStreamer(w)
+	err = h.cfg.Store.Each(r.Context(), store.IPAddresses, q.opts, func(a store.Aggregate) error {
+		s.first = false
+		s.w.WriteString(a.Key)
+		s.w.WriteByte('\n')
+		s.progress()
+		return nil
+	})
+	if err != nil {
+		h.cfg.Log.Error("API: ipset stream failed", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	s.w.Flush()
+}
+
+// found is the body of a successful single lookup: the contract key first, then extras.
+type found struct {
+	IP        string   `json:"bad_actor_found,omitempty"`
+	Number    string   `json:"phone_number_found,omitempty"`
+	FirstSeen string   `json:"seen_first"`
+	LastSeen  string   `json:"seen_last"`
+	Count     string   `json:"seen_count"`
+	Match     string   `json:"match,omitempty"`
+	Matched   []number `json:"matched_numbers,omitempty"`
+}
+
+type number struct {
+	Number   string `json:"called_number"`
+	LastSeen string `json:"seen_last"`
+	Count    string `json:"seen_count"`
+}
+
+// parseIP accepts an IPv4 or IPv6 address without zone and returns it as the store spells
+// source IPs (IPv4-mapped IPv6 as IPv4).
+func parseIP(s string) (string, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return "", false
+	}
+	return a.Unmap().String(), true
+}
+
+func (h *handler) ip(w http.ResponseWriter, r *http.Request) {
+	ip, ok := parseIP(r.PathValue("ip"))
+	if !ok {
+		writeError(w, http.StatusBadRequest, msgInvalid)
+		return
+	}
+	a, ok, err := h.cfg.Store.IP(r.Context(), ip)
+	if err != nil {
+		h.storeFailed(w, r, err)
+		return
+	}
+	if !ok {
+		writeMessage(w, http.StatusNotFound, msgNoBadActor)
+		return
+	}
+	writeJSON(w, http.StatusOK, found{IP: ip, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count)})
+}
+
+func count(n int64) string { return strconv.FormatInt(n, 10) }
+
+// lookupNumber answers whether n is known: exactly, or under the national match.
+func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found, bool, error) {
+	if !national {
+		a, ok, err := h.cfg.Store.Number(r.Context(), n)
+		if !ok || err != nil {
+			return found{}, false, err
+		}
+		return found{Number: n, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count)}, true, nil
+	}
+	m, err := h.cfg.Store.MatchNumbers(r.Context(), n)
+	if len(m) == 0 || err != nil {
+		return found{}, false, err
+	}
+	f := found{Number: n, Match: "national", FirstSeen: m[0].FirstSeen}
+	var total int64
+	for _, a := range m {
+		total += a.Count
+		f.FirstSeen = min(f.FirstSeen, a.FirstSeen)
+		f.LastSeen = max(f.LastSeen, a.LastSeen)
+		f.Matched = append(f.Matched, number{a.Key, a.LastSeen, count(a.Count)})
+	}
+	f.Count = count(total)
+	return f, true, nil
+}
+
+func (h *handler) number(w http.ResponseWriter, r *http.Request) {
+	n := r.PathValue("n")
+	q, err := h.parseQuery(r)
+	if err != nil || !event.ValidNumber(n) {
+		h.badRequest(w, r, errors.Join(err, fmt.Errorf("number %q", n)))
+		return
+	}
+	f, ok, err := h.lookupNumber(r, n, q.national)
+	if err != nil {
+		h.storeFailed(w, r, err)
+		return
+	}
+	if !ok {
+		writeMessage(w, http.StatusNotFound, msgNoNumber)
+		return
+	}
+	writeJSON(w, http.StatusOK, f)
+}
+
+// hostedNumber and hostedIP answer in the shape of the hosted lookup service, for PBX
+// modules written against it.
+func (h *handler) hostedNumber(w http.ResponseWriter, r *http.Request) {
+	n := r.PathValue("n")
+	q, err := h.parseQuery(r)
+	if err != nil || !event.ValidNumber(n) {
+		h.badRequest(w, r, errors.Join(err, fmt.Errorf("number %q", n)))
+		return
+	}
+	_, ok, err := h.lookupNumber(r, n, q.national)
+	switch {
+	case err != nil:
+		h.storeFailed(w, r, err)
+	case ok:
+		writeMessage(w, http.StatusOK, "Phone Number found.")
+	default:
+		writeMessage(w, http.StatusNotFound, "Phone Number not found.")
+	}
+}
+
+func (h *handler) hostedIP(w http.ResponseWriter, r *http.Request) {
+	ip, ok := parseIP(r.PathValue("ip"))
+	if !ok {
+		writeError(w, http.StatusBadRequest, msgInvalid)
+		return
+	}
+	_, ok, err := h.cfg.Store.IP(r.Context(), ip)
+	switch {
+	case err != nil:
+		h.storeFailed(w, r, err)
+	case ok:
+		writeMessage(w, http.StatusOK, "IP Address found.")
+	default:
+		writeMessage(w, http.StatusNotFound, "IP Address not found.")
+	}
+}
+
+// defaultTop is how many values /sip-methods, /user-agents and /stats list without ?limit=.
+const defaultTop = 10
+
+// top serves /sip-methods and /user-agents: the most frequent values, in a time window whose
+// start is rounded down to the hour.
+func (h *handler) top(d store.Dimension, name, key string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := h.parseQuery(r)
+		if err != nil {
+			h.badRequest(w, r, err)
+			return
+		}
+		limit := q.opts.Limit
+		if limit == 0 {
+			limit = defaultTop
+		}
+		vals, distinct, err := h.cfg.Store.Top(r.Context(), d, q.opts.Since, limit)
+		if err != nil {
+			h.storeFailed(w, r, err)
+			return
+		}
+		doc := jsonObject{}
+		if q.opts.Since != "" {
+			doc = append(doc, field{"since", hourStart(q.opts.Since)})
+		}
+		doc = append(doc, field{name + "_total", distinct}, field{name, valueCounts(vals, key)})
+		writeJSON(w, http.StatusOK, doc)
+	}
+}
+
+// hourStart rounds an event_timestamp down to its hour.
+func hourStart(ts string) string { return store.HourOf(ts) + ":00:00.000000000" }
+
+func valueCounts(vals []store.ValueCount, key string) []jsonObject {
+	out := make([]jsonObject, 0, len(vals))
+	for _, v := range vals {
+		out = append(out, jsonObject{{key, v.Value}, {"seen_count", count(v.Count)}})
+	}
+	return out
+}
+
+// stats serves /stats: totals and the leading values of each counted dimension.
+func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
+	q, err := h.parseQuery(r)
+	if err != nil {
+		h.badRequest(w, r, err)
+		return
+	}
+	limit := q.opts.Limit
+	if limit == 0 {
+		limit = defaultTop
+	}
+	if q.opts.Since != "" { // counts are kept per hour: the window starts on the hour
+		q.opts.Since = hourStart(q.opts.Since)
+	}
+	ctx := r.Context()
+	ips, err := h.cfg.Store.Count(ctx, store.IPAddresses, q.opts.Since)
+	if err != nil {
+		h.storeFailed(w, r, err)
+		return
+	}
+	nums, err := h.cfg.Store.Count(ctx, store.CalledNumbers, q.opts.Since)
+	if err != nil {
+		h.storeFailed(w, r, err)
+		return
+	}
+	var tops [3][]store.ValueCount
+	for i, d := range []store.Dimension{store.Transports, store.SIPMethods, store.UserAgents} {
+		lim := limit
+		if d == store.Transports {
+			lim = 0 // all three, to sum them
+		}
+		if tops[i], _, err = h.cfg.Store.Top(ctx, d, q.opts.Since, lim); err != nil {
+			h.storeFailed(w, r, err)
+			return
+		}
+	}
+	var events int64
+	for _, v := range tops[0] {
+		events += v.Count
+	}
+	doc := jsonObject{}
+	if q.opts.Since != "" {
+		doc = append(doc, field{"since", q.opts.Since})
+	}
+	doc = append(doc,
+		field{"events_total", events},
+		field{"ip_addresses_total", ips},
+		field{"called_numbers_total", nums},
+		field{"transport_types", valueCounts(tops[0], "transport_type")},
+		field{"sip_methods", valueCounts(tops[1], "sip_method")},
+		field{"user_agents", valueCounts(tops[2], "user_agent")},
+	)
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// jsonObject is an object whose keys keep their order.
+type jsonObject []field
+
+type field struct {
+	key string
+	val any
+}
+
+func (o jsonObject) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, f := range o {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		k, err := json.Marshal(f.key)
+		if err != nil {
+			return nil, err
+		}
+		v, err := marshal(f.val)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(append(b, k...), ':'), v...)
+	}
+	return append(b, '}'), nil
+}
