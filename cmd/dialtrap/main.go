@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -16,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/hub"
@@ -185,6 +188,36 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		return err
 	})
 
+	apiAddr := ""
+	if cfg.API {
+		ln, err := api.Listen(cfg.APIAddr)
+		if err != nil {
+			return fmt.Errorf("start the REST API on %s (is another process using the port? set --api-addr): %w", cfg.APIAddr, err)
+		}
+		apiAddr = ln.Addr().String()
+		hs := api.Server(api.New(api.Config{
+			Store: st, Version: version, Token: cfg.APIToken,
+			National: cfg.NumberMatch == "national", Log: log,
+		}), log)
+		served := make(chan error, 1)
+		go func() { served <- hs.Serve(ln) }()
+		sinks.add(func() error { // before the store closes: no request reads a closed store
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := hs.Shutdown(sctx)
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = hs.Close()
+			}
+			if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+				err = errors.Join(err, serr)
+			}
+			return err
+		})
+		if cfg.APIToken == "" && !isLoopback(apiAddr) {
+			log.Warn("the REST API listens beyond loopback without --api-token: anyone who can reach it can read the collected data", "addr", apiAddr)
+		}
+	}
+
 	var srv *sip.Server
 	if !cfg.SIPDisable {
 		scfg := sip.Config{
@@ -217,9 +250,13 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		if cfg.JSONLog {
 			attrs = append(attrs, "json_log", cfg.JSONLogFile)
 		}
+		if apiAddr != "" {
+			attrs = append(attrs, "api", apiAddr)
+		}
 		log.Info("dialtrap running", attrs...)
 	} else {
 		log.Warn("SIP capture is disabled (-R): this node records nothing by itself", "node_id", nodeID)
+		log.Info("dialtrap running", "node_id", nodeID, "version", version, "db", cfg.DBFile, "api", apiAddr)
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -249,7 +286,6 @@ func warnNotYetBuilt(cfg *config.Config, log *slog.Logger) {
 		on   bool
 		name string
 	}{
-		{cfg.API, "-a/--api (REST API)"},
 		{cfg.P2P, "-p/--p2p (peer-to-peer sharing)"},
 		{cfg.WebhookURL != "", "-w/--webhook-url (webhook)"},
 		{cfg.Metrics, "--metrics"},
@@ -259,4 +295,14 @@ func warnNotYetBuilt(cfg *config.Config, log *slog.Logger) {
 			log.Warn("option not in this version yet; ignored", "option", f.name)
 		}
 	}
+}
+
+// isLoopback reports whether a listen address only accepts local connections.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

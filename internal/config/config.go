@@ -68,6 +68,7 @@ type Config struct {
 	SIPTLS            bool
 	APIAddr           string
 	APIToken          string
+	NumberMatch       string // exact or national: the default match of number lookups
 	DataDir           string
 	Store             string
 	WebhookTokenURL   string
@@ -123,6 +124,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.BoolVar(&c.SIPTLS, "sip-tls", true, "run the SIP TLS listener")
 	fs.StringVar(&c.APIAddr, "api-addr", DefaultAPIAddr, "REST API listen address")
 	fs.StringVar(&c.APIToken, "api-token", "", "require 'Authorization: Bearer <token>' on the API (except /health-check)")
+	fs.StringVar(&c.NumberMatch, "number-match", "exact", "default match of number lookups: exact, or national (also +, 00, 011, 9011, 900, 9... prefixed forms)")
 	fs.StringVar(&c.DataDir, "data-dir", ".", "directory for the node id, keys, certificate and default database")
 	fs.StringVar(&c.Store, "store", "sqlite", "event store: sqlite, or a postgres:// URL")
 	fs.StringVar(&c.WebhookTokenURL, "webhook-token-url", "", "OAuth2 client-credentials token endpoint")
@@ -363,6 +365,9 @@ func (c *Config) validate() error {
 	}
 	if c.Store != "sqlite" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
 		errs = append(errs, fmt.Errorf("--store %q: use sqlite or a postgres:// URL", c.Store))
+	}
+	if c.NumberMatch != "exact" && c.NumberMatch != "national" {
+		errs = append(errs, fmt.Errorf("--number-match %q: use exact or national", c.NumberMatch))
 	}
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("--retention cannot be negative"))

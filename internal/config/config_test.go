@@ -121,6 +121,7 @@ func TestErrors(t *testing.T) {
 		{"cert without key", []string{"-t", "cert.pem"}, env(), "go together"},
 		{"bad sip addr", []string{"--sip-addr", "5060"}, env(), "not host:port"},
 		{"bad store", []string{"--store", "mysql://x"}, env(), "--store"},
+		{"bad number match", nil, env("DIALTRAP_NUMBER_MATCH", "fuzzy"), "--number-match"},
 		{"stray argument", []string{"now"}, env(), "unexpected argument"},
 		{"bad env duration", nil, env("DIALTRAP_RETENTION", "forever"), "DIALTRAP_RETENTION"},
 		{"missing config file", []string{"-g", "/nonexistent/dialtrap.toml"}, env(), "read config file"},
