@@ -51,7 +51,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "version":
 			fmt.Fprintln(stdout, versionLine())
 			return exitOK
-		case "check", "block", "export", "import":
+		case "check":
+			return runCheck(args[1:], stdout, stderr)
+		case "export":
+			return runExport(args[1:], stdout, stderr)
+		case "import":
+			return runImport(args[1:], stdout, stderr)
+		case "block":
 			fmt.Fprintf(stderr, "dialtrap: the %q subcommand is not in this version yet\n", args[0])
 			return exitUsage
 		}

@@ -44,7 +44,7 @@ func (h *handler) parseQuery(r *http.Request) (query, error) {
 		}
 	}
 	if s := v.Get("since"); s != "" {
-		if q.opts.Since, err = parseSince(s, h.cfg.Now()); err != nil {
+		if q.opts.Since, err = event.ParseSince(s, h.cfg.Now()); err != nil {
 			return q, err
 		}
 	}
@@ -66,23 +66,6 @@ func bounded(s string, lo int) (int, error) {
 		return 0, fmt.Errorf("%q is not a whole number from %d to %d", s, lo, maxLimit)
 	}
 	return n, nil
-}
-
-// sinceLayouts are the absolute forms ?since= takes (UTC unless they carry a zone).
-var sinceLayouts = []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"}
-
-// parseSince turns ?since= into an event_timestamp: an absolute time in one of sinceLayouts,
-// or a duration back from now ("24h", "90m").
-func parseSince(s string, now time.Time) (string, error) {
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return event.FormatTime(now.Add(-d)), nil
-	}
-	for _, l := range sinceLayouts {
-		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
-			return event.FormatTime(t), nil
-		}
-	}
-	return "", fmt.Errorf("since %q is neither a time (2026-11-23, 2026-11-23 10:00, RFC 3339) nor a duration (24h)", s)
 }
 
 func (h *handler) badRequest(w http.ResponseWriter, r *http.Request, err error) {

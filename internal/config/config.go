@@ -242,7 +242,12 @@ func Usage() string {
 		}
 	})
 	var b strings.Builder
-	b.WriteString("Usage: dialtrap [flags]\n       dialtrap version\n\n")
+	b.WriteString("Usage: dialtrap [flags]\n")
+	b.WriteString("       dialtrap check [flags] NUMBER|IP   exit 0 unknown, 1 known-bad, 2 error\n")
+	b.WriteString("       dialtrap export [flags]            stored events as JSON lines or CSV\n")
+	b.WriteString("       dialtrap import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases\n")
+	b.WriteString("       dialtrap version\n")
+	b.WriteString("(dialtrap SUBCOMMAND -h lists a subcommand's flags)\n\n")
 	b.WriteString("A SIP honeypot and VoIP fraud-detection node. Short flags combine: dialtrap -draps.\n")
 	b.WriteString("Each option is also an environment variable [shown] and a key of the TOML file given with -g.\n")
 	b.WriteString("Precedence: flag > environment > config file > default. A boolean env var that is set turns\n")

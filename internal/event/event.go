@@ -187,3 +187,21 @@ func (e *Event) Validate() error {
 	}
 	return nil
 }
+
+// sinceLayouts are the absolute forms ParseSince takes (UTC unless they carry a zone).
+var sinceLayouts = []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"}
+
+// ParseSince reads the start of a time window as operators write it, an absolute time
+// (2026-11-23, 2026-11-23 10:00, RFC 3339) or a duration back from now (24h, 90m), and returns
+// it as an event_timestamp.
+func ParseSince(s string, now time.Time) (string, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return FormatTime(now.Add(-d)), nil
+	}
+	for _, l := range sinceLayouts {
+		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
+			return FormatTime(t), nil
+		}
+	}
+	return "", fmt.Errorf("since %q is neither a time (2026-11-23, 2026-11-23 10:00, RFC 3339) nor a duration (24h)", s)
+}
