@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -151,6 +152,10 @@ type Store struct {
 	upsertNum   *sql.Stmt
 	insertKey   *sql.Stmt
 	upsertCount *sql.Stmt
+
+	// Lookups are prepared on the read pool: parsing the SQL cost as much as running it.
+	lookupIP  *sql.Stmt
+	lookupNum *sql.Stmt
 }
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
@@ -197,16 +202,31 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
-	s.r, err = sql.Open("sqlite", dsn(path, true))
+	s.r, err = openReader(path)
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+		return nil, err
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
+	if err := s.prepareReads(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+func (s *Store) prepareReads(ctx context.Context) error {
+	var err error
+	if s.lookupIP, err = s.r.PrepareContext(ctx, lookupSQL("ip_addresses", "ip_address")); err != nil {
+		return fmt.Errorf("prepare lookups on %s: %w", s.path, err)
+	}
+	if s.lookupNum, err = s.r.PrepareContext(ctx, lookupSQL("called_numbers", "called_number")); err != nil {
+		return fmt.Errorf("prepare lookups on %s: %w", s.path, err)
+	}
+	return nil
 }
 
 // OpenReadOnly opens an existing database for reading only (dialtrap check, export): it never
@@ -216,9 +236,9 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open database %s: %w (give the node's database with -f or --data-dir)", path, err)
 	}
-	r, err := sql.Open("sqlite", dsn(path, true))
+	r, err := openReader(path)
 	if err != nil {
-		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+		return nil, err
 	}
 	s := &Store{path: path, r: r}
 	var version int
@@ -231,7 +251,26 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("database %s has schema version %d, this dialtrap reads version %d: start the node of this version on it once to upgrade it",
 			path, version, len(migrations))
 	}
+	if err := s.prepareReads(ctx); err != nil {
+		r.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// openReader opens the read-only pool. Its connections are kept open: opening one runs the
+// pragmas and reads the schema, which costs more than the lookup a PBX asks for, so a pool
+// that closed idle connections under concurrent lookups spent most of its time reopening.
+func openReader(path string) (*sql.DB, error) {
+	r, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	r.SetConnMaxLifetime(0)
+	return r, nil
 }
 
 // dsn sets the pragmas on every connection: WAL so readers never block the writer, a busy
@@ -244,6 +283,9 @@ func dsn(path string, readOnly bool) string {
 	q.Add("_pragma", "synchronous(NORMAL)")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
+		// Lookups read pages through a memory map rather than a pread each: on a store of a
+		// million numbers most pages are not in a connection's own cache.
+		q.Add("_pragma", "mmap_size(1073741824)")
 	} else {
 		q.Set("_txlock", "immediate")
 	}
@@ -519,18 +561,21 @@ func (m dimensionCounts) write(ctx context.Context, st *sql.Stmt) error {
 
 // IP implements store.Store.
 func (s *Store) IP(ctx context.Context, ip string) (store.Aggregate, bool, error) {
-	return s.lookup(ctx, "ip_addresses", "ip_address", ip)
+	return s.lookup(ctx, s.lookupIP, ip)
 }
 
 // Number implements store.Store.
 func (s *Store) Number(ctx context.Context, n string) (store.Aggregate, bool, error) {
-	return s.lookup(ctx, "called_numbers", "called_number", n)
+	return s.lookup(ctx, s.lookupNum, n)
 }
 
-func (s *Store) lookup(ctx context.Context, table, key, val string) (store.Aggregate, bool, error) {
+func lookupSQL(table, key string) string {
+	return `SELECT first_seen, last_seen, seen_count FROM ` + table + ` WHERE ` + key + ` = ?`
+}
+
+func (s *Store) lookup(ctx context.Context, st *sql.Stmt, val string) (store.Aggregate, bool, error) {
 	a := store.Aggregate{Key: val}
-	err := s.r.QueryRowContext(ctx, `SELECT first_seen, last_seen, seen_count FROM `+table+
-		` WHERE `+key+` = ?`, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count)
+	err := st.QueryRowContext(ctx, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Aggregate{}, false, nil
 	}
