@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -52,7 +53,15 @@ const (
 	MaxConns       = 4096
 )
 
+var (
+	contentJSON = []string{"application/json"}
+	anyOrigin   = []string{"*"}
+	poweredBy   = []string{"dialtrap"}
+	noSniff     = []string{"nosniff"}
+)
+
 type handler struct {
+	version  []string
 	cfg      Config
 	mux      *http.ServeMux
 	tokenSum [sha256.Size]byte
@@ -67,7 +76,8 @@ func New(cfg Config) http.Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &handler{cfg: cfg, mux: http.NewServeMux(), tokenSum: sha256.Sum256([]byte(cfg.Token))}
+	h := &handler{cfg: cfg, mux: http.NewServeMux(), tokenSum: sha256.Sum256([]byte(cfg.Token)),
+		version: []string{cfg.Version}}
 	m := h.mux
 	m.HandleFunc("/health-check", h.health)
 	m.HandleFunc("/ip-addresses", h.list(store.IPAddresses))
@@ -88,12 +98,14 @@ func New(cfg Config) http.Handler {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The header values are shared, read-only slices (keys already canonical): this runs on
+	// every lookup.
 	hd := w.Header()
-	hd.Set("Content-Type", "application/json")
-	hd.Set("Access-Control-Allow-Origin", "*")
-	hd.Set("X-Powered-By", "dialtrap")
-	hd.Set("X-Dialtrap-Version", h.cfg.Version)
-	hd.Set("X-Content-Type-Options", "nosniff")
+	hd["Content-Type"] = contentJSON
+	hd["Access-Control-Allow-Origin"] = anyOrigin
+	hd["X-Powered-By"] = poweredBy
+	hd["X-Dialtrap-Version"] = h.version
+	hd["X-Content-Type-Options"] = noSniff
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -164,15 +176,30 @@ func marshal(v any) ([]byte, error) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, struct {
-		Error string `json:"error"`
-	}{msg})
+	writeConst(w, status, "error", msg)
 }
 
 func writeMessage(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, struct {
-		Message string `json:"message"`
-	}{msg})
+	writeConst(w, status, "message", msg)
+}
+
+// constBodies holds the rendered {"<key>": "<msg>"} bodies: the common answer to a PBX is
+// "not found", and it need not be encoded anew each time.
+var constBodies sync.Map
+
+func writeConst(w http.ResponseWriter, status int, key, msg string) {
+	k := key + "\x00" + msg
+	b, ok := constBodies.Load(k)
+	if !ok {
+		var err error
+		if b, err = marshal(jsonObject{{key, msg}}); err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		constBodies.Store(k, b)
+	}
+	w.WriteHeader(status)
+	w.Write(b.([]byte))
 }
 
 // storeFailed answers a request the store could not serve.
