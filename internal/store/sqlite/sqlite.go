@@ -157,6 +157,10 @@ type Store struct {
 	// Lookups are prepared on the read pool: parsing the SQL cost as much as running it.
 	lookupIP  *sql.Stmt
 	lookupNum *sql.Stmt
+
+	keys      keyFilters
+	stopCheck context.CancelFunc
+	checkDone chan struct{}
 }
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
@@ -215,6 +219,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.startFilters()
 	return s, nil
 }
 
@@ -380,11 +385,19 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 	if s.w == nil {
 		return fmt.Errorf("database %s is open read-only", s.path)
 	}
+	// The filter lock is held from before the first read to after the commit, so that the
+	// check for other writers sees this batch either wholly or not at all.
+	s.keys.mu.Lock()
+	defer s.keys.mu.Unlock()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin write to %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
+	before, err := readTotals(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("read totals of %s: %w", s.path, err)
+	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
 	args := make([]any, 0, 16*insertSizes[0])
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
@@ -437,9 +450,19 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 	if err := counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
 		return fmt.Errorf("update statistics in %s: %w", s.path, err)
 	}
+	after, err := readTotals(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("read totals of %s: %w", s.path, err)
+	}
+	// Keys go into the filters before the commit: a lookup may then find a key the store
+	// does not hold yet (SQLite answers), never the reverse.
+	s.keys.ip.addAll(ips)
+	s.keys.num.addAll(nums)
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit %d events to %s: %w", len(batch), s.path, err)
 	}
+	s.keys.ip.wrote(after[0] - before[0])
+	s.keys.num.wrote(after[1] - before[1])
 	return nil
 }
 
@@ -572,11 +595,17 @@ func (m dimensionCounts) write(ctx context.Context, st *sql.Stmt) error {
 
 // IP implements store.Store.
 func (s *Store) IP(ctx context.Context, ip string) (store.Aggregate, bool, error) {
+	if !s.keys.ip.mayContain(ip) {
+		return store.Aggregate{}, false, nil
+	}
 	return s.lookup(ctx, s.lookupIP, ip)
 }
 
 // Number implements store.Store.
 func (s *Store) Number(ctx context.Context, n string) (store.Aggregate, bool, error) {
+	if !s.keys.num.mayContain(n) {
+		return store.Aggregate{}, false, nil
+	}
 	return s.lookup(ctx, s.lookupNum, n)
 }
 
@@ -777,6 +806,10 @@ func (s *Store) IntegrityCheck(ctx context.Context) error {
 
 // Close checkpoints the WAL into the database file and closes both pools.
 func (s *Store) Close() error {
+	if s.stopCheck != nil {
+		s.stopCheck()
+		<-s.checkDone
+	}
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close(), s.bulk.Close())

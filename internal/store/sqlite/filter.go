@@ -1,0 +1,228 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"hash/maphash"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// filter is a Bloom filter of the keys (IPs or numbers) in one aggregate table. A lookup
+// whose key the filter has never seen is answered "unknown" without SQLite: most numbers a
+// PBX asks about are ordinary ones, and SQLite's per-query locking does not scale with cores
+// (bench/lookup). A false positive only costs the SQLite lookup it would have made anyway.
+//
+// Bits are set and read atomically: the single store writer adds keys while lookups read.
+type filter struct {
+	seed     maphash.Seed
+	bits     []atomic.Uint64
+	mask     uint64 // number of bits - 1 (a power of two)
+	capacity int64  // keys it was sized for
+	added    atomic.Int64
+}
+
+// bitsPerKey and hashes give about a 1% false-positive rate at capacity.
+const (
+	bitsPerKey = 10
+	hashes     = 7
+)
+
+// newFilter sizes a filter for n keys with room to double.
+func newFilter(n int64) *filter {
+	capacity := max(2*n, 1<<16)
+	nbits := uint64(1) << bits.Len64(uint64(capacity*bitsPerKey)-1)
+	return &filter{
+		seed:     maphash.MakeSeed(),
+		bits:     make([]atomic.Uint64, nbits/64),
+		mask:     nbits - 1,
+		capacity: capacity,
+	}
+}
+
+func (f *filter) positions(key string) (h1, h2 uint64) {
+	h := maphash.String(f.seed, key)
+	return h, h>>32 | h<<32 | 1 // odd, so the probes cover the table
+}
+
+func (f *filter) add(key string) {
+	h1, h2 := f.positions(key)
+	for i := range uint64(hashes) {
+		b := (h1 + i*h2) & f.mask
+		f.bits[b/64].Or(1 << (b % 64))
+	}
+	f.added.Add(1)
+}
+
+// mayContain is false only for keys never added.
+func (f *filter) mayContain(key string) bool {
+	h1, h2 := f.positions(key)
+	for i := range uint64(hashes) {
+		b := (h1 + i*h2) & f.mask
+		if f.bits[b/64].Load()&(1<<(b%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// full reports whether the filter holds more keys than it was sized for, so that its
+// false-positive rate has grown and it should be rebuilt larger.
+func (f *filter) full() bool { return f.added.Load() > f.capacity }
+
+// keyFilter keeps the filter of one aggregate table current.
+type keyFilter struct {
+	table, key string
+	cur        atomic.Pointer[filter] // nil: not built, or being rebuilt; lookups ask SQLite
+
+	// Guarded by keyFilters.mu.
+	pending *filter // being built: the writer adds to it too
+	expect  int64   // the table's size the filter accounts for
+	known   bool    // expect is meaningful
+	delta   int64   // this process's additions since the pending build's snapshot
+}
+
+// mayContain is false only when the key is certainly not stored.
+func (k *keyFilter) mayContain(key string) bool {
+	f := k.cur.Load()
+	return f == nil || f.mayContain(key)
+}
+
+// addAll adds a batch's keys to the live and the pending filter. Called with mu held.
+func (k *keyFilter) addAll(m aggregates) {
+	f := k.cur.Load()
+	for key := range m {
+		if f != nil {
+			f.add(key)
+		}
+		if k.pending != nil {
+			k.pending.add(key)
+		}
+	}
+}
+
+// wrote records how many keys this process's committed batch added. Called with mu held.
+func (k *keyFilter) wrote(n int64) {
+	k.expect += n
+	k.delta += n
+}
+
+// keyFilters are the store's filters and the lock that orders them against writes.
+type keyFilters struct {
+	mu      sync.Mutex
+	ip, num keyFilter
+}
+
+// filterCheckInterval is how often the store looks for rows it did not write itself (dialtrap
+// import beside a running node): until the next check finds them, a lookup of one of those
+// keys could be answered "unknown".
+const filterCheckInterval = time.Second
+
+// startFilters builds the filters in the background (lookups ask SQLite until they are
+// ready) and then checks every filterCheckInterval that the tables hold only what this
+// process wrote, rebuilding a filter that another writer or growth has made stale.
+func (s *Store) startFilters() {
+	s.keys.ip.table, s.keys.ip.key = "ip_addresses", "ip_address"
+	s.keys.num.table, s.keys.num.key = "called_numbers", "called_number"
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopCheck, s.checkDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.checkDone)
+		t := time.NewTicker(filterCheckInterval)
+		defer t.Stop()
+		for {
+			for i, k := range []*keyFilter{&s.keys.ip, &s.keys.num} {
+				stale, err := s.filterStale(ctx, k, i)
+				if err == nil && stale {
+					err = s.rebuildFilter(ctx, k, i)
+				}
+				if err != nil && ctx.Err() == nil {
+					k.cur.Store(nil) // cannot vouch for it: lookups ask SQLite
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// filterStale reports whether k's filter is missing, overfull, or behind its table.
+func (s *Store) filterStale(ctx context.Context, k *keyFilter, i int) (bool, error) {
+	f := k.cur.Load()
+	if f == nil || f.full() {
+		return true, nil
+	}
+	s.keys.mu.Lock()
+	defer s.keys.mu.Unlock()
+	var totals [2]int64
+	err := s.bulk.QueryRowContext(ctx, totalsSQL).Scan(&totals[0], &totals[1])
+	if err != nil {
+		return false, err
+	}
+	if totals[i] != k.expect || !k.known {
+		k.cur.Store(nil) // another process added keys: ask SQLite until rebuilt
+		return true, nil
+	}
+	return false, nil
+}
+
+// rebuildFilter reads every key of k's table into a new filter.
+func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
+	tx, err := s.bulk.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	// The snapshot is taken under the lock, so no write of ours falls between it and the
+	// pending filter that catches the writes made during the scan.
+	s.keys.mu.Lock()
+	var totals [2]int64
+	if err := tx.QueryRowContext(ctx, totalsSQL).Scan(&totals[0], &totals[1]); err != nil {
+		s.keys.mu.Unlock()
+		return err
+	}
+	f := newFilter(totals[i])
+	k.pending, k.delta = f, 0
+	s.keys.mu.Unlock()
+	defer func() {
+		s.keys.mu.Lock()
+		k.pending = nil
+		s.keys.mu.Unlock()
+	}()
+
+	rows, err := tx.QueryContext(ctx, `SELECT `+k.key+` FROM `+k.table)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key string
+		if err := rows.Scan(&key); err != nil {
+			return err
+		}
+		f.add(key)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.keys.mu.Lock()
+	k.expect, k.known = totals[i]+k.delta, true
+	k.cur.Store(f)
+	s.keys.mu.Unlock()
+	return nil
+}
+
+const totalsSQL = `SELECT (SELECT value FROM totals WHERE name = 'ip_addresses'),
+	(SELECT value FROM totals WHERE name = 'called_numbers')`
+
+// readTotals returns the sizes of the IP and number tables as tx sees them.
+func readTotals(ctx context.Context, tx *sql.Tx) ([2]int64, error) {
+	var t [2]int64
+	err := tx.QueryRowContext(ctx, totalsSQL).Scan(&t[0], &t[1])
+	return t, err
+}
