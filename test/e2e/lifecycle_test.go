@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -74,10 +75,12 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 	if err != nil || before == 0 {
 		t.Fatalf("%d events survived the kill (%v): batches should have been committed during the flood", before, err)
 	}
-	// Every JSON line is whole: a kill never leaves half a line that breaks a log shipper.
-	for i, line := range n.jsonLines() {
-		if !strings.HasPrefix(line, `{"app_name":"dialtrap"`) || !strings.HasSuffix(line, "}") {
-			t.Fatalf("JSON line %d is partial after kill -9: %.80q", i, line)
+	// kill -9 during a write(2) can cut the batch being written: only the last line may be
+	// partial, and the restart below removes it.
+	lines := n.jsonLines()
+	for i, line := range lines[:len(lines)-1] {
+		if !wholeLine(line) {
+			t.Fatalf("JSON line %d of %d is partial after kill -9: %.80q", i, len(lines), line)
 		}
 	}
 
@@ -95,6 +98,12 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 	c.Close()
 	time.Sleep(200 * time.Millisecond) // let the datagram reach the socket before SIGTERM
 	n.stop()
+	// After the restart every line is whole: the new lines did not land on a cut one.
+	for i, line := range n.jsonLines() {
+		if !wholeLine(line) {
+			t.Fatalf("JSON line %d is partial after restart: %.80q", i, line)
+		}
+	}
 	evs := n.events()
 	if int64(len(evs)) < before+1 {
 		t.Errorf("after restart: %d events, want more than %d", len(evs), before)
@@ -277,4 +286,8 @@ func TestSilentAndTrickleClients(t *testing.T) {
 	if served != 1 || trickled != 1 {
 		t.Errorf("served %d, trickled %d: want 1 each", served, trickled)
 	}
+}
+
+func wholeLine(line string) bool {
+	return strings.HasPrefix(line, `{"app_name":"dialtrap"`) && strings.HasSuffix(line, "}") && json.Valid([]byte(line))
 }

@@ -2,6 +2,7 @@
 package jsonlog
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -36,11 +37,44 @@ func (l *Log) open() error {
 			return fmt.Errorf("create directory for JSON log %s: %w", l.path, err)
 		}
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return fmt.Errorf("open JSON log %s (check the path and permissions, or set --json-log-file): %w", l.path, err)
 	}
+	if err := repairTail(f); err != nil {
+		f.Close()
+		return fmt.Errorf("repair the end of JSON log %s: %w", l.path, err)
+	}
 	l.f = f
+	return nil
+}
+
+// repairTail removes a last line cut short by a crash (kill -9 in the middle of a write can
+// leave part of a batch), so that lines appended after a restart start on a line of their
+// own and every line parses. The cut events are in the store.
+func repairTail(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	buf := make([]byte, 64<<10)
+	for end := size; end > 0; {
+		n := min(int64(len(buf)), end)
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			if cut := end - n + int64(i) + 1; cut < size {
+				return f.Truncate(cut)
+			}
+			return nil
+		}
+		end -= n
+	}
+	if size > 0 {
+		return f.Truncate(0) // no newline at all: one partial line
+	}
 	return nil
 }
 

@@ -87,3 +87,28 @@ func TestFullDiskIsAnError(t *testing.T) {
 		t.Fatalf("write to a full device: %v", err)
 	}
 }
+
+// A line cut short by kill -9 is removed when the log is opened again; whole lines stay.
+func TestOpenRepairsCutLastLine(t *testing.T) {
+	for _, c := range []struct{ before, after string }{
+		{"{\"a\":1}\n{\"b\":2}\n{\"app_na", "{\"a\":1}\n{\"b\":2}\n"},
+		{"{\"a\":1}\n", "{\"a\":1}\n"},
+		{"{\"cut", ""},
+		{"", ""},
+		{strings.Repeat("x", 100<<10) + "\n" + strings.Repeat("y", 70<<10), strings.Repeat("x", 100<<10) + "\n"},
+	} {
+		path := filepath.Join(t.TempDir(), "j.log")
+		if err := os.WriteFile(path, []byte(c.before), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		got, _ := os.ReadFile(path)
+		if string(got) != c.after {
+			t.Errorf("after open: %.40q (%d bytes), want %.40q (%d bytes)", got, len(got), c.after, len(c.after))
+		}
+	}
+}
