@@ -268,11 +268,21 @@ func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found,
 	return f, true, nil
 }
 
-func (h *handler) number(w http.ResponseWriter, r *http.Request) {
-	n := r.PathValue("n")
+// numberQuery validates the number in the path and the query, answering 400 when either is
+// malformed.
+func (h *handler) numberQuery(w http.ResponseWriter, r *http.Request) (n string, q query, ok bool) {
+	n = r.PathValue("n")
 	q, err := h.parseQuery(r)
 	if err != nil || !event.ValidNumber(n) {
 		h.badRequest(w, r, errors.Join(err, fmt.Errorf("number %q", n)))
+		return "", q, false
+	}
+	return n, q, true
+}
+
+func (h *handler) number(w http.ResponseWriter, r *http.Request) {
+	n, q, valid := h.numberQuery(w, r)
+	if !valid {
 		return
 	}
 	f, ok, err := h.lookupNumber(r, n, q.national)
@@ -290,10 +300,8 @@ func (h *handler) number(w http.ResponseWriter, r *http.Request) {
 // hostedNumber and hostedIP answer in the shape of the hosted lookup service, for PBX
 // modules written against it.
 func (h *handler) hostedNumber(w http.ResponseWriter, r *http.Request) {
-	n := r.PathValue("n")
-	q, err := h.parseQuery(r)
-	if err != nil || !event.ValidNumber(n) {
-		h.badRequest(w, r, errors.Join(err, fmt.Errorf("number %q", n)))
+	n, q, valid := h.numberQuery(w, r)
+	if !valid {
 		return
 	}
 	_, ok, err := h.lookupNumber(r, n, q.national)
@@ -331,14 +339,9 @@ const defaultTop = 10
 // start is rounded down to the hour.
 func (h *handler) top(d store.Dimension, name, key string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q, err := h.parseQuery(r)
-		if err != nil {
-			h.badRequest(w, r, err)
+		q, limit, ok := h.statsQuery(w, r)
+		if !ok {
 			return
-		}
-		limit := q.opts.Limit
-		if limit == 0 {
-			limit = defaultTop
 		}
 		vals, distinct, err := h.cfg.Store.Top(r.Context(), d, q.opts.Since, limit)
 		if err != nil {
@@ -354,6 +357,19 @@ func (h *handler) top(d store.Dimension, name, key string) http.HandlerFunc {
 	}
 }
 
+// statsQuery reads the query of a statistics route and the number of values to list.
+func (h *handler) statsQuery(w http.ResponseWriter, r *http.Request) (q query, limit int, ok bool) {
+	q, err := h.parseQuery(r)
+	if err != nil {
+		h.badRequest(w, r, err)
+		return q, 0, false
+	}
+	if limit = q.opts.Limit; limit == 0 {
+		limit = defaultTop
+	}
+	return q, limit, true
+}
+
 // hourStart rounds an event_timestamp down to its hour.
 func hourStart(ts string) string { return store.HourOf(ts) + ":00:00.000000000" }
 
@@ -367,14 +383,9 @@ func valueCounts(vals []store.ValueCount, key string) []jsonObject {
 
 // stats serves /stats: totals and the leading values of each counted dimension.
 func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
-	q, err := h.parseQuery(r)
-	if err != nil {
-		h.badRequest(w, r, err)
+	q, limit, ok := h.statsQuery(w, r)
+	if !ok {
 		return
-	}
-	limit := q.opts.Limit
-	if limit == 0 {
-		limit = defaultTop
 	}
 	if q.opts.Since != "" { // counts are kept per hour: the window starts on the hour
 		q.opts.Since = hourStart(q.opts.Since)

@@ -103,21 +103,8 @@ type migration struct {
 }
 
 func backfillNumberKeys(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT called_number FROM called_numbers`)
+	nums, err := queryStrings(ctx, tx, `SELECT called_number FROM called_numbers`)
 	if err != nil {
-		return err
-	}
-	var nums []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return err
-		}
-		nums = append(nums, n)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	st, err := tx.PrepareContext(ctx, insertKeySQL)
@@ -126,6 +113,24 @@ func backfillNumberKeys(ctx context.Context, tx *sql.Tx) error {
 	}
 	defer st.Close()
 	return insertKeys(ctx, st, nums)
+}
+
+// queryStrings returns the single text column of a query's rows.
+func queryStrings(ctx context.Context, tx *sql.Tx, q string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 const insertKeySQL = `INSERT INTO number_keys (match_key, called_number) VALUES (?, ?) ON CONFLICT DO NOTHING`
@@ -526,21 +531,8 @@ func (m aggregates) write(ctx context.Context, st *sql.Stmt) error {
 // addNumberKeys stores the match keys of the numbers this transaction added, which the
 // called_numbers_added trigger noted in new_numbers.
 func (s *Store) addNumberKeys(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT called_number FROM new_numbers`)
+	added, err := queryStrings(ctx, tx, `SELECT called_number FROM new_numbers`)
 	if err != nil {
-		return err
-	}
-	var added []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return err
-		}
-		added = append(added, n)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	if len(added) == 0 {
