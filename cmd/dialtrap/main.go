@@ -201,6 +201,7 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 			return fmt.Errorf("start the REST API on %s (is another process using the port? set --api-addr): %w", cfg.APIAddr, err)
 		}
 		apiAddr = ln.Addr().String()
+		st.StartLookupFilters()
 		hs := api.Server(api.New(api.Config{
 			Store: st, Version: version, Token: cfg.APIToken,
 			National: cfg.NumberMatch == "national", Log: log,

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/store"
 )
 
 // filter is a Bloom filter of the keys (IPs or numbers) in one aggregate table. A lookup
@@ -74,8 +76,8 @@ func (f *filter) full() bool { return f.added.Load() > f.capacity }
 
 // keyFilter keeps the filter of one aggregate table current.
 type keyFilter struct {
-	table, key string
-	cur        atomic.Pointer[filter] // nil: not built, or being rebuilt; lookups ask SQLite
+	list struct{ table, key string }
+	cur  atomic.Pointer[filter] // nil: not built, or being rebuilt; lookups ask SQLite
 
 	// Guarded by keyFilters.mu.
 	pending *filter // being built: the writer adds to it too
@@ -120,12 +122,22 @@ type keyFilters struct {
 // keys could be answered "unknown".
 const filterCheckInterval = time.Second
 
+// StartLookupFilters makes IP and Number answer most misses from in-memory filters; a node
+// that serves the API calls it once. Processes that only write (capture-only nodes, dialtrap
+// import) or look up once (dialtrap check) never pay for reading every key. Only a store
+// opened for writing keeps its filters exact for its own writes, so a read-only one ignores
+// the call.
+func (s *Store) StartLookupFilters() {
+	if s.w != nil {
+		s.filtersOnce.Do(s.startFilters)
+	}
+}
+
 // startFilters builds the filters in the background (lookups ask SQLite until they are
 // ready) and then checks every filterCheckInterval that the tables hold only what this
 // process wrote, rebuilding a filter that another writer or growth has made stale.
 func (s *Store) startFilters() {
-	s.keys.ip.table, s.keys.ip.key = "ip_addresses", "ip_address"
-	s.keys.num.table, s.keys.num.key = "called_numbers", "called_number"
+	s.keys.ip.list, s.keys.num.list = lists[store.IPAddresses], lists[store.CalledNumbers]
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopCheck, s.checkDone = cancel, make(chan struct{})
 	go func() {
@@ -195,7 +207,7 @@ func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
 		s.keys.mu.Unlock()
 	}()
 
-	rows, err := tx.QueryContext(ctx, `SELECT `+k.key+` FROM `+k.table)
+	rows, err := tx.QueryContext(ctx, `SELECT `+k.list.key+` FROM `+k.list.table)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -163,9 +164,10 @@ type Store struct {
 	lookupIP  *sql.Stmt
 	lookupNum *sql.Stmt
 
-	keys      keyFilters
-	stopCheck context.CancelFunc
-	checkDone chan struct{}
+	keys        keyFilters
+	filtersOnce sync.Once // guards StartLookupFilters
+	stopCheck   context.CancelFunc
+	checkDone   chan struct{}
 }
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
@@ -224,7 +226,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	s.startFilters()
 	return s, nil
 }
 
@@ -798,6 +799,7 @@ func (s *Store) IntegrityCheck(ctx context.Context) error {
 
 // Close checkpoints the WAL into the database file and closes both pools.
 func (s *Store) Close() error {
+	s.filtersOnce.Do(func() {}) // none start after this
 	if s.stopCheck != nil {
 		s.stopCheck()
 		<-s.checkDone
