@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -105,10 +104,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return checkError
 	}
 	subject := sf.fs.Arg(0)
-	ip, isIP := "", false
-	if a, err := netip.ParseAddr(subject); err == nil && a.Zone() == "" {
-		ip, isIP = a.Unmap().String(), true
-	} else if !event.ValidNumber(subject) {
+	ip, isIP := event.ParseIP(subject)
+	if !isIP && !event.ValidNumber(subject) {
 		fmt.Fprintf(stderr, "dialtrap check: %q is neither an IP address nor a number (digits with an optional leading +)\n", subject)
 		return checkError
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -213,18 +212,9 @@ type number struct {
 	Count    string `json:"seen_count"`
 }
 
-// parseIP accepts an IPv4 or IPv6 address without zone and returns it as the store spells
-// source IPs (IPv4-mapped IPv6 as IPv4).
-func parseIP(s string) (string, bool) {
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return "", false
-	}
-	return a.Unmap().String(), true
-}
 
 func (h *handler) ip(w http.ResponseWriter, r *http.Request) {
-	ip, ok := parseIP(r.PathValue("ip"))
+	ip, ok := event.ParseIP(r.PathValue("ip"))
 	if !ok {
 		writeError(w, http.StatusBadRequest, msgInvalid)
 		return
@@ -316,7 +306,7 @@ func (h *handler) hostedNumber(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) hostedIP(w http.ResponseWriter, r *http.Request) {
-	ip, ok := parseIP(r.PathValue("ip"))
+	ip, ok := event.ParseIP(r.PathValue("ip"))
 	if !ok {
 		writeError(w, http.StatusBadRequest, msgInvalid)
 		return

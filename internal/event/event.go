@@ -113,6 +113,16 @@ func addrString(a netip.Addr) string {
 	return a.Unmap().WithZone("").String()
 }
 
+// ParseIP reads an IPv4 or IPv6 address given without a zone and returns it spelled as
+// events spell source IPs (see addrString), so lookups find what capture stored.
+func ParseIP(s string) (string, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return "", false
+	}
+	return addrString(a), true
+}
+
 // FormatTime renders t in the event_timestamp layout.
 func FormatTime(t time.Time) string {
 	return t.UTC().Format(TimeLayout)

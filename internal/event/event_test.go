@@ -219,3 +219,15 @@ func TestParseSince(t *testing.T) {
 		}
 	}
 }
+
+func TestParseIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1": "192.0.2.1", "::ffff:192.0.2.1": "192.0.2.1", "2001:DB8:0::5": "2001:db8::5",
+		"fe80::1%eth0": "", "192.0.2.300": "", "192.0.2.1:5060": "", "": "",
+	} {
+		got, ok := ParseIP(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("ParseIP(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
