@@ -212,7 +212,6 @@ type number struct {
 	Count    string `json:"seen_count"`
 }
 
-
 func (h *handler) ip(w http.ResponseWriter, r *http.Request) {
 	ip, ok := event.ParseIP(r.PathValue("ip"))
 	if !ok {
