@@ -182,17 +182,12 @@ func (h *handler) ipset(w http.ResponseWriter, r *http.Request) {
 	}
 	s := newStreamer(w)
 	err = h.cfg.Store.Each(r.Context(), store.IPAddresses, q.opts, func(a store.Aggregate) error {
-		s.first = false
 		s.w.WriteString(a.Key)
 		s.w.WriteByte('\n')
 		s.progress()
 		return nil
 	})
-	if err != nil {
-		h.cfg.Log.Error("API: ipset stream failed", "err", err)
-		panic(http.ErrAbortHandler)
-	}
-	s.w.Flush()
+	h.endStream(r, s, err, "")
 }
 
 // found is the body of a successful single lookup: the contract key first, then extras.
