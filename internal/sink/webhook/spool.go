@@ -1,0 +1,404 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// The spool is a directory of segment files, each a run of records (one compact JSON event and
+// a newline), and beside each segment an ack file of 4-byte little-endian offsets of the records
+// that were delivered. A segment whose records are all acked is deleted. Appends are single
+// write(2) calls, so a process killed mid-append leaves at most one cut record at the end of
+// the newest segment, which Open cuts off; an ack lost the same way only means that record is
+// sent again (delivery is at least once).
+const (
+	segExt = ".jsonl"
+	ackExt = ".acked"
+)
+
+// ErrClosed is returned by Next once the spool is closed.
+var ErrClosed = errors.New("webhook spool closed")
+
+// Spool is a crash-safe on-disk queue of records awaiting delivery.
+type Spool struct {
+	dir      string
+	maxBytes int64 // on-disk cap; the oldest segment is dropped beyond it
+	segMax   int64 // a segment is closed for appends at this size
+	lock     *os.File
+
+	mu      sync.Mutex
+	segs    []*segment // oldest first; the last takes appends
+	w       *os.File   // the last segment, open for appends
+	total   int64      // bytes of all segments
+	pending int64      // records not yet acked
+	dropped uint64     // records removed by the size cap before delivery
+	wake    chan struct{}
+	closed  bool
+}
+
+type segment struct {
+	seq      uint64
+	size     int64 // bytes of whole records
+	records  int
+	acked    int
+	inflight int
+	preAcked map[uint32]bool // acked before this process started; skipped by Next
+	next     int64           // offset of the next record Next returns
+	r        *os.File        // read side, opened on first Next
+	ack      *os.File        // opened on first Ack
+	dead     bool            // dropped by the cap or fully acked: its records are gone
+}
+
+// Record is one spooled event handed out by Next; pass it back to Ack once delivered.
+type Record struct {
+	Data []byte // the JSON object, without the newline
+	seg  *segment
+	off  uint32
+}
+
+// OpenSpool opens (creating if needed) the spool in dir, which one process at a time may use.
+// maxBytes caps the spool on disk.
+func OpenSpool(dir string, maxBytes int64) (*Spool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create the webhook spool directory (check --data-dir permissions): %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the webhook spool: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("webhook spool %s is in use by another dialtrap process (give each node its own --data-dir): %w", dir, err)
+	}
+	s := &Spool{
+		dir: dir, maxBytes: maxBytes, lock: lock, wake: make(chan struct{}),
+		segMax: min(8<<20, max(maxBytes/8, 64<<10)),
+	}
+	if err := s.load(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Spool) path(seq uint64, ext string) string {
+	return filepath.Join(s.dir, fmt.Sprintf("%016x%s", seq, ext))
+}
+
+// load reads the segments left by an earlier run and starts a new one for appends.
+func (s *Spool) load() error {
+	names, err := filepath.Glob(filepath.Join(s.dir, "*"+segExt))
+	if err != nil {
+		return err
+	}
+	var seqs []uint64
+	for _, n := range names {
+		seq, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(n), segExt), 16, 64)
+		if err == nil {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	var last uint64
+	for _, seq := range seqs {
+		last = seq
+		g, err := s.loadSegment(seq)
+		if err != nil {
+			return err
+		}
+		if g.records == g.acked {
+			s.remove(g)
+			continue
+		}
+		s.segs = append(s.segs, g)
+		s.total += g.size
+		s.pending += int64(g.records - g.acked)
+	}
+	return s.rotate(last + 1)
+}
+
+func (s *Spool) loadSegment(seq uint64) (*segment, error) {
+	name := s.path(seq, segExt)
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("read webhook spool segment: %w", err)
+	}
+	whole := bytes.LastIndexByte(data, '\n') + 1
+	if whole < len(data) {
+		// Cut by a crash mid-append: the record was never acknowledged to the hub as spooled.
+		if err := os.Truncate(name, int64(whole)); err != nil {
+			return nil, fmt.Errorf("repair webhook spool segment %s: %w", name, err)
+		}
+		data = data[:whole]
+	}
+	g := &segment{seq: seq, size: int64(whole), records: bytes.Count(data, []byte{'\n'})}
+	acks, err := os.ReadFile(s.path(seq, ackExt))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read webhook spool acks: %w", err)
+	}
+	g.preAcked = make(map[uint32]bool, len(acks)/4)
+	for i := 0; i+4 <= len(acks); i += 4 { // a cut last entry is ignored: sent again
+		off := binary.LittleEndian.Uint32(acks[i:])
+		if int64(off) < g.size && (off == 0 || data[off-1] == '\n') && !g.preAcked[off] {
+			g.preAcked[off] = true
+		}
+	}
+	g.acked = len(g.preAcked)
+	return g, nil
+}
+
+// rotate closes the append segment and starts segment seq. Callers hold mu (or own s).
+func (s *Spool) rotate(seq uint64) error {
+	if s.w != nil {
+		if err := s.w.Close(); err != nil {
+			return fmt.Errorf("close webhook spool segment: %w", err)
+		}
+		s.w = nil
+	}
+	f, err := os.OpenFile(s.path(seq, segExt), os.O_WRONLY|os.O_CREATE|os.O_APPEND|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create webhook spool segment (is the disk full or read-only?): %w", err)
+	}
+	s.w = f
+	s.segs = append(s.segs, &segment{seq: seq, preAcked: map[uint32]bool{}})
+	return nil
+}
+
+// Append adds records (each a JSON object without newline) in one write. On error nothing of
+// the batch is kept, so the caller may retry the whole batch.
+func (s *Spool) Append(records [][]byte) error {
+	var buf []byte
+	for _, r := range records {
+		buf = append(append(buf, r...), '\n')
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	g := s.segs[len(s.segs)-1]
+	if g.size > 0 && g.size+int64(len(buf)) > s.segMax {
+		if err := s.rotate(g.seq + 1); err != nil {
+			return err
+		}
+		g = s.segs[len(s.segs)-1]
+	}
+	if g.size+int64(len(buf)) > 1<<32-1 {
+		return errors.New("webhook spool: a batch larger than 4 GiB")
+	}
+	if _, err := s.w.Write(buf); err != nil {
+		// Take back what part of the batch reached the file, so a retry adds no duplicates.
+		if terr := s.w.Truncate(g.size); terr != nil {
+			err = errors.Join(err, terr)
+		}
+		return fmt.Errorf("append to webhook spool in %s (is the disk full?): %w", s.dir, err)
+	}
+	g.size += int64(len(buf))
+	g.records += len(records)
+	s.total += int64(len(buf))
+	s.pending += int64(len(records))
+	s.enforceCap()
+	close(s.wake)
+	s.wake = make(chan struct{})
+	return nil
+}
+
+// enforceCap drops the oldest segments while the spool is over its cap; the segment taking
+// appends is kept.
+func (s *Spool) enforceCap() {
+	for s.total > s.maxBytes && len(s.segs) > 1 {
+		g := s.segs[0]
+		lost := g.records - g.acked
+		s.dropped += uint64(lost)
+		s.pending -= int64(lost)
+		s.total -= g.size
+		s.segs = s.segs[1:]
+		s.remove(g)
+	}
+}
+
+// remove deletes a segment's files; records of it still in flight are then given up.
+func (s *Spool) remove(g *segment) {
+	g.dead = true
+	for _, f := range []*os.File{g.r, g.ack} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	os.Remove(s.path(g.seq, segExt))
+	os.Remove(s.path(g.seq, ackExt))
+}
+
+// Next returns the oldest record not yet handed out, waiting for one until ctx ends.
+func (s *Spool) Next(ctx context.Context) (Record, error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return Record{}, ErrClosed
+		}
+		rec, ok, err := s.next()
+		wake := s.wake
+		s.mu.Unlock()
+		if ok || err != nil {
+			return rec, err
+		}
+		select {
+		case <-ctx.Done():
+			return Record{}, ctx.Err()
+		case <-wake:
+		}
+	}
+}
+
+func (s *Spool) next() (Record, bool, error) {
+	for i := 0; i < len(s.segs); i++ {
+		g := s.segs[i]
+		for g.next < g.size {
+			off := g.next
+			data, err := s.read(g, off)
+			if err != nil {
+				return Record{}, false, err
+			}
+			g.next += int64(len(data)) + 1
+			if g.preAcked[uint32(off)] {
+				delete(g.preAcked, uint32(off))
+				continue
+			}
+			g.inflight++
+			return Record{Data: data, seg: g, off: uint32(off)}, true, nil
+		}
+		if i < len(s.segs)-1 && s.finishIfDone(g) {
+			i-- // g left s.segs
+		}
+	}
+	return Record{}, false, nil
+}
+
+// read returns the record at off of g; the segment holds only whole records up to g.size.
+func (s *Spool) read(g *segment, off int64) ([]byte, error) {
+	if g.r == nil {
+		f, err := os.Open(s.path(g.seq, segExt))
+		if err != nil {
+			return nil, fmt.Errorf("open webhook spool segment: %w", err)
+		}
+		g.r = f
+	}
+	buf := make([]byte, min(4096, g.size-off))
+	for {
+		if _, err := g.r.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read webhook spool segment: %w", err)
+		}
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			return buf[:i:i], nil
+		}
+		if off+int64(len(buf)) >= g.size {
+			return nil, fmt.Errorf("webhook spool segment %016x: record at %d has no end", g.seq, off)
+		}
+		buf = make([]byte, min(int64(len(buf))*4, g.size-off))
+	}
+}
+
+// Ack marks r delivered (or given up for good) so it is never handed out again.
+func (s *Spool) Ack(r Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := r.seg
+	g.inflight--
+	if g.dead {
+		return nil
+	}
+	g.acked++
+	s.pending--
+	var err error
+	if g.ack == nil {
+		g.ack, err = os.OpenFile(s.path(g.seq, ackExt), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	}
+	if err == nil {
+		_, err = g.ack.Write(binary.LittleEndian.AppendUint32(nil, r.off))
+	}
+	if g != s.segs[len(s.segs)-1] {
+		s.finishIfDone(g)
+	}
+	if err != nil {
+		return fmt.Errorf("record a delivered event in the webhook spool (it may be sent again): %w", err)
+	}
+	return nil
+}
+
+// Release hands r back undelivered (shutdown): it stays spooled for the next start.
+func (s *Spool) Release(r Record) {
+	s.mu.Lock()
+	r.seg.inflight--
+	s.mu.Unlock()
+}
+
+// Live reports whether r is still spooled; false once the size cap dropped its segment.
+func (s *Spool) Live(r Record) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !r.seg.dead
+}
+
+// finishIfDone deletes a closed segment once every record of it is acked.
+func (s *Spool) finishIfDone(g *segment) bool {
+	if g.dead || g.acked < g.records || g.next < g.size {
+		return false
+	}
+	s.total -= g.size
+	s.segs = slices.DeleteFunc(s.segs, func(x *segment) bool { return x == g })
+	s.remove(g)
+	return true
+}
+
+// SpoolStats are the spool's counters.
+type SpoolStats struct {
+	Pending  int64  // records not yet delivered
+	Bytes    int64  // on disk
+	Dropped  uint64 // records removed by the size cap
+	Segments int
+}
+
+// Stats returns the current counters.
+func (s *Spool) Stats() SpoolStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SpoolStats{Pending: s.pending, Bytes: s.total, Dropped: s.dropped, Segments: len(s.segs)}
+}
+
+// Close releases the files; undelivered records stay on disk for the next start.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	close(s.wake)
+	var errs []error
+	for _, g := range s.segs {
+		for _, f := range []*os.File{g.r, g.ack} {
+			if f != nil {
+				errs = append(errs, f.Close())
+			}
+		}
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	// An empty append segment is left for the next start to clean up with the others.
+	errs = append(errs, s.lock.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,234 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func records(from, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, from+i, strings.Repeat("x", 100))
+	}
+	return out
+}
+
+func drain(t *testing.T, s *Spool, ack bool) []string {
+	t.Helper()
+	var got []string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		r, err := s.Next(ctx)
+		cancel()
+		if err != nil {
+			return got
+		}
+		got = append(got, string(r.Data))
+		if ack {
+			if err := s.Ack(r); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			s.Release(r)
+		}
+	}
+}
+
+func TestSpoolKeepsWhatWasNotAckedAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(records(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	// Ack the even records only.
+	for i := range 10 {
+		r, err := s.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := s.Ack(r); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			s.Release(r)
+		}
+	}
+	if p := s.Stats().Pending; p != 5 {
+		t.Fatalf("pending = %d, want 5", p)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if p := s.Stats().Pending; p != 5 {
+		t.Fatalf("pending after reopen = %d, want 5", p)
+	}
+	got := drain(t, s, true)
+	want := records(0, 10)
+	if len(got) != 5 {
+		t.Fatalf("got %d records after reopen, want 5: %q", len(got), got)
+	}
+	for i, g := range got {
+		if g != string(want[2*i+1]) {
+			t.Errorf("record %d = %s, want %s", i, g, want[2*i+1])
+		}
+	}
+	// Everything acked: the old segment and its ack file are gone.
+	s.Append(records(10, 1)) // forces no rotation; only checks the old files
+	files, _ := filepath.Glob(filepath.Join(dir, "*"+segExt))
+	if len(files) != 1 {
+		t.Errorf("segments on disk after all acked: %v, want only the current one", files)
+	}
+}
+
+func TestSpoolCutsATornRecord(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(records(0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	seg := s.path(s.segs[0].seq, segExt)
+	s.Close()
+	// A crash in the middle of the next append: part of a record, no newline.
+	f, err := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"n":3,"pa`)
+	f.Close()
+	// And a cut ack entry (2 of 4 bytes).
+	os.WriteFile(strings.TrimSuffix(seg, segExt)+ackExt, []byte{0, 0}, 0o600)
+
+	s, err = OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := drain(t, s, true)
+	if len(got) != 3 {
+		t.Fatalf("got %d records, want the 3 whole ones: %q", len(got), got)
+	}
+}
+
+func TestSpoolCapDropsOldestAndCounts(t *testing.T) {
+	dir := t.TempDir()
+	const max = 256 << 10
+	s, err := OpenSpool(dir, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const batches, per = 100, 50 // about 120 bytes a record: 600 KB in all
+	for b := range batches {
+		if err := s.Append(records(b*per, per)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	if st.Bytes > max+s.segMax {
+		t.Errorf("spool holds %d bytes, cap %d (+ one segment %d)", st.Bytes, max, s.segMax)
+	}
+	if st.Dropped == 0 {
+		t.Fatal("nothing counted as dropped although the spool went over its cap")
+	}
+	if int64(st.Dropped)+st.Pending != batches*per {
+		t.Errorf("dropped %d + pending %d != appended %d", st.Dropped, st.Pending, batches*per)
+	}
+	got := drain(t, s, true)
+	if int64(len(got)) != st.Pending {
+		t.Errorf("drained %d, pending said %d", len(got), st.Pending)
+	}
+	// The newest records are the ones kept.
+	if last := got[len(got)-1]; last != string(records(batches*per-1, 1)[0]) {
+		t.Errorf("last kept record = %s", last)
+	}
+}
+
+func TestSpoolIsLockedToOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := OpenSpool(dir, 1<<20); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second open: %v, want an in-use error", err)
+	}
+}
+
+func TestSpoolRotatesAndDeletesDeliveredSegments(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 1<<20) // segments of 128 KiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for b := range 40 {
+		if err := s.Append(records(b*100, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Stats().Segments; n < 3 {
+		t.Fatalf("%d segments for 480 KB, want rotation", n)
+	}
+	got := drain(t, s, true)
+	if len(got) != 4000 {
+		t.Fatalf("drained %d, want 4000", len(got))
+	}
+	for i, g := range got {
+		if g != string(records(i, 1)[0]) {
+			t.Fatalf("record %d out of order: %s", i, g)
+		}
+	}
+	if st := s.Stats(); st.Segments != 1 || st.Pending != 0 {
+		t.Errorf("after delivering all: %+v, want one (current) segment, none pending", st)
+	}
+}
+
+// FuzzSpoolOpen feeds arbitrary segment and ack files to OpenSpool: it must not panic, and
+// every record it hands out is a line of the segment.
+func FuzzSpoolOpen(f *testing.F) {
+	f.Add([]byte("{\"a\":1}\n{\"b\":2}\n"), []byte{0, 0, 0, 0})
+	f.Add([]byte("{\"a\":1}\n{\"b\""), []byte{8, 0, 0, 0, 1})
+	f.Add([]byte("\n\n\n"), []byte{1, 0, 0, 0, 2, 0, 0, 0, 255, 255, 255, 255})
+	f.Fuzz(func(t *testing.T, seg, acks []byte) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "0000000000000001"+segExt), seg, 0o600)
+		os.WriteFile(filepath.Join(dir, "0000000000000001"+ackExt), acks, 0o600)
+		s, err := OpenSpool(dir, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		lines := strings.Split(string(seg), "\n")
+		for _, r := range drain(t, s, true) {
+			found := false
+			for _, l := range lines {
+				if l == r {
+					found = true
+					break
+				}
+			}
+			if !found {
+				t.Fatalf("record %q is not a line of the segment", r)
+			}
+		}
+	})
+}
