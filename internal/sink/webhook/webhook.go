@@ -229,6 +229,7 @@ func (s *Sink) Close(ctx context.Context) error {
 		}
 		s.stopSends()
 	}
+	s.client.CloseIdleConnections()
 	st := s.Stats()
 	s.log.Info("webhook totals", "delivered", st.Delivered, "rejected", st.Rejected, "failures", st.Failures,
 		"dropped", st.Dropped, "pending", st.Pending)
