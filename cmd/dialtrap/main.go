@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -24,6 +26,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
 	"github.com/dialtrap/dialtrap/internal/sink/syslog"
+	"github.com/dialtrap/dialtrap/internal/sink/webhook"
 	"github.com/dialtrap/dialtrap/internal/sip"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
@@ -183,6 +186,32 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		sinks.add(sl.Close)
 		h.Add(sl, hub.Options{Capacity: 1 << 14, MaxBatch: 500})
 	}
+	if cfg.WebhookURL != "" {
+		wh, err := webhook.Open(webhook.Config{
+			URL: cfg.WebhookURL, UserAgent: event.AppName + "/" + version,
+			ClientID: cfg.OAuth2ClientID, ClientSecret: cfg.OAuth2ClientSecret,
+			TokenURL: cfg.WebhookTokenURL, Audience: cfg.WebhookAudience,
+			Secret:   cfg.WebhookSecret,
+			SpoolDir: filepath.Join(cfg.DataDir, "webhook-spool"), SpoolMax: cfg.WebhookSpoolMax,
+			Concurrency: cfg.WebhookConcurrent, Timeout: cfg.WebhookTimeout, MaxBackoff: cfg.WebhookMaxBackoff,
+			PeerEvents: cfg.WebhookPeerEvents, Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		wh.Start()
+		sinks.add(func() error { // after the hub has drained into the spool
+			wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return wh.Close(wctx)
+		})
+		// The spool takes batches as fast as the disk does; the endpoint's pace never reaches
+		// this queue.
+		h.Add(wh, hub.Options{Capacity: 1 << 14, MaxBatch: 1000})
+		if u, err := url.Parse(cfg.WebhookURL); err == nil && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+			log.Warn("the webhook URL is plain http: events, signatures and any OAuth2 token cross the network unencrypted; use https", "url", u.Redacted())
+		}
+	}
 	// Whatever happens below, queued events are written before the sinks close.
 	sinks.add(func() error {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -260,6 +289,9 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		if apiAddr != "" {
 			attrs = append(attrs, "api", apiAddr)
 		}
+		if u, err := url.Parse(cfg.WebhookURL); err == nil && cfg.WebhookURL != "" {
+			attrs = append(attrs, "webhook", u.Redacted())
+		}
 		log.Info("dialtrap running", attrs...)
 	} else {
 		log.Warn("SIP capture is disabled (-R): this node records nothing by itself", "node_id", nodeID)
@@ -294,7 +326,6 @@ func warnNotYetBuilt(cfg *config.Config, log *slog.Logger) {
 		name string
 	}{
 		{cfg.P2P, "-p/--p2p (peer-to-peer sharing)"},
-		{cfg.WebhookURL != "", "-w/--webhook-url (webhook)"},
 		{cfg.Metrics, "--metrics"},
 		{cfg.Retention > 0, "--retention"},
 	} {
@@ -309,6 +340,13 @@ func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
+	}
+	return isLoopbackHost(host)
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()

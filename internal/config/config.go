@@ -74,6 +74,11 @@ type Config struct {
 	WebhookTokenURL   string
 	WebhookAudience   string
 	WebhookPeerEvents bool
+	WebhookSecret     string
+	WebhookSpoolMax   int64
+	WebhookConcurrent int
+	WebhookTimeout    time.Duration
+	WebhookMaxBackoff time.Duration
 	P2PAddr           []string
 	P2PTrust          []string
 	P2PMinSightings   int
@@ -130,6 +135,11 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringVar(&c.WebhookTokenURL, "webhook-token-url", "", "OAuth2 client-credentials token endpoint")
 	fs.StringVar(&c.WebhookAudience, "webhook-audience", "", "OAuth2 audience parameter")
 	fs.BoolVar(&c.WebhookPeerEvents, "webhook-peer-events", false, "also send events learned from peers to the webhook")
+	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "sign each webhook POST: X-Dialtrap-Signature: sha256=HMAC(secret, X-Dialtrap-Timestamp + \".\" + body)")
+	fs.Int64Var(&c.WebhookSpoolMax, "webhook-spool-max", 256<<20, "bytes of undelivered webhook events kept on disk in --data-dir; beyond it the oldest are dropped")
+	fs.IntVar(&c.WebhookConcurrent, "webhook-concurrency", 4, "webhook requests in flight at once")
+	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", 10*time.Second, "time limit of one webhook request (token fetch included)")
+	fs.DurationVar(&c.WebhookMaxBackoff, "webhook-max-backoff", 5*time.Minute, "longest wait between webhook retries while the endpoint fails (the wait doubles from 1s, with jitter)")
 	fs.StringSliceVar(&c.P2PAddr, "p2p-addr", []string{"/ip4/0.0.0.0/udp/4222/quic-v1", "/ip4/0.0.0.0/tcp/4222"}, "libp2p listen multiaddrs")
 	fs.StringSliceVar(&c.P2PTrust, "p2p-trust", nil, "peer IDs whose events count at once")
 	fs.IntVar(&c.P2PMinSightings, "p2p-min-sightings", 1, "distinct peers that must report an IP or number before it counts")
@@ -373,6 +383,21 @@ func (c *Config) validate() error {
 	}
 	if c.NumberMatch != "exact" && c.NumberMatch != "national" {
 		errs = append(errs, fmt.Errorf("--number-match %q: use exact or national", c.NumberMatch))
+	}
+	if c.WebhookSpoolMax < 1<<20 {
+		errs = append(errs, errors.New("--webhook-spool-max must be at least 1048576 bytes (1 MiB)"))
+	}
+	if c.WebhookConcurrent < 1 || c.WebhookConcurrent > 256 {
+		errs = append(errs, errors.New("--webhook-concurrency must be between 1 and 256"))
+	}
+	if c.WebhookTimeout <= 0 {
+		errs = append(errs, errors.New("--webhook-timeout must be positive, e.g. 10s"))
+	}
+	if c.WebhookMaxBackoff < time.Second {
+		errs = append(errs, errors.New("--webhook-max-backoff must be at least 1s"))
+	}
+	if c.WebhookURL == "" && (c.OAuth2ClientID != "" || c.WebhookTokenURL != "" || c.WebhookSecret != "") {
+		c.Notices = append(c.Notices, "webhook options (-i/-c, --webhook-token-url, --webhook-secret) are set but -w/--webhook-url is not: nothing is sent")
 	}
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("--retention cannot be negative"))

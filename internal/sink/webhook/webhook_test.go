@@ -483,7 +483,7 @@ func TestEndpointDownAcrossARestartLosesNothing(t *testing.T) {
 	}
 
 	rv.srv = listenAt(t, addr, http.HandlerFunc(rv.serve)) // the endpoint comes back
-	s = openSink(t, cfg)                                    // and so does the node
+	s = openSink(t, cfg)                                   // and so does the node
 	dupes := rv.waitAll(t, events, 10*time.Second)
 	closeSink(t, s, time.Second)
 	if dupes != 0 {

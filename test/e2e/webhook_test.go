@@ -1,0 +1,323 @@
+package e2e
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// hookReceiver is the webhook endpoint and the OAuth2 token endpoint of a service, on
+// loopback. Its mode is switched by the test to act out outages.
+type hookReceiver struct {
+	t      *testing.T
+	secret string
+	mode   atomic.Value // string: ok, 500, 429, slow, hang
+
+	hook, token *httptest.Server
+	hookAddr    string
+	release     chan struct{} // closed at the end: hanging handlers return
+
+	mu        sync.Mutex
+	got       map[string]int // accepted deliveries per event_uuid
+	statuses  map[int]int
+	tokens    map[string]bool
+	fetches   int
+	audiences map[string]bool
+	problems  []string
+}
+
+func newHookReceiver(t *testing.T, secret string) *hookReceiver {
+	r := &hookReceiver{t: t, secret: secret, release: make(chan struct{}), got: map[string]int{},
+		statuses: map[int]int{}, tokens: map[string]bool{}, audiences: map[string]bool{}}
+	r.mode.Store("ok")
+	r.token = httptest.NewServer(http.HandlerFunc(r.serveToken))
+	r.hook = httptest.NewServer(http.HandlerFunc(r.serveHook))
+	r.hookAddr = r.hook.Listener.Addr().String()
+	t.Cleanup(func() {
+		close(r.release)
+		r.hook.Close()
+		r.token.Close()
+	})
+	return r
+}
+
+func (r *hookReceiver) serveToken(w http.ResponseWriter, req *http.Request) {
+	id, secret, _ := req.BasicAuth()
+	if err := req.ParseForm(); err != nil || id != "hook-client" || secret != "hook-secret" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"invalid_client"}`)
+		return
+	}
+	r.mu.Lock()
+	r.fetches++
+	tok := fmt.Sprintf("tok-%d", r.fetches)
+	r.tokens[tok] = true
+	r.audiences[req.PostForm.Get("audience")] = true
+	r.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, tok)
+}
+
+func (r *hookReceiver) serveHook(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	status := r.answer(req, body)
+	r.mu.Lock()
+	r.statuses[status]++
+	r.mu.Unlock()
+	w.WriteHeader(status)
+}
+
+func (r *hookReceiver) answer(req *http.Request, body []byte) int {
+	var e event.Event
+	if err := json.Unmarshal(body, &e); err != nil || e.UUID == "" || e.AppName != "dialtrap" {
+		r.problem("not an event: %q", body)
+		return http.StatusBadRequest
+	}
+	m := hmac.New(sha256.New, []byte(r.secret))
+	m.Write([]byte(req.Header.Get("X-Dialtrap-Timestamp") + "." + string(body)))
+	if want := "sha256=" + hex.EncodeToString(m.Sum(nil)); req.Header.Get("X-Dialtrap-Signature") != want {
+		r.problem("bad signature on %s", e.UUID)
+		return http.StatusUnauthorized
+	}
+	if !strings.HasPrefix(req.Header.Get("User-Agent"), "dialtrap/") {
+		r.problem("User-Agent %q", req.Header.Get("User-Agent"))
+	}
+	tok, _ := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	r.mu.Lock()
+	valid := r.tokens[tok]
+	r.mu.Unlock()
+	if !valid {
+		return http.StatusUnauthorized
+	}
+	switch r.mode.Load() {
+	case "500":
+		return http.StatusInternalServerError
+	case "429":
+		return http.StatusTooManyRequests
+	case "slow":
+		time.Sleep(1500 * time.Millisecond) // past the node's 1 s request timeout
+	case "hang":
+		<-r.release
+		return http.StatusServiceUnavailable
+	}
+	r.mu.Lock()
+	r.got[e.UUID]++
+	r.mu.Unlock()
+	return http.StatusAccepted
+}
+
+func (r *hookReceiver) problem(f string, args ...any) {
+	r.mu.Lock()
+	r.problems = append(r.problems, fmt.Sprintf(f, args...))
+	r.mu.Unlock()
+}
+
+func (r *hookReceiver) revokeTokens() {
+	r.mu.Lock()
+	clear(r.tokens)
+	r.mu.Unlock()
+}
+
+func (r *hookReceiver) down() { r.hook.Close() }
+
+func (r *hookReceiver) up() {
+	var ln net.Listener
+	var err error
+	for range 100 {
+		if ln, err = net.Listen("tcp", r.hookAddr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.hook = httptest.NewUnstartedServer(http.HandlerFunc(r.serveHook))
+	r.hook.Listener.Close()
+	r.hook.Listener = ln
+	r.hook.Start()
+}
+
+func (r *hookReceiver) statusCount(code int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.statuses[code]
+}
+
+func (r *hookReceiver) waitStatus(t *testing.T, code, atLeast int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for r.statusCount(code) < atLeast {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node sent no request answered %d in 20 s", code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hookArgs(r *hookReceiver) []string {
+	return []string{"-r", "-w", r.hook.URL + "/events", "-i", "hook-client", "-c", "hook-secret",
+		"--webhook-token-url", r.token.URL + "/oauth/token", "--webhook-audience", "https://events.test/",
+		"--webhook-secret", r.secret, "--webhook-timeout", "1s", "--webhook-max-backoff", "2s"}
+}
+
+func sippCalls(t *testing.T, n *node, calls int, number string) {
+	t.Helper()
+	if out, err := run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", number,
+		"-m", strconv.Itoa(calls), "-r", "50", "-t", "u1", "-i", "127.0.0.1", "-p", fmt.Sprint(freePort(t)),
+		"-nostdin", "-timeout", "30", "-timeout_error", fmt.Sprintf("127.0.0.1:%d", n.port)); err != nil {
+		t.Fatalf("sipp: %v\n%s", err, tail(out, 2000))
+	}
+}
+
+// Every event the node stores reaches the webhook although the endpoint fails in every way a
+// service fails, the token is revoked, and the node restarts during an outage.
+func TestWebhookDeliversEveryEventThroughOutagesAndARestart(t *testing.T) {
+	need(t, "sipp", "sipsak")
+	r := newHookReceiver(t, "shared-hmac-key")
+	n := startNode(t, nodeOpts{args: hookArgs(r)})
+
+	sippCalls(t, n, 10, "0046812118532") // endpoint fine
+	r.mode.Store("500")
+	sippCalls(t, n, 5, "0046812118533")
+	r.waitStatus(t, 500, 2)
+	r.mode.Store("429")
+	r.waitStatus(t, 429, 1)
+	r.mode.Store("slow")
+	for _, args := range [][]string{
+		{"-s", fmt.Sprintf("sip:100@127.0.0.1:%d", n.port)},
+		{"--transport=tcp", "-s", fmt.Sprintf("sip:101@127.0.0.1:%d", n.port)},
+	} {
+		if out, err := run(t, 30*time.Second, "sipsak", args...); err != nil {
+			t.Fatalf("sipsak %v: %v\n%s", args, err, out)
+		}
+	}
+	time.Sleep(2 * time.Second) // a few requests time out
+	r.mode.Store("ok")
+	r.revokeTokens() // the next request is refused: the node must fetch a new token once
+	sippCalls(t, n, 5, "0046812118534")
+	r.waitStatus(t, http.StatusUnauthorized, 1)
+
+	r.down() // connection refused from here
+	sippCalls(t, n, 10, "0046812118535")
+	n.stop() // the node restarts while the endpoint is down
+	n.start()
+	sippCalls(t, n, 5, "0046812118536")
+	time.Sleep(time.Second)
+	r.up()
+
+	n.stop()
+	stored := n.events()
+	n.start() // what was still spooled goes out after this start
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		missing := 0
+		r.mu.Lock()
+		for _, e := range stored {
+			if r.got[e.UUID] == 0 {
+				missing++
+			}
+		}
+		problems := append([]string(nil), r.problems...)
+		r.mu.Unlock()
+		if len(problems) > 0 {
+			t.Fatalf("receiver: %q", problems)
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d stored events never reached the webhook\n%s", missing, len(stored), tail(n.log(), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n.stop()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dupes := 0
+	for _, c := range r.got {
+		dupes += c - 1
+	}
+	if len(r.got) != len(stored) {
+		t.Errorf("webhook received %d distinct events, the store holds %d", len(r.got), len(stored))
+	}
+	// A token for the first start, a forced one after the 401, one for the start during the
+	// outage, and maybe one for the last start (if anything was left to send).
+	if r.fetches < 3 || r.fetches > 4 {
+		t.Errorf("%d token fetches: want one per start that sends plus one forced by the 401", r.fetches)
+	}
+	if !r.audiences["https://events.test/"] || len(r.audiences) != 1 {
+		t.Errorf("audiences sent to the token endpoint: %v", r.audiences)
+	}
+	if regexp.MustCompile(`msg="sink totals" sink=webhook delivered=\d+ dropped=[1-9]`).MatchString(n.log()) {
+		t.Errorf("the webhook sink dropped events:\n%s", n.log())
+	}
+	// At least once: only requests that timed out after the endpoint took them come twice.
+	t.Logf("%d events stored, all delivered; %d duplicate deliveries (timed-out slow answers); statuses %v",
+		len(stored), dupes, r.statuses)
+}
+
+// A webhook endpoint that accepts connections and never answers must not cost capture a
+// single event: everything the listeners take in is stored, logged and spooled.
+func TestWebhookHangingEndpointCostsCaptureNothing(t *testing.T) {
+	r := newHookReceiver(t, "k")
+	r.mode.Store("hang")
+	args := append(hookArgs(r), "--webhook-timeout", "60s")
+	n := startNode(t, nodeOpts{args: args})
+	stop := make(chan struct{})
+	sent := flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	time.Sleep(200 * time.Millisecond)
+	n.stop()
+
+	evs := n.events()
+	m := regexp.MustCompile(`msg="SIP capture totals" messages=(\d+)`).FindStringSubmatch(n.log())
+	if m == nil || m[1] != strconv.Itoa(len(evs)) {
+		t.Fatalf("capture total %v, store holds %d", m, len(evs))
+	}
+	for _, m := range regexp.MustCompile(`msg="sink totals" sink=(\w+) delivered=(\d+) dropped=(\d+)`).FindAllStringSubmatch(n.log(), -1) {
+		if m[2] != strconv.Itoa(len(evs)) || m[3] != "0" {
+			t.Errorf("sink %s delivered %s dropped %s; store holds %d", m[1], m[2], m[3], len(evs))
+		}
+	}
+	// Every stored event waits in the spool (the endpoint never answered, so none was acked).
+	segs, _ := filepath.Glob(filepath.Join(n.dir, "webhook-spool", "*.jsonl"))
+	spooled := map[string]bool{}
+	for _, s := range segs {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if line != "" {
+				spooled[line[strings.Index(line, `"event_uuid":"`)+14:][:36]] = true
+			}
+		}
+	}
+	for _, e := range evs {
+		if !spooled[e.UUID] {
+			t.Fatalf("stored event %s is not in the webhook spool (%d spooled, %d stored)", e.UUID, len(spooled), len(evs))
+		}
+	}
+	t.Logf("flood: %d sent, %d captured, stored and spooled while the webhook hung", sent.Load(), len(evs))
+}
