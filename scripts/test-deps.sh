@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: the real attack tools the
-# end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak) and a pinned
+# end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban and a pinned
 # staticcheck. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -10,6 +10,9 @@ need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v svmap >/dev/null 2>&1 || need_apt+=(sipvicious)
 command -v sipsak >/dev/null 2>&1 || need_apt+=(sipsak)
+# The syslog test runs its own rsyslogd and fail2ban-server (private sockets and config).
+command -v rsyslogd >/dev/null 2>&1 || need_apt+=(rsyslog)
+command -v fail2ban-server >/dev/null 2>&1 || need_apt+=(fail2ban)
 
 if ((${#need_apt[@]})); then
 	echo "test-deps: installing ${need_apt[*]} with apt-get" >&2

@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startDaemon runs a daemon in the foreground for the length of the test.
+func startDaemon(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	out, err := os.Create(filepath.Join(t.TempDir(), name+".out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		out.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(out.Name())
+			t.Logf("%s output:\n%s", name, tail(string(b), 3000))
+		}
+	})
+	return cmd
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The shipped Fail2Ban filter and jail, run by the real fail2ban-server over the lines a real
+// rsyslogd wrote from dialtrap's syslog output, ban every address that probed the honeypot
+// (IPv4 and IPv6, SIP or garbage) and never an address an attacker wrote into a header.
+func TestFail2BanBansProbers(t *testing.T) {
+	need(t, "rsyslogd", "fail2ban-server", "fail2ban-client", "sipp", "sipsak")
+	// Unix socket paths must stay short.
+	dir, err := os.MkdirTemp("", "dtf2b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	userLog := filepath.Join(dir, "user.log")
+	sock := filepath.Join(dir, "log.sock")
+
+	// rsyslogd as on Debian (facility user to user.log, traditional format), on its own socket.
+	rsconf := filepath.Join(dir, "rsyslog.conf")
+	os.WriteFile(rsconf, fmt.Appendf(nil, `global(workDirectory=%q)
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket=%q RateLimit.Interval="0")
+user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
+`, dir, sock, userLog), 0o644)
+	startDaemon(t, "rsyslogd", "-n", "-f", rsconf, "-i", filepath.Join(dir, "rsyslog.pid"))
+	waitFor(t, "rsyslogd socket", 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
+	os.WriteFile(userLog, nil, 0o644)
+
+	// fail2ban with the system's stock configuration plus the shipped filter and jail; the
+	// local override only points the jail at this log, bans with the log-only dummy action,
+	// and stops ignoring loopback (where all test traffic comes from).
+	conf := filepath.Join(dir, "fail2ban")
+	if out, err := exec.Command("cp", "-r", "/etc/fail2ban", conf).CombinedOutput(); err != nil {
+		t.Fatalf("copy /etc/fail2ban: %v %s", err, out)
+	}
+	jails, _ := filepath.Glob(filepath.Join(conf, "jail.d", "*"))
+	for _, j := range jails {
+		os.Remove(j) // the distribution's sshd jail has no log here
+	}
+	for _, f := range []string{"filter.d/dialtrap.conf", "jail.d/dialtrap.conf"} {
+		b, err := os.ReadFile(filepath.Join("../../contrib/fail2ban", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(conf, f), b, 0o644)
+	}
+	f2bSock := filepath.Join(dir, "f2b.sock")
+	banned := filepath.Join(dir, "banned")
+	os.WriteFile(filepath.Join(conf, "fail2ban.local"), fmt.Appendf(nil,
+		"[Definition]\nlogtarget = %s\nsocket = %s\npidfile = %s\ndbfile = :memory:\n",
+		filepath.Join(dir, "fail2ban.log"), f2bSock, filepath.Join(dir, "f2b.pid")), 0o644)
+	os.WriteFile(filepath.Join(conf, "jail.d", "dialtrap.local"), fmt.Appendf(nil,
+		"[DEFAULT]\nignoreself = false\nignoreip =\n\n[dialtrap]\nlogpath = %s\nbackend = polling\nbanaction = dummy[target=%s]\n",
+		userLog, banned), 0o644)
+	startDaemon(t, "fail2ban-server", "-f", "-x", "-c", conf)
+	status := func() string {
+		out, _ := exec.Command("fail2ban-client", "-s", f2bSock, "status", "dialtrap").CombinedOutput()
+		return string(out)
+	}
+	waitFor(t, "fail2ban jail dialtrap", 20*time.Second, func() bool { return strings.Contains(status(), "Banned IP list") })
+
+	n := startNode(t, nodeOpts{args: []string{"-r", "-s", "--syslog-addr", "unix://" + sock}})
+
+	// sipsak from 127.0.0.1, SIPp from 127.0.0.2 and from ::1.
+	if out, err := run(t, 30*time.Second, "sipsak", "-s", fmt.Sprintf("sip:100@127.0.0.1:%d", n.port)); err != nil {
+		t.Fatalf("sipsak: %v\n%s", err, out)
+	}
+	for _, r := range []struct{ local, target string }{
+		{"127.0.0.2", fmt.Sprintf("127.0.0.1:%d", n.port)},
+		{"::1", fmt.Sprintf("[::1]:%d", n.port)},
+	} {
+		if out, err := run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/options.xml"), "-s", "100",
+			"-m", "1", "-t", "u1", "-i", r.local, "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "30",
+			"-timeout_error", r.target); err != nil {
+			t.Fatalf("sipp from %s: %v\n%s", r.local, err, tail(out, 2000))
+		}
+	}
+	// A scanner that writes another address into its User-Agent, and plain garbage.
+	sendFrom := func(local string, msg string) {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(local)}, &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: n.port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendFrom("127.0.0.4", "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.4:5060;branch=z9hG4bK-x\r\n"+
+		"From: <sip:a@b>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: inj\r\nCSeq: 1 OPTIONS\r\n"+
+		"User-Agent: x, Source IP: 10.66.66.66, Method: INVITE, Agent: y\r\nContent-Length: 0\r\n\r\n")
+	sendFrom("127.0.0.5", "\x16\x03\x01\x00\xa5 not SIP at all")
+
+	want := []string{"127.0.0.1", "127.0.0.2", "::1", "127.0.0.4", "127.0.0.5"}
+	bannedList := func() []string {
+		m := regexp.MustCompile(`Banned IP list:\s*(.*)`).FindStringSubmatch(status())
+		if m == nil {
+			return nil
+		}
+		return strings.Fields(m[1])
+	}
+	waitFor(t, "fail2ban bans every prober", 30*time.Second, func() bool {
+		got := strings.Join(bannedList(), " ")
+		for _, ip := range want {
+			if !strings.Contains(" "+got+" ", " "+ip+" ") {
+				return false
+			}
+		}
+		return true
+	})
+	if got := bannedList(); len(got) != len(want) {
+		t.Errorf("banned %v, want exactly %v (never the address written into a User-Agent)", got, want)
+	}
+	// The dummy action received the bans, and the log lines have the documented form.
+	b, _ := os.ReadFile(banned)
+	for _, ip := range want {
+		if !strings.Contains(string(b), "+"+ip+"\n") {
+			t.Errorf("ban action never ran for %s:\n%s", ip, b)
+		}
+	}
+	lines, _ := os.ReadFile(userLog)
+	line := regexp.MustCompile(`(?m)^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ dialtrap\[\d+\]: Source IP: 127\.0\.0\.2, Method: OPTIONS, Agent: \S.*$`)
+	if !line.Match(lines) {
+		t.Errorf("no syslog line of the documented form for the SIPp probe:\n%s", lines)
+	}
+}
