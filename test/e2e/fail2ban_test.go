@@ -62,12 +62,16 @@ func TestFail2BanBansProbers(t *testing.T) {
 	sock := filepath.Join(dir, "log.sock")
 
 	// rsyslogd as on Debian (facility user to user.log, traditional format), on its own socket.
+	// It also listens on TCP, as a central log host would for a remote node.
+	tcpPort := freePort(t)
 	rsconf := filepath.Join(dir, "rsyslog.conf")
 	os.WriteFile(rsconf, fmt.Appendf(nil, `global(workDirectory=%q)
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket=%q RateLimit.Interval="0")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="%d")
 user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
-`, dir, sock, userLog), 0o644)
+`, dir, sock, tcpPort, userLog), 0o644)
 	startDaemon(t, "rsyslogd", "-n", "-f", rsconf, "-i", filepath.Join(dir, "rsyslog.pid"))
 	waitFor(t, "rsyslogd socket", 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
 	os.WriteFile(userLog, nil, 0o644)
@@ -106,6 +110,7 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 	waitFor(t, "fail2ban jail dialtrap", 20*time.Second, func() bool { return strings.Contains(status(), "Banned IP list") })
 
 	n := startNode(t, nodeOpts{args: []string{"-r", "-s", "--syslog-addr", "unix://" + sock}})
+	remote := startNode(t, nodeOpts{args: []string{"-s", "--syslog-addr", fmt.Sprintf("tcp://127.0.0.1:%d", tcpPort)}})
 
 	// sipsak from 127.0.0.1, SIPp from 127.0.0.2 and from ::1.
 	if out, err := run(t, 30*time.Second, "sipsak", "-s", fmt.Sprintf("sip:100@127.0.0.1:%d", n.port)); err != nil {
@@ -122,8 +127,8 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		}
 	}
 	// A scanner that writes another address into its User-Agent, and plain garbage.
-	sendFrom := func(local string, msg string) {
-		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(local)}, &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: n.port})
+	sendFrom := func(local string, msg string, port int) {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(local)}, &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: port})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,10 +139,12 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 	}
 	sendFrom("127.0.0.4", "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.4:5060;branch=z9hG4bK-x\r\n"+
 		"From: <sip:a@b>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: inj\r\nCSeq: 1 OPTIONS\r\n"+
-		"User-Agent: x, Source IP: 10.66.66.66, Method: INVITE, Agent: y\r\nContent-Length: 0\r\n\r\n")
-	sendFrom("127.0.0.5", "\x16\x03\x01\x00\xa5 not SIP at all")
+		"User-Agent: x, Source IP: 10.66.66.66, Method: INVITE, Agent: y\r\nContent-Length: 0\r\n\r\n", n.port)
+	sendFrom("127.0.0.5", "\x16\x03\x01\x00\xa5 not SIP at all", n.port)
+	// A probe of the node that logs to rsyslog over TCP.
+	sendFrom("127.0.0.6", "REGISTER sip:127.0.0.1 SIP/2.0\r\nUser-Agent: sipcli/v1.8\r\n\r\n", remote.port)
 
-	want := []string{"127.0.0.1", "127.0.0.2", "::1", "127.0.0.4", "127.0.0.5"}
+	want := []string{"127.0.0.1", "127.0.0.2", "::1", "127.0.0.4", "127.0.0.5", "127.0.0.6"}
 	bannedList := func() []string {
 		m := regexp.MustCompile(`Banned IP list:\s*(.*)`).FindStringSubmatch(status())
 		if m == nil {
