@@ -301,23 +301,70 @@ func TestWebhookHangingEndpointCostsCaptureNothing(t *testing.T) {
 		}
 	}
 	// Every stored event waits in the spool (the endpoint never answered, so none was acked).
-	segs, _ := filepath.Glob(filepath.Join(n.dir, "webhook-spool", "*.jsonl"))
-	spooled := map[string]bool{}
-	for _, s := range segs {
-		b, err := os.ReadFile(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.SplitSeq(strings.TrimSuffix(string(b), "\n"), "\n") {
-			if line != "" {
-				spooled[line[strings.Index(line, `"event_uuid":"`)+14:][:36]] = true
-			}
-		}
-	}
+	spooled := spooledUUIDs(t, n)
 	for _, e := range evs {
 		if !spooled[e.UUID] {
 			t.Fatalf("stored event %s is not in the webhook spool (%d spooled, %d stored)", e.UUID, len(spooled), len(evs))
 		}
 	}
 	t.Logf("flood: %d sent, %d captured, stored and spooled while the webhook hung", sent.Load(), len(evs))
+}
+
+// spooledUUIDs reads the event_uuid of every whole record in a node's webhook spool.
+func spooledUUIDs(t *testing.T, n *node) map[string]bool {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(n.dir, "webhook-spool", "*.jsonl"))
+	out := map[string]bool{}
+	for _, s := range segs {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole := string(b[:strings.LastIndexByte(string(b), '\n')+1])
+		for line := range strings.SplitSeq(strings.TrimSuffix(whole, "\n"), "\n") {
+			if i := strings.Index(line, `"event_uuid":"`); i >= 0 && len(line) >= i+14+36 {
+				out[line[i+14:][:36]] = true
+			}
+		}
+	}
+	return out
+}
+
+// kill -9 during a flood while the endpoint is down: every event the spool holds at the kill
+// is delivered after the restart.
+func TestWebhookKill9KeepsTheSpool(t *testing.T) {
+	r := newHookReceiver(t, "k")
+	r.down()
+	n := startNode(t, nodeOpts{args: hookArgs(r)})
+	stop := make(chan struct{})
+	flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	time.Sleep(700 * time.Millisecond)
+	n.kill()
+	close(stop)
+	spooled := spooledUUIDs(t, n)
+	if len(spooled) == 0 {
+		t.Fatal("nothing spooled before the kill")
+	}
+	r.up()
+	n.start()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		missing := 0
+		r.mu.Lock()
+		for id := range spooled {
+			if r.got[id] == 0 {
+				missing++
+			}
+		}
+		r.mu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events spooled before kill -9 never arrived\n%s", missing, len(spooled), tail(n.log(), 2000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n.stop()
+	t.Logf("%d events spooled at the kill, all delivered after the restart", len(spooled))
 }
