@@ -89,8 +89,33 @@ type Sink struct {
 	rejects    atomic.Uint64
 	failures   atomic.Uint64
 	skipped    atomic.Uint64 // peer events not sent
-	lastWarn   atomic.Int64
-	failingLog atomic.Bool
+	failingLog atomic.Bool // a run of failures is under way
+
+	droppedLogged atomic.Uint64
+	// Warnings of each kind at most once per 30 s: an outage or a full spool lasts long.
+	warnDrop, warnFail, warnReject, warnAck everyOnce
+}
+
+// everyOnce runs f at most once per period.
+type everyOnce struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// reset lets the next Do run at once.
+func (e *everyOnce) reset() {
+	e.mu.Lock()
+	e.last = time.Time{}
+	e.mu.Unlock()
+}
+
+func (e *everyOnce) Do(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now := time.Now(); e.last.IsZero() || now.Sub(e.last) >= 30*time.Second {
+		e.last = now
+		f()
+	}
 }
 
 // Stats are the webhook's counters.
@@ -194,7 +219,17 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	if len(records) == 0 {
 		return nil
 	}
-	return s.spool.Append(records)
+	if err := s.spool.Append(records); err != nil {
+		return err
+	}
+	if d := s.spool.Stats().Dropped; d > s.droppedLogged.Load() {
+		s.droppedLogged.Store(d)
+		s.warnDrop.Do(func() {
+			s.log.Warn("webhook spool full: dropping the oldest undelivered events (raise --webhook-spool-max or fix the endpoint)",
+				"dropped_total", d, "spool_max", s.cfg.SpoolMax, "pending", s.spool.Stats().Pending)
+		})
+	}
+	return nil
 }
 
 // Start runs the delivery workers until Close.
@@ -305,7 +340,7 @@ func (s *Sink) deliver(ctx context.Context, rec Record) {
 
 func (s *Sink) ack(rec Record) {
 	if err := s.spool.Ack(rec); err != nil {
-		s.warn("webhook: spool ack failed", "err", err)
+		s.warnAck.Do(func() { s.log.Warn("webhook: spool ack failed", "err", err) })
 	}
 }
 
@@ -432,12 +467,14 @@ func (s *Sink) reject(rec Record, res result) {
 	if err != nil {
 		// Keep it spooled rather than lose it; it will be offered again after a restart.
 		s.spool.Release(rec)
-		s.warn("webhook: could not keep a rejected event in "+path, "err", err)
+		s.warnReject.Do(func() { s.log.Warn("webhook: could not keep a rejected event in "+path, "err", err) })
 		return
 	}
 	s.ack(rec)
-	s.warn("webhook: endpoint refused an event for good; kept in "+path, "status", res.status,
-		"response", res.body, "rejected_total", s.rejects.Load())
+	s.warnReject.Do(func() {
+		s.log.Warn("webhook: endpoint refused an event for good; kept in "+path, "status", res.status,
+			"response", res.body, "rejected_total", s.rejects.Load())
+	})
 }
 
 // warnFailing logs a failed attempt: the first of a run of failures at once, then at most
@@ -458,20 +495,9 @@ func (s *Sink) warnFailing(res result, delay time.Duration) {
 		attrs = append(attrs, "hint", "the endpoint refuses our credentials: check -i/-c, --webhook-token-url and --webhook-audience")
 	}
 	if !s.failingLog.Swap(true) {
-		s.lastWarn.Store(time.Now().UnixNano())
-		s.log.Warn("webhook: delivery failed; events stay spooled and are retried", attrs...)
-		return
+		s.warnFail.reset()
 	}
-	s.warn("webhook: delivery still failing; events stay spooled and are retried", attrs...)
-}
-
-func (s *Sink) warn(msg string, attrs ...any) {
-	now := time.Now().UnixNano()
-	last := s.lastWarn.Load()
-	if now-last < int64(30*time.Second) || !s.lastWarn.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn(msg, attrs...)
+	s.warnFail.Do(func() { s.log.Warn("webhook: delivery failed; events stay spooled and are retried", attrs...) })
 }
 
 // gate paces requests while the endpoint fails: after a failure every worker waits out a

@@ -717,3 +717,63 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func TestFullSpoolDropsOldestLogsAndCounts(t *testing.T) {
+	rv := newReceiver(t)
+	rv.srv.Close() // down for the whole test
+	var logs syncBuffer
+	cfg := testConfig(t, rv.srv.URL)
+	cfg.SpoolMax = 256 << 10
+	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	s := openSink(t, cfg)
+	events := makeEvents(3000, "0046812118532") // about 600 bytes each: 1.8 MB
+	write(t, s, events)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Failures < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	closeSink(t, s, time.Second)
+
+	st := s.Stats()
+	if st.Dropped == 0 || st.Dropped+uint64(st.Pending) != 3000 {
+		t.Fatalf("stats %+v: want drops, and dropped + pending = 3000", st)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "webhook spool full"); n != 1 {
+		t.Errorf("%d spool-full warnings, want 1 (rate-limited):\n%s", n, out)
+	}
+	if n := strings.Count(out, "delivery failed"); n != 1 {
+		t.Errorf("%d delivery-failed warnings for %d failures, want 1 (rate-limited):\n%s", n, st.Failures, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("dropped=%d", st.Dropped)) {
+		t.Errorf("the shutdown totals do not report %d dropped:\n%s", st.Dropped, out)
+	}
+	// The newest events are the ones kept.
+	sp, err := OpenSpool(cfg.SpoolDir, cfg.SpoolMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	kept := drain(t, sp, false)
+	if last := kept[len(kept)-1]; !strings.Contains(last, events[2999].UUID) {
+		t.Errorf("last kept event is not the newest: %.80s", last)
+	}
+}
