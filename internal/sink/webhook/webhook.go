@@ -89,7 +89,7 @@ type Sink struct {
 	rejects    atomic.Uint64
 	failures   atomic.Uint64
 	skipped    atomic.Uint64 // peer events not sent
-	failingLog atomic.Bool // a run of failures is under way
+	failingLog atomic.Bool   // a run of failures is under way
 
 	droppedLogged atomic.Uint64
 	// Warnings of each kind at most once per 30 s: an outage or a full spool lasts long.
