@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/dialtrap/dialtrap/internal/event"
 )
 
@@ -295,26 +297,27 @@ func (s *Sink) work(take, sends context.Context) {
 			}
 			return
 		}
-		s.deliver(sends, rec)
+		s.deliver(take, sends, rec)
 	}
 }
 
 // deliver sends rec until the endpoint takes it, rejects it for good, the size cap drops it,
-// or shutdown.
-func (s *Sink) deliver(ctx context.Context, rec Record) {
+// or shutdown. Shutdown (take ends) starts no new attempt; one in flight runs on until sends
+// ends.
+func (s *Sink) deliver(take, sends context.Context, rec Record) {
 	for {
-		if !s.spool.Live(rec) {
+		if !s.spool.Live(rec) || take.Err() != nil {
 			s.spool.Release(rec)
 			return
 		}
-		probe, err := s.gate.wait(ctx)
+		probe, err := s.gate.wait(take)
 		if err != nil {
 			s.spool.Release(rec)
 			return
 		}
 		started := time.Now()
-		res := s.send(ctx, rec.Data)
-		if ctx.Err() != nil {
+		res := s.send(sends, rec.Data)
+		if sends.Err() != nil {
 			s.spool.Release(rec)
 			return
 		}
@@ -351,19 +354,21 @@ type result struct {
 	retryAfter time.Duration
 	err        error
 	body       string // start of the response body, for the log
+	tokenGen   uint64 // generation of the OAuth2 token sent
 }
 
 func (s *Sink) send(ctx context.Context, body []byte) result {
-	res := s.post(ctx, body, false)
+	res := s.post(ctx, body)
 	if s.auth != nil && (res.status == http.StatusUnauthorized || res.status == http.StatusForbidden) {
 		// The token may have been revoked or the endpoint's clock runs ahead of ours: fetch a
-		// new one and try once more at once.
-		res = s.post(ctx, body, true)
+		// new one (unless another worker already did) and try once more at once.
+		s.auth.invalidate(res.tokenGen)
+		res = s.post(ctx, body)
 	}
 	return res
 }
 
-func (s *Sink) post(ctx context.Context, body []byte, fresh bool) result {
+func (s *Sink) post(ctx context.Context, body []byte) result {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
@@ -380,12 +385,10 @@ func (s *Sink) post(ctx context.Context, body []byte, fresh bool) result {
 		req.Header.Set(HeaderTimestamp, ts)
 		req.Header.Set(HeaderSignature, Sign([]byte(s.cfg.Secret), ts, body))
 	}
+	var gen uint64
 	if s.auth != nil {
-		tok, gen, err := s.auth.token()
-		if err == nil && fresh {
-			s.auth.invalidate(gen)
-			tok, _, err = s.auth.token()
-		}
+		var tok *oauth2.Token
+		tok, gen, err = s.auth.token()
 		if err != nil {
 			return result{err: fmt.Errorf("get an OAuth2 token from %s (check -i/-c, --webhook-token-url and --webhook-audience): %w", s.cfg.TokenURL, err)}
 		}
@@ -398,7 +401,7 @@ func (s *Sink) post(ctx context.Context, body []byte, fresh bool) result {
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // let the connection be reused
-	res := result{status: resp.StatusCode, body: string(snippet)}
+	res := result{status: resp.StatusCode, body: string(snippet), tokenGen: gen}
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusCreated, http.StatusAccepted, http.StatusNoContent:
 		res.ok = true

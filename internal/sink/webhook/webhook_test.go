@@ -477,7 +477,12 @@ func TestEndpointDownAcrossARestartLosesNothing(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	closeSink(t, s, time.Second) // the node stops while the endpoint is down
+	began := time.Now()
+	closeSink(t, s, 10*time.Second) // the node stops while the endpoint is down
+	// No new attempts start once Close is called: it need not wait out the grace period.
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("Close took %v with the endpoint down; retries went on during shutdown", took)
+	}
 	if p := s.Stats().Pending; p != 300 {
 		t.Fatalf("pending at shutdown %d, want 300", p)
 	}
