@@ -209,7 +209,7 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		// this queue.
 		h.Add(wh, hub.Options{Capacity: 1 << 14, MaxBatch: 1000})
 		if u, err := url.Parse(cfg.WebhookURL); err == nil && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-			log.Warn("the webhook URL is plain http: events, signatures and any OAuth2 token cross the network unencrypted; use https", "url", u.Redacted())
+			log.Warn("the webhook URL is plain http: events, signatures and any OAuth2 token cross the network unencrypted; use https", "url", webhook.LogURL(cfg.WebhookURL))
 		}
 	}
 	// Whatever happens below, queued events are written before the sinks close.
@@ -289,8 +289,8 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		if apiAddr != "" {
 			attrs = append(attrs, "api", apiAddr)
 		}
-		if u, err := url.Parse(cfg.WebhookURL); err == nil && cfg.WebhookURL != "" {
-			attrs = append(attrs, "webhook", u.Redacted())
+		if cfg.WebhookURL != "" {
+			attrs = append(attrs, "webhook", webhook.LogURL(cfg.WebhookURL))
 		}
 		log.Info("dialtrap running", attrs...)
 	} else {

@@ -72,7 +72,6 @@ var permanent = map[int]bool{
 // Sink is the webhook sink: Write spools, Start delivers.
 type Sink struct {
 	cfg    Config
-	target *url.URL
 	log    *slog.Logger
 	spool  *Spool
 	client *http.Client
@@ -147,7 +146,7 @@ func Open(cfg Config) (*Sink, error) {
 		}
 	}
 	setDefaults(&cfg)
-	s := &Sink{cfg: cfg, target: u, log: cfg.Log}
+	s := &Sink{cfg: cfg, log: cfg.Log}
 	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -411,6 +410,16 @@ func (s *Sink) post(ctx context.Context, body []byte) result {
 	return res
 }
 
+// LogURL is u as it may appear in logs: without user info or query, which can hold secrets.
+func LogURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	p.User, p.RawQuery, p.Fragment = nil, "", ""
+	return p.String()
+}
+
 // Sign returns the signature header value for body sent at timestamp ts (Unix seconds).
 func Sign(secret []byte, ts string, body []byte) string {
 	m := hmac.New(sha256.New, secret)
@@ -483,7 +492,7 @@ func (s *Sink) reject(rec Record, res result) {
 // warnFailing logs a failed attempt: the first of a run of failures at once, then at most
 // every 30 s, so a long outage does not flood the log.
 func (s *Sink) warnFailing(res result, delay time.Duration) {
-	attrs := []any{"url", s.target.Redacted(), "retry_in", delay.Round(time.Millisecond),
+	attrs := []any{"url", LogURL(s.cfg.URL), "retry_in", delay.Round(time.Millisecond),
 		"pending", s.spool.Stats().Pending}
 	switch {
 	case res.err != nil:

@@ -782,3 +782,15 @@ func TestFullSpoolDropsOldestLogsAndCounts(t *testing.T) {
 		t.Errorf("last kept event is not the newest: %.80s", last)
 	}
 }
+
+func TestLogURLHidesSecrets(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:pw@hooks.example.net/in?key=abc#x": "https://hooks.example.net/in",
+		"http://127.0.0.1:8080/events":                   "http://127.0.0.1:8080/events",
+		"%zz":                                            "(unparsable URL)",
+	} {
+		if got := LogURL(in); got != want {
+			t.Errorf("LogURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
