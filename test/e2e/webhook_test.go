@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,6 +158,33 @@ func (r *hookReceiver) up() {
 	r.hook.Start()
 }
 
+// waitDelivered waits until every event in ids has been accepted, failing on any bad request.
+func (r *hookReceiver) waitDelivered(t *testing.T, n *node, ids []string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		missing := 0
+		r.mu.Lock()
+		for _, id := range ids {
+			if r.got[id] == 0 {
+				missing++
+			}
+		}
+		problems := append([]string(nil), r.problems...)
+		r.mu.Unlock()
+		if len(problems) > 0 {
+			t.Fatalf("receiver: %q", problems)
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events never reached the webhook\n%s", missing, len(ids), tail(n.log(), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (r *hookReceiver) statusCount(code int) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -227,28 +256,11 @@ func TestWebhookDeliversEveryEventThroughOutagesAndARestart(t *testing.T) {
 	n.stop()
 	stored := n.events()
 	n.start() // what was still spooled goes out after this start
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		missing := 0
-		r.mu.Lock()
-		for _, e := range stored {
-			if r.got[e.UUID] == 0 {
-				missing++
-			}
-		}
-		problems := append([]string(nil), r.problems...)
-		r.mu.Unlock()
-		if len(problems) > 0 {
-			t.Fatalf("receiver: %q", problems)
-		}
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d stored events never reached the webhook\n%s", missing, len(stored), tail(n.log(), 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
+	ids := make([]string, len(stored))
+	for i, e := range stored {
+		ids[i] = e.UUID
 	}
+	r.waitDelivered(t, n, ids)
 	n.stop()
 
 	r.mu.Lock()
@@ -347,24 +359,7 @@ func TestWebhookKill9KeepsTheSpool(t *testing.T) {
 	}
 	r.up()
 	n.start()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		missing := 0
-		r.mu.Lock()
-		for id := range spooled {
-			if r.got[id] == 0 {
-				missing++
-			}
-		}
-		r.mu.Unlock()
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d events spooled before kill -9 never arrived\n%s", missing, len(spooled), tail(n.log(), 2000))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	r.waitDelivered(t, n, slices.Collect(maps.Keys(spooled)))
 	n.stop()
 	t.Logf("%d events spooled at the kill, all delivered after the restart", len(spooled))
 }

@@ -425,18 +425,24 @@ func TestOAuth2TokenEndpointDownThenBack(t *testing.T) {
 	defer closeSink(t, s, time.Second)
 	events := makeEvents(10, "987654321")
 	write(t, s, events)
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats().Failures < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("no failed attempts while the token endpoint is down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFailures(t, s, 3)
 	if p := s.Stats().Pending; p != 10 {
 		t.Fatalf("pending %d while the token endpoint is down, want 10", p)
 	}
 	ts.down.Store(false)
 	rv.waitAll(t, events, 5*time.Second)
+}
+
+// waitFailures waits until s has counted n failed attempts.
+func waitFailures(t *testing.T, s *Sink, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Failures < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d failed attempts after 5 s, want %d", s.Stats().Failures, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // listenAt serves h on addr (a port the test used before), retrying briefly.
@@ -470,13 +476,7 @@ func TestEndpointDownAcrossARestartLosesNothing(t *testing.T) {
 	s := openSink(t, cfg)
 	events := makeEvents(300, "0046812118532")
 	write(t, s, events)
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats().Failures < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("no failed attempts against a closed port")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFailures(t, s, 2)
 	began := time.Now()
 	closeSink(t, s, 10*time.Second) // the node stops while the endpoint is down
 	// No new attempts start once Close is called: it need not wait out the grace period.
@@ -751,10 +751,7 @@ func TestFullSpoolDropsOldestLogsAndCounts(t *testing.T) {
 	s := openSink(t, cfg)
 	events := makeEvents(3000, "0046812118532") // about 600 bytes each: 1.8 MB
 	write(t, s, events)
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats().Failures < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFailures(t, s, 3)
 	closeSink(t, s, time.Second)
 
 	st := s.Stats()
