@@ -81,6 +81,9 @@ func (r *hookReceiver) serveToken(w http.ResponseWriter, req *http.Request) {
 func (r *hookReceiver) serveHook(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
 	status := r.answer(req, body)
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
 	r.mu.Lock()
 	r.statuses[status]++
 	r.mu.Unlock()
