@@ -108,6 +108,11 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		return string(out)
 	}
 	waitFor(t, "fail2ban jail dialtrap", 20*time.Second, func() bool { return strings.Contains(status(), "Banned IP list") })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("fail2ban-client status dialtrap:\n%s", status())
+		}
+	})
 
 	n := startNode(t, nodeOpts{args: []string{"-r", "-s", "--syslog-addr", "unix://" + sock}})
 	remote := startNode(t, nodeOpts{args: []string{"-s", "--syslog-addr", fmt.Sprintf("tcp://127.0.0.1:%d", tcpPort)}})
@@ -152,7 +157,7 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		}
 		return strings.Fields(m[1])
 	}
-	waitFor(t, "fail2ban bans every prober", 30*time.Second, func() bool {
+	waitFor(t, "fail2ban bans every prober of "+strings.Join(want, " ")+" (see the status below)", 30*time.Second, func() bool {
 		got := strings.Join(bannedList(), " ")
 		for _, ip := range want {
 			if !strings.Contains(" "+got+" ", " "+ip+" ") {
