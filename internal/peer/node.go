@@ -1,0 +1,298 @@
+package peer
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	libpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	dutil "github.com/libp2p/go-libp2p/p2p/discovery/util"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// Topic is the gossipsub topic of bad-actor events.
+const Topic = "dialtrap/bad-actors/1"
+
+// dhtPrefix keeps the DHT apart from the public IPFS one.
+const dhtPrefix = protocol.ID("/dialtrap")
+
+// Config configures a Node.
+type Config struct {
+	Key         crypto.PrivKey
+	ListenAddrs []string // multiaddrs
+	Bootstrap   []string // multiaddrs with /p2p/<id>
+	Limits      Limits
+	// Receive gets each accepted event from another node. It must not block for long.
+	Receive func(e *event.Event, from libpeer.ID)
+	Log     *slog.Logger
+}
+
+// Node is this node's place in the peer-to-peer network.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	host   host.Host
+	dht    *dht.IpfsDHT
+	ps     *pubsub.PubSub
+	topic  *pubsub.Topic
+	sub    *pubsub.Subscription
+	self   libpeer.ID
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	published atomic.Uint64
+	skipped   atomic.Uint64 // own events peers would refuse (too large, bad fields)
+	received  atomic.Uint64
+	mu        sync.Mutex
+	rejected  map[string]uint64 // by reason
+	scores    atomic.Value      // map[libpeer.ID]float64
+}
+
+// Start joins the network: listens, connects to the bootstrap peers, joins the DHT and the
+// topic, and delivers accepted events to cfg.Receive until Close.
+func Start(cfg Config) (*Node, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	boot, err := parseBootstrap(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	h, err := libp2p.New(libp2p.Identity(cfg.Key), libp2p.ListenAddrStrings(cfg.ListenAddrs...))
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p on %v (is the port in use? set --p2p-addr): %w", cfg.ListenAddrs, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{cfg: cfg, log: cfg.Log, host: h, self: h.ID(), cancel: cancel, rejected: map[string]uint64{}}
+	fail := func(err error) (*Node, error) {
+		n.Close()
+		return nil, err
+	}
+	n.dht, err = dht.New(h, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(dhtPrefix), dht.BootstrapPeers(boot...))
+	if err != nil {
+		return fail(fmt.Errorf("start the DHT: %w", err))
+	}
+	n.ps, err = pubsub.NewGossipSub(ctx, h,
+		pubsub.WithMaxMessageSize(MaxEnvelope+4096),
+		pubsub.WithValidateQueueSize(1024), // a burst from one peer does not crowd out the rest
+		pubsub.WithMessageIdFn(func(m *pb.Message) string {
+			// The same sealed event is the same message whoever forwards it.
+			sum := sha256.Sum256(m.Data)
+			return string(sum[:])
+		}),
+		pubsub.WithPeerScore(scoreParams(), scoreThresholds()),
+		pubsub.WithPeerScoreInspect(func(m map[libpeer.ID]float64) { n.scores.Store(m) }, time.Second),
+	)
+	if err != nil {
+		return fail(fmt.Errorf("start gossipsub: %w", err))
+	}
+	if err := n.ps.RegisterTopicValidator(Topic, n.validate); err != nil {
+		return fail(err)
+	}
+	if n.topic, err = n.ps.Join(Topic); err != nil {
+		return fail(err)
+	}
+	if n.sub, err = n.topic.Subscribe(); err != nil {
+		return fail(err)
+	}
+	for _, ai := range boot {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := h.Connect(cctx, ai); err != nil {
+			n.log.Warn("p2p: cannot reach a bootstrap peer; will keep trying through the DHT", "peer", ai.ID, "err", err)
+		}
+		ccancel()
+	}
+	if err := n.dht.Bootstrap(ctx); err != nil {
+		return fail(fmt.Errorf("bootstrap the DHT: %w", err))
+	}
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.readLoop(ctx) }()
+	go func() { defer n.wg.Done(); n.discover(ctx) }()
+	return n, nil
+}
+
+func parseBootstrap(addrs []string) ([]libpeer.AddrInfo, error) {
+	var out []libpeer.AddrInfo
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap address %q is not a multiaddr (e.g. /ip4/192.0.2.1/tcp/4222/p2p/12D3Koo...): %w", a, err)
+		}
+		ai, err := libpeer.AddrInfoFromP2pAddr(m)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap address %q must end in /p2p/<peer ID>: %w", a, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
+
+// discover advertises the topic in the DHT and connects to peers found there, so nodes that
+// know only a bootstrap peer find each other.
+func (n *Node) discover(ctx context.Context) {
+	rd := drouting.NewRoutingDiscovery(n.dht)
+	for {
+		dutil.Advertise(ctx, rd, Topic)
+		if peers, err := rd.FindPeers(ctx, Topic); err == nil {
+			for ai := range peers {
+				if ai.ID == n.self || len(ai.Addrs) == 0 || n.host.Network().Connectedness(ai.ID) == network.Connected {
+					continue
+				}
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				n.host.Connect(cctx, ai)
+				cancel()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// validate runs inside gossipsub before a message is forwarded or delivered: a rejected
+// message is neither, and counts against the peer that sent it (peer score).
+func (n *Node) validate(_ context.Context, from libpeer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	if from == n.self {
+		return pubsub.ValidationAccept // our own publish
+	}
+	e, signer, err := Open(m.Data, time.Now(), n.cfg.Limits)
+	if err != nil {
+		n.countReject(ReasonOf(err))
+		return pubsub.ValidationReject
+	}
+	if signer == n.self {
+		n.countReject("own")
+		return pubsub.ValidationIgnore
+	}
+	m.ValidatorData = received{e, signer}
+	return pubsub.ValidationAccept
+}
+
+type received struct {
+	e      *event.Event
+	signer libpeer.ID
+}
+
+func (n *Node) countReject(reason string) {
+	n.mu.Lock()
+	n.rejected[reason]++
+	n.mu.Unlock()
+}
+
+func (n *Node) readLoop(ctx context.Context) {
+	for {
+		m, err := n.sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		r, ok := m.ValidatorData.(received)
+		if !ok {
+			continue // our own message
+		}
+		n.received.Add(1)
+		if n.cfg.Receive != nil {
+			n.cfg.Receive(r.e, r.signer)
+		}
+	}
+}
+
+// Name implements hub.Sink.
+func (n *Node) Name() string { return "p2p" }
+
+// Write implements hub.Sink: it publishes this node's own events; events learned from peers
+// are never re-published.
+func (n *Node) Write(ctx context.Context, batch []*event.Event) error {
+	for _, e := range batch {
+		if e.FromPeer {
+			continue
+		}
+		if err := check(e, time.Now(), n.cfg.Limits); err != nil {
+			n.skipped.Add(1) // peers would refuse it and lower our score
+			continue
+		}
+		data, err := Seal(e, n.cfg.Key)
+		if err != nil || len(data) > MaxEnvelope {
+			n.skipped.Add(1)
+			continue
+		}
+		if err := n.topic.Publish(ctx, data); err != nil {
+			return fmt.Errorf("publish to peers: %w", err)
+		}
+		n.published.Add(1)
+	}
+	return nil
+}
+
+// ID is this node's peer ID.
+func (n *Node) ID() libpeer.ID { return n.self }
+
+// Addrs are the addresses this node listens on, each with /p2p/<peer ID>.
+func (n *Node) Addrs() []string {
+	var out []string
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.String()+"/p2p/"+n.self.String())
+	}
+	return out
+}
+
+// TopicPeers are the peers this node exchanges events with now.
+func (n *Node) TopicPeers() []libpeer.ID { return n.ps.ListPeers(Topic) }
+
+// Stats are the node's counters.
+type Stats struct {
+	Published, Skipped, Received uint64
+	Rejected                     map[string]uint64
+}
+
+// Stats returns the counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	rej := make(map[string]uint64, len(n.rejected))
+	for k, v := range n.rejected {
+		rej[k] = v
+	}
+	n.mu.Unlock()
+	return Stats{Published: n.published.Load(), Skipped: n.skipped.Load(), Received: n.received.Load(), Rejected: rej}
+}
+
+// Score returns gossipsub's latest score of p as this node sees it (updated every second).
+func (n *Node) Score(p libpeer.ID) float64 {
+	m, _ := n.scores.Load().(map[libpeer.ID]float64)
+	return m[p]
+}
+
+// Close leaves the network.
+func (n *Node) Close() error {
+	n.cancel()
+	if n.sub != nil {
+		n.sub.Cancel()
+	}
+	var errs []error
+	if n.topic != nil {
+		errs = append(errs, n.topic.Close())
+	}
+	if n.dht != nil {
+		errs = append(errs, n.dht.Close())
+	}
+	errs = append(errs, n.host.Close())
+	n.wg.Wait()
+	return errors.Join(errs...)
+}
