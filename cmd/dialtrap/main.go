@@ -20,10 +20,13 @@ import (
 	"syscall"
 	"time"
 
+	libpeer "github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/hub"
+	"github.com/dialtrap/dialtrap/internal/peer"
 	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
 	"github.com/dialtrap/dialtrap/internal/sink/syslog"
 	"github.com/dialtrap/dialtrap/internal/sink/webhook"
@@ -212,6 +215,25 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 			log.Warn("the webhook URL is plain http: events, signatures and any OAuth2 token cross the network unencrypted; use https", "url", webhook.LogURL(cfg.WebhookURL))
 		}
 	}
+	var p2p *peer.Node
+	if cfg.P2P {
+		key, err := peer.LoadKey(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		p2p, err = peer.Start(peer.Config{
+			Key: key, ListenAddrs: cfg.P2PAddr, Bootstrap: cfg.Bootstrap, Log: log,
+			// Peer events go through the hub like captured ones: stored and served, never
+			// re-published (the p2p sink skips them), sent to the webhook only if asked.
+			Receive: func(e *event.Event, _ libpeer.ID) { h.Publish(e) },
+		})
+		if err != nil {
+			return err
+		}
+		sinks.add(p2p.Close) // after the hub has published this node's queued events
+		h.Add(p2p, hub.Options{Capacity: 1 << 14, MaxBatch: 500})
+		log.Info("p2p: joined", "peer_id", p2p.ID(), "addrs", p2p.Addrs(), "bootstrap", len(cfg.Bootstrap))
+	}
 	// Whatever happens below, queued events are written before the sinks close.
 	sinks.add(func() error {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -325,7 +347,6 @@ func warnNotYetBuilt(cfg *config.Config, log *slog.Logger) {
 		on   bool
 		name string
 	}{
-		{cfg.P2P, "-p/--p2p (peer-to-peer sharing)"},
 		{cfg.Metrics, "--metrics"},
 		{cfg.Retention > 0, "--retention"},
 	} {

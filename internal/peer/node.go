@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,18 +282,20 @@ func (n *Node) Score(p libpeer.ID) float64 {
 
 // Close leaves the network.
 func (n *Node) Close() error {
-	n.cancel()
+	var errs []error
 	if n.sub != nil {
 		n.sub.Cancel()
 	}
-	var errs []error
 	if n.topic != nil {
 		errs = append(errs, n.topic.Close())
 	}
+	n.cancel()
 	if n.dht != nil {
 		errs = append(errs, n.dht.Close())
 	}
 	errs = append(errs, n.host.Close())
 	n.wg.Wait()
+	// Pieces that the cancel already stopped report context.Canceled: not a failure.
+	errs = slices.DeleteFunc(errs, func(err error) bool { return errors.Is(err, context.Canceled) })
 	return errors.Join(errs...)
 }
