@@ -61,6 +61,7 @@ const (
 	ReasonTime      = "timestamp" // from the future, or older than the accepted window
 	ReasonIP        = "ip"        // source or destination not an IP address
 	ReasonNumber    = "number"    // called_number with characters no dial string has
+	ReasonRate      = "rate"      // valid, but over the originator's rate (ignored, not penalised)
 )
 
 // RejectError says why a message was refused.

@@ -24,6 +24,8 @@ import (
 	dutil "github.com/libp2p/go-libp2p/p2p/discovery/util"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"golang.org/x/time/rate"
+
 	"github.com/dialtrap/dialtrap/internal/event"
 )
 
@@ -39,6 +41,11 @@ type Config struct {
 	ListenAddrs []string // multiaddrs
 	Bootstrap   []string // multiaddrs with /p2p/<id>
 	Limits      Limits
+	// PerPeerRate and PerPeerBurst bound the events accepted from one originating node (per
+	// second, and at once); beyond them its events are ignored (not relayed), not penalised.
+	// Defaults 200/s and 2,000.
+	PerPeerRate  float64
+	PerPeerBurst int
 	// Receive gets each accepted event from another node. It must not block for long.
 	Receive func(e *event.Event, from libpeer.ID)
 	Log     *slog.Logger
@@ -63,6 +70,28 @@ type Node struct {
 	mu        sync.Mutex
 	rejected  map[string]uint64 // by reason
 	scores    atomic.Value      // map[libpeer.ID]float64
+
+	limitMu  sync.Mutex
+	limiters map[libpeer.ID]*rate.Limiter
+}
+
+// maxLimiters bounds the per-originator limiter table; beyond it the table starts afresh
+// (a flood of fresh identities gets no more than the burst each anyway).
+const maxLimiters = 10000
+
+// allow reports whether one more event from signer fits its rate.
+func (n *Node) allow(signer libpeer.ID) bool {
+	n.limitMu.Lock()
+	defer n.limitMu.Unlock()
+	l, ok := n.limiters[signer]
+	if !ok {
+		if len(n.limiters) >= maxLimiters {
+			clear(n.limiters)
+		}
+		l = rate.NewLimiter(rate.Limit(n.cfg.PerPeerRate), n.cfg.PerPeerBurst)
+		n.limiters[signer] = l
+	}
+	return l.Allow()
 }
 
 // Start joins the network: listens, connects to the bootstrap peers, joins the DHT and the
@@ -70,6 +99,12 @@ type Node struct {
 func Start(cfg Config) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PerPeerRate <= 0 {
+		cfg.PerPeerRate = 200
+	}
+	if cfg.PerPeerBurst <= 0 {
+		cfg.PerPeerBurst = 2000
 	}
 	boot, err := parseBootstrap(cfg.Bootstrap)
 	if err != nil {
@@ -80,7 +115,8 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start libp2p on %v (is the port in use? set --p2p-addr): %w", cfg.ListenAddrs, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, log: cfg.Log, host: h, self: h.ID(), cancel: cancel, rejected: map[string]uint64{}}
+	n := &Node{cfg: cfg, log: cfg.Log, host: h, self: h.ID(), cancel: cancel,
+		rejected: map[string]uint64{}, limiters: map[libpeer.ID]*rate.Limiter{}}
 	fail := func(err error) (*Node, error) {
 		n.Close()
 		return nil, err
@@ -181,6 +217,10 @@ func (n *Node) validate(_ context.Context, from libpeer.ID, m *pubsub.Message) p
 	}
 	if signer == n.self {
 		n.countReject("own")
+		return pubsub.ValidationIgnore
+	}
+	if !n.allow(signer) {
+		n.countReject(ReasonRate)
 		return pubsub.ValidationIgnore
 	}
 	m.ValidatorData = received{e, signer}

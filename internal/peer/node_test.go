@@ -35,17 +35,21 @@ func (b *inbox) has(id string) (libpeer.ID, bool) {
 	return p, ok
 }
 
-func startTestNode(t *testing.T, boot []string) (*Node, *inbox) {
+func startTestNode(t *testing.T, boot []string, tune ...func(*Config)) (*Node, *inbox) {
 	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := &inbox{got: map[string]libpeer.ID{}}
-	n, err := Start(Config{
+	cfg := Config{
 		Key: key, Bootstrap: boot, Receive: in.receive,
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
-	})
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	n, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,4 +216,52 @@ func TestBadBootstrapAddress(t *testing.T) {
 			t.Errorf("bootstrap %q accepted", b)
 		}
 	}
+}
+
+// One node flooding valid events gets no more than its rate through; the excess is ignored
+// (not relayed, not penalised) and another node's events still arrive.
+func TestFloodFromOneNodeIsRateLimited(t *testing.T) {
+	const perSec, burst = 50, 100
+	receiver, in := startTestNode(t, nil, func(c *Config) { c.PerPeerRate, c.PerPeerBurst = perSec, burst })
+	flooder, _ := startTestNode(t, receiver.Addrs()[:1])
+	other, _ := startTestNode(t, receiver.Addrs()[:1])
+	for _, n := range []*Node{receiver, flooder, other} {
+		eventually(t, "mesh", 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
+	}
+	time.Sleep(time.Second)
+
+	began := time.Now()
+	flood := make([]*event.Event, 1000)
+	for i := range flood {
+		flood[i] = testEvent(time.Now())
+	}
+	if err := flooder.Write(context.Background(), flood); err != nil {
+		t.Fatal(err)
+	}
+	honest := testEvent(time.Now())
+	if err := other.Write(context.Background(), []*event.Event{honest}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the other node's event arrives during the flood", 10*time.Second, func() bool {
+		_, ok := in.has(honest.UUID)
+		return ok
+	})
+	eventually(t, "the excess is counted", 10*time.Second, func() bool { return receiver.Stats().Rejected[ReasonRate] > 0 })
+	time.Sleep(500 * time.Millisecond)
+	elapsed := time.Since(began)
+	fromFlooder := 0
+	in.mu.Lock()
+	for _, p := range in.got {
+		if p == flooder.ID() {
+			fromFlooder++
+		}
+	}
+	in.mu.Unlock()
+	if limit := burst + int(perSec*elapsed.Seconds()) + 1; fromFlooder > limit || fromFlooder < burst/2 {
+		t.Errorf("accepted %d of 1000 flooded events in %v, want between %d and %d", fromFlooder, elapsed, burst/2, limit)
+	}
+	if s := receiver.Score(flooder.ID()); s < 0 {
+		t.Errorf("the flooder's valid events cost it score %.0f; rate limiting must not penalise", s)
+	}
+	t.Logf("accepted %d of 1000 in %v; rejected %v", fromFlooder, elapsed.Round(time.Millisecond), receiver.Stats().Rejected)
 }
