@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/dialtrap/dialtrap/internal/fsutil"
 )
 
 // NodeIDFile is the file in the data directory that holds the node's created_by_node_id.
@@ -33,25 +35,8 @@ func LoadNodeID(dir string) (string, error) {
 		return "", fmt.Errorf("create data directory %s: %w", dir, err)
 	}
 	id := uuid.NewString()
-	// Write then rename so a crash never leaves a half-written id behind.
-	tmp, err := os.CreateTemp(dir, ".node_id-*")
-	if err != nil {
-		return "", fmt.Errorf("create node id in %s (is the data directory writable?): %w", dir, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(id + "\n"); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("write node id: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("sync node id: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("close node id: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", fmt.Errorf("store node id %s: %w", path, err)
+	if err := fsutil.WriteFileAtomic(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("store node id %s (is the data directory writable?): %w", path, err)
 	}
 	return id, nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/dialtrap/dialtrap/internal/fsutil"
 )
 
 // KeyFile is the file in the data directory that holds the node's private key.
@@ -54,23 +56,8 @@ func LoadKey(dir string) (crypto.PrivKey, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
-	// Write then rename, so a crash never leaves half a key behind.
-	tmp, err := os.CreateTemp(dir, ".node_key-*")
-	if err != nil {
-		return nil, fmt.Errorf("create node key in %s (is the data directory writable?): %w", dir, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err = tmp.Write(b); err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("write node key: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, fmt.Errorf("store node key %s: %w", path, err)
+	if err := fsutil.WriteFileAtomic(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("store node key %s (is the data directory writable?): %w", path, err)
 	}
 	return k, nil
 }

@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/fsutil"
 )
 
 // Self-signed certificate files in the data directory.
@@ -97,12 +99,8 @@ func ensureSelfSigned(certFile, keyFile string) error {
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
+	if err := fsutil.WriteFileAtomic(path, b, mode); err != nil {
 		return fmt.Errorf("write %s (is --data-dir writable?): %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
