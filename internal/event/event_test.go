@@ -3,16 +3,15 @@ package event
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/dialtrap/dialtrap/internal/golden"
+)
 
 func fixed() *Event {
 	return &Event{
@@ -39,19 +38,7 @@ func TestJSONGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "event.golden")
-	if *update {
-		if err := os.WriteFile(golden, line, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(line) != string(want) {
-		t.Fatalf("event JSON changed:\n got %s\nwant %s", line, want)
-	}
+	golden.Check(t, filepath.Join("testdata", "event.golden"), line)
 }
 
 func TestJSONKeyOrder(t *testing.T) {

@@ -2,15 +2,13 @@ package sip
 
 import (
 	"bytes"
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/dialtrap/dialtrap/internal/golden"
+)
 
 var srcAddr = netip.MustParseAddrPort("192.0.2.77:15070")
 
@@ -27,22 +25,7 @@ func TestRepliesGolden(t *testing.T) {
 				t.Fatal("no reply")
 			}
 			got := bytes.Join(replies, []byte("----\n"))
-			golden := filepath.Join("testdata", "replies", strings.TrimSuffix(name, ".sip")+".golden")
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("reply changed:\n%s\nwant:\n%s", got, want)
-			}
+			golden.Check(t, filepath.Join("testdata", "replies", strings.TrimSuffix(name, ".sip")+".golden"), got)
 		})
 	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"database/sql"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,9 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/dialtrap/dialtrap/internal/golden"
+)
 
 const apiToken = "e2e-token"
 
@@ -64,22 +63,9 @@ func render(status int, h http.Header, body string) string {
 	return b.String()
 }
 
-func golden(t *testing.T, name, got string) {
+func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", "api", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./test/e2e -update creates it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from %s:\n--- got\n%s\n--- want\n%s", name, path, got, want)
-	}
+	golden.Check(t, filepath.Join("testdata", "api", name+".golden"), []byte(got))
 }
 
 // dialtrap runs the binary with args and returns its exit code and output.
@@ -164,7 +150,7 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 	for _, r := range routes {
 		status, h, body := a.get(r.path)
 		bodies[r.path] = body
-		golden(t, r.golden, render(status, h, body))
+		checkGolden(t, r.golden, render(status, h, body))
 	}
 	// Without the token only /health-check answers.
 	anon := api{t, a.base, ""}
@@ -172,7 +158,7 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 		t.Errorf("/health-check without token: %d", status)
 	}
 	status, h, body := anon.get("/numbers/100")
-	golden(t, "unauthorized", render(status, h, body))
+	checkGolden(t, "unauthorized", render(status, h, body))
 
 	// dialtrap check, against the API and against the database the node is writing.
 	for _, c := range []struct {
