@@ -89,8 +89,7 @@ type Sink struct {
 	delivered  atomic.Uint64
 	rejects    atomic.Uint64
 	failures   atomic.Uint64
-	skipped    atomic.Uint64 // peer events not sent
-	failingLog atomic.Bool   // a run of failures is under way
+	failingLog atomic.Bool // a run of failures is under way
 
 	droppedLogged atomic.Uint64
 	// Warnings of each kind at most once per 30 s: an outage or a full spool lasts long.
@@ -208,7 +207,6 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	records := make([][]byte, 0, len(batch))
 	for _, e := range batch {
 		if e.FromPeer && !s.cfg.PeerEvents {
-			s.skipped.Add(1)
 			continue
 		}
 		b, err := e.AppendJSON(nil)
@@ -223,11 +221,11 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	if err := s.spool.Append(records); err != nil {
 		return err
 	}
-	if d := s.spool.Stats().Dropped; d > s.droppedLogged.Load() {
-		s.droppedLogged.Store(d)
+	if st := s.spool.Stats(); st.Dropped > s.droppedLogged.Load() {
+		s.droppedLogged.Store(st.Dropped)
 		s.warnDrop.Do(func() {
 			s.log.Warn("webhook spool full: dropping the oldest undelivered events (raise --webhook-spool-max or fix the endpoint)",
-				"dropped_total", d, "spool_max", s.cfg.SpoolMax, "pending", s.spool.Stats().Pending)
+				"dropped_total", st.Dropped, "spool_max", s.cfg.SpoolMax, "pending", st.Pending)
 		})
 	}
 	return nil
@@ -518,19 +516,17 @@ func (s *Sink) warnFailing(res result, delay time.Duration) {
 type gate struct {
 	minB, maxB time.Duration
 
-	mu        sync.Mutex
-	failures  int
-	until     time.Time
-	probing   bool
-	lastFail  time.Time
-	changed   chan struct{}
-	randFloat func() float64
+	mu       sync.Mutex
+	failures int
+	until    time.Time
+	probing  bool
+	lastFail time.Time
+	changed  chan struct{}
 }
 
 func (g *gate) init(minB, maxB time.Duration) {
 	g.minB, g.maxB = minB, maxB
 	g.changed = make(chan struct{})
-	g.randFloat = rand.Float64
 }
 
 // wait returns when a request may go; probe is true when it is the one testing a failing
@@ -603,7 +599,7 @@ func (g *gate) fail(started time.Time, probe bool, retryAfter time.Duration) tim
 	if d > g.maxB || d <= 0 {
 		d = g.maxB
 	}
-	d = d/2 + time.Duration(g.randFloat()*float64(d/2)) // "equal jitter": nodes do not retry in step
+	d = d/2 + time.Duration(rand.Float64()*float64(d/2)) // "equal jitter": nodes do not retry in step
 	d = max(d, retryAfter)
 	if until := now.Add(d); until.After(g.until) {
 		g.until = until
