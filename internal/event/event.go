@@ -60,6 +60,12 @@ type Event struct {
 
 	// FromPeer is true for events learned from another node; it is stored, never serialised.
 	FromPeer bool `json:"-"`
+	// For events from peers: the peer ID that signed it, whether that peer was trusted
+	// (--p2p-trust) when it arrived, and the signed envelope itself, kept so that this node can
+	// serve the event to peers catching up without being able to alter it.
+	Peer    string `json:"-"`
+	Trusted bool   `json:"-"`
+	Sealed  []byte `json:"-"`
 }
 
 // Origin describes where and how a probe arrived; New turns it into an Event.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func TestRoundTrip(t *testing.T) {
 					w.SIPMessage = strings.ReplaceAll(w.SIPMessage, "\r\n", "\n")
 					want[i] = &w
 				}
-				if *got[i] != *want[i] {
+				if !reflect.DeepEqual(got[i], want[i]) {
 					t.Errorf("event %d:\n got %+v\nwant %+v", i, got[i], want[i])
 				}
 			}

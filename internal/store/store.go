@@ -15,6 +15,17 @@ type Aggregate struct {
 	FirstSeen string // event_timestamp layout
 	LastSeen  string
 	Count     int64
+	// Where it was seen: events captured by this node, distinct peers whose events about it
+	// are stored, and how many of those peers were trusted (--p2p-trust) when they reported it.
+	Local        int64
+	Peers        int64
+	TrustedPeers int64
+}
+
+// Cursor is a position in the time-ordered event sequence that catch-up pages through.
+type Cursor struct {
+	Timestamp string // event_timestamp
+	ID        int64  // the store's own tie-breaker among equal timestamps
 }
 
 // Store keeps events. Write is called by a single hub worker; the readers are safe for
@@ -44,6 +55,9 @@ type Store interface {
 	CountEvents(ctx context.Context) (int64, error)
 	// Events calls fn for every stored event, oldest first, until fn returns an error.
 	Events(ctx context.Context, fn func(*event.Event) error) error
+	// Recent calls fn for at most limit events after c in (event_timestamp, store order), with
+	// their Peer and Sealed fields, and each one's cursor: what a peer catching up is served.
+	Recent(ctx context.Context, after Cursor, limit int, fn func(*event.Event, Cursor) error) error
 	Close() error
 }
 

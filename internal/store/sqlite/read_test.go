@@ -192,11 +192,17 @@ func TestMigrationBackfills(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Write(ctx, []*event.Event{ev(1, "192.0.2.1", "0046812345678"), ev(2, "192.0.2.2", "100")}); err != nil {
+	fromPeer := ev(3, "192.0.2.3", "200")
+	fromPeer.FromPeer, fromPeer.Peer = true, "12D3KooWPeer"
+	if err := s.Write(ctx, []*event.Event{ev(1, "192.0.2.1", "0046812345678"), ev(2, "192.0.2.2", "100"), fromPeer}); err != nil {
 		t.Fatal(err)
 	}
 	// Turn it back into a version 1 database that holds the same data.
-	for _, q := range []string{"DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers",
+	for _, q := range []string{"DROP TRIGGER key_peers_added", "DROP TRIGGER key_peers_trusted", "DROP TABLE key_peers",
+		"DROP INDEX events_time", "ALTER TABLE events DROP COLUMN peer_id", "ALTER TABLE events DROP COLUMN envelope",
+		"ALTER TABLE ip_addresses DROP COLUMN local_count", "ALTER TABLE ip_addresses DROP COLUMN peers",
+		"ALTER TABLE ip_addresses DROP COLUMN trusted_peers", "ALTER TABLE called_numbers DROP COLUMN local_count",
+		"ALTER TABLE called_numbers DROP COLUMN peers", "ALTER TABLE called_numbers DROP COLUMN trusted_peers","DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers",
 		"DROP TRIGGER ip_addresses_added", "DROP TRIGGER called_numbers_added", "PRAGMA user_version = 1"} {
 		if _, err := s.w.Exec(q); err != nil {
 			t.Fatal(err)
@@ -215,10 +221,20 @@ func TestMigrationBackfills(t *testing.T) {
 	if err != nil || len(m) != 1 || m[0].Key != "0046812345678" {
 		t.Errorf("national match after migration: %v %v", m, err)
 	}
-	if n, err := s.Count(ctx, store.IPAddresses, ""); n != 2 || err != nil {
+	if n, err := s.Count(ctx, store.IPAddresses, ""); n != 3 || err != nil {
 		t.Errorf("IP total after migration: %d %v", n, err)
 	}
-	if top, _, err := s.Top(ctx, store.SIPMethods, "", 0); err != nil || !slices.Equal(top, []store.ValueCount{vc("OPTIONS", 2)}) {
+	// Events captured here count as local sightings; the peer's does not (its signer was not
+	// recorded before version 3, so it counts no peer either).
+	for ip, local := range map[string]int64{"192.0.2.1": 1, "192.0.2.3": 0} {
+		if a, ok, err := s.IP(ctx, ip); !ok || err != nil || a.Local != local || a.Peers != 0 {
+			t.Errorf("%s after migration: %+v %v %v, want %d local", ip, a, ok, err, local)
+		}
+	}
+	if a, ok, err := s.Number(ctx, "100"); !ok || err != nil || a.Local != 1 {
+		t.Errorf("number 100 after migration: %+v %v %v, want 1 local", a, ok, err)
+	}
+	if top, _, err := s.Top(ctx, store.SIPMethods, "", 0); err != nil || !slices.Equal(top, []store.ValueCount{vc("OPTIONS", 3)}) {
 		t.Errorf("method counts after migration: %v %v", top, err)
 	}
 }

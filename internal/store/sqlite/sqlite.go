@@ -95,6 +95,42 @@ var migrations = []migration{
 	INSERT INTO event_counts SELECT 2, substr(event_timestamp, 1, 13), transport_type, count(*)
 		FROM events GROUP BY 2, 3;`,
 		after: backfillNumberKeys},
+
+	// 3: where each key was seen (locally, by how many peers, trusted ones among them), and
+	// what catch-up serves to peers: the signer and envelope of peer events, in time order.
+	{sql: `ALTER TABLE events ADD COLUMN peer_id TEXT NOT NULL DEFAULT '';
+	ALTER TABLE events ADD COLUMN envelope BLOB;
+	CREATE INDEX events_time ON events(event_timestamp);
+	ALTER TABLE ip_addresses ADD COLUMN local_count INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ip_addresses ADD COLUMN peers INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ip_addresses ADD COLUMN trusted_peers INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE called_numbers ADD COLUMN local_count INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE called_numbers ADD COLUMN peers INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE called_numbers ADD COLUMN trusted_peers INTEGER NOT NULL DEFAULT 0;
+	-- One row per (list, key, reporting peer); the triggers keep the per-key counts.
+	CREATE TABLE key_peers (
+		list    INTEGER NOT NULL,
+		key     TEXT NOT NULL,
+		peer_id TEXT NOT NULL,
+		trusted INTEGER NOT NULL,
+		PRIMARY KEY (list, key, peer_id)
+	) WITHOUT ROWID;
+	CREATE TRIGGER key_peers_added AFTER INSERT ON key_peers BEGIN
+		UPDATE ip_addresses SET peers = peers + 1, trusted_peers = trusted_peers + new.trusted
+			WHERE new.list = 0 AND ip_address = new.key;
+		UPDATE called_numbers SET peers = peers + 1, trusted_peers = trusted_peers + new.trusted
+			WHERE new.list = 1 AND called_number = new.key;
+	END;
+	CREATE TRIGGER key_peers_trusted AFTER UPDATE OF trusted ON key_peers WHEN new.trusted > old.trusted BEGIN
+		UPDATE ip_addresses SET trusted_peers = trusted_peers + 1 WHERE new.list = 0 AND ip_address = new.key;
+		UPDATE called_numbers SET trusted_peers = trusted_peers + 1 WHERE new.list = 1 AND called_number = new.key;
+	END;
+	UPDATE ip_addresses SET local_count = c.n
+		FROM (SELECT source_ip AS k, count(*) AS n FROM events WHERE from_peer = 0 GROUP BY 1) AS c
+		WHERE c.k = ip_address;
+	UPDATE called_numbers SET local_count = c.n
+		FROM (SELECT called_number AS k, count(*) AS n FROM events WHERE from_peer = 0 GROUP BY 1) AS c
+		WHERE c.k = called_number;`},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -158,6 +194,7 @@ type Store struct {
 	upsertIP    *sql.Stmt
 	upsertNum   *sql.Stmt
 	insertKey   *sql.Stmt
+	insertPeer  *sql.Stmt
 	upsertCount *sql.Stmt
 
 	// Lookups are prepared on the read pool: parsing the SQL cost as much as running it.
@@ -172,13 +209,13 @@ type Store struct {
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
 // cut into chunks of these sizes. Fewer, larger statements cost less per event; 64 rows stay
-// well under SQLite's 32766 bound parameters (16 a row). They are prepared at open because
+// well under SQLite's 32766 bound parameters (18 a row). They are prepared at open because
 // the single writer connection is busy inside a transaction while a batch is written.
 var insertSizes = []int{64, 8, 1}
 
 const eventColumns = `event_uuid, event_timestamp, app_name, app_version, created_by_node_id,
 	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
-	called_number, sip_method, sip_user_agent, sip_message, from_peer`
+	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope`
 
 // insertSQL inserts n events, skipping UUIDs already stored.
 func insertSQL(n int) string {
@@ -188,7 +225,7 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
 	return b.String()
@@ -366,6 +403,8 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.upsertIP = prep(upsert("ip_addresses", "ip_address"))
 	s.upsertNum = prep(upsert("called_numbers", "called_number"))
 	s.insertKey = prep(insertKeySQL)
+	s.insertPeer = prep(`INSERT INTO key_peers (list, key, peer_id, trusted) VALUES (?,?,?,?)
+		ON CONFLICT DO UPDATE SET trusted = 1 WHERE excluded.trusted > trusted`)
 	s.upsertCount = prep(`INSERT INTO event_counts (dimension, hour, value, seen_count) VALUES (?,?,?,?)
 		ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`)
 	if err != nil {
@@ -375,11 +414,12 @@ func (s *Store) prepare(ctx context.Context) error {
 }
 
 func upsert(table, key string) string {
-	return `INSERT INTO ` + table + ` (` + key + `, first_seen, last_seen, seen_count) VALUES (?,?,?,?)
+	return `INSERT INTO ` + table + ` (` + key + `, first_seen, last_seen, seen_count, local_count) VALUES (?,?,?,?,?)
 		ON CONFLICT(` + key + `) DO UPDATE SET
-			first_seen = min(first_seen, excluded.first_seen),
-			last_seen  = max(last_seen, excluded.last_seen),
-			seen_count = seen_count + excluded.seen_count`
+			first_seen  = min(first_seen, excluded.first_seen),
+			last_seen   = max(last_seen, excluded.last_seen),
+			seen_count  = seen_count + excluded.seen_count,
+			local_count = local_count + excluded.local_count`
 }
 
 // Name implements hub.Sink.
@@ -405,7 +445,8 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 		return fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
-	args := make([]any, 0, 16*insertSizes[0])
+	args := make([]any, 0, 18*insertSizes[0])
+	peers := keyPeers{}
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
 	for rest := batch; len(rest) > 0; {
 		size := insertSizes[len(insertSizes)-1]
@@ -421,7 +462,8 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 		for _, e := range chunk {
 			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
 				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
-				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer)
+				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
+				e.Peer, e.Sealed)
 		}
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
 		if err != nil {
@@ -435,9 +477,12 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 			if _, ok := inserted[e.UUID]; !all && !ok {
 				continue // already stored: counted before
 			}
-			ips.add(e.SourceIP, e.Timestamp)
+			ips.add(e.SourceIP, e.Timestamp, !e.FromPeer)
 			if store.CountsAsNumber(e.CalledNumber) {
-				nums.add(e.CalledNumber, e.Timestamp)
+				nums.add(e.CalledNumber, e.Timestamp, !e.FromPeer)
+			}
+			if e.FromPeer && e.Peer != "" {
+				peers.add(e)
 			}
 			counts.add(e)
 		}
@@ -452,6 +497,9 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 		if err := s.addNumberKeys(ctx, tx); err != nil {
 			return fmt.Errorf("update number match keys in %s: %w", s.path, err)
 		}
+	}
+	if err := peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
+		return fmt.Errorf("update peer sightings in %s: %w", s.path, err)
 	}
 	if err := counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
 		return fmt.Errorf("update statistics in %s: %w", s.path, err)
@@ -509,20 +557,50 @@ func (s *Store) newOnes(ctx context.Context, tx *sql.Tx, res sql.Result, n int, 
 
 type aggregates map[string]*store.Aggregate
 
-func (m aggregates) add(key, ts string) {
+func (m aggregates) add(key, ts string, local bool) {
 	a, ok := m[key]
 	if !ok {
-		m[key] = &store.Aggregate{Key: key, FirstSeen: ts, LastSeen: ts, Count: 1}
-		return
+		a = &store.Aggregate{Key: key, FirstSeen: ts, LastSeen: ts}
+		m[key] = a
 	}
 	a.FirstSeen = min(a.FirstSeen, ts)
 	a.LastSeen = max(a.LastSeen, ts)
 	a.Count++
+	if local {
+		a.Local++
+	}
 }
 
 func (m aggregates) write(ctx context.Context, st *sql.Stmt) error {
 	for _, a := range m {
-		if _, err := st.ExecContext(ctx, a.Key, a.FirstSeen, a.LastSeen, a.Count); err != nil {
+		if _, err := st.ExecContext(ctx, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyPeer is one peer's report of one IP or number.
+type keyPeer struct {
+	list      store.List
+	key, peer string
+}
+
+// keyPeers are the reports in a batch's new peer events, and whether the peer was trusted.
+type keyPeers map[keyPeer]bool
+
+func (m keyPeers) add(e *event.Event) {
+	kp := keyPeer{store.IPAddresses, e.SourceIP, e.Peer}
+	m[kp] = m[kp] || e.Trusted
+	if store.CountsAsNumber(e.CalledNumber) {
+		kp = keyPeer{store.CalledNumbers, e.CalledNumber, e.Peer}
+		m[kp] = m[kp] || e.Trusted
+	}
+}
+
+func (m keyPeers) write(ctx context.Context, st *sql.Stmt) error {
+	for kp, trusted := range m {
+		if _, err := st.ExecContext(ctx, int(kp.list), kp.key, kp.peer, trusted); err != nil {
 			return err
 		}
 	}
@@ -603,12 +681,12 @@ func (s *Store) Number(ctx context.Context, n string) (store.Aggregate, bool, er
 }
 
 func lookupSQL(table, key string) string {
-	return `SELECT first_seen, last_seen, seen_count FROM ` + table + ` WHERE ` + key + ` = ?`
+	return `SELECT first_seen, last_seen, seen_count, local_count, peers, trusted_peers FROM ` + table + ` WHERE ` + key + ` = ?`
 }
 
 func (s *Store) lookup(ctx context.Context, st *sql.Stmt, val string) (store.Aggregate, bool, error) {
 	a := store.Aggregate{Key: val}
-	err := st.QueryRowContext(ctx, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count)
+	err := st.QueryRowContext(ctx, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Aggregate{}, false, nil
 	}
@@ -617,6 +695,9 @@ func (s *Store) lookup(ctx context.Context, st *sql.Stmt, val string) (store.Agg
 	}
 	return a, true, nil
 }
+
+// aggregateColumns are read with every aggregate, after its key.
+const aggregateColumns = `first_seen, last_seen, seen_count, local_count, peers, trusted_peers`
 
 // lists maps a store.List to its table and key column.
 var lists = map[store.List]struct{ table, key string }{
@@ -661,7 +742,7 @@ func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn 
 	if o.Limit > 0 {
 		limit = int64(o.Limit)
 	}
-	rows, err := s.bulk.QueryContext(ctx, `SELECT `+key+`, first_seen, last_seen, seen_count FROM `+table+
+	rows, err := s.bulk.QueryContext(ctx, `SELECT `+key+`, `+aggregateColumns+` FROM `+table+
 		` WHERE last_seen >= ? ORDER BY last_seen DESC, `+key+` DESC LIMIT ? OFFSET ?`,
 		o.Since, limit, max(o.Offset, 0))
 	if err != nil {
@@ -676,7 +757,7 @@ func scanAggregates(rows *sql.Rows, fn func(store.Aggregate) error, wrap func(er
 	defer rows.Close()
 	for rows.Next() {
 		var a store.Aggregate
-		if err := rows.Scan(&a.Key, &a.FirstSeen, &a.LastSeen, &a.Count); err != nil {
+		if err := rows.Scan(&a.Key, &a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers); err != nil {
 			return wrap(err)
 		}
 		if err := fn(a); err != nil {
@@ -695,7 +776,7 @@ func (s *Store) MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, 
 	keys := event.NumberQueryKeys(n)
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, n)
-	q := `SELECT called_number, first_seen, last_seen, seen_count FROM called_numbers WHERE called_number = ?`
+	q := `SELECT called_number, ` + aggregateColumns + ` FROM called_numbers WHERE called_number = ?`
 	if len(keys) > 0 {
 		q += ` OR called_number IN (SELECT called_number FROM number_keys WHERE match_key IN (?` +
 			strings.Repeat(",?", len(keys)-1) + `))`
@@ -759,23 +840,38 @@ func (s *Store) CountEvents(ctx context.Context) (int64, error) {
 
 // Events implements store.Store.
 func (s *Store) Events(ctx context.Context, fn func(*event.Event) error) error {
-	rows, err := s.bulk.QueryContext(ctx, `SELECT event_uuid, event_timestamp, app_name, app_version,
-		created_by_node_id, collected_method, transport_type, source_ip, source_port,
-		destination_ip, destination_port, called_number, sip_method, sip_user_agent, sip_message,
-		from_peer FROM events ORDER BY id`)
+	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+eventColumns+` FROM events ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("read events from %s: %w", s.path, err)
 	}
+	return s.scanEvents(rows, func(e *event.Event, _ store.Cursor) error { return fn(e) })
+}
+
+// Recent implements store.Store.
+func (s *Store) Recent(ctx context.Context, after store.Cursor, limit int, fn func(*event.Event, store.Cursor) error) error {
+	// Written out rather than as a row value so that SQLite walks the events_time index.
+	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+eventColumns+` FROM events
+		WHERE event_timestamp >= ?1 AND (event_timestamp > ?1 OR id > ?2)
+		ORDER BY event_timestamp, id LIMIT ?3`, after.Timestamp, after.ID, limit)
+	if err != nil {
+		return fmt.Errorf("read recent events from %s: %w", s.path, err)
+	}
+	return s.scanEvents(rows, fn)
+}
+
+func (s *Store) scanEvents(rows *sql.Rows, fn func(*event.Event, store.Cursor) error) error {
 	defer rows.Close()
 	for rows.Next() {
 		var e event.Event
-		if err := rows.Scan(&e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
+		var c store.Cursor
+		if err := rows.Scan(&c.ID, &e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
 			&e.CollectedMethod, &e.Transport, &e.SourceIP, &e.SourcePort, &e.DestinationIP,
 			&e.DestinationPort, &e.CalledNumber, &e.SIPMethod, &e.SIPUserAgent, &e.SIPMessage,
-			&e.FromPeer); err != nil {
+			&e.FromPeer, &e.Peer, &e.Sealed); err != nil {
 			return fmt.Errorf("read event from %s: %w", s.path, err)
 		}
-		if err := fn(&e); err != nil {
+		c.Timestamp = e.Timestamp
+		if err := fn(&e, c); err != nil {
 			return err
 		}
 	}

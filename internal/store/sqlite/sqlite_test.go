@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +91,7 @@ func TestWriteAggregatesAndIdempotence(t *testing.T) {
 	if err := s.Events(ctx, func(e *event.Event) error { got = append(got, e); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 6 || *got[0] != *batch[0] {
+	if len(got) != 6 || !reflect.DeepEqual(got[0], batch[0]) {
 		t.Errorf("events do not round-trip:\n got %+v\nwant %+v", got[0], batch[0])
 	}
 }
@@ -190,7 +191,9 @@ func BenchmarkWrite(b *testing.B) {
 		for j := range batch {
 			i++
 			e := ev(i%60, fmt.Sprintf("192.0.2.%d", i%20), fmt.Sprint(46000000+i%5000))
-			e.UUID = uuid.Must(uuid.NewV7()).String() // as captured events have
+			// As captured events have: time-ordered UUIDs and timestamps.
+			e.UUID = uuid.Must(uuid.NewV7()).String()
+			e.Timestamp = event.FormatTime(time.Date(2026, 11, 23, 0, 0, 0, i*1000, time.UTC))
 			batch[j] = e
 		}
 		if err := s.Write(ctx, batch); err != nil {
