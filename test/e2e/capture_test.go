@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -102,7 +103,7 @@ func checkOutputsAgree(t *testing.T, n *node, evs []*event.Event) {
 			t.Errorf("JSON line for %s not in the store", got.UUID)
 			continue
 		}
-		if got != *stored {
+		if !reflect.DeepEqual(&got, stored) {
 			t.Errorf("JSON line and stored event differ:\n json %+v\nstore %+v", got, *stored)
 		}
 	}
