@@ -62,6 +62,9 @@ const (
 	ReasonIP        = "ip"        // source or destination not an IP address
 	ReasonNumber    = "number"    // called_number with characters no dial string has
 	ReasonRate      = "rate"      // valid, but over the originator's rate (ignored, not penalised)
+	ReasonOwn       = "own"       // this node's own event coming back
+	ReasonDuplicate = "duplicate" // an event_uuid already received, same content
+	ReasonConflict  = "conflict"  // an event_uuid already received with other content or signer
 )
 
 // RejectError says why a message was refused.
@@ -112,13 +115,18 @@ func Open(data []byte, now time.Time, lim Limits) (*event.Event, libpeer.ID, err
 	return &e, signer, nil
 }
 
+func (l Limits) withDefaults() Limits {
+	if l.MaxAge <= 0 {
+		l.MaxAge = 30 * 24 * time.Hour
+	}
+	if l.MaxFuture <= 0 {
+		l.MaxFuture = 5 * time.Minute
+	}
+	return l
+}
+
 func check(e *event.Event, now time.Time, lim Limits) error {
-	if lim.MaxAge <= 0 {
-		lim.MaxAge = 30 * 24 * time.Hour
-	}
-	if lim.MaxFuture <= 0 {
-		lim.MaxFuture = 5 * time.Minute
-	}
+	lim = lim.withDefaults()
 	if e.AppName == "" || len(e.AppName) > 64 || len(e.AppVersion) > 64 || !printable(e.AppName) || !printable(e.AppVersion) {
 		return reject(ReasonSchema, "app_name/app_version missing, too long or not printable")
 	}

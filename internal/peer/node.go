@@ -46,9 +46,17 @@ type Config struct {
 	// Defaults 200/s and 2,000.
 	PerPeerRate  float64
 	PerPeerBurst int
-	// Receive gets each accepted event from another node. It must not block for long.
+	// Receive gets each event from another node that passed the checks and the trust
+	// policy, with the peer ID that signed it. It must not block for long.
 	Receive func(e *event.Event, from libpeer.ID)
-	Log     *slog.Logger
+	// Policy holds peer events until they count (--p2p-trust, --p2p-min-sightings).
+	Policy Policy
+	// Recent serves peers catching up (see catchup.go); nil serves nothing.
+	Recent RecentFunc
+	// CatchupWindow is how far back a node asks its peers for events when it meets them;
+	// 0 means the default of 24 hours, a negative value turns catch-up requests off.
+	CatchupWindow time.Duration
+	Log           *slog.Logger
 }
 
 // Node is this node's place in the peer-to-peer network.
@@ -73,6 +81,11 @@ type Node struct {
 
 	limitMu  sync.Mutex
 	limiters map[libpeer.ID]*rate.Limiter
+
+	gate  *gate
+	seen  *seenEvents
+	peers peerTable
+	catch catchup
 }
 
 // maxLimiters bounds the per-originator limiter table; beyond it the table starts afresh
@@ -116,7 +129,8 @@ func Start(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Log, host: h, self: h.ID(), cancel: cancel,
-		rejected: map[string]uint64{}, limiters: map[libpeer.ID]*rate.Limiter{}}
+		rejected: map[string]uint64{}, limiters: map[libpeer.ID]*rate.Limiter{},
+		gate: newGate(cfg.Policy), seen: newSeenEvents(1 << 16), peers: peerTable{m: map[libpeer.ID]*peerCounters{}}}
 	fail := func(err error) (*Node, error) {
 		n.Close()
 		return nil, err
@@ -133,7 +147,7 @@ func Start(cfg Config) (*Node, error) {
 			sum := sha256.Sum256(m.Data)
 			return string(sum[:])
 		}),
-		pubsub.WithPeerScore(scoreParams(), scoreThresholds()),
+		pubsub.WithPeerScore(scoreParams(n.appScore), scoreThresholds()),
 		pubsub.WithPeerScoreInspect(func(m map[libpeer.ID]float64) { n.scores.Store(m) }, time.Second),
 	)
 	if err != nil {
@@ -158,6 +172,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := n.dht.Bootstrap(ctx); err != nil {
 		return fail(fmt.Errorf("bootstrap the DHT: %w", err))
 	}
+	n.startCatchup(ctx)
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.readLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.discover(ctx) }()
@@ -210,21 +225,44 @@ func (n *Node) validate(_ context.Context, from libpeer.ID, m *pubsub.Message) p
 	if from == n.self {
 		return pubsub.ValidationAccept // our own publish
 	}
-	e, signer, err := Open(m.Data, time.Now(), n.cfg.Limits)
-	if err != nil {
-		n.countReject(ReasonOf(err))
+	e, signer, err := n.accept(m.Data, from, true)
+	switch {
+	case err == nil:
+		m.ValidatorData = received{e, signer}
+		return pubsub.ValidationAccept
+	case ReasonOf(err) == ReasonOwn || ReasonOf(err) == ReasonRate || ReasonOf(err) == ReasonDuplicate || ReasonOf(err) == ReasonConflict:
+		// Not the forwarding peer's fault: an honest relay passes these on too.
+		return pubsub.ValidationIgnore
+	default:
 		return pubsub.ValidationReject
 	}
-	if signer == n.self {
-		n.countReject("own")
-		return pubsub.ValidationIgnore
+}
+
+// accept opens data that peer from delivered (by gossip, or by catch-up when gossip is false)
+// and applies every check; each refusal is counted by reason and against from.
+func (n *Node) accept(data []byte, from libpeer.ID, gossip bool) (*event.Event, libpeer.ID, error) {
+	e, signer, err := Open(data, time.Now(), n.cfg.Limits)
+	switch {
+	case err != nil:
+	case signer == n.self:
+		err = reject(ReasonOwn, "our own event")
+	case gossip && !n.allow(signer):
+		err = reject(ReasonRate, "over the rate of %s", signer)
+	default:
+		err = n.seen.add(e.UUID, data)
 	}
-	if !n.allow(signer) {
-		n.countReject(ReasonRate)
-		return pubsub.ValidationIgnore
+	if err != nil {
+		n.countReject(ReasonOf(err))
+		n.peers.count(from, func(c *peerCounters) {
+			if r := ReasonOf(err); r != ReasonDuplicate && r != ReasonOwn {
+				c.rejected++
+			}
+		})
+		return nil, "", err
 	}
-	m.ValidatorData = received{e, signer}
-	return pubsub.ValidationAccept
+	e.Sealed = data
+	n.peers.count(from, func(c *peerCounters) { c.received++ })
+	return e, signer, nil
 }
 
 type received struct {
@@ -248,9 +286,20 @@ func (n *Node) readLoop(ctx context.Context) {
 		if !ok {
 			continue // our own message
 		}
-		n.received.Add(1)
+		n.deliver(r.e, r.signer)
+	}
+}
+
+// deliver passes a checked event through the trust policy to Receive.
+func (n *Node) deliver(e *event.Event, signer libpeer.ID) {
+	n.received.Add(1)
+	for _, c := range n.gate.admit(e, signer) {
 		if n.cfg.Receive != nil {
-			n.cfg.Receive(r.e, r.signer)
+			from := signer
+			if c != e { // released from the pending sightings: its own signer
+				from, _ = libpeer.Decode(c.Peer)
+			}
+			n.cfg.Receive(c, from)
 		}
 	}
 }

@@ -10,8 +10,9 @@ import (
 // scoreParams make gossipsub's peer scoring punish junk: every message our validator rejects
 // (bad signature, bad schema, out-of-window time) costs the peer that delivered it 100 points,
 // decaying over about ten minutes. A few dozen rejects put a peer below the graylist threshold,
-// after which its messages are ignored; its score recovers only if it stops.
-func scoreParams() *pubsub.PeerScoreParams {
+// after which its messages are ignored; its score recovers only if it stops. app adds what
+// gossip cannot see: junk a peer served through catch-up.
+func scoreParams(app func(libpeer.ID) float64) *pubsub.PeerScoreParams {
 	return &pubsub.PeerScoreParams{
 		Topics: map[string]*pubsub.TopicScoreParams{
 			Topic: {
@@ -25,7 +26,8 @@ func scoreParams() *pubsub.PeerScoreParams {
 			},
 		},
 		TopicScoreCap:               100,
-		AppSpecificScore:            func(libpeer.ID) float64 { return 0 },
+		AppSpecificScore:            app,
+		AppSpecificWeight:           1,
 		IPColocationFactorThreshold: 64, // many honest nodes may share a NAT; loopback tests too
 		BehaviourPenaltyWeight:      -10,
 		BehaviourPenaltyDecay:       pubsub.ScoreParameterDecay(time.Hour),

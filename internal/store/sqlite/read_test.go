@@ -202,7 +202,7 @@ func TestMigrationBackfills(t *testing.T) {
 		"DROP INDEX events_time", "ALTER TABLE events DROP COLUMN peer_id", "ALTER TABLE events DROP COLUMN envelope",
 		"ALTER TABLE ip_addresses DROP COLUMN local_count", "ALTER TABLE ip_addresses DROP COLUMN peers",
 		"ALTER TABLE ip_addresses DROP COLUMN trusted_peers", "ALTER TABLE called_numbers DROP COLUMN local_count",
-		"ALTER TABLE called_numbers DROP COLUMN peers", "ALTER TABLE called_numbers DROP COLUMN trusted_peers","DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers",
+		"ALTER TABLE called_numbers DROP COLUMN peers", "ALTER TABLE called_numbers DROP COLUMN trusted_peers", "DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers",
 		"DROP TRIGGER ip_addresses_added", "DROP TRIGGER called_numbers_added", "PRAGMA user_version = 1"} {
 		if _, err := s.w.Exec(q); err != nil {
 			t.Fatal(err)
