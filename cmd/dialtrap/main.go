@@ -31,6 +31,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/sink/syslog"
 	"github.com/dialtrap/dialtrap/internal/sink/webhook"
 	"github.com/dialtrap/dialtrap/internal/sip"
+	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runExport(args[1:], stdout, stderr)
 		case "import":
 			return runImport(args[1:], stdout, stderr)
+		case "peers":
+			return runPeers(args[1:], stdout, stderr)
 		case "block":
 			fmt.Fprintf(stderr, "dialtrap: the %q subcommand is not in this version yet\n", args[0])
 			return exitUsage
@@ -221,8 +224,24 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		if err != nil {
 			return err
 		}
+		trusted, err := peer.ParseIDs(cfg.P2PTrust)
+		if err != nil {
+			return fmt.Errorf("--p2p-trust: %w", err)
+		}
+		window := cfg.P2PCatchup
+		if window == 0 {
+			window = -1 // off
+		}
 		p2p, err = peer.Start(peer.Config{
 			Key: key, ListenAddrs: cfg.P2PAddr, Bootstrap: cfg.Bootstrap, Log: log,
+			PerPeerRate: cfg.P2PRate, PerPeerBurst: max(int(cfg.P2PRate*10), 1),
+			Policy: peer.Policy{Trusted: trusted, MinSightings: cfg.P2PMinSightings,
+				Known: func(ip, number string) bool { return knownHere(ctx, st, ip, number) }},
+			CatchupWindow: window,
+			Recent: func(ctx context.Context, since string, afterID int64, limit int, fn func(*event.Event, int64) error) error {
+				return st.Recent(ctx, store.Cursor{Timestamp: since, ID: afterID}, limit,
+					func(e *event.Event, c store.Cursor) error { return fn(e, c.ID) })
+			},
 			// Peer events go through the hub like captured ones: stored and served, never
 			// re-published (the p2p sink skips them), sent to the webhook only if asked.
 			Receive: func(e *event.Event, _ libpeer.ID) { h.Publish(e) },
@@ -232,7 +251,8 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		}
 		sinks.add(p2p.Close) // after the hub has published this node's queued events
 		h.Add(p2p, hub.Options{Capacity: 1 << 14, MaxBatch: 500})
-		log.Info("p2p: joined", "peer_id", p2p.ID(), "addrs", p2p.Addrs(), "bootstrap", len(cfg.Bootstrap))
+		log.Info("p2p: joined", "peer_id", p2p.ID(), "addrs", p2p.Addrs(), "bootstrap", len(cfg.Bootstrap),
+			"trusted", len(trusted), "min_sightings", cfg.P2PMinSightings)
 	}
 	// Whatever happens below, queued events are written before the sinks close.
 	sinks.add(func() error {
@@ -253,10 +273,14 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		}
 		apiAddr = ln.Addr().String()
 		st.StartLookupFilters()
-		hs := api.Server(api.New(api.Config{
+		acfg := api.Config{
 			Store: st, Version: version, Token: cfg.APIToken,
 			National: cfg.NumberMatch == "national", Log: log,
-		}), log)
+		}
+		if p2p != nil {
+			acfg.Peers = func() any { return p2p.Report() }
+		}
+		hs := api.Server(api.New(acfg), log)
 		served := make(chan error, 1)
 		go func() { served <- hs.Serve(ln) }()
 		sinks.add(func() error { // before the store closes: no request reads a closed store
@@ -354,6 +378,19 @@ func warnNotYetBuilt(cfg *config.Config, log *slog.Logger) {
 			log.Warn("option not in this version yet; ignored", "option", f.name)
 		}
 	}
+}
+
+// knownHere reports whether the store already holds ip or number (seen here, or counted
+// before): peers' reports of it then count at once.
+func knownHere(ctx context.Context, st store.Store, ip, number string) bool {
+	if _, ok, err := st.IP(ctx, ip); ok && err == nil {
+		return true
+	}
+	if number == "" {
+		return false
+	}
+	_, ok, err := st.Number(ctx, number)
+	return ok && err == nil
 }
 
 // isLoopback reports whether a listen address only accepts local connections.

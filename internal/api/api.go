@@ -37,6 +37,9 @@ type Config struct {
 	Log      *slog.Logger
 	// Now is the clock for relative ?since= values; nil means time.Now.
 	Now func() time.Time
+	// Peers returns what /peers shows (the peer-to-peer node's report); nil when this node
+	// does not take part (-p off).
+	Peers func() any
 }
 
 // Contract texts.
@@ -91,6 +94,7 @@ func New(cfg Config) http.Handler {
 	m.HandleFunc("/stats", h.stats)
 	m.HandleFunc("/sip-methods", h.top(store.SIPMethods, "sip_methods", "sip_method"))
 	m.HandleFunc("/user-agents", h.top(store.UserAgents, "user_agents", "user_agent"))
+	m.HandleFunc("/peers", h.peers)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
 	})

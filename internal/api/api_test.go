@@ -46,6 +46,17 @@ func seed(t testing.TB) store.Store {
 		mk(4, "2026-11-23 11:00:00.000000000", "198.51.100.7", "100", "REGISTER", "<script>alert(1)</script>", event.TLS),
 		mk(5, "2026-11-23 11:30:00.000000000", "198.51.100.7", `100' OR "1"="1`, "INVITE", event.NotFound, event.UDP),
 	}
+	// Reports from peers: one address two peers saw (one of them trusted), and a peer's
+	// sighting of an address this node saw itself.
+	fromPeer := func(e *event.Event, peer string, trusted bool) *event.Event {
+		e.FromPeer, e.Peer, e.Trusted, e.Sealed = true, peer, trusted, []byte("envelope")
+		return e
+	}
+	batch = append(batch,
+		fromPeer(mk(6, "2026-11-23 11:40:00.000000000", "203.0.113.9", "0099912345", "INVITE", "sipcli/v1.8", event.UDP), "12D3KooWPeerA", true),
+		fromPeer(mk(7, "2026-11-23 11:41:00.000000000", "203.0.113.9", "0099912345", "INVITE", "sipcli/v1.8", event.UDP), "12D3KooWPeerB", false),
+		fromPeer(mk(8, "2026-11-23 09:00:00.000000000", "192.0.2.10", event.NotFound, "OPTIONS", "friendly-scanner", event.UDP), "12D3KooWPeerB", false),
+	)
 	if err := st.Write(context.Background(), batch); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +115,8 @@ func TestContract(t *testing.T) {
 		{"ip-list-since", "GET", "/ip-addresses?since=2026-11-23T10:15:00Z"},
 		{"ip-list-empty", "GET", "/ip-addresses?since=10m"},
 		{"ip-found", "GET", "/ip-addresses/192.0.2.10"},
+		{"ip-from-peers", "GET", "/ip-addresses/203.0.113.9"},
+		{"peers-off", "GET", "/peers"},
 		{"ip6-found", "GET", "/ip-addresses/2001:DB8:0::5"},
 		{"ip-mapped", "GET", "/ip-addresses/::ffff:198.51.100.7"},
 		{"ip-missing", "GET", "/ip-addresses/8.8.8.8"},
@@ -239,7 +252,8 @@ func TestStreamedListMatchesWholeDocument(t *testing.T) {
 	var entries []jsonObject
 	for i := len(numbers) - 1; i >= 0; i-- {
 		entries = append(entries, jsonObject{{"called_number", numbers[i]},
-			{"seen_last", batch[i].Timestamp}, {"seen_count", "1"}})
+			{"seen_last", batch[i].Timestamp}, {"seen_count", "1"},
+			{"seen_locally", true}, {"seen_by_peers", 0}, {"seen_by_trusted_peers", 0}})
 	}
 	want, err := marshal(jsonObject{{"called_numbers_total", len(numbers)}, {"called_numbers", entries}})
 	if err != nil {
@@ -293,4 +307,33 @@ func TestMalformedRawRequests(t *testing.T) {
 		t.Fatalf("after malformed requests: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// /peers shows the peer-to-peer report as JSON, behind the token like every data route.
+func TestPeersRoute(t *testing.T) {
+	srv := httptest.NewServer(New(Config{Store: seed(t), Version: "1", Token: "s3cret",
+		Peers: func() any { return map[string]any{"peer_id": "12D3KooWSelf", "peers_total": 0} }}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		auth   string
+		status int
+		body   string
+	}{
+		{"", http.StatusUnauthorized, ""},
+		{"Bearer s3cret", http.StatusOK, "{\n  \"peer_id\": \"12D3KooWSelf\",\n  \"peers_total\": 0\n}"},
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+"/peers", nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || tt.body != "" && string(body) != tt.body {
+			t.Errorf("auth %q: %d %s, want %d %s", tt.auth, resp.StatusCode, body, tt.status, tt.body)
+		}
+	}
 }

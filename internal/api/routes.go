@@ -143,7 +143,10 @@ func (h *handler) list(l store.List) http.HandlerFunc {
 			s.w.Write(s.quote(a.Key))
 			s.w.WriteString(",\n      \"seen_last\": \"" + a.LastSeen + "\",\n      \"seen_count\": \"")
 			s.w.WriteString(strconv.FormatInt(a.Count, 10))
-			s.w.WriteString("\"\n    }")
+			s.w.WriteString("\",\n      \"seen_locally\": " + strconv.FormatBool(a.Local > 0))
+			s.w.WriteString(",\n      \"seen_by_peers\": " + strconv.FormatInt(a.Peers, 10))
+			s.w.WriteString(",\n      \"seen_by_trusted_peers\": " + strconv.FormatInt(a.TrustedPeers, 10))
+			s.w.WriteString("\n    }")
 			s.progress()
 			return nil
 		})
@@ -197,14 +200,28 @@ type found struct {
 	FirstSeen string   `json:"seen_first"`
 	LastSeen  string   `json:"seen_last"`
 	Count     string   `json:"seen_count"`
-	Match     string   `json:"match,omitempty"`
-	Matched   []number `json:"matched_numbers,omitempty"`
+	provenance
+	Match   string   `json:"match,omitempty"`
+	Matched []number `json:"matched_numbers,omitempty"`
+}
+
+// provenance says where a key was seen: by this node's own trap, and by how many peers
+// (distinct nodes whose signed reports are stored), trusted ones among them.
+type provenance struct {
+	Local        bool  `json:"seen_locally"`
+	Peers        int64 `json:"seen_by_peers"`
+	TrustedPeers int64 `json:"seen_by_trusted_peers"`
+}
+
+func provenanceOf(a store.Aggregate) provenance {
+	return provenance{Local: a.Local > 0, Peers: a.Peers, TrustedPeers: a.TrustedPeers}
 }
 
 type number struct {
 	Number   string `json:"called_number"`
 	LastSeen string `json:"seen_last"`
 	Count    string `json:"seen_count"`
+	provenance
 }
 
 func (h *handler) ip(w http.ResponseWriter, r *http.Request) {
@@ -222,7 +239,7 @@ func (h *handler) ip(w http.ResponseWriter, r *http.Request) {
 		writeMessage(w, http.StatusNotFound, msgNoBadActor)
 		return
 	}
-	writeJSON(w, http.StatusOK, found{IP: ip, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count)})
+	writeJSON(w, http.StatusOK, found{IP: ip, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count), provenance: provenanceOf(a)})
 }
 
 func count(n int64) string { return strconv.FormatInt(n, 10) }
@@ -234,7 +251,7 @@ func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found,
 		if !ok || err != nil {
 			return found{}, false, err
 		}
-		return found{Number: n, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count)}, true, nil
+		return found{Number: n, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count), provenance: provenanceOf(a)}, true, nil
 	}
 	m, err := h.cfg.Store.MatchNumbers(r.Context(), n)
 	if len(m) == 0 || err != nil {
@@ -246,7 +263,11 @@ func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found,
 		total += a.Count
 		f.FirstSeen = min(f.FirstSeen, a.FirstSeen)
 		f.LastSeen = max(f.LastSeen, a.LastSeen)
-		f.Matched = append(f.Matched, number{a.Key, a.LastSeen, count(a.Count)})
+		// Peers may overlap between numbers: the largest count is the distinct floor.
+		f.Local = f.Local || a.Local > 0
+		f.Peers = max(f.Peers, a.Peers)
+		f.TrustedPeers = max(f.TrustedPeers, a.TrustedPeers)
+		f.Matched = append(f.Matched, number{a.Key, a.LastSeen, count(a.Count), provenanceOf(a)})
 	}
 	f.Count = count(total)
 	return f, true, nil
@@ -440,4 +461,14 @@ func (o jsonObject) MarshalJSON() ([]byte, error) {
 		b = append(append(append(b, k...), ':'), v...)
 	}
 	return append(b, '}'), nil
+}
+
+// peers serves /peers: this node's peer ID and addresses, and per connected peer what it
+// delivered and what was refused.
+func (h *handler) peers(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Peers == nil {
+		writeError(w, http.StatusNotFound, "Peer-to-peer is off on this node (start it with -p).")
+		return
+	}
+	writeJSON(w, http.StatusOK, h.cfg.Peers())
 }

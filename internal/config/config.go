@@ -82,6 +82,8 @@ type Config struct {
 	P2PAddr           []string
 	P2PTrust          []string
 	P2PMinSightings   int
+	P2PRate           float64
+	P2PCatchup        time.Duration
 	Metrics           bool
 	Retention         time.Duration
 	Persona           string
@@ -143,6 +145,8 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringSliceVar(&c.P2PAddr, "p2p-addr", []string{"/ip4/0.0.0.0/udp/4222/quic-v1", "/ip4/0.0.0.0/tcp/4222"}, "libp2p listen multiaddrs")
 	fs.StringSliceVar(&c.P2PTrust, "p2p-trust", nil, "peer IDs whose events count at once")
 	fs.IntVar(&c.P2PMinSightings, "p2p-min-sightings", 1, "distinct peers that must report an IP or number before it counts")
+	fs.Float64Var(&c.P2PRate, "p2p-rate", 200, "events per second accepted from one originating node (bursts of 10 seconds' worth); the excess is ignored")
+	fs.DurationVar(&c.P2PCatchup, "p2p-catchup", 24*time.Hour, "how far back to fetch peers' events on meeting them (0 turns catch-up requests off; at most 720h)")
 	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus /metrics on the API listener")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this, e.g. 2160h (0 keeps everything)")
 	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
@@ -404,6 +408,15 @@ func (c *Config) validate() error {
 	}
 	if c.P2PMinSightings < 1 {
 		errs = append(errs, errors.New("--p2p-min-sightings must be at least 1"))
+	}
+	if c.P2PRate <= 0 {
+		errs = append(errs, errors.New("--p2p-rate must be more than 0"))
+	}
+	if c.P2PCatchup < 0 || c.P2PCatchup > 720*time.Hour {
+		errs = append(errs, errors.New("--p2p-catchup must be between 0 and 720h (peers refuse events older than 30 days)"))
+	}
+	if !c.P2P && (len(c.Bootstrap) > 0 || len(c.P2PTrust) > 0 || c.P2PMinSightings > 1) {
+		c.Notices = append(c.Notices, "peer-to-peer options (-b, --p2p-trust, --p2p-min-sightings) are set but -p/--p2p is not: this node neither shares nor receives")
 	}
 	if c.SIPMaxConns < 1 || c.SIPMaxConnsPerIP < 1 {
 		errs = append(errs, errors.New("--sip-max-conns and --sip-max-conns-per-ip must be at least 1"))

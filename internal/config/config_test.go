@@ -125,6 +125,9 @@ func TestErrors(t *testing.T) {
 		{"tiny spool", []string{"--webhook-spool-max", "1000"}, env(), "--webhook-spool-max"},
 		{"no concurrency", []string{"--webhook-concurrency", "0"}, env(), "--webhook-concurrency"},
 		{"zero timeout", nil, env("DIALTRAP_WEBHOOK_TIMEOUT", "0s"), "--webhook-timeout"},
+		{"no p2p rate", []string{"--p2p-rate", "0"}, env(), "--p2p-rate"},
+		{"catch-up too long", []string{"--p2p-catchup", "1000h"}, env(), "--p2p-catchup"},
+		{"no sightings", nil, env("DIALTRAP_P2P_MIN_SIGHTINGS", "0"), "--p2p-min-sightings"},
 		{"stray argument", []string{"now"}, env(), "unexpected argument"},
 		{"bad env duration", nil, env("DIALTRAP_RETENTION", "forever"), "DIALTRAP_RETENTION"},
 		{"missing config file", []string{"-g", "/nonexistent/dialtrap.toml"}, env(), "read config file"},
@@ -140,6 +143,17 @@ func TestErrors(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestPeerOptionsWithoutP2P(t *testing.T) {
+	c, err := Load([]string{"-b", "/ip4/127.0.0.1/tcp/4222/p2p/x", "--p2p-min-sightings", "2"}, env())
+	if err != nil || len(c.Notices) != 1 || !strings.Contains(c.Notices[0], "-p/--p2p is not") {
+		t.Errorf("notices %q (%v), want one saying -p is off", c.Notices, err)
+	}
+	c, err = Load([]string{"-p", "-b", "/ip4/127.0.0.1/tcp/4222/p2p/x", "--p2p-catchup", "0"}, env())
+	if err != nil || len(c.Notices) != 0 || c.P2PCatchup != 0 || c.P2PRate != 200 {
+		t.Errorf("with -p: %+v %v", c.Notices, err)
 	}
 }
 

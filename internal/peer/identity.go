@@ -66,3 +66,16 @@ func LoadKey(dir string) (crypto.PrivKey, error) {
 func ID(key crypto.PrivKey) (libpeer.ID, error) {
 	return libpeer.IDFromPrivateKey(key)
 }
+
+// ParseIDs parses peer IDs (--p2p-trust).
+func ParseIDs(ids []string) ([]libpeer.ID, error) {
+	var out []libpeer.ID
+	for _, s := range ids {
+		id, err := libpeer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a peer ID (a node logs its own at start: p2p: joined peer_id=12D3KooW...): %w", s, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
