@@ -195,11 +195,11 @@ func (h *handler) ipset(w http.ResponseWriter, r *http.Request) {
 
 // found is the body of a successful single lookup: the contract key first, then extras.
 type found struct {
-	IP        string   `json:"bad_actor_found,omitempty"`
-	Number    string   `json:"phone_number_found,omitempty"`
-	FirstSeen string   `json:"seen_first"`
-	LastSeen  string   `json:"seen_last"`
-	Count     string   `json:"seen_count"`
+	IP        string `json:"bad_actor_found,omitempty"`
+	Number    string `json:"phone_number_found,omitempty"`
+	FirstSeen string `json:"seen_first"`
+	LastSeen  string `json:"seen_last"`
+	Count     string `json:"seen_count"`
 	provenance
 	Match   string   `json:"match,omitempty"`
 	Matched []number `json:"matched_numbers,omitempty"`
