@@ -83,6 +83,7 @@ type Node struct {
 	limiters map[libpeer.ID]*rate.Limiter
 
 	gate  *gate
+	drops drops
 	seen  *seenEvents
 	peers peerTable
 	catch catchup
@@ -142,6 +143,10 @@ func Start(cfg Config) (*Node, error) {
 	n.ps, err = pubsub.NewGossipSub(ctx, h,
 		pubsub.WithMaxMessageSize(MaxEnvelope+4096),
 		pubsub.WithValidateQueueSize(1024), // a burst from one peer does not crowd out the rest
+		// Messages to a peer whose queue is full are dropped, not retried: 32 (the default)
+		// loses events when a scan bursts hundreds a second (measured in bench/p2p).
+		pubsub.WithPeerOutboundQueueSize(1024),
+		pubsub.WithRawTracer(&n.drops),
 		pubsub.WithMessageIdFn(func(m *pb.Message) string {
 			// The same sealed event is the same message whoever forwards it.
 			sum := sha256.Sum256(m.Data)
@@ -159,7 +164,9 @@ func Start(cfg Config) (*Node, error) {
 	if n.topic, err = n.ps.Join(Topic); err != nil {
 		return fail(err)
 	}
-	if n.sub, err = n.topic.Subscribe(); err != nil {
+	// The reader hands events to the hub, which may pause it briefly (store back-pressure);
+	// gossipsub drops what does not fit in this buffer meanwhile.
+	if n.sub, err = n.topic.Subscribe(pubsub.WithBufferSize(8192)); err != nil {
 		return fail(err)
 	}
 	for _, ai := range boot {
@@ -350,6 +357,9 @@ func (n *Node) TopicPeers() []libpeer.ID { return n.ps.ListPeers(Topic) }
 type Stats struct {
 	Published, Skipped, Received uint64
 	Rejected                     map[string]uint64
+	// Dropped counts messages gossipsub had no room for: "outbound" (a peer's send queue),
+	// "validation" (the validation queue) and "delivery" (this node's reader).
+	Dropped map[string]uint64
 }
 
 // Stats returns the counters.
@@ -360,7 +370,9 @@ func (n *Node) Stats() Stats {
 		rej[k] = v
 	}
 	n.mu.Unlock()
-	return Stats{Published: n.published.Load(), Skipped: n.skipped.Load(), Received: n.received.Load(), Rejected: rej}
+	return Stats{Published: n.published.Load(), Skipped: n.skipped.Load(), Received: n.received.Load(), Rejected: rej,
+		Dropped: map[string]uint64{"outbound": n.drops.outbound.Load(), "validation": n.drops.validation.Load(),
+			"delivery": n.drops.delivery.Load()}}
 }
 
 // Score returns gossipsub's latest score of p as this node sees it (updated every second).

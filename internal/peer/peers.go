@@ -112,6 +112,7 @@ type Report struct {
 	Published      uint64            `json:"events_published"`
 	Received       uint64            `json:"events_received"`
 	Rejected       map[string]uint64 `json:"events_rejected"`
+	Dropped        map[string]uint64 `json:"messages_dropped"`
 	Pending        int               `json:"events_pending"`
 	PendingDropped uint64            `json:"events_pending_dropped"`
 	MinSightings   int               `json:"min_sightings"`
@@ -122,7 +123,7 @@ func (n *Node) Report() Report {
 	st := n.Stats()
 	held, dropped := n.gate.pending()
 	r := Report{ID: n.self.String(), Addrs: n.Addrs(), Published: st.Published, Received: st.Received,
-		Rejected: st.Rejected, Pending: held, PendingDropped: dropped, MinSightings: n.gate.p.MinSightings,
+		Rejected: st.Rejected, Dropped: st.Dropped, Pending: held, PendingDropped: dropped, MinSightings: n.gate.p.MinSightings,
 		Peers: []PeerInfo{}}
 	topic := map[libpeer.ID]bool{}
 	for _, p := range n.TopicPeers() {
