@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,8 +49,20 @@ func main() {
 		peerRate = flag.Float64("peer-rate", 5000, "per-originator accepted rate (--p2p-rate) on every node")
 		bare     = flag.Bool("bare", true, "also measure bare gossipsub")
 		drain    = flag.Duration("drain", 10*time.Second, "longest wait for the last events after publishing")
+		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	)
 	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var ns, rs []int
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(s)

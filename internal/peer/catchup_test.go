@@ -163,8 +163,13 @@ func TestCatchupFromLyingPeer(t *testing.T) {
 	honestData, _ := Seal(honest, liarKey)
 	tampered, _ := Seal(testEvent(time.Now()), liarKey)
 	tampered[len(tampered)-80] ^= 1
+	// Its own event again under the same event_uuid with another number: a conflict.
+	changed := *honest
+	changed.CalledNumber = "0046812118999"
+	conflicting, _ := Seal(&changed, liarKey)
 	items := [][]byte{
 		honestData,
+		conflicting,
 		tampered,
 		mustSeal(t, func(e *event.Event) { e.SourceIP = "not-an-ip" }, liarKey),
 		mustSeal(t, func(e *event.Event) { e.Timestamp = event.FormatTime(time.Now().Add(time.Hour)) }, liarKey),
@@ -210,7 +215,7 @@ func TestCatchupFromLyingPeer(t *testing.T) {
 		t.Errorf("the liar's application score is %.0f, want negative", s)
 	}
 	r := victim.Stats().Rejected
-	if r[ReasonSignature] != 2 || r[ReasonIP] != 1 || r[ReasonTime] != 1 {
+	if r[ReasonSignature] != 2 || r[ReasonIP] != 1 || r[ReasonTime] != 1 || r[ReasonConflict] != 1 {
 		t.Errorf("rejections %v", r)
 	}
 }

@@ -140,21 +140,16 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("start the DHT: %w", err))
 	}
-	n.ps, err = pubsub.NewGossipSub(ctx, h,
+	n.ps, err = pubsub.NewGossipSub(ctx, h, append(ProtocolOptions(),
 		pubsub.WithMaxMessageSize(MaxEnvelope+4096),
 		pubsub.WithValidateQueueSize(1024), // a burst from one peer does not crowd out the rest
 		// Messages to a peer whose queue is full are dropped, not retried: 32 (the default)
 		// loses events when a scan bursts hundreds a second (measured in bench/p2p).
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithRawTracer(&n.drops),
-		pubsub.WithMessageIdFn(func(m *pb.Message) string {
-			// The same sealed event is the same message whoever forwards it.
-			sum := sha256.Sum256(m.Data)
-			return string(sum[:])
-		}),
 		pubsub.WithPeerScore(scoreParams(n.appScore), scoreThresholds()),
 		pubsub.WithPeerScoreInspect(func(m map[libpeer.ID]float64) { n.scores.Store(m) }, time.Second),
-	)
+	)...)
 	if err != nil {
 		return fail(fmt.Errorf("start gossipsub: %w", err))
 	}
@@ -184,6 +179,22 @@ func Start(cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.readLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.discover(ctx) }()
 	return n, nil
+}
+
+// ProtocolOptions are the gossipsub settings every node of the network must share. Messages
+// carry no gossipsub signature: the event inside is a signed envelope already, and a second
+// signature by the same key would cost every node a second verification per message (half
+// its CPU at a thousand events a second, measured in bench/p2p). Without a signature gossipsub
+// has no sender and sequence number to name a message by, so the same sealed event is the
+// same message by its hash, whoever forwards it.
+func ProtocolOptions() []pubsub.Option {
+	return []pubsub.Option{
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithMessageIdFn(func(m *pb.Message) string {
+			sum := sha256.Sum256(m.Data)
+			return string(sum[:])
+		}),
+	}
 }
 
 func parseBootstrap(addrs []string) ([]libpeer.AddrInfo, error) {

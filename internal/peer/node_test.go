@@ -132,7 +132,7 @@ func TestLyingPeerIsRejectedAndPenalised(t *testing.T) {
 	defer h.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ps, err := pubsub.NewGossipSub(ctx, h)
+	ps, err := pubsub.NewGossipSub(ctx, h, ProtocolOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,26 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	libpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/peer"
 )
 
@@ -147,6 +157,16 @@ func TestP2PNetwork(t *testing.T) {
 		t.Errorf("the late node's numbers did not come by catch-up: %+v", late.report())
 	}
 
+	// dialtrap peers prints the relay's view: its ID, and a row per connected node.
+	out, err := run(t, 10*time.Second, binary, "peers", "--api-url", relay.api.base)
+	if err != nil || !strings.Contains(out, "peer ID     "+relay.report().ID) || !strings.Contains(out, "PEER ID") ||
+		!strings.Contains(out, a.report().ID) {
+		t.Errorf("dialtrap peers: %v\n%s", err, out)
+	}
+	if out, err := run(t, 10*time.Second, binary, "peers", "--api-url", alone.api.base); err == nil || !strings.Contains(out, "Peer-to-peer is off") {
+		t.Errorf("dialtrap peers against a node without -p: %v\n%s", err, out)
+	}
+
 	// Restart: same key, same peer ID.
 	id := b.report().ID
 	b.stop()
@@ -181,4 +201,98 @@ func TestP2PNetwork(t *testing.T) {
 	if got == 0 || got != len(fromA) {
 		t.Errorf("the late node holds %d of A's %d events", got, len(fromA))
 	}
+}
+
+// A peer flooding valid, signed events as fast as it can neither costs the node its capture
+// (every SIPp call during the flood is stored) nor its API (every lookup answered), and gets
+// no more than its per-originator rate through.
+func TestP2PFloodDoesNotCostCaptureOrAPI(t *testing.T) {
+	need(t, "sipp")
+	const rate = 50
+	x := startP2PNode(t, "", append([]string{"-r", "--p2p-rate", fmt.Sprint(rate)}, loopP2P...)...)
+	addr, err := multiaddr.NewMultiaddr(p2pAddrRe.FindString(x.log()))
+	if err != nil {
+		t.Fatalf("node address: %v\n%s", err, x.log())
+	}
+	target, err := libpeer.AddrInfoFromP2pAddr(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, _ := crypto.GenerateEd25519Key(nil)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps, err := pubsub.NewGossipSub(ctx, h, peer.ProtocolOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(peer.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Connect(ctx, *target); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the flooder joins the node's topic", 15*time.Second, func() bool { return len(topic.ListPeers()) > 0 })
+
+	origin := event.Origin{AppVersion: "9", NodeID: "0b9f4c3e-8c2c-445b-8661-50a70fa9e873", Method: event.Passive,
+		Transport: event.UDP, Source: netip.MustParseAddrPort("203.0.113.66:5060"), Dest: netip.MustParseAddrPort("198.51.100.1:5060")}
+	var sent atomic.Int64
+	floodDone := make(chan struct{})
+	began := time.Now()
+	go func() {
+		defer close(floodDone)
+		for time.Since(began) < 4*time.Second {
+			data, err := peer.Seal(event.New(origin, time.Now(), "0099966", "INVITE", "flood", []byte("INVITE sip:0099966@x SIP/2.0\r\n\r\n")), key)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			topic.Publish(ctx, data)
+			sent.Add(1)
+		}
+	}()
+
+	const number = "0046812118777"
+	sippCalls(t, x.node, 20, number)
+	client := &http.Client{Timeout: 2 * time.Second}
+	lookups := 0
+	for time.Since(began) < 4*time.Second {
+		resp, err := client.Get(x.api.base + "/numbers/" + number)
+		if err != nil {
+			t.Fatalf("API lookup during the flood: %v", err)
+		}
+		resp.Body.Close()
+		lookups++
+	}
+	<-floodDone
+	elapsed := time.Since(began)
+	var fromFlooder uint64
+	for _, p := range x.report().Peers {
+		if p.ID == h.ID().String() {
+			fromFlooder = p.Received
+		}
+	}
+	x.stop()
+	invites, flooded := 0, 0
+	for _, e := range x.events() {
+		switch {
+		case e.CalledNumber == number && e.SIPMethod == "INVITE":
+			invites++
+		case e.CalledNumber == "0099966":
+			flooded++
+		}
+	}
+	if invites < 20 {
+		t.Errorf("%d of 20 SIPp INVITEs stored during the flood", invites)
+	}
+	if limit := 10*rate + int(rate*elapsed.Seconds()) + 1; flooded > limit || uint64(flooded) != fromFlooder {
+		t.Errorf("stored %d flooded events (node counted %d accepted) of %d sent in %v; the rate allows %d",
+			flooded, fromFlooder, sent.Load(), elapsed, limit)
+	}
+	t.Logf("flood: %d sent, %d stored; %d API lookups and %d SIPp INVITEs stored meanwhile", sent.Load(), flooded, lookups, invites)
 }
