@@ -187,6 +187,11 @@ func (h *Hub) run(q *queue) {
 		}
 		q.failures.Add(1)
 		q.healthy.Store(false)
+		// Publishers waiting for room would wait for the whole outage: wake them so that
+		// they drop the oldest instead.
+		q.mu.Lock()
+		q.room.Broadcast()
+		q.mu.Unlock()
 		if pe := (*PartialError)(nil); errors.As(err, &pe) && pe.Done > 0 && pe.Done <= len(batch) {
 			q.delivered.Add(uint64(pe.Done))
 			batch = batch[pe.Done:]

@@ -184,3 +184,39 @@ func TestCloseGivesUpOnDeadSink(t *testing.T) {
 		}
 	})
 }
+
+// A publisher already waiting for room when the sink's write fails stops waiting: it drops the
+// oldest instead of stalling for the whole outage (capture must go on while the disk is full).
+func TestWaitingPublisherIsReleasedWhenTheSinkFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := New(nil)
+		r := &recorder{name: "failing", gate: make(chan struct{}), failFirst: 1 << 30}
+		h.Add(r, Options{Policy: Block, Capacity: 8})
+		published := make(chan struct{})
+		go func() {
+			for _, e := range events(17) { // 8 taken by the blocked write, 8 queued, 1 waits
+				h.Publish(e)
+			}
+			close(published)
+		}()
+		synctest.Wait() // the write holds the first batch; the publisher waits for room
+		select {
+		case <-published:
+			t.Fatal("the publisher did not wait while the sink was healthy")
+		default:
+		}
+		close(r.gate) // the write fails
+		synctest.Wait()
+		select {
+		case <-published:
+		default:
+			t.Fatal("the publisher still waits on a failing sink")
+		}
+		if st := h.Stats()[0]; st.Dropped != 1 {
+			t.Errorf("stats %+v, want the oldest queued event dropped", st)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		h.Close(ctx)
+	})
+}

@@ -36,6 +36,8 @@ const (
 	catchupTimeout    = 60 * time.Second // per page, request to trailer
 	catchupServeSlots = 4                // answers served at once
 	catchupMaxBad     = 10               // refused items before a session is given up
+	catchupRetries    = 3                // failed sessions with a peer before waiting for a reconnection
+	catchupRetryWait  = 5 * time.Second  // times the number of failures
 	defaultWindow     = 24 * time.Hour
 )
 
@@ -58,6 +60,7 @@ type catchupTrailer struct {
 type catchup struct {
 	mu     sync.Mutex
 	queued map[libpeer.ID]bool
+	tries  map[libpeer.ID]int       // failed sessions in a row
 	done   map[libpeer.ID]time.Time // last completed session with the peer
 	gone   map[libpeer.ID]time.Time // last time the peer disconnected
 	queue  chan libpeer.ID
@@ -66,7 +69,8 @@ type catchup struct {
 
 func (n *Node) startCatchup(ctx context.Context) {
 	c := &n.catch
-	c.queued, c.done, c.gone = map[libpeer.ID]bool{}, map[libpeer.ID]time.Time{}, map[libpeer.ID]time.Time{}
+	c.queued, c.tries = map[libpeer.ID]bool{}, map[libpeer.ID]int{}
+	c.done, c.gone = map[libpeer.ID]time.Time{}, map[libpeer.ID]time.Time{}
 	c.queue = make(chan libpeer.ID, 256)
 	c.slots = make(chan struct{}, catchupServeSlots)
 	n.host.SetStreamHandler(CatchupProtocol, func(s network.Stream) { n.serveCatchup(ctx, s) })
@@ -142,12 +146,26 @@ func (n *Node) catchupFrom(ctx context.Context, p libpeer.ID) {
 	c.mu.Unlock()
 	got, err := n.catchupSession(ctx, p, event.FormatTime(from))
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	delete(c.queued, p)
+	var lied *misbehaved
+	if err != nil && ctx.Err() == nil && !errors.As(err, &lied) && c.tries[p] < catchupRetries {
+		// The peer may not be ready yet, or the connection dropped: ask again later.
+		c.tries[p]++
+		wait := time.Duration(c.tries[p]) * catchupRetryWait
+		n.log.Debug("p2p: catch-up with a peer failed; will retry", "peer", p, "events", got, "in", wait, "err", err)
+		time.AfterFunc(wait, func() {
+			if ctx.Err() == nil {
+				n.wantCatchup(p)
+			}
+		})
+		return
+	}
+	delete(c.tries, p)
 	if len(c.done) >= maxPeerCounters {
 		clear(c.done)
 	}
 	c.done[p] = time.Now()
-	c.mu.Unlock()
 	switch {
 	case err != nil && ctx.Err() == nil:
 		n.log.Info("p2p: catch-up with a peer stopped", "peer", p, "events", got, "err", err)
@@ -155,6 +173,13 @@ func (n *Node) catchupFrom(ctx context.Context, p libpeer.ID) {
 		n.log.Info("p2p: caught up with a peer", "peer", p, "events", got, "since", event.FormatTime(from))
 	}
 }
+
+// misbehaved is a catch-up failure that is the serving peer's doing: it is not asked again
+// until it reconnects.
+type misbehaved struct{ err error }
+
+func (m *misbehaved) Error() string { return m.err.Error() }
+func (m *misbehaved) Unwrap() error { return m.err }
 
 func (n *Node) catchupSession(ctx context.Context, p libpeer.ID, since string) (int, error) {
 	req := catchupRequest{Since: since, Limit: catchupPage}
@@ -170,7 +195,7 @@ func (n *Node) catchupSession(ctx context.Context, p libpeer.ID, since string) (
 		}
 		// The cursor must move forward, or a peer could keep us asking for the same page.
 		if tr.AfterTS < req.Since || tr.AfterTS == req.Since && tr.AfterID <= req.AfterID {
-			return total, fmt.Errorf("peer sent a cursor that does not advance (%s/%d)", tr.AfterTS, tr.AfterID)
+			return total, &misbehaved{fmt.Errorf("peer sent a cursor that does not advance (%s/%d)", tr.AfterTS, tr.AfterID)}
 		}
 		req.Since, req.AfterID = tr.AfterTS, tr.AfterID
 	}
@@ -207,7 +232,7 @@ func (n *Node) catchupPage(ctx context.Context, p libpeer.ID, req catchupRequest
 		if size > MaxEnvelope || items >= req.Limit {
 			s.Reset()
 			n.peers.count(p, func(c *peerCounters) { c.bad++; c.rejected++ })
-			return tr, items, errors.New("catch-up answer item too large, or more items than asked for")
+			return tr, items, &misbehaved{errors.New("catch-up answer item too large, or more items than asked for")}
 		}
 		data := make([]byte, size)
 		if _, err := io.ReadFull(r, data); err != nil {
@@ -226,7 +251,7 @@ func (n *Node) catchupPage(ctx context.Context, p libpeer.ID, req catchupRequest
 			n.peers.count(p, func(c *peerCounters) { c.bad++ })
 			if *bad++; *bad >= catchupMaxBad {
 				s.Reset()
-				return tr, items, fmt.Errorf("peer served %d events that fail the checks (last: %w)", *bad, err)
+				return tr, items, &misbehaved{fmt.Errorf("peer served %d events that fail the checks (last: %w)", *bad, err)}
 			}
 		}
 	}
@@ -235,7 +260,7 @@ func (n *Node) catchupPage(ctx context.Context, p libpeer.ID, req catchupRequest
 		return tr, items, fmt.Errorf("read catch-up trailer: %w", err)
 	}
 	if err := json.Unmarshal(line, &tr); err != nil {
-		return tr, items, fmt.Errorf("catch-up trailer is not JSON: %w", err)
+		return tr, items, &misbehaved{fmt.Errorf("catch-up trailer is not JSON: %w", err)}
 	}
 	return tr, items, nil
 }

@@ -136,6 +136,8 @@ func Start(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	// Before any connection: a peer that meets this node asks for catch-up at once.
+	n.startCatchup(ctx)
 	n.dht, err = dht.New(h, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(dhtPrefix), dht.BootstrapPeers(boot...))
 	if err != nil {
 		return fail(fmt.Errorf("start the DHT: %w", err))
@@ -174,7 +176,6 @@ func Start(cfg Config) (*Node, error) {
 	if err := n.dht.Bootstrap(ctx); err != nil {
 		return fail(fmt.Errorf("bootstrap the DHT: %w", err))
 	}
-	n.startCatchup(ctx)
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.readLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.discover(ctx) }()

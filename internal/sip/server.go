@@ -92,19 +92,28 @@ func New(cfg Config) *Server {
 // Start binds every listener, then serves in the background. A listener that cannot bind is
 // an error naming the address and what to do.
 func (s *Server) Start(ctx context.Context) error {
-	udp, err := listenUDP(ctx, s.cfg.Addr, s.cfg.ReadBuffer, s.log)
-	if err != nil {
-		return err
-	}
-	s.udp = udp
-	// UDP and TCP share one port; with port 0 TCP takes the one UDP was given.
-	tcpAddr := s.cfg.Addr
-	if host, port, _ := net.SplitHostPort(tcpAddr); port == "0" {
-		tcpAddr = net.JoinHostPort(host, fmt.Sprint(udp.LocalAddr().(*net.UDPAddr).Port))
-	}
 	var lc net.ListenConfig
-	if s.tcp, err = lc.Listen(ctx, "tcp", tcpAddr); err != nil {
-		return fmt.Errorf("listen for SIP on TCP %s: %w (stop what uses that port or choose another with --sip-addr)", tcpAddr, err)
+	// UDP and TCP share one port. With port 0 TCP takes the one UDP was given, which some
+	// other socket may hold on TCP: then both try again with another.
+	host, port, _ := net.SplitHostPort(s.cfg.Addr)
+	for try := 1; ; try++ {
+		udp, err := listenUDP(ctx, s.cfg.Addr, s.cfg.ReadBuffer, s.log)
+		if err != nil {
+			return err
+		}
+		tcpAddr := s.cfg.Addr
+		if port == "0" {
+			tcpAddr = net.JoinHostPort(host, fmt.Sprint(udp.LocalAddr().(*net.UDPAddr).Port))
+		}
+		s.tcp, err = lc.Listen(ctx, "tcp", tcpAddr)
+		if err == nil {
+			s.udp = udp
+			break
+		}
+		udp.Close()
+		if port != "0" || try == 10 {
+			return fmt.Errorf("listen for SIP on TCP %s: %w (stop what uses that port or choose another with --sip-addr)", tcpAddr, err)
+		}
 	}
 	if s.cfg.TLSAddr != "" {
 		if s.cfg.TLSConfig == nil {
