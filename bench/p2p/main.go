@@ -225,10 +225,9 @@ type dtNode struct {
 }
 
 type dtNet struct {
-	dir    string
-	nodes  []*dtNode
-	mu     sync.RWMutex
-	stored func(node, seq int)
+	storedHook
+	dir   string
+	nodes []*dtNode
 }
 
 // timedStore reports each event of a batch once the store holds it.
@@ -242,13 +241,8 @@ func (t timedStore) Write(ctx context.Context, batch []*event.Event) error {
 	if err := t.Store.Write(ctx, batch); err != nil {
 		return err
 	}
-	t.net.mu.RLock()
-	f := t.net.stored
-	t.net.mu.RUnlock()
 	for _, e := range batch {
-		if f != nil {
-			f(t.node, seqOf(e.CalledNumber))
-		}
+		t.net.stored(t.node, seqOf(e.CalledNumber))
 	}
 	return nil
 }
@@ -303,27 +297,50 @@ func startDialtrap(n int, peerRate float64) (*dtNet, error) {
 			Dest:   netip.MustParseAddrPort("198.51.100.1:5060"),
 		}})
 	}
+	if err := waitMesh(n, func(i int) int { return len(net.nodes[i].p2p.TopicPeers()) }); err != nil {
+		return nil, err
+	}
+	return net, nil
+}
+
+// waitMesh waits until each of n nodes has min(n-1, 4) topic peers, then lets the mesh settle.
+func waitMesh(n int, topicPeers func(i int) int) error {
 	want := min(n-1, 4)
 	deadline := time.Now().Add(60 * time.Second)
-	for _, nd := range net.nodes {
-		for len(nd.p2p.TopicPeers()) < want {
+	for i := range n {
+		for topicPeers(i) < want {
 			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("the mesh of %d nodes did not form in 60 s", n)
+				return fmt.Errorf("the mesh of %d nodes did not form in 60 s", n)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	time.Sleep(2 * time.Second)
-	return net, nil
+	return nil
+}
+
+// storedHook holds the callback run sets for each step.
+type storedHook struct {
+	mu sync.RWMutex
+	f  func(node, seq int)
+}
+
+func (h *storedHook) setStored(f func(node, seq int)) {
+	h.mu.Lock()
+	h.f = f
+	h.mu.Unlock()
+}
+
+func (h *storedHook) stored(node, seq int) {
+	h.mu.RLock()
+	f := h.f
+	h.mu.RUnlock()
+	if f != nil {
+		f(node, seq)
+	}
 }
 
 func (d *dtNet) size() int { return len(d.nodes) }
-
-func (d *dtNet) setStored(f func(node, seq int)) {
-	d.mu.Lock()
-	d.stored = f
-	d.mu.Unlock()
-}
 
 // A scanner's INVITE, as big as real ones.
 var invite = []byte("INVITE sip:00999@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK-bench;rport\r\n" +
@@ -354,9 +371,8 @@ type bareNet struct {
 	hosts  []host.Host
 	topics []*pubsub.Topic
 	cancel context.CancelFunc
-	mu     sync.RWMutex
-	stored func(node, seq int)
-	wg     sync.WaitGroup
+	storedHook
+	wg sync.WaitGroup
 }
 
 func startBare(n int) (*bareNet, error) {
@@ -394,36 +410,19 @@ func startBare(n int) (*bareNet, error) {
 				if err != nil {
 					return
 				}
-				b.mu.RLock()
-				f := b.stored
-				b.mu.RUnlock()
-				if f != nil && len(m.Data) >= 8 {
-					f(node, int(binary.BigEndian.Uint64(m.Data)))
+				if len(m.Data) >= 8 {
+					b.stored(node, int(binary.BigEndian.Uint64(m.Data)))
 				}
 			}
 		}(i)
 	}
-	want := min(n-1, 4)
-	deadline := time.Now().Add(60 * time.Second)
-	for _, t := range b.topics {
-		for len(t.ListPeers()) < want {
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("the bare mesh of %d nodes did not form in 60 s", n)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	if err := waitMesh(n, func(i int) int { return len(b.topics[i].ListPeers()) }); err != nil {
+		return nil, err
 	}
-	time.Sleep(2 * time.Second)
 	return b, nil
 }
 
 func (b *bareNet) size() int { return len(b.hosts) }
-
-func (b *bareNet) setStored(f func(node, seq int)) {
-	b.mu.Lock()
-	b.stored = f
-	b.mu.Unlock()
-}
 
 // publish sends a message as large as a sealed event, and counts it at the publisher (its own
 // subscription delivers it too).
