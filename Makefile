@@ -5,7 +5,7 @@ COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: run build test deps lint unit e2e fuzz bench clean
+.PHONY: run build test deps lint unit e2e fuzz bench bench-p2p clean
 
 ## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061, data in ./)
 run: build
@@ -40,6 +40,10 @@ fuzz:
 ## bench: capture benchmark (see bench/README.md)
 bench: build
 	$(GO) run ./bench/capture -bin ./bin/dialtrap
+
+## bench-p2p: event sharing between N in-process nodes vs bare gossipsub (see bench/README.md)
+bench-p2p:
+	$(GO) run ./bench/p2p
 
 clean:
 	rm -rf bin
