@@ -277,11 +277,8 @@ func startDialtrap(n int, peerRate float64) (*dtNet, error) {
 		p, err := peer.Start(peer.Config{
 			Key: key, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: boot,
 			PerPeerRate: peerRate, PerPeerBurst: int(peerRate * 10),
-			Recent: func(ctx context.Context, since string, afterID int64, limit int, fn func(*event.Event, int64) error) error {
-				return nil // every node is there from the start: nothing to catch up
-			},
-			CatchupWindow: -1,
-			Receive:       func(e *event.Event, _ libpeer.ID) { h.Publish(e) },
+			// Every node is there from the start: nothing to catch up (no Recent, no window).
+			Receive: func(e *event.Event, _ libpeer.ID) { h.Publish(e) },
 		})
 		if err != nil {
 			return nil, err

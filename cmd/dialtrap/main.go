@@ -228,16 +228,12 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 		if err != nil {
 			return fmt.Errorf("--p2p-trust: %w", err)
 		}
-		window := cfg.P2PCatchup
-		if window == 0 {
-			window = -1 // off
-		}
 		p2p, err = peer.Start(peer.Config{
 			Key: key, ListenAddrs: cfg.P2PAddr, Bootstrap: cfg.Bootstrap, Log: log,
 			PerPeerRate: cfg.P2PRate, PerPeerBurst: max(int(cfg.P2PRate*10), 1),
 			Policy: peer.Policy{Trusted: trusted, MinSightings: cfg.P2PMinSightings,
 				Known: func(ip, number string) bool { return knownHere(ctx, st, ip, number) }},
-			CatchupWindow: window,
+			CatchupWindow: cfg.P2PCatchup,
 			Recent: func(ctx context.Context, since string, afterID int64, limit int, fn func(*event.Event, int64) error) error {
 				return st.Recent(ctx, store.Cursor{Timestamp: since, ID: afterID}, limit,
 					func(e *event.Event, c store.Cursor) error { return fn(e, c.ID) })

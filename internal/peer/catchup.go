@@ -38,7 +38,6 @@ const (
 	catchupMaxBad     = 10               // refused items before a session is given up
 	catchupRetries    = 3                // failed sessions with a peer before waiting for a reconnection
 	catchupRetryWait  = 5 * time.Second  // times the number of failures
-	defaultWindow     = 24 * time.Hour
 )
 
 // RecentFunc calls fn for at most limit stored events after (since, afterID) in time order,
@@ -74,11 +73,8 @@ func (n *Node) startCatchup(ctx context.Context) {
 	c.queue = make(chan libpeer.ID, 256)
 	c.slots = make(chan struct{}, catchupServeSlots)
 	n.host.SetStreamHandler(CatchupProtocol, func(s network.Stream) { n.serveCatchup(ctx, s) })
-	if n.cfg.CatchupWindow < 0 {
+	if n.cfg.CatchupWindow <= 0 {
 		return
-	}
-	if n.cfg.CatchupWindow == 0 {
-		n.cfg.CatchupWindow = defaultWindow
 	}
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, conn network.Conn) { n.wantCatchup(conn.RemotePeer()) },
@@ -241,12 +237,11 @@ func (n *Node) catchupPage(ctx context.Context, p libpeer.ID, req catchupRequest
 		}
 		items++
 		e, signer, err := n.accept(data, p, false)
-		switch ReasonOf(err) {
-		case "":
+		switch {
+		case err == nil:
 			n.peers.count(p, func(c *peerCounters) { c.caughtUp++ })
 			n.deliver(e, signer)
-		case ReasonDuplicate, ReasonOwn, ReasonConflict:
-			// Known already, or ours: nothing wrong with the peer serving it.
+		case blameless(ReasonOf(err)):
 		default:
 			n.peers.count(p, func(c *peerCounters) { c.bad++ })
 			if *bad++; *bad >= catchupMaxBad {

@@ -54,7 +54,7 @@ type Config struct {
 	// Recent serves peers catching up (see catchup.go); nil serves nothing.
 	Recent RecentFunc
 	// CatchupWindow is how far back a node asks its peers for events when it meets them;
-	// 0 means the default of 24 hours, a negative value turns catch-up requests off.
+	// 0 asks for nothing (the node still answers peers' requests).
 	CatchupWindow time.Duration
 	Log           *slog.Logger
 }
@@ -249,12 +249,21 @@ func (n *Node) validate(_ context.Context, from libpeer.ID, m *pubsub.Message) p
 	case err == nil:
 		m.ValidatorData = received{e, signer}
 		return pubsub.ValidationAccept
-	case ReasonOf(err) == ReasonOwn || ReasonOf(err) == ReasonRate || ReasonOf(err) == ReasonDuplicate || ReasonOf(err) == ReasonConflict:
-		// Not the forwarding peer's fault: an honest relay passes these on too.
+	case blameless(ReasonOf(err)):
 		return pubsub.ValidationIgnore
 	default:
 		return pubsub.ValidationReject
 	}
+}
+
+// blameless reports whether a refusal is no fault of the peer that delivered the message:
+// an honest relay or catch-up server passes on such messages too.
+func blameless(reason string) bool {
+	switch reason {
+	case ReasonOwn, ReasonRate, ReasonDuplicate, ReasonConflict:
+		return true
+	}
+	return false
 }
 
 // accept opens data that peer from delivered (by gossip, or by catch-up when gossip is false)

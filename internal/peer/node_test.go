@@ -43,7 +43,7 @@ func startTestNode(t *testing.T, boot []string, tune ...func(*Config)) (*Node, *
 	}
 	in := &inbox{got: map[string]libpeer.ID{}}
 	cfg := Config{
-		Key: key, Bootstrap: boot, Receive: in.receive,
+		Key: key, Bootstrap: boot, Receive: in.receive, CatchupWindow: 24 * time.Hour,
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
 	}
 	for _, f := range tune {

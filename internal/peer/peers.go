@@ -10,17 +10,41 @@ import (
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 )
 
-// seenEvents remembers the content hash of recent event_uuids, so that an event delivered
-// twice (gossip, then catch-up) is dropped, and one re-sent with other content is caught.
-type seenEvents struct {
-	mu   sync.Mutex
-	m    map[string][sha256.Size]byte
+// recent is a map that forgets its oldest key once it holds size keys.
+type recent[V any] struct {
+	m    map[string]V
 	ring []string // insertion order, for eviction
 	pos  int
 }
 
+func newRecent[V any](size int) *recent[V] {
+	return &recent[V]{m: make(map[string]V, size), ring: make([]string, size)}
+}
+
+func (r *recent[V]) get(k string) (V, bool) {
+	v, ok := r.m[k]
+	return v, ok
+}
+
+// put adds k, which must not be there yet.
+func (r *recent[V]) put(k string, v V) {
+	if old := r.ring[r.pos]; old != "" {
+		delete(r.m, old)
+	}
+	r.ring[r.pos] = k
+	r.pos = (r.pos + 1) % len(r.ring)
+	r.m[k] = v
+}
+
+// seenEvents remembers the content hash of recent event_uuids, so that an event delivered
+// twice (gossip, then catch-up) is dropped, and one re-sent with other content is caught.
+type seenEvents struct {
+	mu sync.Mutex
+	r  *recent[[sha256.Size]byte]
+}
+
 func newSeenEvents(size int) *seenEvents {
-	return &seenEvents{m: make(map[string][sha256.Size]byte, size), ring: make([]string, size)}
+	return &seenEvents{r: newRecent[[sha256.Size]byte](size)}
 }
 
 // add records id with data's hash; it returns a duplicate or conflict rejection when id was
@@ -29,18 +53,13 @@ func (s *seenEvents) add(id string, data []byte) error {
 	sum := sha256.Sum256(data)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.m[id]; ok {
+	if old, ok := s.r.get(id); ok {
 		if old == sum {
 			return reject(ReasonDuplicate, "event %s received before", id)
 		}
 		return reject(ReasonConflict, "event %s received before with other content", id)
 	}
-	if old := s.ring[s.pos]; old != "" {
-		delete(s.m, old)
-	}
-	s.ring[s.pos] = id
-	s.pos = (s.pos + 1) % len(s.ring)
-	s.m[id] = sum
+	s.r.put(id, sum)
 	return nil
 }
 

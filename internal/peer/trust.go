@@ -39,9 +39,7 @@ type gate struct {
 	dropped uint64
 	// recent keys that met the policy: what comes next for them passes while the store has
 	// not written them yet (Known would still say no).
-	passed    map[string]struct{}
-	passedOld []string
-	passedPos int
+	passed *recent[struct{}]
 }
 
 // sightings are the distinct peers that reported one key, and the events held for it.
@@ -70,7 +68,7 @@ func newGate(p Policy) *gate {
 		p.MaxPendingBytes = 64 << 20
 	}
 	g := &gate{p: p, trusted: map[libpeer.ID]bool{}, keys: map[string]*sightings{}, queue: list.New(),
-		passed: map[string]struct{}{}, passedOld: make([]string, maxPassed)}
+		passed: newRecent[struct{}](maxPassed)}
 	for _, id := range p.Trusted {
 		g.trusted[id] = true
 	}
@@ -97,7 +95,7 @@ func (g *gate) admit(e *event.Event, signer libpeer.ID) []*event.Event {
 	keys := keysOf(e)
 	g.mu.Lock()
 	for _, k := range keys {
-		if _, ok := g.passed[k]; ok {
+		if _, ok := g.passed.get(k); ok {
 			g.mu.Unlock()
 			return []*event.Event{e}
 		}
@@ -155,12 +153,9 @@ func (g *gate) release(k string, s *sightings) []*event.Event {
 		g.forget(h)
 	}
 	delete(g.keys, k)
-	if old := g.passedOld[g.passedPos]; old != "" {
-		delete(g.passed, old)
+	if _, ok := g.passed.get(k); !ok {
+		g.passed.put(k, struct{}{})
 	}
-	g.passedOld[g.passedPos] = k
-	g.passedPos = (g.passedPos + 1) % maxPassed
-	g.passed[k] = struct{}{}
 	return out
 }
 
