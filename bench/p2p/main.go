@@ -273,17 +273,22 @@ func startDialtrap(n int, peerRate float64) (*dtNet, error) {
 			return nil, err
 		}
 		h := hub.New(slog.New(slog.DiscardHandler))
-		h.Add(timedStore{st, i, net}, hub.Options{Capacity: 1 << 15, MaxBatch: 5000, Policy: hub.Block})
-		p, err := peer.Start(peer.Config{
+		// As internal/node routes them: the store keeps peer events, the p2p sink never
+		// gets them back.
+		h.Add(timedStore{st, i, net}, hub.Options{Capacity: 1 << 15, MaxBatch: 5000, Policy: hub.Block, PeerEvents: true})
+		p := peer.New(peer.Config{
 			Key: key, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: boot,
 			PerPeerRate: peerRate, PerPeerBurst: int(peerRate * 10),
-			// Every node is there from the start: nothing to catch up (no Recent, no window).
+			// Every node is there from the start: nothing to catch up (no Events, no window).
 			Receive: func(e *event.Event, _ libpeer.ID) { h.Publish(e) },
 		})
-		if err != nil {
+		h.Add(p, hub.Options{Capacity: 1 << 14, MaxBatch: 500})
+		if err := h.Start(context.Background()); err != nil {
 			return nil, err
 		}
-		h.Add(p, hub.Options{Capacity: 1 << 14, MaxBatch: 500})
+		if err := p.Start(context.Background()); err != nil {
+			return nil, err
+		}
 		if i == 0 {
 			boot = p.Addrs()[:1]
 		}
@@ -355,7 +360,7 @@ func (d *dtNet) close() {
 	defer cancel()
 	for _, nd := range d.nodes {
 		nd.hub.Close(ctx)
-		nd.p2p.Close()
+		nd.p2p.Close(ctx)
 		nd.st.Close()
 	}
 	os.RemoveAll(d.dir)

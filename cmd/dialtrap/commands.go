@@ -2,22 +2,22 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/dialtrap/dialtrap/internal/apiclient"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/eventio"
@@ -32,47 +32,140 @@ const (
 	checkError   = 2
 )
 
-// storeFlags are the options every subcommand that reads or writes the store shares. Unset
-// ones fall back to the node's environment variables, so a subcommand run beside a node
-// finds the node's database.
+// subcommand is one of dialtrap's operator commands.
+type subcommand struct {
+	synopsis string // for dialtrap -h
+	run      func(args []string, stdout, stderr io.Writer) int
+}
+
+// subcommands are looked up by name; set in init, as their run functions print the list.
+var subcommands map[string]subcommand
+
+// subcommandOrder is the order dialtrap -h lists them in.
+var subcommandOrder = []string{"check", "export", "import", "peers", "version", "block"}
+
+func init() {
+	subcommands = map[string]subcommand{
+		"check":   {"check [flags] NUMBER|IP   is it known-bad? exit 0 unknown, 1 known-bad, 2 error", runCheck},
+		"export":  {"export [flags]            stored events as JSON lines or CSV", runExport},
+		"import":  {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
+		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
+		"version": {"version                   name, version, commit and Go version", runVersion},
+		"block":   {"block                     firewall agent (not in this version yet)", runBlock},
+	}
+}
+
+func subcommandUsage() string {
+	var b strings.Builder
+	for _, name := range subcommandOrder {
+		fmt.Fprintf(&b, "  dialtrap %s\n", subcommands[name].synopsis)
+	}
+	return b.String()
+}
+
+// flags is a subcommand's flag set. Every subcommand reads the node's sources for the flags
+// it is not given: DIALTRAP_<NAME> (and the reference's names), then the TOML file of
+// -g/--config or DIALTRAP_CONFIG.
+type flags struct {
+	*pflag.FlagSet
+	name   string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func newFlags(name, usage, about string, stdout, stderr io.Writer) *flags {
+	fs := pflag.NewFlagSet("dialtrap "+name, pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	f := &flags{FlagSet: fs, name: name, stdout: stdout, stderr: stderr}
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: dialtrap %s\n\n%s\n\nFlags (each also read from DIALTRAP_<NAME> and the -g file):\n%s", usage, about, fs.FlagUsages())
+	}
+	return f
+}
+
+// parse reads args and the other sources. It returns the exit status to end with, or -1 to
+// go on: 0 after -h (usage on standard output), usageCode after a bad flag.
+func (f *flags) parse(args []string, usageCode int) int {
+	f.StringP("config", "g", "", "the node's TOML config file, read for flags not given")
+	f.BoolP("help", "h", false, "print this help")
+	if err := f.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(f.stderr, "dialtrap %s: %v (see dialtrap %s -h)\n", f.name, err, f.name)
+		return usageCode
+	}
+	if help, _ := f.GetBool("help"); help {
+		f.Usage()
+		return exitOK
+	}
+	notices, err := config.FillSubcommand(f.FlagSet, os.LookupEnv)
+	for _, n := range notices {
+		fmt.Fprintf(f.stderr, "dialtrap %s: %s\n", f.name, n)
+	}
+	if err != nil {
+		fmt.Fprintf(f.stderr, "dialtrap %s: %v\n", f.name, err)
+		return usageCode
+	}
+	return -1
+}
+
+// fail prints a subcommand's error and returns code.
+func (f *flags) fail(code int, format string, args ...any) int {
+	fmt.Fprintf(f.stderr, "dialtrap %s: %s\n", f.name, fmt.Sprintf(format, args...))
+	return code
+}
+
+// storeFlags are the database flags of the subcommands that read or write the store.
 type storeFlags struct {
-	fs      *pflag.FlagSet
 	dataDir string
 	dbFile  string
 }
 
-func newStoreFlags(name, usage string, stderr io.Writer) *storeFlags {
-	sf := &storeFlags{fs: pflag.NewFlagSet("dialtrap "+name, pflag.ContinueOnError)}
-	sf.fs.SetOutput(stderr)
-	sf.fs.SortFlags = false
-	sf.fs.StringVarP(&sf.dbFile, "db-file", "f", "", "SQLite database (default dialtrap.db in --data-dir)")
-	sf.fs.StringVar(&sf.dataDir, "data-dir", ".", "the node's data directory")
-	sf.fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: dialtrap %s\n\n%s", usage, sf.fs.FlagUsages())
-	}
-	return sf
+func (sf *storeFlags) add(f *flags) {
+	f.StringVarP(&sf.dbFile, "db-file", "f", "", "SQLite database (default dialtrap.db in --data-dir)")
+	f.StringVar(&sf.dataDir, "data-dir", ".", "the node's data directory")
 }
 
-// parse reads args, then the environment for flags not given.
-func (sf *storeFlags) parse(args []string) error {
-	if err := sf.fs.Parse(args); err != nil {
-		return err
-	}
-	var err error
-	sf.fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || err != nil {
-			return
-		}
-		if v, ok := os.LookupEnv(config.EnvName(f.Name)); ok {
-			if serr := sf.fs.Set(f.Name, v); serr != nil {
-				err = fmt.Errorf("%s: %w", config.EnvName(f.Name), serr)
-			}
-		}
-	})
+// path is the database file: -f as given, else the default name in --data-dir.
+func (sf *storeFlags) path() string {
 	if sf.dbFile == "" {
-		sf.dbFile = filepath.Join(sf.dataDir, config.DefaultDBFile)
+		return filepath.Join(sf.dataDir, config.DefaultDBFile)
 	}
-	return err
+	return sf.dbFile
+}
+
+// apiFlags are the flags of the subcommands that ask a running node.
+type apiFlags struct {
+	url     string
+	token   string
+	apiAddr string
+	timeout time.Duration
+}
+
+func (af *apiFlags) add(f *flags, urlUsage string) {
+	f.StringVar(&af.url, "api-url", "", urlUsage)
+	f.StringVar(&af.token, "api-token", "", "bearer token of the node's API")
+	f.StringVar(&af.apiAddr, "api-addr", config.DefaultAPIAddr, "the node's --api-addr, used for the default --api-url")
+	f.DurationVar(&af.timeout, "timeout", 5*time.Second, "give up after this long")
+}
+
+// client returns the API client; without --api-url it asks the node's --api-addr on this
+// machine.
+func (af *apiFlags) client() *apiclient.Client {
+	u := af.url
+	if u == "" {
+		host, port, err := net.SplitHostPort(af.apiAddr)
+		if err != nil {
+			host, port = "127.0.0.1", "8082"
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		u = "http://" + net.JoinHostPort(host, port)
+	}
+	return &apiclient.Client{BaseURL: u, Token: af.token}
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -82,34 +175,31 @@ func signalContext() (context.Context, context.CancelFunc) {
 // runCheck answers whether a number or IP address is known-bad: exit 0 unknown, 1 known,
 // 2 error. It reads the local database, or asks a node's API with --api-url.
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	sf := newStoreFlags("check", "check [flags] NUMBER|IP\n\nExit status: 0 unknown, 1 known-bad, 2 error.", stderr)
-	apiURL := sf.fs.String("api-url", "", "ask this node's REST API (e.g. http://127.0.0.1:8082) instead of reading the database")
-	token := sf.fs.String("api-token", "", "bearer token for --api-url")
-	match := sf.fs.String("number-match", "exact", "exact, or national (also prefixed forms: +, 00, 011, 9011, 900, 9...)")
-	timeout := sf.fs.Duration("timeout", 5*time.Second, "give up after this long")
-	quiet := sf.fs.BoolP("quiet", "q", false, "print nothing; the exit status says it all")
-	if err := sf.parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return checkUnknown
-		}
-		fmt.Fprintf(stderr, "dialtrap check: %v\n", err)
-		return checkError
+	f := newFlags("check", "check [flags] NUMBER|IP",
+		"Says whether a number or an IP address is known-bad. NUMBER is any called number as the node\n"+
+			"stores it (digits, + and digits, or a SIP user such as service).\n"+
+			"Exit status: 0 unknown, 1 known-bad, 2 error.", stdout, stderr)
+	var sf storeFlags
+	sf.add(f)
+	var af apiFlags
+	af.add(f, "ask this node's REST API (e.g. http://127.0.0.1:8082) instead of reading the database")
+	match := f.String("number-match", "exact", "exact, or national (also prefixed forms: +, 00, 000, 011, 9011, 900, 9...)")
+	quiet := f.BoolP("quiet", "q", false, "print nothing; the exit status says it all")
+	if code := f.parse(args, checkError); code >= 0 {
+		return code
 	}
-	if sf.fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "dialtrap check: give one number or IP address")
-		return checkError
+	if f.NArg() != 1 {
+		return f.fail(checkError, "give one number or IP address (see dialtrap check -h)")
 	}
 	if *match != "exact" && *match != "national" {
-		fmt.Fprintf(stderr, "dialtrap check: --number-match %q: use exact or national\n", *match)
-		return checkError
+		return f.fail(checkError, "--number-match %q: use exact or national", *match)
 	}
-	subject := sf.fs.Arg(0)
+	subject := f.Arg(0)
 	ip, isIP := event.ParseIP(subject)
-	if !isIP && !event.ValidNumber(subject) {
-		fmt.Fprintf(stderr, "dialtrap check: %q is neither an IP address nor a number (digits with an optional leading +)\n", subject)
-		return checkError
+	if subject == "" || !utf8.ValidString(subject) {
+		return f.fail(checkError, "%q is neither an IP address nor a number", subject)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
 	defer cancel()
 	var (
 		known  bool
@@ -117,14 +207,13 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		err    error
 	)
 	switch {
-	case *apiURL != "":
-		known, detail, err = checkAPI(ctx, *apiURL, *token, subject, ip, isIP, *match)
+	case af.url != "":
+		known, detail, err = checkAPI(ctx, af.client(), subject, ip, isIP, *match)
 	default:
-		known, detail, err = checkStore(ctx, sf.dbFile, subject, ip, isIP, *match == "national")
+		known, detail, err = checkStore(ctx, sf.path(), subject, ip, isIP, *match == "national")
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "dialtrap check: %v\n", err)
-		return checkError
+		return f.fail(checkError, "%v", err)
 	}
 	if isIP {
 		subject = ip
@@ -151,7 +240,7 @@ func checkStore(ctx context.Context, path, n, ip string, isIP, national bool) (b
 		a, ok, err := st.IP(ctx, ip)
 		return ok, seen(a), err
 	}
-	if !national {
+	if !national || !event.ValidNumber(n) {
 		a, ok, err := st.Number(ctx, n)
 		return ok, seen(a), err
 	}
@@ -170,86 +259,59 @@ func seen(a store.Aggregate) string {
 	return fmt.Sprintf("seen %d times, last %s UTC", a.Count, a.LastSeen)
 }
 
-// checkAPI asks a node. Only the node's own "not found" answer counts as unknown: a 404 from
-// a wrong URL or a proxy must not pass a number as clean.
-func checkAPI(ctx context.Context, base, token, n, ip string, isIP bool, match string) (bool, string, error) {
-	u := strings.TrimRight(base, "/")
+// checkAPI asks a node; only the node's own "not found" counts as unknown.
+func checkAPI(ctx context.Context, c *apiclient.Client, n, ip string, isIP bool, match string) (bool, string, error) {
+	var (
+		l   apiclient.Lookup
+		err error
+	)
 	if isIP {
-		u += "/ip-addresses/" + url.PathEscape(ip)
+		l, err = c.IP(ctx, ip)
 	} else {
-		u += "/numbers/" + url.PathEscape(n) + "?match=" + match
+		l, err = c.Number(ctx, n, match)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false, "", fmt.Errorf("--api-url %q: %w", base, err)
+	if err != nil || !l.Known {
+		return false, "", err
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if len(l.Matched) > 0 {
+		return true, "matches " + strings.Join(l.Matched, ", "), nil
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false, "", fmt.Errorf("ask %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return false, "", fmt.Errorf("read answer of %s: %w", u, err)
-	}
-	var doc struct {
-		Message  string `json:"message"`
-		Count    string `json:"seen_count"`
-		LastSeen string `json:"seen_last"`
-		IPFound  string `json:"bad_actor_found"`
-		NumFound string `json:"phone_number_found"`
-		Matched  []struct {
-			Number string `json:"called_number"`
-		} `json:"matched_numbers"`
-	}
-	jsonErr := json.Unmarshal(body, &doc)
-	fromNode := resp.Header.Get("X-Powered-By") == "dialtrap" && jsonErr == nil
-	switch {
-	case resp.StatusCode == http.StatusOK && fromNode && (doc.IPFound != "" || doc.NumFound != ""):
-		detail := fmt.Sprintf("seen %s times, last %s UTC", doc.Count, doc.LastSeen)
-		if len(doc.Matched) > 0 {
-			var names []string
-			for _, m := range doc.Matched {
-				names = append(names, m.Number)
-			}
-			detail = "matches " + strings.Join(names, ", ")
-		}
-		return true, detail, nil
-	case resp.StatusCode == http.StatusNotFound && fromNode && doc.Message != "":
-		return false, "", nil
-	}
-	return false, "", fmt.Errorf("unexpected answer from %s: %s %.200s", u, resp.Status, body)
+	return true, fmt.Sprintf("seen %s times, last %s UTC", l.Count, l.LastSeen), nil
 }
 
 // runExport writes every stored event, oldest first, as JSON lines or CSV.
 func runExport(args []string, stdout, stderr io.Writer) int {
-	sf := newStoreFlags("export", "export [flags]", stderr)
-	format := sf.fs.String("format", "jsonl", "jsonl (lossless, one event per line as in the JSON log) or csv (for spreadsheets)")
-	out := sf.fs.StringP("output", "o", "-", "write here (- for standard output)")
-	since := sf.fs.String("since", "", "only events at or after this time (2026-11-23, 2026-11-23 10:00, RFC 3339, or 24h back)")
-	if err := sf.parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "dialtrap export: %v\n", err)
-		return exitUsage
+	f := newFlags("export", "export [flags]", "Writes every stored event, oldest first.", stdout, stderr)
+	var sf storeFlags
+	sf.add(f)
+	format := f.String("format", "jsonl", "jsonl (lossless, one event per line as in the JSON log) or csv (for spreadsheets)")
+	out := f.StringP("output", "o", "-", "write here (- for standard output)")
+	since := f.String("since", "", "only events at or after this time (2026-11-23, 2026-11-23 10:00, RFC 3339, or 24h back)")
+	if code := f.parse(args, exitUsage); code >= 0 {
+		return code
+	}
+	if f.NArg() != 0 {
+		return f.fail(exitUsage, "unexpected argument %q (see dialtrap export -h)", f.Arg(0))
+	}
+	if err := eventio.Format(*format).Check(); err != nil {
+		return f.fail(exitUsage, "--format: %v", err)
 	}
 	from := ""
 	if *since != "" {
 		var err error
 		if from, err = event.ParseSince(*since, time.Now()); err != nil {
-			fmt.Fprintf(stderr, "dialtrap export: %v\n", err)
-			return exitUsage
+			return f.fail(exitUsage, "--since: %v", err)
 		}
 	}
-	if err := export(sf.dbFile, eventio.Format(*format), *out, from, stdout); err != nil {
-		fmt.Fprintf(stderr, "dialtrap export: %v\n", err)
-		return exitRuntime
+	if err := export(sf.path(), eventio.Format(*format), *out, from, stdout); err != nil {
+		return f.fail(exitRuntime, "%v", err)
 	}
 	return exitOK
+}
+
+// eventReader is what export needs of a store.
+type eventReader interface {
+	Events(ctx context.Context, fn func(*event.Event) error) error
 }
 
 func export(db string, format eventio.Format, out, since string, stdout io.Writer) (err error) {
@@ -260,6 +322,10 @@ func export(db string, format eventio.Format, out, since string, stdout io.Write
 		return err
 	}
 	defer st.Close()
+	return writeExport(ctx, st, format, out, since, stdout)
+}
+
+func writeExport(ctx context.Context, st eventReader, format eventio.Format, out, since string, stdout io.Writer) (err error) {
 	dst, commit := stdout, func() error { return nil }
 	if out != "-" {
 		// Written beside the target and renamed at the end: an interrupted export never
@@ -303,45 +369,68 @@ func export(db string, format eventio.Format, out, since string, stdout io.Write
 
 // runImport adds the events of each file to the store, skipping those already there.
 func runImport(args []string, stdout, stderr io.Writer) int {
-	sf := newStoreFlags("import", "import [flags] FILE...\n\nFILE: a dialtrap JSON log or export (JSON lines or CSV), a dialtrap database, or the\nreference product's SQLite database or JSON log. Importing twice adds nothing.", stderr)
-	tz := sf.fs.String("tz", "UTC", "time zone of timestamps written without one (the reference product wrote local time)")
-	if err := sf.parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "dialtrap import: %v\n", err)
-		return exitUsage
+	f := newFlags("import", "import [flags] FILE...",
+		"FILE: a dialtrap JSON log or export (JSON lines or CSV), a dialtrap database, or the\n"+
+			"reference product's SQLite database or JSON log. Importing twice adds nothing.", stdout, stderr)
+	var sf storeFlags
+	sf.add(f)
+	tz := f.String("tz", "UTC", "time zone of timestamps written without one (the reference product wrote local time)")
+	if code := f.parse(args, exitUsage); code >= 0 {
+		return code
 	}
-	if sf.fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "dialtrap import: name at least one file to import")
-		return exitUsage
+	if f.NArg() == 0 {
+		return f.fail(exitUsage, "name at least one file to import (see dialtrap import -h)")
 	}
 	loc, err := time.LoadLocation(*tz)
 	if err != nil {
-		fmt.Fprintf(stderr, "dialtrap import: --tz: %v\n", err)
-		return exitUsage
+		return f.fail(exitUsage, "--tz: %v", err)
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	st, err := sqlite.Open(ctx, sf.dbFile)
+	st, err := sqlite.Open(ctx, sf.path())
 	if err != nil {
-		fmt.Fprintf(stderr, "dialtrap import: %v\n", err)
-		return exitRuntime
+		return f.fail(exitRuntime, "%v", err)
 	}
 	defer st.Close()
-	for _, path := range sf.fs.Args() {
+	for _, path := range f.Args() {
 		if err := importFile(ctx, st, path, loc, stdout, stderr); err != nil {
-			fmt.Fprintf(stderr, "dialtrap import: %v\n", err)
-			return exitRuntime
+			return f.fail(exitRuntime, "%v", err)
 		}
 	}
 	return exitOK
 }
 
+// importStore is what import needs of a store.
+type importStore interface {
+	Write(ctx context.Context, batch []*event.Event) error
+	CountEvents(ctx context.Context) (int64, error)
+}
+
+// runVersion prints the version line.
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("version", "version", "Prints name, version, commit and Go version.", stdout, stderr)
+	if code := f.parse(args, exitUsage); code >= 0 {
+		return code
+	}
+	fmt.Fprintln(stdout, versionLine())
+	return exitOK
+}
+
+// runBlock stands for the planned firewall agent: it says so and exits 2.
+func runBlock(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("block", "block [flags]",
+		"The firewall agent (blocklists applied with nftables or ipset) is planned and not in this\n"+
+			"version yet; the blocklist is served by the API at /ipset meanwhile.", stdout, stderr)
+	if code := f.parse(args, exitUsage); code >= 0 {
+		return code
+	}
+	return f.fail(exitUsage, "the firewall agent is not in this version yet (the API's /ipset serves the blocklist)")
+}
+
 // importBatch is how many events go into one store transaction.
 const importBatch = 2000
 
-func importFile(ctx context.Context, st *sqlite.Store, path string, loc *time.Location, stdout, stderr io.Writer) error {
+func importFile(ctx context.Context, st importStore, path string, loc *time.Location, stdout, stderr io.Writer) error {
 	before, err := st.CountEvents(ctx)
 	if err != nil {
 		return err

@@ -7,45 +7,35 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/spf13/pflag"
-
+	"github.com/dialtrap/dialtrap/internal/apiclient"
 	"github.com/dialtrap/dialtrap/internal/peer"
 )
 
 // runPeers asks a running node's API for its peers and prints them.
 func runPeers(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("peers", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: dialtrap peers [flags]\n\nLists the peers of a running node (it needs -p and -a).\n\n%s", fs.FlagUsages())
+	f := newFlags("peers", "peers [flags]", "Lists the peers of a running node (it needs -p and -a).", stdout, stderr)
+	var af apiFlags
+	af.add(f, "the node's REST API (default: http:// + --api-addr)")
+	asJSON := f.Bool("json", false, "print the API's JSON as it is")
+	if code := f.parse(args, exitUsage); code >= 0 {
+		return code
 	}
-	apiURL := fs.String("api-url", "http://127.0.0.1:8082", "the node's REST API")
-	token := fs.String("api-token", os.Getenv("DIALTRAP_API_TOKEN"), "bearer token of the API (default $DIALTRAP_API_TOKEN)")
-	asJSON := fs.Bool("json", false, "print the API's JSON as it is")
-	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if f.NArg() != 0 {
+		return f.fail(exitUsage, "unexpected argument %q (see dialtrap peers -h)", f.Arg(0))
 	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "dialtrap peers: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
 	defer cancel()
-	body, err := getPeers(ctx, *apiURL, *token)
+	c := af.client()
+	body, err := c.Peers(ctx)
+	if errors.Is(err, apiclient.ErrPeersOff) {
+		return f.fail(exitUsage, "%v", err)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "dialtrap peers: %v\n", err)
-		return exitRuntime
+		return f.fail(exitRuntime, "%v", err)
 	}
 	if *asJSON {
 		stdout.Write(append(body, '\n'))
@@ -53,41 +43,10 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 	}
 	var r peer.Report
 	if err := json.Unmarshal(body, &r); err != nil {
-		fmt.Fprintf(stderr, "dialtrap peers: the answer of %s is not a peer report: %v\n", *apiURL, err)
-		return exitRuntime
+		return f.fail(exitRuntime, "the answer of %s is not a peer report: %v", c.BaseURL, err)
 	}
 	printPeers(stdout, r)
 	return exitOK
-}
-
-func getPeers(ctx context.Context, base, token string) ([]byte, error) {
-	u := strings.TrimRight(base, "/") + "/peers"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("--api-url %q: %w", base, err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ask %s (is the node running with -a?): %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read answer of %s: %w", u, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s: %s", u, e.Error)
-		}
-		return nil, fmt.Errorf("%s: %s %.200s", u, resp.Status, body)
-	}
-	return body, nil
 }
 
 func printPeers(w io.Writer, r peer.Report) {

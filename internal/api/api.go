@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,9 +25,39 @@ import (
 	"github.com/dialtrap/dialtrap/internal/store"
 )
 
+// Store is what the API reads. It is declared here, by its consumer: a backend implements it
+// beside the hub's sink and the other readers (export, catch-up) it serves.
+type Store interface {
+	Lookups
+	// Count returns how many IPs or numbers were last seen at or after since ("" for all).
+	Count(ctx context.Context, l store.List, since string) (int64, error)
+	// Each calls fn for the IPs or numbers selected by o, newest first (last seen, then key,
+	// both descending), streaming from the store, until fn returns an error.
+	Each(ctx context.Context, l store.List, o store.ListOptions, fn func(store.Aggregate) error) error
+	// Top returns the most frequent values of a dimension in events from the hour of since
+	// ("" for all time) on, most frequent first, at most limit of them (0 for all), and how
+	// many distinct values there are.
+	Top(ctx context.Context, d store.Dimension, since string, limit int) (top []store.ValueCount, distinct int64, err error)
+}
+
+// Lookups answer whether one IP address or number is known: the question a PBX asks on its
+// call path (and dialtrap check, and the peer trust gate).
+type Lookups interface {
+	// IP and Number return the aggregate for one key; ok is false when it was never seen.
+	IP(ctx context.Context, ip string) (a store.Aggregate, ok bool, err error)
+	Number(ctx context.Context, number string) (a store.Aggregate, ok bool, err error)
+	// MatchNumbers returns the stored numbers that match n under the national match
+	// (event.NumbersMatch), n itself included when stored, newest first.
+	MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, error)
+	// PrepareLookups readies the backend for a stream of lookups (SQLite builds Bloom filters
+	// of its keys in the background); the API's Start calls it once.
+	PrepareLookups()
+}
+
 // Config is what the API needs.
 type Config struct {
-	Store   store.Store
+	Addr    string // listen address of Start, e.g. 127.0.0.1:8082
+	Store   Store
 	Version string // X-Dialtrap-Version and /health-check
 	// Token, when set, must be sent as "Authorization: Bearer <token>" on every route except
 	// /health-check.
@@ -70,9 +101,9 @@ type handler struct {
 	tokenSum [sha256.Size]byte
 }
 
-// New returns the API's handler: the routes behind the checks every request passes (method,
-// path, token) and the headers every response carries.
-func New(cfg Config) http.Handler {
+// Handler returns the API's handler: the routes behind the checks every request passes
+// (method, path, token) and the headers every response carries.
+func Handler(cfg Config) http.Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -215,11 +246,11 @@ func (h *handler) storeFailed(w http.ResponseWriter, r *http.Request, err error)
 	writeError(w, http.StatusInternalServerError, "Internal server error")
 }
 
-// Server returns an http.Server for the handler with the limits an internet-facing listener
-// needs: header size and read timeouts against slow clients, a write timeout for lookups
-// (list streams extend their own as they make progress), idle keep-alive for PBXes that ask
-// on every call.
-func Server(h http.Handler, log *slog.Logger) *http.Server {
+// HTTPServer returns an http.Server for the handler with the limits an internet-facing
+// listener needs: header size and read timeouts against slow clients, a write timeout for
+// lookups (list streams extend their own as they make progress), idle keep-alive for PBXes
+// that ask on every call.
+func HTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -235,11 +266,72 @@ func Server(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
-// Listen opens the API listener with a cap on concurrent connections.
-func Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+// Server is the REST API's listener. Its lifecycle is New (no side effects), Start, Close;
+// Close is safe after a failed Start.
+type Server struct {
+	cfg      Config
+	hs       *http.Server
+	ln       net.Listener
+	served   chan error
+	inflight sync.WaitGroup // handlers running: Close waits for them
+}
+
+// New returns a server for cfg; nothing listens before Start.
+func New(cfg Config) *Server {
+	s := &Server{cfg: cfg}
+	h := Handler(cfg)
+	s.hs = HTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
+		h.ServeHTTP(w, r)
+	}), cfg.Log)
+	return s
+}
+
+// Start listens on cfg.Addr, with a cap on concurrent connections, readies the store for
+// lookups and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("start the REST API on %s (is another process using the port? set --api-addr): %w", s.cfg.Addr, err)
 	}
-	return netutil.LimitListener(ln, MaxConns), nil
+	s.ln = netutil.LimitListener(ln, MaxConns)
+	s.cfg.Store.PrepareLookups()
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.hs.Serve(s.ln) }()
+	return nil
+}
+
+// Addr is the bound address (useful with port 0), or nil before Start.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops accepting requests and lets those in flight finish until ctx ends, then cuts
+// them off. When it returns no handler reads the store any more.
+func (s *Server) Close(ctx context.Context) error {
+	if s.served == nil {
+		return nil
+	}
+	err := s.hs.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		err = s.hs.Close()
+	}
+	if serr := <-s.served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	s.served = nil
+	// Handlers of connections cut off see their request context cancelled and end soon.
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		err = errors.Join(err, errors.New("API handlers still running 5 s after shutdown"))
+	}
+	return err
 }

@@ -3,11 +3,13 @@ package api
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,14 +18,13 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/golden"
-	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
 var now = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 // seed writes a small, fixed attack history through the real store.
-func seed(t testing.TB) store.Store {
+func seed(t testing.TB) Store {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "api.db"))
 	if err != nil {
@@ -45,6 +46,8 @@ func seed(t testing.TB) store.Store {
 		mk(3, "2026-11-23 10:30:00.000000000", "2001:db8::5", "0046812345678", "INVITE", "sipsak 0.9.8", event.TCP),
 		mk(4, "2026-11-23 11:00:00.000000000", "198.51.100.7", "100", "REGISTER", "<script>alert(1)</script>", event.TLS),
 		mk(5, "2026-11-23 11:30:00.000000000", "198.51.100.7", `100' OR "1"="1`, "INVITE", event.NotFound, event.UDP),
+		// SIPp's default scenario dials the user "service".
+		mk(9, "2026-11-23 08:00:00.000000000", "192.0.2.20", "service", "INVITE", "sipp", event.UDP),
 	}
 	// Reports from peers: one address two peers saw (one of them trusted), and a peer's
 	// sighting of an address this node saw itself.
@@ -63,10 +66,10 @@ func seed(t testing.TB) store.Store {
 	return st
 }
 
-func newServer(t testing.TB, st store.Store, token string, national bool) *httptest.Server {
+func newServer(t testing.TB, st Store, token string, national bool) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = Server(New(Config{Store: st, Version: "1.2.3", Token: token, National: national,
+	srv.Config = HTTPServer(Handler(Config{Store: st, Version: "1.2.3", Token: token, National: national,
 		Now: func() time.Time { return now }}), nil)
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -131,8 +134,16 @@ func TestContract(t *testing.T) {
 		{"number-exact-miss", "GET", "/numbers/46812345678"},
 		{"number-national", "GET", "/numbers/901146812345678?match=national"},
 		{"number-national-miss", "GET", "/numbers/+44812345678?match=national"},
-		{"number-malformed", "GET", "/numbers/12a4"},
+		{"number-malformed", "GET", "/numbers/%FF%FE"},
+		{"number-unknown-name", "GET", "/numbers/12a4"},
 		{"number-sqli", "GET", "/numbers/100'%20OR%201=1"},
+		{"number-sqli-stored", "GET", "/numbers/100'%20OR%20%221%22=%221"},
+		{"number-name-national", "GET", "/numbers/service?match=national"},
+		{"ip-list-limit-0", "GET", "/ip-addresses?limit=0"},
+		{"number-list-limit-0", "GET", "/numbers?limit=0&since=2026-11-23"},
+		{"ipset-limit-0", "GET", "/ipset?limit=0"},
+		{"stats-limit-0", "GET", "/stats?limit=0"},
+		{"user-agents-limit-0", "GET", "/user-agents?limit=0"},
 		{"number-bad-match", "GET", "/numbers/100?match=fuzzy"},
 		{"hosted-number", "GET", "/api/phone-numbers/100"},
 		{"hosted-number-miss", "GET", "/api/phone-numbers/999"},
@@ -279,7 +290,8 @@ func TestMalformedRawRequests(t *testing.T) {
 		{"nul in path", "GET /numbers/1\x0000 HTTP/1.1\r\nHost: x\r\n\r\n", "400"},
 		{"long number", "GET /numbers/" + strings.Repeat("9", 8000) + " HTTP/1.1\r\nHost: x\r\n\r\n", "404"},
 		{"absolute URI", "GET http://evil.example/numbers/100 HTTP/1.1\r\nHost: x\r\n\r\n", "200"},
-		{"unicode digits", "GET /numbers/%D9%A1%D9%A2 HTTP/1.1\r\nHost: x\r\n\r\n", "400"},
+		{"unicode digits", "GET /numbers/%D9%A1%D9%A2 HTTP/1.1\r\nHost: x\r\n\r\n", "404"},
+		{"not UTF-8", "GET /numbers/%FF%FE HTTP/1.1\r\nHost: x\r\n\r\n", "400"},
 		{"sqli query", "GET /numbers?limit=1;DROP%20TABLE%20events HTTP/1.1\r\nHost: x\r\n\r\n", "400"},
 		{"body on GET", "GET /numbers/100 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "200"},
 	}
@@ -309,9 +321,52 @@ func TestMalformedRawRequests(t *testing.T) {
 	resp.Body.Close()
 }
 
+// Whatever /numbers lists can be asked for by /numbers/{n} and /api/phone-numbers/{n}: digits,
+// names such as SIPp's "service", injection payloads with quotes and spaces.
+func TestEveryListedNumberCanBeLookedUp(t *testing.T) {
+	srv := newServer(t, seed(t), "", true)
+	var list struct {
+		Numbers []struct {
+			Number string `json:"called_number"`
+		} `json:"called_numbers"`
+	}
+	getJSON(t, srv.URL+"/numbers", &list)
+	if len(list.Numbers) < 5 {
+		t.Fatalf("only %d numbers listed", len(list.Numbers))
+	}
+	for _, n := range list.Numbers {
+		for _, route := range []string{"/numbers/", "/api/phone-numbers/"} {
+			for _, match := range []string{"exact", "national"} {
+				u := srv.URL + route + url.PathEscape(n.Number) + "?match=" + match
+				resp, err := http.Get(u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("%s: %d %s, want 200", u, resp.StatusCode, body)
+				}
+			}
+		}
+	}
+}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", u, err)
+	}
+}
+
 // /peers shows the peer-to-peer report as JSON, behind the token like every data route.
 func TestPeersRoute(t *testing.T) {
-	srv := httptest.NewServer(New(Config{Store: seed(t), Version: "1", Token: "s3cret",
+	srv := httptest.NewServer(Handler(Config{Store: seed(t), Version: "1", Token: "s3cret",
 		Peers: func() any { return map[string]any{"peer_id": "12D3KooWSelf", "peers_total": 0} }}))
 	defer srv.Close()
 	for _, tt := range []struct {
@@ -335,5 +390,37 @@ func TestPeersRoute(t *testing.T) {
 		if resp.StatusCode != tt.status || tt.body != "" && string(body) != tt.body {
 			t.Errorf("auth %q: %d %s, want %d %s", tt.auth, resp.StatusCode, body, tt.status, tt.body)
 		}
+	}
+}
+
+// The server's lifecycle: Close before Start is a no-op, Start binds port 0 and serves,
+// Close waits for a slow list reader to be cut off, and a second server on the same address
+// fails with a hint.
+func TestServerLifecycle(t *testing.T) {
+	st := seed(t)
+	s := New(Config{Addr: "127.0.0.1:0", Store: st, Version: "1"})
+	if err := s.Close(context.Background()); err != nil || s.Addr() != nil {
+		t.Fatalf("Close before Start: %v, addr %v", err, s.Addr())
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + s.Addr().String() + "/numbers/service")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("lookup: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	other := New(Config{Addr: s.Addr().String(), Store: st})
+	if err := other.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "--api-addr") {
+		t.Errorf("second server on %s: %v, want an error naming --api-addr", s.Addr(), err)
+	}
+	other.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get("http://" + s.Addr().String() + "/health-check"); err == nil {
+		t.Error("still serving after Close")
 	}
 }

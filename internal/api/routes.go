@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
@@ -19,6 +20,7 @@ import (
 type query struct {
 	opts     store.ListOptions
 	national bool
+	none     bool // ?limit=0: the totals without entries
 }
 
 // maxLimit bounds ?limit= and ?offset= so that no value overflows anything downstream.
@@ -33,9 +35,10 @@ func (h *handler) parseQuery(r *http.Request) (query, error) {
 		return q, fmt.Errorf("query string: %w", err)
 	}
 	if s := v.Get("limit"); s != "" {
-		if q.opts.Limit, err = bounded(s, 1); err != nil {
+		if q.opts.Limit, err = bounded(s, 0); err != nil {
 			return q, fmt.Errorf("limit: %w", err)
 		}
+		q.none = q.opts.Limit == 0
 	}
 	if s := v.Get("offset"); s != "" {
 		if q.opts.Offset, err = bounded(s, 0); err != nil {
@@ -134,7 +137,7 @@ func (h *handler) list(l store.List) http.HandlerFunc {
 		}
 		s := newStreamer(w)
 		fmt.Fprintf(s.w, "{\n  %q: %d,\n  %q: [", name+"_total", total, name)
-		err = h.cfg.Store.Each(r.Context(), l, q.opts, func(a store.Aggregate) error {
+		err = h.each(r, l, q, func(a store.Aggregate) error {
 			if !s.first {
 				s.w.WriteByte(',')
 			}
@@ -152,6 +155,14 @@ func (h *handler) list(l store.List) http.HandlerFunc {
 		})
 		h.endStream(r, s, err, "\n  ]\n}")
 	}
+}
+
+// each streams the entries a list query selects; ?limit=0 selects none.
+func (h *handler) each(r *http.Request, l store.List, q query, fn func(store.Aggregate) error) error {
+	if q.none {
+		return nil
+	}
+	return h.cfg.Store.Each(r.Context(), l, q.opts, fn)
 }
 
 // endStream finishes a streamed body. A store error after the status line has gone out
@@ -184,7 +195,7 @@ func (h *handler) ipset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := newStreamer(w)
-	err = h.cfg.Store.Each(r.Context(), store.IPAddresses, q.opts, func(a store.Aggregate) error {
+	err = h.each(r, store.IPAddresses, q, func(a store.Aggregate) error {
 		s.w.WriteString(a.Key)
 		s.w.WriteByte('\n')
 		s.progress()
@@ -246,7 +257,7 @@ func count(n int64) string { return strconv.FormatInt(n, 10) }
 
 // lookupNumber answers whether n is known: exactly, or under the national match.
 func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found, bool, error) {
-	if !national {
+	if !national || !event.ValidNumber(n) { // a user such as "service" only matches itself
 		a, ok, err := h.cfg.Store.Number(r.Context(), n)
 		if !ok || err != nil {
 			return found{}, false, err
@@ -274,11 +285,13 @@ func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found,
 }
 
 // numberQuery validates the number in the path and the query, answering 400 when either is
-// malformed.
+// malformed. A number is whatever capture stored as called_number (the user part of a URI:
+// digits, a name such as SIPp's "service", an injection payload), so any non-empty UTF-8
+// text is asked for; the national match applies to digit strings only.
 func (h *handler) numberQuery(w http.ResponseWriter, r *http.Request) (n string, q query, ok bool) {
 	n = r.PathValue("n")
 	q, err := h.parseQuery(r)
-	if err != nil || !event.ValidNumber(n) {
+	if err != nil || n == "" || !utf8.ValidString(n) {
 		h.badRequest(w, r, errors.Join(err, fmt.Errorf("number %q", n)))
 		return "", q, false
 	}
@@ -353,6 +366,9 @@ func (h *handler) top(d store.Dimension, name, key string) http.HandlerFunc {
 			h.storeFailed(w, r, err)
 			return
 		}
+		if q.none {
+			vals = nil
+		}
 		doc := jsonObject{}
 		if q.opts.Since != "" {
 			doc = append(doc, field{"since", hourStart(q.opts.Since)})
@@ -369,7 +385,10 @@ func (h *handler) statsQuery(w http.ResponseWriter, r *http.Request) (q query, l
 		h.badRequest(w, r, err)
 		return q, 0, false
 	}
-	if limit = q.opts.Limit; limit == 0 {
+	switch limit = q.opts.Limit; {
+	case q.none:
+		limit = 1 // the lists are left out; the totals are still counted
+	case limit == 0:
 		limit = defaultTop
 	}
 	return q, limit, true
@@ -420,6 +439,9 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
 	var events int64
 	for _, v := range tops[0] {
 		events += v.Count
+	}
+	if q.none {
+		tops[1], tops[2] = nil, nil
 	}
 	doc := jsonObject{}
 	if q.opts.Since != "" {

@@ -88,6 +88,13 @@ type Config struct {
 	Retention         time.Duration
 	Persona           string
 	SyslogAddr        string
+	// Peer events reach the JSON log and syslog only when asked: a remote node must never
+	// cause a local Fail2Ban ban.
+	JSONLogPeerEvents bool
+	SyslogPeerEvents  bool
+	// ReadyFile, when set, is written (JSON, atomically) with every bound address once the
+	// node listens, for scripts and tests that start it on port 0.
+	ReadyFile string
 
 	// Capture tuning.
 	SIPMaxConns       int
@@ -151,6 +158,9 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this, e.g. 2160h (0 keeps everything)")
 	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
 	fs.StringVar(&c.SyslogAddr, "syslog-addr", "", "syslog destination: unix:///path, udp://host:port or tcp://host:port (default: local syslog)")
+	fs.BoolVar(&c.JSONLogPeerEvents, "json-log-peer-events", false, "also write events learned from peers to the JSON log")
+	fs.BoolVar(&c.SyslogPeerEvents, "syslog-peer-events", false, "also write events learned from peers to syslog (they can then cause Fail2Ban bans here)")
+	fs.StringVar(&c.ReadyFile, "ready-file", "", "once listening, write the bound addresses here as JSON (for scripts starting the node on port 0)")
 
 	fs.IntVar(&c.SIPMaxConns, "sip-max-conns", 4096, "most concurrent SIP TCP/TLS connections")
 	fs.IntVar(&c.SIPMaxConnsPerIP, "sip-max-conns-per-ip", 64, "most concurrent SIP TCP/TLS connections from one IP")
@@ -213,12 +223,70 @@ func Load(args []string, getenv func(string) (string, bool)) (*Config, error) {
 		}
 	}
 
+	notices, err := fill(fs, getenv, fileVals, path)
+	c.Notices = append(c.Notices, notices...)
+	if err != nil {
+		return nil, err
+	}
+	// Naming a JSON log file anywhere means the operator wants the JSON log.
+	if fs.Changed("json-log-file") {
+		c.JSONLog = true
+	}
+	c.resolvePaths(fs)
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Usage returns the help text; subcommands is the list of subcommands, one a line, that the
+// command adds after the synopsis.
+func Usage(subcommands string) string {
+	fs := flagSet(&Config{})
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "help" && f.Name != "version" {
+			f.Usage += " [" + EnvName(f.Name) + "]"
+		}
+	})
+	var b strings.Builder
+	b.WriteString("Usage: dialtrap [flags]                   run a node\n")
+	b.WriteString("       dialtrap SUBCOMMAND [flags] ...    (dialtrap SUBCOMMAND -h for its flags)\n\nSubcommands:\n")
+	b.WriteString(subcommands)
+	b.WriteString("\n")
+	b.WriteString("A SIP honeypot and VoIP fraud-detection node. Short flags combine: dialtrap -draps.\n")
+	b.WriteString("Each option is also an environment variable [shown] and a key of the TOML file given with -g.\n")
+	b.WriteString("Precedence: flag > environment > config file > default. A boolean env var that is set turns\n")
+	b.WriteString("the option on whatever its value, except false, no and off.\n\nFlags:\n")
+	b.WriteString(fs.FlagUsages())
+	return b.String()
+}
+
+func lookupConfigPath(fs *pflag.FlagSet, getenv func(string) (string, bool)) (path string, fromEnv bool, err error) {
+	if fs.Lookup("config") != nil && fs.Changed("config") {
+		p, _ := fs.GetString("config")
+		if p == "" {
+			return "", false, errors.New("-g/--config was given an empty path")
+		}
+		return p, false, nil
+	}
+	if p, ok := getenv(EnvName("config")); ok && p != "" {
+		return p, true, nil
+	}
+	return "", false, nil
+}
+
+// fill sets the flags of fs not given on the command line from the environment, else from
+// the config file's values: the one precedence rule of the node and its subcommands.
+func fill(fs *pflag.FlagSet, getenv func(string) (string, bool), fileVals map[string]string, path string) (notices []string, err error) {
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Changed || f.Name == "config" || f.Name == "help" {
 			return
 		}
-		if v, name, ok := c.lookupEnv(f.Name, getenv); ok {
+		if v, name, notice, ok := lookupEnv(f.Name, getenv); ok {
+			if notice != "" {
+				notices = append(notices, notice)
+			}
 			if f.Value.Type() == "bool" {
 				v = strconv.FormatBool(envBool(v))
 			}
@@ -233,69 +301,40 @@ func Load(args []string, getenv func(string) (string, bool)) (*Config, error) {
 			}
 		}
 	})
-	if err := errors.Join(errs...); err != nil {
+	return notices, errors.Join(errs...)
+}
+
+// FillSubcommand gives a subcommand's flags the node's sources: flags not on the command line
+// are read from DIALTRAP_<NAME> (and the reference's names), then from the TOML file named by
+// the subcommand's -g/--config or DIALTRAP_CONFIG, whose keys for options the subcommand does
+// not have are ignored (the file is the node's). It returns deprecation notices.
+func FillSubcommand(fs *pflag.FlagSet, getenv func(string) (string, bool)) (notices []string, err error) {
+	path, _, err := lookupConfigPath(fs, getenv)
+	if err != nil {
 		return nil, err
 	}
-	// Naming a JSON log file anywhere means the operator wants the JSON log.
-	if fs.Changed("json-log-file") {
-		c.JSONLog = true
-	}
-	c.resolvePaths(fs)
-	if err := c.validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// Usage returns the help text.
-func Usage() string {
-	fs := flagSet(&Config{})
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Name != "help" && f.Name != "version" {
-			f.Usage += " [" + EnvName(f.Name) + "]"
+	var fileVals map[string]string
+	if path != "" {
+		if fileVals, err = readFile(flagSet(&Config{}), path); err != nil {
+			return nil, err
 		}
-	})
-	var b strings.Builder
-	b.WriteString("Usage: dialtrap [flags]\n")
-	b.WriteString("       dialtrap check [flags] NUMBER|IP   exit 0 unknown, 1 known-bad, 2 error\n")
-	b.WriteString("       dialtrap export [flags]            stored events as JSON lines or CSV\n")
-	b.WriteString("       dialtrap import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases\n")
-	b.WriteString("       dialtrap version\n")
-	b.WriteString("(dialtrap SUBCOMMAND -h lists a subcommand's flags)\n\n")
-	b.WriteString("A SIP honeypot and VoIP fraud-detection node. Short flags combine: dialtrap -draps.\n")
-	b.WriteString("Each option is also an environment variable [shown] and a key of the TOML file given with -g.\n")
-	b.WriteString("Precedence: flag > environment > config file > default. A boolean env var that is set turns\n")
-	b.WriteString("the option on whatever its value, except false, no and off.\n\nFlags:\n")
-	b.WriteString(fs.FlagUsages())
-	return b.String()
+	}
+	return fill(fs, getenv, fileVals, path)
 }
 
-func lookupConfigPath(fs *pflag.FlagSet, getenv func(string) (string, bool)) (path string, fromEnv bool, err error) {
-	if fs.Changed("config") {
-		p, _ := fs.GetString("config")
-		if p == "" {
-			return "", false, errors.New("-g/--config was given an empty path")
-		}
-		return p, false, nil
-	}
-	if p, ok := getenv(EnvName("config")); ok && p != "" {
-		return p, true, nil
-	}
-	return "", false, nil
-}
-
-func (c *Config) lookupEnv(long string, getenv func(string) (string, bool)) (val, name string, ok bool) {
+// lookupEnv finds the environment variable of a long option name, or its deprecated
+// reference name (then notice says to rename it).
+func lookupEnv(long string, getenv func(string) (string, bool)) (val, name, notice string, ok bool) {
 	name = EnvName(long)
 	if v, ok := getenv(name); ok {
-		return v, name, true
+		return v, name, "", true
 	}
 	for _, old := range legacyEnvNames(long) {
 		if v, ok := getenv(old); ok {
-			c.Notices = append(c.Notices, fmt.Sprintf("environment variable %s is deprecated: rename it to %s", old, name))
-			return v, old, true
+			return v, old, fmt.Sprintf("environment variable %s is deprecated: rename it to %s", old, name), true
 		}
 	}
-	return "", "", false
+	return "", "", "", false
 }
 
 // envBool is the reference's rule: a set variable enables, whatever its value, except the

@@ -161,7 +161,7 @@ func TestHelp(t *testing.T) {
 	if _, err := Load([]string{"-h"}, env()); err != ErrHelp {
 		t.Errorf("-h gave %v", err)
 	}
-	u := Usage()
+	u := Usage("")
 	for _, want := range []string{"-f, --db-file", "[DIALTRAP_DB_FILE]", "-z, --sip-tls-addr", "--api-token", "-draps"} {
 		if !strings.Contains(u, want) {
 			t.Errorf("usage lacks %q", want)

@@ -182,28 +182,6 @@ func (e *Event) MarshalLine() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// Validate checks the fields a well-formed event must have.
-func (e *Event) Validate() error {
-	if e.AppName == "" {
-		return fmt.Errorf("event has no app_name")
-	}
-	if _, err := uuid.Parse(e.UUID); err != nil {
-		return fmt.Errorf("event_uuid %q is not a UUID: %w", e.UUID, err)
-	}
-	if _, err := ParseTime(e.Timestamp); err != nil {
-		return err
-	}
-	if _, err := netip.ParseAddr(e.SourceIP); err != nil {
-		return fmt.Errorf("source_ip %q is not an IP address: %w", e.SourceIP, err)
-	}
-	switch e.Transport {
-	case UDP, TCP, TLS:
-	default:
-		return fmt.Errorf("transport_type %q is not UDP, TCP or TLS", e.Transport)
-	}
-	return nil
-}
-
 // sinceLayouts are the absolute forms ParseSince takes (UTC unless they carry a zone).
 var sinceLayouts = []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"}
 

@@ -5,7 +5,7 @@ import "strings"
 // Number matching.
 //
 // A scanner that found a weak PBX tries one subscriber number behind many prefixes: "+46...",
-// "0046...", "900 46...", "9011 46...", "000 46...", "9 810 46...". A PBX that asks whether a
+// "0046...", "900 46...", "9011 46...", "000 46...", "9000 46...", "9 810 46...". A PBX that asks whether a
 // number its user dials is known-bad wants all of those to count as the same number. The
 // national match reads a dialled string every way it could have been meant, as a (country
 // code, subscriber number) pair with the country code possibly unknown, and two numbers match
@@ -21,8 +21,10 @@ const minSubscriberDigits = 6
 var outsideLinePrefixes = []string{"", "9", "0"}
 
 // internationalPrefixes are international access codes: ITU's 00, North America's 011,
-// Australia's 0011, Japan's 010 and the former Soviet 8~10.
-var internationalPrefixes = []string{"00", "011", "0011", "010", "810"}
+// Australia's 0011, Japan's 010 and the former Soviet 8~10, and 000, which scanners put before
+// a foreign number as often as 00 (a scan of a Swedish number seen by a commercial honeynet
+// used +, 900, 9011 and 000 alike).
+var internationalPrefixes = []string{"00", "000", "011", "0011", "010", "810"}
 
 // twoDigitCountryCodes are the ITU-T E.164 country codes of two digits. Codes starting with 1
 // or 7 have one digit, and every other code has three; the codes are prefix-free, so this is

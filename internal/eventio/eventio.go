@@ -44,6 +44,9 @@ type Writer interface {
 
 // NewWriter returns a writer of JSON lines or CSV.
 func NewWriter(w io.Writer, f Format) (Writer, error) {
+	if err := f.Check(); err != nil {
+		return nil, err
+	}
 	switch f {
 	case JSONLines:
 		return &jsonWriter{w: bufio.NewWriterSize(w, 64<<10)}, nil
@@ -54,7 +57,15 @@ func NewWriter(w io.Writer, f Format) (Writer, error) {
 		}
 		return &csvWriter{w: cw}, nil
 	}
-	return nil, fmt.Errorf("export format %q: use jsonl or csv", f)
+	return nil, f.Check()
+}
+
+// Check says whether f is a format events can be exported in.
+func (f Format) Check() error {
+	if f != JSONLines && f != CSV {
+		return fmt.Errorf("export format %q: use jsonl or csv", f)
+	}
+	return nil
 }
 
 type jsonWriter struct{ w *bufio.Writer }

@@ -177,7 +177,7 @@ func TestReadJSONLogWithBadLines(t *testing.T) {
 		t.Errorf("last event %+v", got[2])
 	}
 	for _, e := range got {
-		if err := e.Validate(); err != nil {
+		if err := event.Check(e, event.Rules{}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -237,7 +237,7 @@ func FuzzNormalizeLine(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := e.Validate(); err != nil {
+		if err := event.Check(e, event.Rules{}); err != nil {
 			t.Fatalf("Normalize returned an invalid event: %v", err)
 		}
 		if _, err := e.MarshalLine(); err != nil {

@@ -349,7 +349,7 @@ func Normalize(r Record, raw []byte, loc *time.Location) (*event.Event, error) {
 		Timestamp:       ts,
 		UUID:            r.str("event_uuid"),
 		NodeID:          clean(r.str("created_by_node_id")),
-		CollectedMethod: clean(r.str("collected_method")),
+		CollectedMethod: strings.ToLower(clean(r.str("collected_method"))),
 		Transport:       strings.ToUpper(strings.TrimSpace(r.str("transport_type"))),
 		CalledNumber:    clean(r.str("called_number")),
 		SIPMethod:       clean(r.str("sip_method", "method")),
@@ -374,7 +374,7 @@ func Normalize(r Record, raw []byte, loc *time.Location) (*event.Event, error) {
 	if ip, port, err := splitAddr(r.str("destination_ip"), r.str("destination_port")); err == nil {
 		e.DestinationIP, e.DestinationPort = ip, port
 	}
-	if err := e.Validate(); err != nil {
+	if err := event.Check(e, event.Rules{}); err != nil {
 		return nil, err
 	}
 	return e, nil

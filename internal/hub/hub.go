@@ -2,6 +2,7 @@
 // worker goroutine, so a slow or failing sink never slows capture or the other sinks: when a
 // queue is full the oldest event is dropped and counted, except for a sink added with Block,
 // whose publishers wait while it is healthy (the store: capture must not lose what it could keep).
+// Whether a sink gets events learned from peers is decided here, per sink, and nowhere else.
 package hub
 
 import (
@@ -13,7 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dialtrap/dialtrap/internal/backoff"
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/ratelog"
 )
 
 // Sink receives batches of events. Events are shared between sinks and must not be modified.
@@ -52,7 +55,13 @@ type Options struct {
 	Capacity int    // queued events; default 65536
 	MaxBatch int    // events per Write; default 1000
 	Policy   Policy // default DropOldest
+	// PeerEvents lets events learned from peers (Event.FromPeer) into this sink's queue. Off by
+	// default: a sink gets only what this node captured unless its owner decides otherwise.
+	PeerEvents bool
 }
+
+// retry is the back-off between attempts at a failed Write.
+var retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 
 // Stats are one sink's counters.
 type Stats struct {
@@ -63,17 +72,21 @@ type Stats struct {
 	Queued    int
 }
 
-// Hub is the meeting point of sources and sinks.
+// Hub is the meeting point of sources and sinks. Its lifecycle is New, Add for every sink,
+// Start, Close; sources may publish from Start on (events published earlier wait in the
+// queues).
 type Hub struct {
-	log      *slog.Logger
-	queues   []*queue
-	wg       sync.WaitGroup
-	stop     chan struct{} // closed by Close: workers drain and exit
-	closed   atomic.Bool
-	drainCtx atomic.Pointer[context.Context] // Close's context, bounding the final drain
+	log       *slog.Logger
+	queues    []*queue
+	wg        sync.WaitGroup
+	startOnce sync.Once
+	started   atomic.Bool
+	stop      chan struct{} // closed by Close: workers drain and exit
+	closed    atomic.Bool
+	drainCtx  atomic.Pointer[context.Context] // Close's context, bounding the final drain
 }
 
-// New returns an empty hub; add sinks, then publish.
+// New returns an empty hub.
 func New(log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -81,33 +94,53 @@ func New(log *slog.Logger) *Hub {
 	return &Hub{log: log, stop: make(chan struct{})}
 }
 
-// Add registers a sink and starts its worker. Add all sinks before the first Publish.
+// Add registers a sink. Every sink is added before Start: the list of queues is fixed from
+// then on, so publishers read it without a lock.
 func (h *Hub) Add(s Sink, o Options) {
+	if h.started.Load() {
+		panic("hub: Add after Start")
+	}
 	if o.Capacity <= 0 {
 		o.Capacity = 1 << 16
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1000
 	}
-	q := &queue{sink: s, opts: o, ring: make([]*event.Event, o.Capacity), wake: make(chan struct{}, 1)}
+	q := &queue{sink: s, opts: o, ring: make([]*event.Event, o.Capacity), wake: make(chan struct{}, 1),
+		log: ratelog.New(h.log, 10*time.Second)}
 	q.healthy.Store(true)
 	q.room = sync.NewCond(&q.mu)
 	h.queues = append(h.queues, q)
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		h.run(q)
-	}()
 }
 
-// Publish hands e to every sink. It returns at once unless a Block sink is full and healthy.
+// Start runs one worker per sink until Close.
+func (h *Hub) Start(context.Context) error {
+	h.startOnce.Do(func() {
+		h.started.Store(true)
+		for _, q := range h.queues {
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				h.run(q)
+			}()
+		}
+	})
+	return nil
+}
+
+// Publish hands e to every sink that takes it. It returns at once unless a Block sink is full
+// and healthy.
 func (h *Hub) Publish(e *event.Event) {
 	if h.closed.Load() {
 		return
 	}
 	for _, q := range h.queues {
+		if e.FromPeer && !q.opts.PeerEvents {
+			continue
+		}
 		if q.push(e) {
-			h.logDrop(q)
+			q.log.Warn("sink queue full: dropping oldest events", "sink", q.sink.Name(),
+				"dropped_total", q.dropped.Load(), "capacity", q.opts.Capacity)
 		}
 	}
 }
@@ -127,13 +160,15 @@ func (h *Hub) Stats() []Stats {
 	return out
 }
 
-// Close stops accepting events and waits until every queue is written out. A sink that is
-// still failing when ctx ends is given up: what it holds is counted as dropped and reported in
-// the error. A healthy sink, however slow, is drained to the end.
+// Close stops accepting events and waits until every queue is written out (it starts the
+// workers if Start was never called, so nothing queued is lost). A sink that is still failing
+// when ctx ends is given up: what it holds is counted as dropped and reported in the error. A
+// healthy sink, however slow, is drained to the end.
 func (h *Hub) Close(ctx context.Context) error {
 	if h.closed.Swap(true) {
 		return nil
 	}
+	h.Start(ctx)
 	h.drainCtx.Store(&ctx)
 	close(h.stop)
 	for _, q := range h.queues {
@@ -159,7 +194,7 @@ func (h *Hub) Close(ctx context.Context) error {
 }
 
 func (h *Hub) run(q *queue) {
-	backoff := 100 * time.Millisecond
+	failures := 0
 	var batch []*event.Event
 	for {
 		if batch == nil {
@@ -182,7 +217,7 @@ func (h *Hub) run(q *queue) {
 			q.delivered.Add(uint64(len(batch)))
 			q.healthy.Store(true)
 			batch = nil
-			backoff = 100 * time.Millisecond
+			failures = 0
 			continue
 		}
 		q.failures.Add(1)
@@ -200,17 +235,18 @@ func (h *Hub) run(q *queue) {
 				continue
 			}
 		}
-		h.log.Warn("sink write failed; the batch is kept and retried", "sink", q.sink.Name(),
-			"events", len(batch), "retry_in", backoff, "err", err)
+		failures++
+		wait := retry.Delay(failures)
+		q.log.Warn("sink write failed; the batch is kept and retried", "sink", q.sink.Name(),
+			"events", len(batch), "retry_in", wait, "err", err)
 		select {
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		case <-h.drainDone():
 			// Shutting down and out of time: give up what this sink still holds.
 			q.giveUp()
 			q.shutdownDropped.Add(uint64(len(batch) + q.discardAll()))
 			return
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
@@ -222,19 +258,10 @@ func (h *Hub) drainDone() <-chan struct{} {
 	return nil
 }
 
-func (h *Hub) logDrop(q *queue) {
-	now := time.Now().UnixNano()
-	last := q.lastDropLog.Load()
-	if now-last < int64(10*time.Second) || !q.lastDropLog.CompareAndSwap(last, now) {
-		return
-	}
-	h.log.Warn("sink queue full: dropping oldest events", "sink", q.sink.Name(),
-		"dropped_total", q.dropped.Load(), "capacity", q.opts.Capacity)
-}
-
 type queue struct {
 	sink Sink
 	opts Options
+	log  *ratelog.Logger // one per sink: a failing sink does not hide another's failures
 
 	mu   sync.Mutex
 	room *sync.Cond // signalled when take frees space
@@ -249,7 +276,6 @@ type queue struct {
 	failures        atomic.Uint64
 	shutdownDropped atomic.Uint64
 	gaveUp          atomic.Bool
-	lastDropLog     atomic.Int64
 }
 
 // push queues e and reports whether an older event was dropped to make room.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -65,6 +66,7 @@ func TestFanOutInOrderAndFlushOnClose(t *testing.T) {
 	a, b := &recorder{name: "a"}, &recorder{name: "b"}
 	h.Add(a, Options{Capacity: 10000, MaxBatch: 7})
 	h.Add(b, Options{Capacity: 10000, Policy: Block})
+	h.Start(context.Background())
 	evs := events(5000)
 	for _, e := range evs {
 		h.Publish(e)
@@ -92,6 +94,7 @@ func TestSlowSinkDropsOldestWithoutSlowingOthers(t *testing.T) {
 	fast := &recorder{name: "fast"}
 	h.Add(slow, Options{Capacity: 10, MaxBatch: 1})
 	h.Add(fast, Options{Capacity: 100000})
+	h.Start(context.Background())
 	for _, e := range events(1000) {
 		h.Publish(e) // would hang here if the stuck sink could block publishers
 	}
@@ -118,28 +121,150 @@ func TestSlowSinkDropsOldestWithoutSlowingOthers(t *testing.T) {
 	}
 }
 
-func TestBlockSinkLosesNothing(t *testing.T) {
-	h := New(nil)
-	gate := make(chan struct{})
-	r := &recorder{name: "store", gate: gate}
-	h.Add(r, Options{Capacity: 4, MaxBatch: 2, Policy: Block})
-	done := make(chan struct{})
-	go func() {
-		for _, e := range events(100) {
+// A Block sink makes a publisher wait while its queue is full and it is healthy, and so loses
+// nothing; the same load on a DropOldest sink loses events. The test fails if Block never
+// blocks (the publisher would finish while the sink is held) or if it drops.
+func TestBlockSinkWaitsAndLosesNothing(t *testing.T) {
+	for _, policy := range []Policy{Block, DropOldest} {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			r := &recorder{name: "store", gate: make(chan struct{})}
+			h.Add(r, Options{Capacity: 4, MaxBatch: 2, Policy: policy})
+			h.Start(context.Background())
+			done := make(chan struct{})
+			go func() {
+				for _, e := range events(100) {
+					h.Publish(e)
+				}
+				close(done)
+			}()
+			synctest.Wait() // the worker holds a batch in Write; the publisher filled the queue
+			select {
+			case <-done:
+				if policy == Block {
+					t.Error("Block: the publisher finished while the sink was held and its queue full")
+				}
+			default:
+				if policy == DropOldest {
+					t.Error("DropOldest: the publisher waited")
+				}
+			}
+			close(r.gate)
+			<-done
+			if err := h.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			st := h.Stats()[0]
+			switch policy {
+			case Block:
+				if n := len(r.uuids()); n != 100 || st.Dropped != 0 {
+					t.Errorf("Block: got %d of 100, dropped %d", n, st.Dropped)
+				}
+			case DropOldest:
+				if st.Dropped == 0 || st.Delivered+st.Dropped != 100 {
+					t.Errorf("DropOldest: delivered %d, dropped %d: want drops, adding up to 100", st.Delivered, st.Dropped)
+				}
+			}
+		})
+	}
+}
+
+// A sink that wrote part of a batch before failing says so with PartialError: the retry sends
+// only the rest, so nothing is delivered twice and nothing is skipped.
+func TestPartialErrorRetriesOnlyTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := New(nil)
+		p := &partial{failAfter: []int{3, 0, 2}}
+		h.Add(p, Options{MaxBatch: 10})
+		h.Start(context.Background())
+		for _, e := range events(10) {
 			h.Publish(e)
 		}
-		close(done)
-	}()
-	close(gate)
-	<-done
+		if err := h.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]string, 10)
+		for i := range want {
+			want[i] = fmt.Sprint(i)
+		}
+		if got := p.got; !slices.Equal(got, want) {
+			t.Errorf("sink wrote %v, want each event once in order %v", got, want)
+		}
+		if st := h.Stats()[0]; st.Delivered != 10 || st.Failures != 3 {
+			t.Errorf("stats %+v: want 10 delivered, 3 failures", st)
+		}
+	})
+}
+
+// partial writes failAfter[i] events of its i-th Write and then fails; later Writes succeed.
+type partial struct {
+	failAfter []int
+	calls     int
+	got       []string
+}
+
+func (p *partial) Name() string { return "partial" }
+
+func (p *partial) Write(_ context.Context, batch []*event.Event) error {
+	p.calls++
+	n := len(batch)
+	fail := p.calls <= len(p.failAfter)
+	if fail {
+		n = min(p.failAfter[p.calls-1], len(batch))
+	}
+	for _, e := range batch[:n] {
+		p.got = append(p.got, e.UUID)
+	}
+	if fail {
+		return &PartialError{Done: n, Err: errors.New("connection reset")}
+	}
+	return nil
+}
+
+// Peer events reach only the sinks added with PeerEvents; local events reach every sink.
+func TestPeerEventsReachOnlySinksThatTakeThem(t *testing.T) {
+	h := New(nil)
+	store, log := &recorder{name: "store"}, &recorder{name: "syslog"}
+	h.Add(store, Options{PeerEvents: true})
+	h.Add(log, Options{})
+	h.Start(context.Background())
+	local, remote := &event.Event{UUID: "local"}, &event.Event{UUID: "remote", FromPeer: true}
+	h.Publish(local)
+	h.Publish(remote)
 	if err := h.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(r.uuids()); n != 100 {
-		t.Errorf("blocking sink got %d of 100", n)
+	if got := store.uuids(); !slices.Equal(got, []string{"local", "remote"}) {
+		t.Errorf("store got %v, want both", got)
 	}
-	if st := h.Stats()[0]; st.Dropped != 0 {
-		t.Errorf("blocking sink dropped %d", st.Dropped)
+	if got := log.uuids(); !slices.Equal(got, []string{"local"}) {
+		t.Errorf("syslog got %v, want only the local event", got)
+	}
+}
+
+func TestAddAfterStartPanics(t *testing.T) {
+	h := New(nil)
+	h.Start(context.Background())
+	defer h.Close(context.Background())
+	defer func() {
+		if recover() == nil {
+			t.Error("Add after Start did not panic")
+		}
+	}()
+	h.Add(&recorder{name: "late"}, Options{})
+}
+
+// Close without Start still writes what was published.
+func TestCloseWithoutStartFlushes(t *testing.T) {
+	h := New(nil)
+	r := &recorder{name: "r"}
+	h.Add(r, Options{})
+	h.Publish(&event.Event{UUID: "early"})
+	if err := h.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.uuids(); !slices.Equal(got, []string{"early"}) {
+		t.Errorf("got %v", got)
 	}
 }
 
@@ -148,6 +273,7 @@ func TestFailingSinkRetriesTheBatch(t *testing.T) {
 		h := New(nil)
 		r := &recorder{name: "flaky", failFirst: 3}
 		h.Add(r, Options{Policy: Block})
+		h.Start(context.Background())
 		for _, e := range events(10) {
 			h.Publish(e)
 		}
@@ -169,6 +295,7 @@ func TestCloseGivesUpOnDeadSink(t *testing.T) {
 		h := New(nil)
 		r := &recorder{name: "dead", failFirst: 1 << 30}
 		h.Add(r, Options{Policy: Block, Capacity: 8})
+		h.Start(context.Background())
 		for _, e := range events(20) {
 			h.Publish(e) // the sink fails at once, so publishers stop waiting on it
 		}
@@ -192,6 +319,7 @@ func TestWaitingPublisherIsReleasedWhenTheSinkFails(t *testing.T) {
 		h := New(nil)
 		r := &recorder{name: "failing", gate: make(chan struct{}), failFirst: 1 << 30}
 		h.Add(r, Options{Policy: Block, Capacity: 8})
+		h.Start(context.Background())
 		published := make(chan struct{})
 		go func() {
 			for _, e := range events(17) { // 8 taken by the blocked write, 8 queued, 1 waits

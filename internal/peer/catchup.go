@@ -15,6 +15,7 @@ import (
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/dialtrap/dialtrap/internal/backoff"
 	"github.com/dialtrap/dialtrap/internal/event"
 )
 
@@ -37,12 +38,17 @@ const (
 	catchupServeSlots = 4                // answers served at once
 	catchupMaxBad     = 10               // refused items before a session is given up
 	catchupRetries    = 3                // failed sessions with a peer before waiting for a reconnection
-	catchupRetryWait  = 5 * time.Second  // times the number of failures
 )
 
-// RecentFunc calls fn for at most limit stored events after (since, afterID) in time order,
-// each with its cursor ID. Events from peers must carry Peer and Sealed.
-type RecentFunc func(ctx context.Context, since string, afterID int64, limit int, fn func(e *event.Event, id int64) error) error
+// catchupRetry is the wait before asking a peer again after a failed session.
+var catchupRetry = backoff.Policy{Min: 5 * time.Second, Max: time.Minute, Jitter: true}
+
+// EventSource is what catch-up serves from: the store, declared here by its consumer.
+type EventSource interface {
+	// Recent calls fn for at most limit stored events after (since, afterID) in time order,
+	// each with its cursor ID. Events from peers must carry Peer and Sealed.
+	Recent(ctx context.Context, since string, afterID int64, limit int, fn func(e *event.Event, id int64) error) error
+}
 
 type catchupRequest struct {
 	Since   string `json:"since"`
@@ -148,7 +154,7 @@ func (n *Node) catchupFrom(ctx context.Context, p libpeer.ID) {
 	if err != nil && ctx.Err() == nil && !errors.As(err, &lied) && c.tries[p] < catchupRetries {
 		// The peer may not be ready yet, or the connection dropped: ask again later.
 		c.tries[p]++
-		wait := time.Duration(c.tries[p]) * catchupRetryWait
+		wait := catchupRetry.Delay(c.tries[p])
 		n.log.Debug("p2p: catch-up with a peer failed; will retry", "peer", p, "events", got, "in", wait, "err", err)
 		time.AfterFunc(wait, func() {
 			if ctx.Err() == nil {
@@ -291,8 +297,8 @@ func (n *Node) serveCatchup(ctx context.Context, s network.Stream) {
 	tr := catchupTrailer{AfterTS: req.Since, AfterID: req.AfterID}
 	rows := 0
 	var buf [binary.MaxVarintLen64]byte
-	if n.cfg.Recent != nil {
-		err = n.cfg.Recent(ctx, req.Since, req.AfterID, req.Limit, func(e *event.Event, id int64) error {
+	if n.cfg.Events != nil {
+		err = n.cfg.Events.Recent(ctx, req.Since, req.AfterID, req.Limit, func(e *event.Event, id int64) error {
 			rows++
 			tr.AfterTS, tr.AfterID = e.Timestamp, id
 			data := e.Sealed

@@ -50,7 +50,7 @@ func (m *memStore) uuids() map[string]bool {
 	return out
 }
 
-func (m *memStore) recent(ctx context.Context, since string, afterID int64, limit int, fn func(*event.Event, int64) error) error {
+func (m *memStore) Recent(ctx context.Context, since string, afterID int64, limit int, fn func(*event.Event, int64) error) error {
 	type row struct {
 		e  *event.Event
 		id int64
@@ -106,7 +106,7 @@ func TestCatchupConverges(t *testing.T) {
 		b.add(e, third)
 	}
 	withStore := func(s *memStore) func(*Config) {
-		return func(c *Config) { c.Recent, c.Receive = s.recent, s.add }
+		return func(c *Config) { c.Events, c.Receive = s, s.add }
 	}
 	na, _ := startTestNode(t, nil, withStore(a))
 	nb, _ := startTestNode(t, na.Addrs()[:1], withStore(b))

@@ -4,13 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
@@ -57,10 +52,10 @@ func Seal(e *event.Event, key crypto.PrivKey) ([]byte, error) {
 const (
 	ReasonSize      = "size"      // over MaxEnvelope
 	ReasonSignature = "signature" // not an envelope of ours, or the signature does not verify
-	ReasonSchema    = "schema"    // not an event, or a field out of bounds
-	ReasonTime      = "timestamp" // from the future, or older than the accepted window
-	ReasonIP        = "ip"        // source or destination not an IP address
-	ReasonNumber    = "number"    // called_number with characters no dial string has
+	ReasonSchema    = event.ReasonSchema // not an event, or a field out of bounds
+	ReasonTime      = event.ReasonTime   // from the future, or older than the accepted window
+	ReasonIP        = event.ReasonIP     // source or destination not an IP address
+	ReasonNumber    = event.ReasonNumber // called_number with characters no dial string has
 	ReasonRate      = "rate"      // valid, but over the originator's rate (ignored, not penalised)
 	ReasonOwn       = "own"       // this node's own event coming back
 	ReasonDuplicate = "duplicate" // an event_uuid already received, same content
@@ -125,80 +120,15 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// check applies the one event validator with the rules of shared events and maps its
+// refusal onto a rejection reason.
 func check(e *event.Event, now time.Time, lim Limits) error {
 	lim = lim.withDefaults()
-	if e.AppName == "" || len(e.AppName) > 64 || len(e.AppVersion) > 64 || !printable(e.AppName) || !printable(e.AppVersion) {
-		return reject(ReasonSchema, "app_name/app_version missing, too long or not printable")
-	}
-	if _, err := uuid.Parse(e.UUID); err != nil || len(e.UUID) != 36 {
-		return reject(ReasonSchema, "event_uuid %q is not a UUID", e.UUID)
-	}
-	if _, err := uuid.Parse(e.NodeID); err != nil || len(e.NodeID) != 36 {
-		return reject(ReasonSchema, "created_by_node_id %q is not a UUID", e.NodeID)
-	}
-	switch e.CollectedMethod {
-	case event.Responsive, event.Passive:
-	default:
-		return reject(ReasonSchema, "collected_method %q", e.CollectedMethod)
-	}
-	switch e.Transport {
-	case event.UDP, event.TCP, event.TLS:
-	default:
-		return reject(ReasonSchema, "transport_type %q", e.Transport)
-	}
-	if len(e.SIPMethod) > 32 || !token(e.SIPMethod) {
-		return reject(ReasonSchema, "sip_method %q is not a SIP token", e.SIPMethod)
-	}
-	if len(e.SIPUserAgent) > 8192 || len(e.SIPMessage) > 3*event.MaxMessage ||
-		!utf8.ValidString(e.SIPUserAgent) || !utf8.ValidString(e.SIPMessage) {
-		return reject(ReasonSchema, "sip_user_agent or sip_message too long or not UTF-8")
-	}
-	if e.SourcePort < 0 || e.SourcePort > 65535 || e.DestinationPort < 0 || e.DestinationPort > 65535 {
-		return reject(ReasonSchema, "port out of range")
-	}
-	t, err := event.ParseTime(e.Timestamp)
+	err := event.Check(e, event.Rules{Now: now, MaxAge: lim.MaxAge, MaxFuture: lim.MaxFuture, Shared: true})
 	if err != nil {
-		return reject(ReasonTime, "%w", err)
-	}
-	if t.After(now.Add(lim.MaxFuture)) || t.Before(now.Add(-lim.MaxAge)) {
-		return reject(ReasonTime, "event_timestamp %s is outside [now-%v, now+%v]", e.Timestamp, lim.MaxAge, lim.MaxFuture)
-	}
-	src, err := netip.ParseAddr(e.SourceIP)
-	if err != nil || src.Zone() != "" || src.IsUnspecified() || src.String() != e.SourceIP {
-		return reject(ReasonIP, "source_ip %q", e.SourceIP)
-	}
-	if e.DestinationIP != "" {
-		dst, err := netip.ParseAddr(e.DestinationIP)
-		if err != nil || dst.Zone() != "" || dst.String() != e.DestinationIP {
-			return reject(ReasonIP, "destination_ip %q", e.DestinationIP)
-		}
-	}
-	// Empty for a packet that was not SIP; NOT_FOUND for SIP without a number.
-	if len(e.CalledNumber) > 1024 || !printable(e.CalledNumber) {
-		return reject(ReasonNumber, "called_number %q", e.CalledNumber)
+		return &RejectError{Reason: event.ReasonOf(err), Err: err}
 	}
 	return nil
-}
-
-// printable is valid UTF-8 without control characters: what a dial string, or an injection
-// payload captured in one, can hold and still be shown and stored safely.
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	return strings.IndexFunc(s, unicode.IsControl) < 0
-}
-
-// token is the SIP method grammar (RFC 3261 token), or empty for a non-SIP packet.
-func token(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0 {
-			continue
-		}
-		return false
-	}
-	return true
 }
 
 // ReasonOf returns the rejection reason of err, or "" when err is not a rejection.

@@ -51,8 +51,8 @@ type Config struct {
 	Receive func(e *event.Event, from libpeer.ID)
 	// Policy holds peer events until they count (--p2p-trust, --p2p-min-sightings).
 	Policy Policy
-	// Recent serves peers catching up (see catchup.go); nil serves nothing.
-	Recent RecentFunc
+	// Events serves peers catching up (see catchup.go); nil serves nothing.
+	Events EventSource
 	// CatchupWindow is how far back a node asks its peers for events when it meets them;
 	// 0 asks for nothing (the node still answers peers' requests).
 	CatchupWindow time.Duration
@@ -71,6 +71,7 @@ type Node struct {
 	self   libpeer.ID
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	closed bool
 
 	published atomic.Uint64
 	skipped   atomic.Uint64 // own events peers would refuse (too large, bad fields)
@@ -108,9 +109,8 @@ func (n *Node) allow(signer libpeer.ID) bool {
 	return l.Allow()
 }
 
-// Start joins the network: listens, connects to the bootstrap peers, joins the DHT and the
-// topic, and delivers accepted events to cfg.Receive until Close.
-func Start(cfg Config) (*Node, error) {
+// New returns a node for cfg. Nothing listens and no goroutine runs before Start.
+func New(cfg Config) *Node {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -120,27 +120,38 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.PerPeerBurst <= 0 {
 		cfg.PerPeerBurst = 2000
 	}
-	boot, err := parseBootstrap(cfg.Bootstrap)
-	if err != nil {
-		return nil, err
-	}
-	h, err := libp2p.New(libp2p.Identity(cfg.Key), libp2p.ListenAddrStrings(cfg.ListenAddrs...))
-	if err != nil {
-		return nil, fmt.Errorf("start libp2p on %v (is the port in use? set --p2p-addr): %w", cfg.ListenAddrs, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, log: cfg.Log, host: h, self: h.ID(), cancel: cancel,
+	return &Node{cfg: cfg, log: cfg.Log, cancel: func() {},
 		rejected: map[string]uint64{}, limiters: map[libpeer.ID]*rate.Limiter{},
 		gate: newGate(cfg.Policy), seen: newSeenEvents(1 << 16), peers: peerTable{m: map[libpeer.ID]*peerCounters{}}}
-	fail := func(err error) (*Node, error) {
-		n.Close()
-		return nil, err
+}
+
+// Start joins the network: listens, connects to the bootstrap peers, joins the DHT and the
+// topic, and delivers accepted events to cfg.Receive until Close. Whatever Receive feeds must
+// be ready before Start: events can arrive at once. On error the node is closed.
+func (n *Node) Start(context.Context) (err error) {
+	if n.cfg.Key == nil {
+		return errors.New("p2p: no node key")
 	}
+	boot, err := parseBootstrap(n.cfg.Bootstrap)
+	if err != nil {
+		return err
+	}
+	h, err := libp2p.New(libp2p.Identity(n.cfg.Key), libp2p.ListenAddrStrings(n.cfg.ListenAddrs...))
+	if err != nil {
+		return fmt.Errorf("start libp2p on %v (is the port in use? set --p2p-addr): %w", n.cfg.ListenAddrs, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.host, n.self, n.cancel = h, h.ID(), cancel
+	defer func() {
+		if err != nil {
+			n.Close(context.Background())
+		}
+	}()
 	// Before any connection: a peer that meets this node asks for catch-up at once.
 	n.startCatchup(ctx)
 	n.dht, err = dht.New(h, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(dhtPrefix), dht.BootstrapPeers(boot...))
 	if err != nil {
-		return fail(fmt.Errorf("start the DHT: %w", err))
+		return fmt.Errorf("start the DHT: %w", err)
 	}
 	n.ps, err = pubsub.NewGossipSub(ctx, h, append(ProtocolOptions(),
 		pubsub.WithMaxMessageSize(MaxEnvelope+4096),
@@ -153,18 +164,18 @@ func Start(cfg Config) (*Node, error) {
 		pubsub.WithPeerScoreInspect(func(m map[libpeer.ID]float64) { n.scores.Store(m) }, time.Second),
 	)...)
 	if err != nil {
-		return fail(fmt.Errorf("start gossipsub: %w", err))
+		return fmt.Errorf("start gossipsub: %w", err)
 	}
 	if err := n.ps.RegisterTopicValidator(Topic, n.validate); err != nil {
-		return fail(err)
+		return err
 	}
 	if n.topic, err = n.ps.Join(Topic); err != nil {
-		return fail(err)
+		return err
 	}
 	// The reader hands events to the hub, which may pause it briefly (store back-pressure);
 	// gossipsub drops what does not fit in this buffer meanwhile.
 	if n.sub, err = n.topic.Subscribe(pubsub.WithBufferSize(8192)); err != nil {
-		return fail(err)
+		return err
 	}
 	for _, ai := range boot {
 		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
@@ -174,12 +185,12 @@ func Start(cfg Config) (*Node, error) {
 		ccancel()
 	}
 	if err := n.dht.Bootstrap(ctx); err != nil {
-		return fail(fmt.Errorf("bootstrap the DHT: %w", err))
+		return fmt.Errorf("bootstrap the DHT: %w", err)
 	}
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.readLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.discover(ctx) }()
-	return n, nil
+	return nil
 }
 
 // ProtocolOptions are the gossipsub settings every node of the network must share. Messages
@@ -335,13 +346,14 @@ func (n *Node) deliver(e *event.Event, signer libpeer.ID) {
 // Name implements hub.Sink.
 func (n *Node) Name() string { return "p2p" }
 
-// Write implements hub.Sink: it publishes this node's own events; events learned from peers
-// are never re-published.
+// Write implements hub.Sink: it publishes the batch, this node's own events (the node never
+// routes peer events here: they are never re-published). Events peers would refuse are
+// skipped and counted.
 func (n *Node) Write(ctx context.Context, batch []*event.Event) error {
+	if n.topic == nil {
+		return errors.New("p2p: not started")
+	}
 	for _, e := range batch {
-		if e.FromPeer {
-			continue
-		}
 		if err := check(e, time.Now(), n.cfg.Limits); err != nil {
 			n.skipped.Add(1) // peers would refuse it and lower our score
 			continue
@@ -362,8 +374,11 @@ func (n *Node) Write(ctx context.Context, batch []*event.Event) error {
 // ID is this node's peer ID.
 func (n *Node) ID() libpeer.ID { return n.self }
 
-// Addrs are the addresses this node listens on, each with /p2p/<peer ID>.
+// Addrs are the addresses this node listens on, each with /p2p/<peer ID>; none before Start.
 func (n *Node) Addrs() []string {
+	if n.host == nil {
+		return nil
+	}
 	var out []string
 	for _, a := range n.host.Addrs() {
 		out = append(out, a.String()+"/p2p/"+n.self.String())
@@ -402,8 +417,12 @@ func (n *Node) Score(p libpeer.ID) float64 {
 	return m[p]
 }
 
-// Close leaves the network.
-func (n *Node) Close() error {
+// Close leaves the network; it is safe after a failed Start and more than once.
+func (n *Node) Close(ctx context.Context) error {
+	if n.host == nil || n.closed {
+		return nil
+	}
+	n.closed = true
 	var errs []error
 	if n.sub != nil {
 		n.sub.Cancel()
@@ -416,7 +435,13 @@ func (n *Node) Close() error {
 		errs = append(errs, n.dht.Close())
 	}
 	errs = append(errs, n.host.Close())
-	n.wg.Wait()
+	done := make(chan struct{})
+	go func() { n.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("p2p goroutines still running at shutdown: %w", ctx.Err()))
+	}
 	// Pieces that the cancel already stopped report context.Canceled: not a failure.
 	errs = slices.DeleteFunc(errs, func(err error) bool { return errors.Is(err, context.Canceled) })
 	return errors.Join(errs...)

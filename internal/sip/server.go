@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/ratelog"
 )
 
 // Config tells a Server where to listen and what to do with what it hears.
@@ -54,7 +55,7 @@ type Server struct {
 	conns   map[net.Conn]struct{}
 	perIP   map[netip.Addr]int
 	nconns  int
-	limited rateLimitedLog
+	warn    *ratelog.Logger // one line per kind of failure per 10 s: a flood cannot fill the log
 
 	received atomic.Uint64
 }
@@ -86,6 +87,7 @@ func New(cfg Config) *Server {
 		done:      make(chan struct{}),
 		conns:     map[net.Conn]struct{}{},
 		perIP:     map[netip.Addr]int{},
+		warn:      ratelog.New(cfg.Log, 10*time.Second),
 	}
 }
 
@@ -136,10 +138,28 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// UDPAddr, TCPAddr and TLSAddr return the bound addresses (useful with port 0).
-func (s *Server) UDPAddr() net.Addr { return s.udp.LocalAddr() }
-func (s *Server) TCPAddr() net.Addr { return s.tcp.Addr() }
-func (s *Server) TLSAddr() net.Addr { return s.tls.Addr() }
+// UDPAddr, TCPAddr and TLSAddr return the bound addresses (useful with port 0), or nil for a
+// listener that is not running.
+func (s *Server) UDPAddr() net.Addr {
+	if s.udp == nil {
+		return nil
+	}
+	return s.udp.LocalAddr()
+}
+
+func (s *Server) TCPAddr() net.Addr {
+	if s.tcp == nil {
+		return nil
+	}
+	return s.tcp.Addr()
+}
+
+func (s *Server) TLSAddr() net.Addr {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Addr()
+}
 
 // Received returns how many messages (datagrams or stream messages) were recorded.
 func (s *Server) Received() uint64 { return s.received.Load() }
@@ -153,8 +173,8 @@ func (s *Server) spawn(f func()) {
 }
 
 // Close stops the listeners, closes open connections and waits for every goroutine, so that
-// everything received has been published when it returns.
-func (s *Server) Close() error {
+// everything received has been published when it returns, or until ctx ends.
+func (s *Server) Close(ctx context.Context) error {
 	select {
 	case <-s.done:
 		return nil
@@ -181,7 +201,13 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	s.connMu.Unlock()
-	s.wg.Wait()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("SIP listeners still publishing at shutdown: %w", ctx.Err()))
+	}
 	return errors.Join(errs...)
 }
 
@@ -219,16 +245,4 @@ func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip
 			"method", e.SIPMethod, "number", e.CalledNumber, "agent", e.SIPUserAgent, "message", e.SIPMessage)
 	}
 	s.cfg.Publish(e)
-}
-
-// rateLimitedLog lets one warning of a kind through every interval, so a scan or a flood
-// cannot fill the log.
-type rateLimitedLog struct {
-	last atomic.Int64
-}
-
-func (r *rateLimitedLog) allow(every time.Duration) bool {
-	now := time.Now().UnixNano()
-	last := r.last.Load()
-	return now-last >= int64(every) && r.last.CompareAndSwap(last, now)
 }

@@ -41,7 +41,7 @@ func start(t *testing.T, cfg Config) *harness {
 	if err := h.srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.srv.Close() })
+	t.Cleanup(func() { h.srv.Close(context.Background()) })
 	return h
 }
 
@@ -318,7 +318,7 @@ func TestBindConflict(t *testing.T) {
 	h := start(t, Config{Addr: "127.0.0.1:0"})
 	srv := New(Config{Addr: h.srv.UDPAddr().String(), Publish: func(*event.Event) {}})
 	err := srv.Start(context.Background())
-	srv.Close()
+	srv.Close(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "--sip-addr") {
 		t.Fatalf("second bind: %v", err)
 	}

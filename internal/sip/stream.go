@@ -19,9 +19,7 @@ func (s *Server) acceptLoop(ln net.Listener, transport string) {
 				return
 			}
 			// Out of file descriptors and the like: wait a little rather than spin.
-			if s.limited.allow(10e9) {
-				s.log.Warn("SIP accept failed", "transport", transport, "err", err)
-			}
+			s.warn.Warn("SIP accept failed", "transport", transport, "err", err)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
@@ -51,10 +49,8 @@ func (s *Server) admit(c net.Conn, ip netip.Addr) bool {
 		return false
 	}
 	if s.nconns >= s.cfg.MaxConns || s.perIP[ip] >= s.cfg.MaxConnsPerIP {
-		if s.limited.allow(10e9) {
-			s.log.Warn("SIP connection refused: limit reached", "from", ip, "open", s.nconns,
-				"from_this_ip", s.perIP[ip], "max", s.cfg.MaxConns, "max_per_ip", s.cfg.MaxConnsPerIP)
-		}
+		s.warn.Warn("SIP connection refused: limit reached", "from", ip, "open", s.nconns,
+			"from_this_ip", s.perIP[ip], "max", s.cfg.MaxConns, "max_per_ip", s.cfg.MaxConnsPerIP)
 		return false
 	}
 	s.nconns++

@@ -79,9 +79,7 @@ func (s *Server) serveUDP() {
 			if s.closing() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if s.limited.allow(10e9) {
-				s.log.Warn("UDP read failed", "err", err)
-			}
+			s.warn.Warn("UDP read failed", "err", err)
 			continue
 		}
 		dst := netip.AddrPortFrom(destination(oob[:oobn]), localPort)

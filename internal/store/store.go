@@ -1,11 +1,12 @@
-// Package store defines what every event store offers: batched writes of raw events with the
-// per-IP and per-number aggregates the API serves, kept up to date on write so that lookups
-// never scan the events table. Backends live in store/sqlite and store/postgres.
+// Package store holds the value types every event store shares: the per-IP and per-number
+// aggregates the API serves (kept up to date on write, so that lookups never scan the events
+// table), list options, counted dimensions. What a store must do is declared by each consumer
+// (hub.Sink to write, api.Store to look up and list, peer.EventSource for catch-up, the export
+// and import interfaces of cmd/dialtrap); backends live in store/sqlite and, next,
+// store/postgres.
 package store
 
 import (
-	"context"
-
 	"github.com/dialtrap/dialtrap/internal/event"
 )
 
@@ -20,45 +21,6 @@ type Aggregate struct {
 	Local        int64
 	Peers        int64
 	TrustedPeers int64
-}
-
-// Cursor is a position in the time-ordered event sequence that catch-up pages through.
-type Cursor struct {
-	Timestamp string // event_timestamp
-	ID        int64  // the store's own tie-breaker among equal timestamps
-}
-
-// Store keeps events. Write is called by a single hub worker; the readers are safe for
-// concurrent use alongside it.
-type Store interface {
-	// Name identifies the store in logs and metrics (it makes a Store a hub sink).
-	Name() string
-	// Write stores a batch atomically. Events whose event_uuid is already stored are skipped,
-	// so a retried or re-imported batch never counts twice.
-	Write(ctx context.Context, batch []*event.Event) error
-	// IP and Number return the aggregate for one key; ok is false when it was never seen.
-	IP(ctx context.Context, ip string) (a Aggregate, ok bool, err error)
-	Number(ctx context.Context, number string) (a Aggregate, ok bool, err error)
-	// MatchNumbers returns the stored numbers that match n under the national match
-	// (event.NumbersMatch), n itself included when stored, newest first.
-	MatchNumbers(ctx context.Context, n string) ([]Aggregate, error)
-	// Count returns how many IPs or numbers were last seen at or after since ("" for all).
-	Count(ctx context.Context, l List, since string) (int64, error)
-	// Each calls fn for the IPs or numbers selected by o, newest first (last seen, then key,
-	// both descending), streaming from the store, until fn returns an error.
-	Each(ctx context.Context, l List, o ListOptions, fn func(Aggregate) error) error
-	// Top returns the most frequent values of a dimension in events from the hour of since
-	// ("" for all time) on, most frequent first, at most limit of them (0 for all), and how
-	// many distinct values there are.
-	Top(ctx context.Context, d Dimension, since string, limit int) (top []ValueCount, distinct int64, err error)
-	// CountEvents returns how many raw events are stored.
-	CountEvents(ctx context.Context) (int64, error)
-	// Events calls fn for every stored event, oldest first, until fn returns an error.
-	Events(ctx context.Context, fn func(*event.Event) error) error
-	// Recent calls fn for at most limit events after c in (event_timestamp, store order), with
-	// their Peer and Sealed fields, and each one's cursor: what a peer catching up is served.
-	Recent(ctx context.Context, after Cursor, limit int, fn func(*event.Event, Cursor) error) error
-	Close() error
 }
 
 // List names one of the per-key aggregate lists.

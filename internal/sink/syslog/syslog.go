@@ -33,11 +33,10 @@ func Open(addr string) (*Sink, error) {
 	}
 	w, err := syslog.Dial(network, raddr, syslog.LOG_NOTICE|syslog.LOG_USER, Tag)
 	if err != nil {
-		where := addr
-		if where == "" {
-			where = "the local syslog socket (is a syslog daemon running?)"
+		if addr == "" {
+			return nil, fmt.Errorf("connect to the local syslog socket (/dev/log): %w: no syslog daemon seems to be running; start one (rsyslog, syslog-ng or systemd-journald) or send the lines elsewhere with --syslog-addr (udp://host:514, tcp://host:514 or unix:///path/to/socket)", err)
 		}
-		return nil, fmt.Errorf("connect to syslog at %s: %w", where, err)
+		return nil, fmt.Errorf("connect to syslog at %s: %w (is the syslog server running there? check --syslog-addr)", addr, err)
 	}
 	return &Sink{w: w}, nil
 }

@@ -25,8 +25,11 @@ func BenchmarkSpoolWrite(b *testing.B) {
 	rv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer rv.Close()
 	cfg := Config{URL: rv.URL, SpoolDir: filepath.Join(b.TempDir(), "spool"), SpoolMax: 1 << 40}
-	s, err := Open(cfg) // not started: this measures the capture side only
+	s, err := New(cfg)
 	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.openSpool(); err != nil { // no workers: this measures the capture side only
 		b.Fatal(err)
 	}
 	defer s.Close(context.Background())
@@ -78,13 +81,15 @@ func benchServer(b *testing.B, n int) (*httptest.Server, *sync.WaitGroup) {
 func BenchmarkDeliver(b *testing.B) {
 	srv, wg := benchServer(b, b.N)
 	cfg := Config{URL: srv.URL, SpoolDir: filepath.Join(b.TempDir(), "spool"), SpoolMax: 1 << 40, Concurrency: 4}
-	s, err := Open(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	events := makeEvents(b.N, "0046812118532")
 	b.ResetTimer()
-	s.Start()
+	if err := s.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	for i := 0; i < len(events); i += 1000 {
 		if err := s.Write(context.Background(), events[i:min(i+1000, len(events))]); err != nil {
 			b.Fatal(err)

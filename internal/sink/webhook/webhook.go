@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -29,7 +28,9 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/dialtrap/dialtrap/internal/backoff"
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/ratelog"
 )
 
 // Signature headers sent when a secret is set. The signature is HMAC-SHA256 over
@@ -57,7 +58,6 @@ type Config struct {
 	Timeout     time.Duration // per request, token fetch included; default 10s
 	MinBackoff  time.Duration // first retry delay; default 1s
 	MaxBackoff  time.Duration // longest delay between retries; default 5m
-	PeerEvents  bool          // also send events learned from peers
 
 	Log *slog.Logger
 }
@@ -93,30 +93,11 @@ type Sink struct {
 
 	droppedLogged atomic.Uint64
 	// Warnings of each kind at most once per 30 s: an outage or a full spool lasts long.
-	warnDrop, warnFail, warnReject, warnAck everyOnce
+	warn *ratelog.Logger
 }
 
-// everyOnce runs f at most once per period.
-type everyOnce struct {
-	mu   sync.Mutex
-	last time.Time
-}
-
-// reset lets the next Do run at once.
-func (e *everyOnce) reset() {
-	e.mu.Lock()
-	e.last = time.Time{}
-	e.mu.Unlock()
-}
-
-func (e *everyOnce) Do(f func()) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if now := time.Now(); e.last.IsZero() || now.Sub(e.last) >= 30*time.Second {
-		e.last = now
-		f()
-	}
-}
+// msgFailing is the warning of a failed delivery; a new run of failures logs it at once.
+const msgFailing = "webhook: delivery failed; events stay spooled and are retried"
 
 // Stats are the webhook's counters.
 type Stats struct {
@@ -127,8 +108,8 @@ type Stats struct {
 	Pending   int64  // in the spool
 }
 
-// Open validates cfg and opens the spool. Nothing is sent before Start.
-func Open(cfg Config) (*Sink, error) {
+// New validates cfg. It opens nothing: Start opens the spool and starts delivering.
+func New(cfg Config) (*Sink, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("webhook URL %q: give an absolute http:// or https:// URL", cfg.URL)
@@ -145,7 +126,7 @@ func Open(cfg Config) (*Sink, error) {
 		}
 	}
 	setDefaults(&cfg)
-	s := &Sink{cfg: cfg, log: cfg.Log}
+	s := &Sink{cfg: cfg, log: cfg.Log, warn: ratelog.New(cfg.Log, 30*time.Second)}
 	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -165,11 +146,18 @@ func Open(cfg Config) (*Sink, error) {
 	if cfg.ClientID != "" {
 		s.auth = newAuth(cfg, s.client)
 	}
-	if s.spool, err = OpenSpool(cfg.SpoolDir, cfg.SpoolMax); err != nil {
-		return nil, err
-	}
-	s.gate.init(cfg.MinBackoff, cfg.MaxBackoff)
+	s.gate.init(backoff.Policy{Min: cfg.MinBackoff, Max: cfg.MaxBackoff, Jitter: true})
 	return s, nil
+}
+
+// openSpool opens the spool: Write works from then on.
+func (s *Sink) openSpool() error {
+	sp, err := OpenSpool(s.cfg.SpoolDir, s.cfg.SpoolMax)
+	if err != nil {
+		return err
+	}
+	s.spool = sp
+	return nil
 }
 
 func setDefaults(cfg *Config) {
@@ -204,11 +192,11 @@ func (s *Sink) Name() string { return "webhook" }
 
 // Write implements hub.Sink: the batch is appended to the spool in one write, or not at all.
 func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
+	if s.spool == nil {
+		return errors.New("webhook: not started")
+	}
 	records := make([][]byte, 0, len(batch))
 	for _, e := range batch {
-		if e.FromPeer && !s.cfg.PeerEvents {
-			continue
-		}
 		b, err := e.AppendJSON(nil)
 		if err != nil {
 			return err
@@ -223,16 +211,18 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	}
 	if st := s.spool.Stats(); st.Dropped > s.droppedLogged.Load() {
 		s.droppedLogged.Store(st.Dropped)
-		s.warnDrop.Do(func() {
-			s.log.Warn("webhook spool full: dropping the oldest undelivered events (raise --webhook-spool-max or fix the endpoint)",
-				"dropped_total", st.Dropped, "spool_max", s.cfg.SpoolMax, "pending", st.Pending)
-		})
+		s.warn.Warn("webhook spool full: dropping the oldest undelivered events (raise --webhook-spool-max or fix the endpoint)",
+			"dropped_total", st.Dropped, "spool_max", s.cfg.SpoolMax, "pending", st.Pending)
 	}
 	return nil
 }
 
-// Start runs the delivery workers until Close.
-func (s *Sink) Start() {
+// Start opens the spool (events a previous run left there are delivered first) and runs the
+// delivery workers until Close.
+func (s *Sink) Start(context.Context) error {
+	if err := s.openSpool(); err != nil {
+		return err
+	}
 	take, stopTaking := context.WithCancel(context.Background())
 	sends, stopSends := context.WithCancel(context.Background())
 	s.stopTaking, s.stopSends, s.started = stopTaking, stopSends, true
@@ -246,11 +236,16 @@ func (s *Sink) Start() {
 			s.work(take, sends)
 		}()
 	}
+	return nil
 }
 
 // Close stops taking events from the spool, gives requests in flight until ctx ends to
-// finish, and closes the spool. Undelivered events stay spooled for the next start.
+// finish, and closes the spool. Undelivered events stay spooled for the next start. It is safe
+// after a failed Start.
 func (s *Sink) Close(ctx context.Context) error {
+	if s.spool == nil {
+		return nil
+	}
 	if s.started {
 		s.stopTaking()
 		done := make(chan struct{})
@@ -278,7 +273,10 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // Stats returns the counters.
 func (s *Sink) Stats() Stats {
-	sp := s.spool.Stats()
+	var sp SpoolStats
+	if s.spool != nil {
+		sp = s.spool.Stats()
+	}
 	return Stats{
 		Delivered: s.delivered.Load(), Rejected: s.rejects.Load(), Failures: s.failures.Load(),
 		Dropped: sp.Dropped, Pending: sp.Pending,
@@ -340,7 +338,7 @@ func (s *Sink) deliver(take, sends context.Context, rec Record) {
 
 func (s *Sink) ack(rec Record) {
 	if err := s.spool.Ack(rec); err != nil {
-		s.warnAck.Do(func() { s.log.Warn("webhook: spool ack failed", "err", err) })
+		s.warn.Warn("webhook: spool ack failed", "err", err)
 	}
 }
 
@@ -477,14 +475,12 @@ func (s *Sink) reject(rec Record, res result) {
 	if err != nil {
 		// Keep it spooled rather than lose it; it will be offered again after a restart.
 		s.spool.Release(rec)
-		s.warnReject.Do(func() { s.log.Warn("webhook: could not keep a rejected event in "+path, "err", err) })
+		s.warn.Warn("webhook: could not keep a rejected event in rejected.jsonl", "path", path, "err", err)
 		return
 	}
 	s.ack(rec)
-	s.warnReject.Do(func() {
-		s.log.Warn("webhook: endpoint refused an event for good; kept in "+path, "status", res.status,
-			"response", res.body, "rejected_total", s.rejects.Load())
-	})
+	s.warn.Warn("webhook: endpoint refused an event for good; kept in rejected.jsonl", "path", path, "status", res.status,
+		"response", res.body, "rejected_total", s.rejects.Load())
 }
 
 // warnFailing logs a failed attempt: the first of a run of failures at once, then at most
@@ -505,16 +501,16 @@ func (s *Sink) warnFailing(res result, delay time.Duration) {
 		attrs = append(attrs, "hint", "the endpoint refuses our credentials: check -i/-c, --webhook-token-url and --webhook-audience")
 	}
 	if !s.failingLog.Swap(true) {
-		s.warnFail.reset()
+		s.warn.Reset(msgFailing)
 	}
-	s.warnFail.Do(func() { s.log.Warn("webhook: delivery failed; events stay spooled and are retried", attrs...) })
+	s.warn.Warn(msgFailing, attrs...)
 }
 
 // gate paces requests while the endpoint fails: after a failure every worker waits out a
 // back-off (exponential, with jitter, at least Retry-After), then one request probes the
 // endpoint while the others wait for its outcome; a success opens the gate for all.
 type gate struct {
-	minB, maxB time.Duration
+	retry backoff.Policy
 
 	mu       sync.Mutex
 	failures int
@@ -524,8 +520,8 @@ type gate struct {
 	changed  chan struct{}
 }
 
-func (g *gate) init(minB, maxB time.Duration) {
-	g.minB, g.maxB = minB, maxB
+func (g *gate) init(retry backoff.Policy) {
+	g.retry = retry
 	g.changed = make(chan struct{})
 }
 
@@ -595,12 +591,7 @@ func (g *gate) fail(started time.Time, probe bool, retryAfter time.Duration) tim
 	if probe {
 		g.probing = false
 	}
-	d := g.minB << min(g.failures-1, 30)
-	if d > g.maxB || d <= 0 {
-		d = g.maxB
-	}
-	d = d/2 + time.Duration(rand.Float64()*float64(d/2)) // "equal jitter": nodes do not retry in step
-	d = max(d, retryAfter)
+	d := max(g.retry.Delay(g.failures), retryAfter) // jittered: nodes do not retry in step
 	if until := now.Add(d); until.After(g.until) {
 		g.until = until
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -152,11 +153,13 @@ func testConfig(t *testing.T, url string) Config {
 
 func openSink(t *testing.T, cfg Config) *Sink {
 	t.Helper()
-	s, err := Open(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Start()
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -590,29 +593,6 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 	}
 }
 
-func TestPeerEventsAreSentOnlyWhenAsked(t *testing.T) {
-	for _, send := range []bool{false, true} {
-		rv := newReceiver(t)
-		cfg := testConfig(t, rv.srv.URL)
-		cfg.PeerEvents = send
-		s := openSink(t, cfg)
-		own, peer := makeEvents(3, "111111"), makeEvents(3, "222222")
-		for _, e := range peer {
-			e.FromPeer = true
-		}
-		write(t, s, append(append([]*event.Event{}, peer...), own...))
-		want := own
-		if send {
-			want = append(want, peer...)
-		}
-		rv.waitAll(t, want, 5*time.Second)
-		closeSink(t, s, time.Second)
-		if got := s.Stats().Delivered; got != uint64(len(want)) {
-			t.Errorf("PeerEvents=%v: %d delivered, want %d", send, got, len(want))
-		}
-	}
-}
-
 func TestHangingEndpointDoesNotHoldUpWrites(t *testing.T) {
 	release := make(chan struct{})
 	rv := newReceiver(t)
@@ -705,7 +685,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
-func TestOpenRejectsBadConfig(t *testing.T) {
+func TestNewRejectsBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct {
 		cfg  Config
@@ -717,8 +697,8 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		{Config{URL: "http://127.0.0.1:1/e", TokenURL: "http://127.0.0.1:1/t", SpoolDir: dir}, "-i/--oauth2-client-id"},
 		{Config{URL: "http://127.0.0.1:1/e", ClientID: "a", ClientSecret: "b", TokenURL: "token", SpoolDir: dir}, "--webhook-token-url"},
 	} {
-		if _, err := Open(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("Open(%+v) = %v, want an error naming %q", c.cfg, err, c.want)
+		if _, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v) = %v, want an error naming %q", c.cfg, err, c.want)
 		}
 	}
 }
@@ -789,5 +769,37 @@ func TestLogURLHidesSecrets(t *testing.T) {
 		if got := LogURL(in); got != want {
 			t.Errorf("LogURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// New touches nothing on disk; Write before Start is refused (the hub retries it), Close
+// before Start is a no-op, and a spool another process holds fails Start, not New.
+func TestLifecycle(t *testing.T) {
+	rv := newReceiver(t)
+	cfg := testConfig(t, rv.srv.URL)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.SpoolDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("New made the spool directory: %v", err)
+	}
+	if err := s.Write(context.Background(), makeEvents(1, "100")); err == nil {
+		t.Error("Write before Start succeeded")
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Errorf("Close before Start: %v", err)
+	}
+	first := openSink(t, cfg)
+	defer closeSink(t, first, time.Second)
+	second, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Start(context.Background()); err == nil {
+		t.Error("a second sink started on a spool in use")
+	}
+	if err := second.Close(context.Background()); err != nil {
+		t.Errorf("Close after a failed Start: %v", err)
 	}
 }

@@ -122,12 +122,12 @@ type keyFilters struct {
 // keys could be answered "unknown".
 const filterCheckInterval = time.Second
 
-// StartLookupFilters makes IP and Number answer most misses from in-memory filters; a node
-// that serves the API calls it once. Processes that only write (capture-only nodes, dialtrap
+// PrepareLookups makes IP and Number answer most misses from in-memory filters; the API calls
+// it once when it starts (it implements api.Lookups). Processes that only write (capture-only nodes, dialtrap
 // import) or look up once (dialtrap check) never pay for reading every key. Only a store
 // opened for writing keeps its filters exact for its own writes, so a read-only one ignores
 // the call.
-func (s *Store) StartLookupFilters() {
+func (s *Store) PrepareLookups() {
 	if s.w != nil {
 		s.filtersOnce.Do(s.startFilters)
 	}

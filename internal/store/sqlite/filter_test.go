@@ -41,7 +41,7 @@ func TestFilterNoFalseNegativesFewFalsePositives(t *testing.T) {
 
 func waitFilters(t *testing.T, s *Store) {
 	t.Helper()
-	s.StartLookupFilters()
+	s.PrepareLookups()
 	deadline := time.Now().Add(10 * time.Second)
 	for s.keys.ip.cur.Load() == nil || s.keys.num.cur.Load() == nil {
 		if time.Now().After(deadline) {
@@ -121,7 +121,7 @@ func TestFilterFollowsOwnAndOtherWriters(t *testing.T) {
 func TestFilterRebuildUnderWrites(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
-	s.StartLookupFilters()
+	s.PrepareLookups()
 	for round := range 20 {
 		s.keys.ip.cur.Store(nil) // force rebuilds while writing
 		s.keys.num.cur.Store(nil)

@@ -98,12 +98,13 @@ func TestRecentPages(t *testing.T) {
 	}
 	for _, limit := range []int{1, 3, 100} {
 		var got []string
-		var c store.Cursor
+		var since string
+		var afterID int64
 		for page := 0; ; page++ {
 			n := 0
-			if err := s.Recent(ctx, c, limit, func(e *event.Event, next store.Cursor) error {
+			if err := s.Recent(ctx, since, afterID, limit, func(e *event.Event, id int64) error {
 				n++
-				c = next
+				since, afterID = e.Timestamp, id
 				got = append(got, e.Timestamp[17:19])
 				if e.FromPeer != (e.Peer == "P1") || e.FromPeer != strings.HasPrefix(string(e.Sealed), "sealed-") {
 					t.Errorf("event %s: from peer %v, peer %q, sealed %q", e.UUID, e.FromPeer, e.Peer, e.Sealed)
@@ -122,7 +123,7 @@ func TestRecentPages(t *testing.T) {
 	}
 	// From a time on: only what is at or after it.
 	var n int
-	if err := s.Recent(ctx, store.Cursor{Timestamp: ev(7, "", "").Timestamp}, 100, func(*event.Event, store.Cursor) error {
+	if err := s.Recent(ctx, ev(7, "", "").Timestamp, 0, 100, func(*event.Event, int64) error {
 		n++
 		return nil
 	}); err != nil || n != 3 {

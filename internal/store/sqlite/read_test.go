@@ -239,6 +239,39 @@ func TestMigrationBackfills(t *testing.T) {
 	}
 }
 
+// A version 3 database keeps the match keys computed before 000 was an international prefix;
+// version 4 computes them anew, so a stored 9 000 46... number matches +46... at once.
+func TestMigrationRecomputesMatchKeys(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v3.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, []*event.Event{ev(1, "192.0.2.1", "900046812118532")}); err != nil {
+		t.Fatal(err)
+	}
+	// The keys version 3 wrote lacked the 000 reading: keep only those.
+	for _, q := range []string{"DELETE FROM number_keys WHERE match_key LIKE '%:812118532'", "PRAGMA user_version = 3"} {
+		if _, err := s.w.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, err := s.MatchNumbers(ctx, "+46812118532"); err != nil || len(m) != 0 {
+		t.Fatalf("the version 3 keys already match: %v %v", m, err)
+	}
+	s.Close()
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m, err := s.MatchNumbers(ctx, "+46812118532")
+	if err != nil || len(m) != 1 || m[0].Key != "900046812118532" {
+		t.Errorf("national match after migration to version 4: %v %v", m, err)
+	}
+}
+
 func TestOpenReadOnly(t *testing.T) {
 	ctx := context.Background()
 	if _, err := OpenReadOnly(ctx, filepath.Join(t.TempDir(), "missing.db")); err == nil {

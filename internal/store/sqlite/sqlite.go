@@ -131,6 +131,10 @@ var migrations = []migration{
 	UPDATE called_numbers SET local_count = c.n
 		FROM (SELECT called_number AS k, count(*) AS n FROM events WHERE from_peer = 0 GROUP BY 1) AS c
 		WHERE c.k = called_number;`},
+
+	// 4: the national match learned 000 as an international prefix: the match keys of every
+	// stored number are computed anew.
+	{sql: `DELETE FROM number_keys;`, after: backfillNumberKeys},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -202,7 +206,7 @@ type Store struct {
 	lookupNum *sql.Stmt
 
 	keys        keyFilters
-	filtersOnce sync.Once // guards StartLookupFilters
+	filtersOnce sync.Once // guards PrepareLookups
 	stopCheck   context.CancelFunc
 	checkDone   chan struct{}
 }
@@ -230,8 +234,6 @@ func insertSQL(n int) string {
 	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
 	return b.String()
 }
-
-var _ store.Store = (*Store)(nil)
 
 // Open opens or creates the database at path and brings its schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -664,7 +666,7 @@ func (m dimensionCounts) write(ctx context.Context, st *sql.Stmt) error {
 	return nil
 }
 
-// IP implements store.Store.
+// IP returns the aggregate of one source IP; ok is false when it was never seen.
 func (s *Store) IP(ctx context.Context, ip string) (store.Aggregate, bool, error) {
 	if !s.keys.ip.mayContain(ip) {
 		return store.Aggregate{}, false, nil
@@ -672,7 +674,7 @@ func (s *Store) IP(ctx context.Context, ip string) (store.Aggregate, bool, error
 	return s.lookup(ctx, s.lookupIP, ip)
 }
 
-// Number implements store.Store.
+// Number returns the aggregate of one called number, matched exactly.
 func (s *Store) Number(ctx context.Context, n string) (store.Aggregate, bool, error) {
 	if !s.keys.num.mayContain(n) {
 		return store.Aggregate{}, false, nil
@@ -713,7 +715,7 @@ func listOf(l store.List) (table, key string, err error) {
 	return t.table, t.key, nil
 }
 
-// Count implements store.Store. The whole list's size is kept in the totals table; a window
+// Count returns how many IPs or numbers were last seen at or after since. The whole list's size is kept in the totals table; a window
 // counts the last-seen index range.
 func (s *Store) Count(ctx context.Context, l store.List, since string) (int64, error) {
 	table, _, err := listOf(l)
@@ -732,7 +734,7 @@ func (s *Store) Count(ctx context.Context, l store.List, since string) (int64, e
 	return n, nil
 }
 
-// Each implements store.Store.
+// Each calls fn for the IPs or numbers o selects, newest first, streaming.
 func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn func(store.Aggregate) error) error {
 	table, key, err := listOf(l)
 	if err != nil {
@@ -770,7 +772,7 @@ func scanAggregates(rows *sql.Rows, fn func(store.Aggregate) error, wrap func(er
 	return nil
 }
 
-// MatchNumbers implements store.Store: the number itself, and every number sharing one of
+// MatchNumbers returns the stored numbers n matches nationally: the number itself, and every number sharing one of
 // its national-match keys (an index probe per key).
 func (s *Store) MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, error) {
 	keys := event.NumberQueryKeys(n)
@@ -797,7 +799,7 @@ func (s *Store) MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, 
 	return out, err
 }
 
-// Top implements store.Store.
+// Top returns the most frequent values of a dimension since the hour of since.
 func (s *Store) Top(ctx context.Context, d store.Dimension, since string, limit int) ([]store.ValueCount, int64, error) {
 	from := store.HourOf(since)
 	var distinct int64
@@ -829,7 +831,7 @@ func (s *Store) Top(ctx context.Context, d store.Dimension, since string, limit 
 	return out, distinct, nil
 }
 
-// CountEvents implements store.Store.
+// CountEvents returns how many raw events are stored.
 func (s *Store) CountEvents(ctx context.Context) (int64, error) {
 	var n int64
 	if err := s.bulk.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
@@ -838,40 +840,41 @@ func (s *Store) CountEvents(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Events implements store.Store.
+// Events calls fn for every stored event, oldest first, until fn returns an error.
 func (s *Store) Events(ctx context.Context, fn func(*event.Event) error) error {
 	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+eventColumns+` FROM events ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("read events from %s: %w", s.path, err)
 	}
-	return s.scanEvents(rows, func(e *event.Event, _ store.Cursor) error { return fn(e) })
+	return s.scanEvents(rows, func(e *event.Event, _ int64) error { return fn(e) })
 }
 
-// Recent implements store.Store.
-func (s *Store) Recent(ctx context.Context, after store.Cursor, limit int, fn func(*event.Event, store.Cursor) error) error {
+// Recent calls fn for at most limit events after the position (since, afterID) in
+// (event_timestamp, id) order, with their Peer and Sealed fields, and each one's id: what a
+// peer catching up is served (it implements peer.EventSource).
+func (s *Store) Recent(ctx context.Context, since string, afterID int64, limit int, fn func(e *event.Event, id int64) error) error {
 	// Written out rather than as a row value so that SQLite walks the events_time index.
 	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+eventColumns+` FROM events
 		WHERE event_timestamp >= ?1 AND (event_timestamp > ?1 OR id > ?2)
-		ORDER BY event_timestamp, id LIMIT ?3`, after.Timestamp, after.ID, limit)
+		ORDER BY event_timestamp, id LIMIT ?3`, since, afterID, limit)
 	if err != nil {
 		return fmt.Errorf("read recent events from %s: %w", s.path, err)
 	}
 	return s.scanEvents(rows, fn)
 }
 
-func (s *Store) scanEvents(rows *sql.Rows, fn func(*event.Event, store.Cursor) error) error {
+func (s *Store) scanEvents(rows *sql.Rows, fn func(*event.Event, int64) error) error {
 	defer rows.Close()
 	for rows.Next() {
 		var e event.Event
-		var c store.Cursor
-		if err := rows.Scan(&c.ID, &e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
+		var id int64
+		if err := rows.Scan(&id, &e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
 			&e.CollectedMethod, &e.Transport, &e.SourceIP, &e.SourcePort, &e.DestinationIP,
 			&e.DestinationPort, &e.CalledNumber, &e.SIPMethod, &e.SIPUserAgent, &e.SIPMessage,
 			&e.FromPeer, &e.Peer, &e.Sealed); err != nil {
 			return fmt.Errorf("read event from %s: %w", s.path, err)
 		}
-		c.Timestamp = e.Timestamp
-		if err := fn(&e, c); err != nil {
+		if err := fn(&e, id); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,449 @@
+// Package node assembles one dialtrap node from its configuration: the store, the sinks (JSON
+// log, syslog, webhook), the hub between them, peer-to-peer sharing, the REST API and the SIP
+// listeners. It starts them so that nothing produces an event before everything that takes
+// events is in place, closes them in the reverse order so that every queued event is written,
+// and decides in one place where events learned from peers go (routes). Its lifecycle is New
+// (no side effects), Start, Close; Close is safe after a failed or partial Start.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	libpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/dialtrap/dialtrap/internal/api"
+	"github.com/dialtrap/dialtrap/internal/config"
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/fsutil"
+	"github.com/dialtrap/dialtrap/internal/hub"
+	"github.com/dialtrap/dialtrap/internal/peer"
+	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
+	"github.com/dialtrap/dialtrap/internal/sink/syslog"
+	"github.com/dialtrap/dialtrap/internal/sink/webhook"
+	"github.com/dialtrap/dialtrap/internal/sip"
+	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+)
+
+// LevelNotice is the level of the few lines a node prints at its default log level: the
+// start-up summary. Warnings and errors say that something failed.
+const LevelNotice = slog.LevelInfo + 2
+
+// The store, as the node uses it: a sink, the API's reader and catch-up's source.
+var (
+	_ hub.Sink         = (*sqlite.Store)(nil)
+	_ api.Store        = (*sqlite.Store)(nil)
+	_ peer.EventSource = (*sqlite.Store)(nil)
+)
+
+// Options are what a node needs beyond its configuration.
+type Options struct {
+	Version string       // app_version of events, /health-check, the webhook's User-Agent
+	Log     *slog.Logger // nil discards
+}
+
+// Node is one running dialtrap node.
+type Node struct {
+	cfg     config.Config
+	version string
+	log     *slog.Logger
+
+	webhook *webhook.Sink // validated by New, started by Start
+	trusted []libpeer.ID
+
+	nodeID  string
+	store   *sqlite.Store
+	jsonlog *jsonlog.Log
+	hub     *hub.Hub
+	peer    *peer.Node
+	api     *api.Server
+	sip     *sip.Server
+
+	// closers undo what Start did, in reverse order; each gets the time it may take.
+	closers []closer
+	closed  bool
+}
+
+type closer struct {
+	name    string
+	timeout time.Duration
+	close   func(context.Context) error
+}
+
+// Addrs are the addresses a node listens on, as bound (port 0 resolved). Empty when that
+// listener is off.
+type Addrs struct {
+	SIPUDP string   `json:"sip_udp,omitempty"`
+	SIPTCP string   `json:"sip_tcp,omitempty"`
+	SIPTLS string   `json:"sip_tls,omitempty"`
+	API    string   `json:"api,omitempty"`
+	PeerID string   `json:"peer_id,omitempty"`
+	P2P    []string `json:"p2p,omitempty"` // multiaddrs with /p2p/<peer ID>
+}
+
+// New checks what can be checked without touching anything: it opens no file and no socket
+// and starts no goroutine.
+func New(cfg *config.Config, o Options) (*Node, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	n := &Node{cfg: *cfg, version: o.Version, log: o.Log}
+	if cfg.Store != "sqlite" {
+		return nil, errors.New("the PostgreSQL store is not in this version yet: use --store sqlite")
+	}
+	if cfg.P2P {
+		var err error
+		if n.trusted, err = peer.ParseIDs(cfg.P2PTrust); err != nil {
+			return nil, fmt.Errorf("--p2p-trust: %w", err)
+		}
+	}
+	if cfg.WebhookURL != "" {
+		wh, err := webhook.New(webhook.Config{
+			URL: cfg.WebhookURL, UserAgent: event.AppName + "/" + o.Version,
+			ClientID: cfg.OAuth2ClientID, ClientSecret: cfg.OAuth2ClientSecret,
+			TokenURL: cfg.WebhookTokenURL, Audience: cfg.WebhookAudience,
+			Secret:   cfg.WebhookSecret,
+			SpoolDir: filepath.Join(cfg.DataDir, "webhook-spool"), SpoolMax: cfg.WebhookSpoolMax,
+			Concurrency: cfg.WebhookConcurrent, Timeout: cfg.WebhookTimeout, MaxBackoff: cfg.WebhookMaxBackoff,
+			Log: o.Log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		n.webhook = wh
+	}
+	return n, nil
+}
+
+// Routes is the one decision on peer events: for each sink (by name), whether events learned
+// from peers reach it. The store keeps them (with where they came
+// from); the JSON log and syslog write them only when the operator asks (a remote node must
+// never cause a local Fail2Ban ban, and a log pipeline must not count another node's
+// sightings as local); the webhook sends them only with --webhook-peer-events; and they are
+// never published to peers again, whatever the options.
+func Routes(cfg *config.Config) map[string]bool {
+	return map[string]bool{
+		"sqlite":  true,
+		"jsonlog": cfg.JSONLogPeerEvents,
+		"syslog":  cfg.SyslogPeerEvents,
+		"webhook": cfg.WebhookPeerEvents,
+		"p2p":     false,
+	}
+}
+
+// Start opens the store and the sinks, starts the hub, joins the peer-to-peer network, and
+// starts the API and the SIP listeners, in that order: nothing publishes an event before
+// every sink is attached. On error, what was started is closed again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	if n.hub != nil || n.closed {
+		return errors.New("node: Start called twice, or after Close")
+	}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if cerr := n.Close(cctx); cerr != nil {
+				n.log.Debug("closing after a failed start", "err", cerr)
+			}
+		}
+	}()
+	cfg := &n.cfg
+	n.warnNotYetBuilt()
+	if n.nodeID, err = event.LoadNodeID(cfg.DataDir); err != nil {
+		return err
+	}
+	routes := Routes(cfg)
+	n.hub = hub.New(n.log)
+
+	if n.store, err = sqlite.Open(ctx, cfg.DBFile); err != nil {
+		return err
+	}
+	n.onClose("store", 15*time.Second, func(context.Context) error { return n.store.Close() })
+	// The store gets the deepest queue and back-pressure: capture must not lose what it can
+	// keep. Queues are sized for bursts in bounded memory (about 1 KiB an event).
+	n.hub.Add(n.store, hub.Options{Capacity: 1 << 15, MaxBatch: 5000, Policy: hub.Block, PeerEvents: routes["sqlite"]})
+
+	if cfg.JSONLog {
+		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile); err != nil {
+			return err
+		}
+		n.onClose("jsonlog", 5*time.Second, func(context.Context) error { return n.jsonlog.Close() })
+		n.hub.Add(n.jsonlog, hub.Options{Capacity: 1 << 14, MaxBatch: 1000, PeerEvents: routes["jsonlog"]})
+	}
+	if cfg.Syslog {
+		sl, err := syslog.Open(cfg.SyslogAddr)
+		if err != nil {
+			return err
+		}
+		n.onClose("syslog", 5*time.Second, func(context.Context) error { return sl.Close() })
+		n.hub.Add(sl, hub.Options{Capacity: 1 << 14, MaxBatch: 500, PeerEvents: routes["syslog"]})
+	}
+	if n.webhook != nil {
+		if err := n.webhook.Start(ctx); err != nil {
+			return err
+		}
+		n.onClose("webhook", 5*time.Second, n.webhook.Close) // after the hub has drained into the spool
+		// The spool takes batches as fast as the disk does; the endpoint's pace never reaches
+		// this queue.
+		n.hub.Add(n.webhook, hub.Options{Capacity: 1 << 14, MaxBatch: 1000, PeerEvents: routes["webhook"]})
+		if u, err := url.Parse(cfg.WebhookURL); err == nil && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+			n.log.Warn("the webhook URL is plain http: events, signatures and any OAuth2 token cross the network unencrypted; use https", "url", webhook.LogURL(cfg.WebhookURL))
+		}
+	}
+	if cfg.P2P {
+		key, err := peer.LoadKey(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		n.peer = peer.New(peer.Config{
+			Key: key, ListenAddrs: cfg.P2PAddr, Bootstrap: cfg.Bootstrap, Log: n.log,
+			PerPeerRate: cfg.P2PRate, PerPeerBurst: max(int(cfg.P2PRate*10), 1),
+			Policy: peer.Policy{Trusted: n.trusted, MinSightings: cfg.P2PMinSightings,
+				Known: func(ip, number string) bool { return known(context.Background(), n.store, ip, number) }},
+			CatchupWindow: cfg.P2PCatchup,
+			Events:        n.store,
+			// Peer events go through the hub like captured ones; routes decide which sinks
+			// get them.
+			Receive: func(e *event.Event, _ libpeer.ID) { n.hub.Publish(e) },
+		})
+		n.onClose("p2p", 5*time.Second, n.peer.Close) // after the hub has published this node's queued events
+		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBatch: 500, PeerEvents: routes["p2p"]})
+	}
+	// Every sink is attached: from here on events may flow.
+	if err := n.hub.Start(ctx); err != nil {
+		return err
+	}
+	n.onClose("hub", 30*time.Second, func(ctx context.Context) error {
+		err := n.hub.Close(ctx)
+		for _, s := range n.hub.Stats() {
+			n.log.Info("sink totals", "sink", s.Name, "delivered", s.Delivered, "dropped", s.Dropped, "failures", s.Failures)
+		}
+		return err
+	})
+	if n.peer != nil {
+		if err := n.peer.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.API {
+		acfg := api.Config{
+			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
+			National: cfg.NumberMatch == "national", Log: n.log,
+		}
+		if n.peer != nil {
+			acfg.Peers = func() any { return n.peer.Report() }
+		}
+		n.api = api.New(acfg)
+		if err := n.api.Start(ctx); err != nil {
+			return err
+		}
+		n.onClose("api", 5*time.Second, n.api.Close) // before the store closes: no request reads a closed store
+		if cfg.APIToken == "" && !isLoopback(n.api.Addr().String()) {
+			n.log.Warn("the REST API listens beyond loopback without --api-token: anyone who can reach it can read the collected data", "addr", n.api.Addr())
+		}
+	}
+	if !cfg.SIPDisable {
+		scfg := sip.Config{
+			Addr: cfg.SIPAddr, Responsive: cfg.SIPResponsive, Persona: cfg.Persona,
+			NodeID: n.nodeID, AppVersion: n.version,
+			MaxConns: cfg.SIPMaxConns, MaxConnsPerIP: cfg.SIPMaxConnsPerIP,
+			IdleTimeout: cfg.SIPIdleTimeout, MessageTimeout: cfg.SIPMessageTimeout,
+			ReadBuffer: cfg.SIPReadBuffer, Log: n.log, Publish: n.hub.Publish,
+		}
+		if cfg.SIPTLS {
+			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir); err != nil {
+				return err
+			}
+			scfg.TLSAddr = cfg.SIPTLSAddr
+		}
+		n.sip = sip.New(scfg)
+		n.onClose("sip", 5*time.Second, func(ctx context.Context) error { // closed first: no new events once shutdown starts
+			err := n.sip.Close(ctx)
+			n.log.Info("SIP capture totals", "messages", n.sip.Received())
+			return err
+		})
+		if err := n.sip.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.ReadyFile != "" {
+		if err := n.writeReadyFile(); err != nil {
+			return err
+		}
+	}
+	n.log.Log(ctx, LevelNotice, "dialtrap running", n.summary()...)
+	return nil
+}
+
+func (n *Node) onClose(name string, timeout time.Duration, f func(context.Context) error) {
+	n.closers = append(n.closers, closer{name, timeout, f})
+}
+
+// Addrs returns the bound addresses of what is running.
+func (n *Node) Addrs() Addrs {
+	var a Addrs
+	str := func(x net.Addr) string {
+		if x == nil {
+			return ""
+		}
+		return x.String()
+	}
+	if n.sip != nil {
+		a.SIPUDP, a.SIPTCP, a.SIPTLS = str(n.sip.UDPAddr()), str(n.sip.TCPAddr()), str(n.sip.TLSAddr())
+	}
+	if n.api != nil {
+		a.API = str(n.api.Addr())
+	}
+	if n.peer != nil {
+		if addrs := n.peer.Addrs(); len(addrs) > 0 {
+			a.PeerID, a.P2P = n.peer.ID().String(), addrs
+		}
+	}
+	return a
+}
+
+// NodeID is created_by_node_id of this node's events (known after Start).
+func (n *Node) NodeID() string { return n.nodeID }
+
+// Reopen reopens the JSON log, for log rotation (SIGHUP).
+func (n *Node) Reopen() error {
+	if n.jsonlog == nil {
+		return nil
+	}
+	return n.jsonlog.Reopen()
+}
+
+// Close stops the SIP listeners and the API first (no new events, no reads of a closing
+// store), drains every queue into its sink, leaves the peer network, and closes the sinks
+// and the store. Each step gets its own time limit within ctx. It is safe after a failed or
+// partial Start, and more than once.
+func (n *Node) Close(ctx context.Context) error {
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	if n.cfg.ReadyFile != "" {
+		os.Remove(n.cfg.ReadyFile) // the addresses are about to stop answering
+	}
+	var errs []error
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		c := n.closers[i]
+		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		if err := c.close(cctx); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", c.name, err))
+		}
+		cancel()
+	}
+	n.closers = nil
+	return errors.Join(errs...)
+}
+
+// writeReadyFile writes the bound addresses atomically: a reader sees the whole file or none.
+func (n *Node) writeReadyFile() error {
+	b, err := json.MarshalIndent(n.Addrs(), "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(n.cfg.ReadyFile, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write --ready-file %s: %w", n.cfg.ReadyFile, err)
+	}
+	return nil
+}
+
+// summary is the one line a node prints at start: what it is, where it listens, where it
+// keeps its data.
+func (n *Node) summary() []any {
+	a := n.Addrs()
+	attrs := []any{"version", n.version, "node_id", n.nodeID, "data_dir", n.cfg.DataDir, "db", n.cfg.DBFile}
+	if n.sip == nil {
+		attrs = append(attrs, "sip", "disabled (-R): this node records nothing by itself")
+	} else {
+		attrs = append(attrs, "sip_udp", a.SIPUDP, "sip_tcp", a.SIPTCP)
+		if a.SIPTLS != "" {
+			attrs = append(attrs, "sip_tls", a.SIPTLS)
+		}
+		mode := event.Passive
+		if n.cfg.SIPResponsive {
+			mode = event.Responsive
+		}
+		attrs = append(attrs, "mode", mode)
+	}
+	if a.API != "" {
+		attrs = append(attrs, "api", a.API)
+	}
+	if n.peer != nil {
+		attrs = append(attrs, "peer_id", a.PeerID, "p2p", a.P2P, "bootstrap", len(n.cfg.Bootstrap),
+			"trusted", len(n.trusted), "min_sightings", n.cfg.P2PMinSightings)
+	}
+	if n.jsonlog != nil {
+		attrs = append(attrs, "json_log", n.cfg.JSONLogFile)
+	}
+	if n.cfg.Syslog {
+		where := n.cfg.SyslogAddr
+		if where == "" {
+			where = "local"
+		}
+		attrs = append(attrs, "syslog", where)
+	}
+	if n.webhook != nil {
+		attrs = append(attrs, "webhook", webhook.LogURL(n.cfg.WebhookURL))
+	}
+	return attrs
+}
+
+// warnNotYetBuilt names options this version accepts (they are part of the command-line
+// contract) but does not act on yet, so an operator is never silently ignored.
+func (n *Node) warnNotYetBuilt() {
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{
+		{n.cfg.Metrics, "--metrics"},
+		{n.cfg.Retention > 0, "--retention"},
+	} {
+		if f.on {
+			n.log.Warn("option not in this version yet; ignored", "option", f.name)
+		}
+	}
+}
+
+// known reports whether the store already holds ip or number (seen here, or counted
+// before): peers' reports of it then count at once.
+func known(ctx context.Context, st api.Lookups, ip, number string) bool {
+	if _, ok, err := st.IP(ctx, ip); ok && err == nil {
+		return true
+	}
+	if number == "" {
+		return false
+	}
+	_, ok, err := st.Number(ctx, number)
+	return ok && err == nil
+}
+
+// isLoopback reports whether a listen address only accepts local connections.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	return isLoopbackHost(host)
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
