@@ -50,16 +50,16 @@ func Seal(e *event.Event, key crypto.PrivKey) ([]byte, error) {
 
 // Reasons a received message is rejected; they are the labels of the rejection counters.
 const (
-	ReasonSize      = "size"      // over MaxEnvelope
-	ReasonSignature = "signature" // not an envelope of ours, or the signature does not verify
+	ReasonSize      = "size"             // over MaxEnvelope
+	ReasonSignature = "signature"        // not an envelope of ours, or the signature does not verify
 	ReasonSchema    = event.ReasonSchema // not an event, or a field out of bounds
 	ReasonTime      = event.ReasonTime   // from the future, or older than the accepted window
 	ReasonIP        = event.ReasonIP     // source or destination not an IP address
 	ReasonNumber    = event.ReasonNumber // called_number with characters no dial string has
-	ReasonRate      = "rate"      // valid, but over the originator's rate (ignored, not penalised)
-	ReasonOwn       = "own"       // this node's own event coming back
-	ReasonDuplicate = "duplicate" // an event_uuid already received, same content
-	ReasonConflict  = "conflict"  // an event_uuid already received with other content or signer
+	ReasonRate      = "rate"             // valid, but over the originator's rate (ignored, not penalised)
+	ReasonOwn       = "own"              // this node's own event coming back
+	ReasonDuplicate = "duplicate"        // an event_uuid already received, same content
+	ReasonConflict  = "conflict"         // an event_uuid already received with other content or signer
 )
 
 // RejectError says why a message was refused.

@@ -51,11 +51,11 @@ type Server struct {
 	wg   sync.WaitGroup
 	done chan struct{}
 
-	connMu  sync.Mutex
-	conns   map[net.Conn]struct{}
-	perIP   map[netip.Addr]int
-	nconns  int
-	warn    *ratelog.Logger // one line per kind of failure per 10 s: a flood cannot fill the log
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{}
+	perIP  map[netip.Addr]int
+	nconns int
+	warn   *ratelog.Logger // one line per kind of failure per 10 s: a flood cannot fill the log
 
 	received atomic.Uint64
 }
