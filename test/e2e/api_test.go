@@ -104,22 +104,26 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 	for _, r := range []struct{ scenario, number, local, target string }{
 		{"options.xml", "+4412345678", "::1", fmt.Sprintf("[::1]:%d", n.port)},
 		{"invite.xml", "0046812118532", "127.0.0.2", fmt.Sprintf("127.0.0.1:%d", n.port)},
+		{"options.xml", "", "127.0.0.3", fmt.Sprintf("127.0.0.1:%d", n.port)}, // SIPp's default user: "service"
 	} {
-		if out, err := run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/"+r.scenario), "-s", r.number,
-			"-m", "1", "-t", "u1", "-i", r.local, "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "30",
-			"-timeout_error", r.target); err != nil {
+		args := []string{"-sf", abs(t, "testdata/"+r.scenario), "-m", "1", "-t", "u1", "-i", r.local,
+			"-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "30", "-timeout_error", r.target}
+		if r.number != "" {
+			args = append(args, "-s", r.number)
+		}
+		if out, err := run(t, 60*time.Second, "sipp", args...); err != nil {
 			t.Fatalf("sipp %s: %v\n%s", r.scenario, err, tail(out, 2000))
 		}
 	}
-	// Events reach the store through the hub: wait until all five are counted.
+	// Events reach the store through the hub: wait until all six are counted.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, _, body := a.get("/stats")
-		if strings.Contains(body, `"events_total": 5,`) {
+		if strings.Contains(body, `"events_total": 6,`) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the API never counted 5 events:\n%s\n%s", body, n.log())
+			t.Fatalf("the API never counted 6 events:\n%s\n%s", body, n.log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -138,7 +142,10 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 		{"number-plus", "/numbers/+4412345678"},
 		{"number-exact-miss", "/numbers/+46812118532"},
 		{"number-national", "/numbers/+46812118532?match=national"},
-		{"number-malformed", "/numbers/46-81"},
+		{"number-malformed", "/numbers/%FF"},
+		{"number-name", "/numbers/46-81"},
+		{"number-service", "/numbers/service"},
+		{"number-list-limit-0", "/numbers?limit=0"},
 		{"hosted-number", "/api/phone-numbers/0046812118532"},
 		{"hosted-ip-miss", "/api/ip-addresses/192.0.2.1"},
 		{"stats", "/stats"},
@@ -179,7 +186,11 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 		{[]string{"--data-dir", n.dir, "--number-match", "national", "901146812118532"}, 1, "known-bad: 901146812118532 (matches 0046812118532)"},
 		{[]string{"--data-dir", n.dir, "-q", "100"}, 1, ""},
 		{[]string{"--data-dir", t.TempDir(), "100"}, 2, ""}, // no database there
-		{[]string{"--data-dir", n.dir, "12ab"}, 2, ""},
+		{[]string{"--data-dir", n.dir, "12ab"}, 0, "unknown: 12ab"},
+		{[]string{"--data-dir", n.dir, "service"}, 1, "known-bad: service (seen 1 times"},
+		{[]string{"--api-url", a.base, "--api-token", apiToken, "--number-match", "national", "service"}, 1, "known-bad: service (seen 1 times"},
+		{[]string{"--data-dir", n.dir, "\xff"}, 2, ""},
+		{[]string{"--data-dir", n.dir, "--number-match", "fuzzy", "100"}, 2, ""},
 		{[]string{"--data-dir", n.dir}, 2, ""},
 	} {
 		code, out, errOut := dialtrap(t, append([]string{"check"}, c.args...)...)
@@ -202,7 +213,7 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 		t.Fatalf("CSV export: exit %d %s\n%.300s", code, errOut, csvOut)
 	}
 	dir2 := t.TempDir()
-	for i, want := range []string{"5 records, 5 events added, 0 already stored, 0 skipped", "5 records, 0 events added, 5 already stored, 0 skipped"} {
+	for i, want := range []string{"6 records, 6 events added, 0 already stored, 0 skipped", "6 records, 0 events added, 6 already stored, 0 skipped"} {
 		code, out, errOut := dialtrap(t, "import", "--data-dir", dir2, export)
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("import %d: exit %d, %q %q; want %q", i+1, code, out, errOut, want)
@@ -220,7 +231,7 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 	// On a terminal, import draws a progress bar.
 	dir3 := t.TempDir()
 	out, err := run(t, 30*time.Second, "script", "-qec", fmt.Sprintf("%s import --data-dir %s %s", binary, dir3, export), "/dev/null")
-	if err != nil || !strings.Contains(out, "events.jsonl 100% [==============================] 5 events") {
+	if err != nil || !strings.Contains(out, "events.jsonl 100% [==============================] 6 events") {
 		t.Errorf("import on a terminal: %v\n%q", err, out)
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,7 +115,22 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		}
 	})
 
-	n := startNode(t, nodeOpts{args: []string{"-r", "-s", "--syslog-addr", "unix://" + sock}})
+	// A peer's report is stored but never reaches syslog, so it bans no one here: a peer
+	// (or whoever holds a node key) must not be able to get an address banned on this host.
+	// The sharer captures 127.0.0.7; the node catches up with it when it meets it.
+	sharer := startP2PNode(t, "", loopP2P...)
+	sendUDP(t, "127.0.0.7", "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nUser-Agent: peer-seen\r\n\r\n", sharer.port)
+	waitFor(t, "the sharer stores its probe", 10*time.Second, func() bool {
+		status, _ := sharer.lookup("/ip-addresses/127.0.0.7")
+		return status == http.StatusOK
+	})
+	withP2P := append([]string{"-r", "-s", "--syslog-addr", "unix://" + sock, "-b", p2pAddrRe.FindString(sharer.log())}, loopP2P...)
+	listener := startP2PNode(t, "", withP2P...)
+	n := listener.node
+	waitFor(t, "the node stores the peer's report", 20*time.Second, func() bool {
+		status, doc := listener.lookup("/ip-addresses/127.0.0.7")
+		return status == http.StatusOK && doc["seen_by_peers"] == 1.0
+	})
 	remote := startNode(t, nodeOpts{args: []string{"-s", "--syslog-addr", fmt.Sprintf("tcp://127.0.0.1:%d", tcpPort)}})
 
 	// sipsak from 127.0.0.1, SIPp from 127.0.0.2 and from ::1.
@@ -132,16 +148,7 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		}
 	}
 	// A scanner that writes another address into its User-Agent, and plain garbage.
-	sendFrom := func(local string, msg string, port int) {
-		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(local)}, &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: port})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := c.Write([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendFrom := func(local string, msg string, port int) { sendUDP(t, local, msg, port) }
 	sendFrom("127.0.0.4", "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.4:5060;branch=z9hG4bK-x\r\n"+
 		"From: <sip:a@b>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: inj\r\nCSeq: 1 OPTIONS\r\n"+
 		"User-Agent: x, Source IP: 10.66.66.66, Method: INVITE, Agent: y\r\nContent-Length: 0\r\n\r\n", n.port)
@@ -167,7 +174,10 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		return true
 	})
 	if got := bannedList(); len(got) != len(want) {
-		t.Errorf("banned %v, want exactly %v (never the address written into a User-Agent)", got, want)
+		t.Errorf("banned %v, want exactly %v (never the address written into a User-Agent, never the peer's 127.0.0.7)", got, want)
+	}
+	if lines, _ := os.ReadFile(userLog); strings.Contains(string(lines), "Source IP: 127.0.0.7,") {
+		t.Errorf("the peer's report reached syslog:\n%s", lines)
 	}
 	// The dummy action received the bans, and the log lines have the documented form.
 	b, _ := os.ReadFile(banned)
@@ -180,5 +190,18 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 	line := regexp.MustCompile(`(?m)^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ dialtrap\[\d+\]: Source IP: 127\.0\.0\.2, Method: OPTIONS, Agent: \S.*$`)
 	if !line.Match(lines) {
 		t.Errorf("no syslog line of the documented form for the SIPp probe:\n%s", lines)
+	}
+}
+
+// sendUDP sends one datagram from local (a loopback address) to 127.0.0.1:port.
+func sendUDP(t *testing.T, local, msg string, port int) {
+	t.Helper()
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(local)}, &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -74,7 +74,7 @@ func TestP2PNetwork(t *testing.T) {
 	if boot == "" {
 		t.Fatalf("the relay logged no p2p address:\n%s", relay.log())
 	}
-	if !strings.Contains(relay.log(), "SIP capture is disabled") {
+	if !strings.Contains(relay.log(), `sip="disabled (-R)`) {
 		t.Errorf("the -R node runs SIP listeners:\n%s", relay.log())
 	}
 	withBoot := append([]string{"-b", boot}, loopP2P...)
@@ -163,8 +163,8 @@ func TestP2PNetwork(t *testing.T) {
 		!strings.Contains(out, a.report().ID) {
 		t.Errorf("dialtrap peers: %v\n%s", err, out)
 	}
-	if out, err := run(t, 10*time.Second, binary, "peers", "--api-url", alone.api.base); err == nil || !strings.Contains(out, "Peer-to-peer is off") {
-		t.Errorf("dialtrap peers against a node without -p: %v\n%s", err, out)
+	if code, out, errOut := dialtrap(t, "peers", "--api-url", alone.api.base); code != 2 || !strings.Contains(errOut, "peer-to-peer is off on this node (start it with -p)") {
+		t.Errorf("dialtrap peers against a node without -p: exit %d, want 2 saying so\n%s%s", code, out, errOut)
 	}
 
 	// Restart: same key, same peer ID.

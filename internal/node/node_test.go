@@ -1,0 +1,400 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dialtrap/dialtrap/internal/apiclient"
+	"github.com/dialtrap/dialtrap/internal/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// loopback is every listener of a test node on 127.0.0.1, port 0: the kernel picks free
+// ports, so any number of nodes start side by side with no collision.
+var loopback = []string{"--sip-addr", "127.0.0.1:0", "--sip-tls-addr", "127.0.0.1:0",
+	"--api-addr", "127.0.0.1:0", "--p2p-addr", "/ip4/127.0.0.1/tcp/0"}
+
+func load(t *testing.T, args ...string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(append(append([]string{"--data-dir", t.TempDir()}, loopback...), args...),
+		func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// logBuffer collects a node's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startNode starts a node in this process and closes it when the test ends.
+func startNode(t *testing.T, cfg *config.Config) (*Node, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	n, err := New(cfg, Options{Version: "test", Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v\n%s", err, logs)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return n, logs
+}
+
+// probe sends one OPTIONS datagram as a scanner would, from src (a 127/8 address).
+func probe(t *testing.T, to, src, number string) {
+	t.Helper()
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(mustAddrPort(t, to)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := "OPTIONS sip:" + number + "@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + c.LocalAddr().String() + ";branch=z9hG4bK-1\r\n" +
+		"From: <sip:100@" + src + ">;tag=1\r\nTo: <sip:" + number + "@127.0.0.1>\r\nCall-ID: node-test\r\nCSeq: 1 OPTIONS\r\n" +
+		"User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustAddrPort(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatalf("address %q: %v", s, err)
+	}
+	return ap
+}
+
+func eventually(t *testing.T, what string, within time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func client(n *Node) *apiclient.Client {
+	return &apiclient.Client{BaseURL: "http://" + n.Addrs().API}
+}
+
+func servesIP(t *testing.T, n *Node, ip string) bool {
+	t.Helper()
+	l, err := client(n).IP(context.Background(), ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Known
+}
+
+// Several nodes start in one process on port 0 with every listener, report distinct bound
+// addresses, capture on them and serve what they captured. Run with -race -count=3: no port
+// is probed and released, so none can be taken in between.
+func TestNodesStartSideBySideOnPortZero(t *testing.T) {
+	const count = 3
+	seen := map[string]bool{}
+	var nodes []*Node
+	for i := range count {
+		args := []string{"-a", "-j"}
+		if i > 0 {
+			args = append(args, "-p", "-b", nodes[0].Addrs().P2P[0])
+		} else {
+			args = append(args, "-p")
+		}
+		n, _ := startNode(t, load(t, args...))
+		a := n.Addrs()
+		for _, addr := range append([]string{a.SIPUDP, a.SIPTCP, a.SIPTLS, a.API}, a.P2P...) {
+			if addr == "" || strings.HasSuffix(addr, ":0") || strings.HasSuffix(addr, "/tcp/0") {
+				t.Fatalf("node %d: unbound address in %+v", i, a)
+			}
+		}
+		for _, addr := range []string{"udp " + a.SIPUDP, "tcp " + a.SIPTCP, "tcp " + a.SIPTLS, "tcp " + a.API} {
+			if seen[addr] {
+				t.Fatalf("node %d: %s is taken twice", i, addr)
+			}
+			seen[addr] = true
+		}
+		if a.SIPUDP != a.SIPTCP {
+			t.Errorf("node %d: SIP UDP %s and TCP %s differ: one --sip-addr is one port", i, a.SIPUDP, a.SIPTCP)
+		}
+		nodes = append(nodes, n)
+	}
+	for i, n := range nodes {
+		src := fmt.Sprintf("127.0.0.%d", 10+i)
+		probe(t, n.Addrs().SIPUDP, src, "0046812118532")
+		eventually(t, fmt.Sprintf("node %d stores its probe", i), 10*time.Second, func() bool { return servesIP(t, n, src) })
+	}
+}
+
+// syslogReceiver is a unixgram socket standing in for the syslog daemon.
+type syslogReceiver struct {
+	path  string
+	mu    sync.Mutex
+	lines []string
+}
+
+func newSyslogReceiver(t *testing.T) *syslogReceiver {
+	t.Helper()
+	// Short path: unix socket names are limited to about 100 bytes.
+	dir, err := os.MkdirTemp("", "dt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	r := &syslogReceiver{path: filepath.Join(dir, "log")}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: r.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { c.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.lines = append(r.lines, string(buf[:n]))
+			r.mu.Unlock()
+		}
+	}()
+	return r
+}
+
+func (r *syslogReceiver) has(s string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.lines {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// A signed event from another node is stored (and served, with its provenance) but reaches
+// neither syslog (so no Fail2Ban ban here) nor the JSON log, and is not published again;
+// with --syslog-peer-events and --json-log-peer-events it reaches both.
+func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
+	origin, _ := startNode(t, load(t, "-p", "-a"))
+	for _, optIn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("opt-in=%v", optIn), func(t *testing.T) {
+			rcv := newSyslogReceiver(t)
+			args := []string{"-p", "-a", "-j", "-s", "--syslog-addr", "unix://" + rcv.path, "-b", origin.Addrs().P2P[0]}
+			if optIn {
+				args = append(args, "--syslog-peer-events", "--json-log-peer-events")
+			}
+			cfg := load(t, args...)
+			listener, _ := startNode(t, cfg)
+			eventually(t, "the listener joins the origin's topic", 15*time.Second, func() bool {
+				return len(listener.peer.TopicPeers()) > 0 && len(origin.peer.TopicPeers()) > 0
+			})
+			time.Sleep(time.Second) // a publish in the mesh's first moments can be lost
+			src := "127.0.0.20"
+			if optIn {
+				src = "127.0.0.21"
+			}
+			// A local probe on the listener: its own events go everywhere, whatever the routes.
+			probe(t, listener.Addrs().SIPUDP, "127.0.0.30", "100")
+			probe(t, origin.Addrs().SIPUDP, src, "0046812118532")
+			eventually(t, "the listener stores the origin's event", 15*time.Second, func() bool { return servesIP(t, listener, src) })
+			eventually(t, "the listener logs its own probe", 5*time.Second, func() bool { return rcv.has("Source IP: 127.0.0.30,") })
+			lookup, err := client(listener).IP(context.Background(), src)
+			if err != nil || !lookup.Known {
+				t.Fatalf("lookup of the peer's report: %+v %v", lookup, err)
+			}
+			// Let every queue drain, then look at the sinks.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := listener.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			jl, err := os.ReadFile(cfg.JSONLogFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rcv.has("Source IP: " + src + ","); got != optIn {
+				t.Errorf("syslog line for the peer's event: %v, want %v", got, optIn)
+			}
+			if got := bytes.Contains(jl, []byte(`"source_ip":"`+src+`"`)); got != optIn {
+				t.Errorf("JSON log line for the peer's event: %v, want %v", got, optIn)
+			}
+			if !bytes.Contains(jl, []byte(`"source_ip":"127.0.0.30"`)) {
+				t.Error("the listener's own event is missing from its JSON log")
+			}
+			if st := listener.peer.Stats(); st.Published != 1 || st.Received == 0 {
+				t.Errorf("listener p2p stats %+v: want its one own event published, the peer's received and not published again", st)
+			}
+		})
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want map[string]bool
+	}{
+		{nil, map[string]bool{"sqlite": true, "jsonlog": false, "syslog": false, "webhook": false, "p2p": false}},
+		{[]string{"--json-log-peer-events", "--syslog-peer-events", "--webhook-peer-events"},
+			map[string]bool{"sqlite": true, "jsonlog": true, "syslog": true, "webhook": true, "p2p": false}},
+	} {
+		got := Routes(load(t, c.args...))
+		for sink, want := range c.want {
+			if got[sink] != want {
+				t.Errorf("%v: peer events to %s = %v, want %v", c.args, sink, got[sink], want)
+			}
+		}
+	}
+}
+
+// New has no side effects: no data directory, no file, no goroutine.
+func TestNewTouchesNothing(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := load(t, "-p", "-a", "-j", "-w", "http://127.0.0.1:9/hook")
+	cfg.DataDir = filepath.Join(t.TempDir(), "not-yet")
+	cfg.DBFile, cfg.JSONLogFile = filepath.Join(cfg.DataDir, "d.db"), filepath.Join(cfg.DataDir, "j.log")
+	n, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
+		t.Errorf("New created %s: %v", cfg.DataDir, err)
+	}
+	if err := n.Close(context.Background()); err != nil {
+		t.Errorf("Close without Start: %v", err)
+	}
+	if a := n.Addrs(); a.SIPUDP != "" || a.API != "" || a.P2P != nil {
+		t.Errorf("addresses before Start: %+v", a)
+	}
+}
+
+// A Start that fails half-way (the API's port is taken, after the store, the sinks, the hub
+// and p2p are up) closes what it opened: no goroutine is left, the database is closed
+// cleanly, and the error says what to do.
+func TestFailedStartClosesWhatItOpened(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := load(t, "-p", "-a", "-j", "--api-addr", taken.Addr().String())
+	n, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "--api-addr") {
+		t.Fatalf("Start with the API port taken: %v, want an error naming --api-addr", err)
+	}
+	if err := n.Close(context.Background()); err != nil {
+		t.Errorf("Close after the failed Start: %v", err)
+	}
+	goleak.VerifyNone(t)
+	if _, err := os.Stat(cfg.DBFile + "-wal"); err == nil {
+		if fi, _ := os.Stat(cfg.DBFile + "-wal"); fi.Size() != 0 {
+			t.Errorf("the WAL was not checkpointed: the store was not closed")
+		}
+	}
+	// The data directory is usable by the next start.
+	cfg.APIAddr = "127.0.0.1:0"
+	startNode(t, cfg)
+}
+
+// --ready-file holds every bound address once the node listens, and is gone after Close.
+func TestReadyFile(t *testing.T) {
+	cfg := load(t, "-a", "-p")
+	cfg.ReadyFile = filepath.Join(t.TempDir(), "ready.json")
+	n, _ := startNode(t, cfg)
+	b, err := os.ReadFile(cfg.ReadyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Addrs
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := n.Addrs()
+	if got.SIPUDP != want.SIPUDP || got.SIPTLS != want.SIPTLS || got.API != want.API || got.PeerID != want.PeerID || len(got.P2P) == 0 {
+		t.Errorf("ready file %s, want %+v", b, want)
+	}
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.ReadyFile); !os.IsNotExist(err) {
+		t.Errorf("ready file left after Close: %v", err)
+	}
+}
+
+// At the notice level (the default) a node prints its start-up summary and nothing else while
+// it captures.
+func TestStartupSummaryIsTheOnlyLine(t *testing.T) {
+	cfg := load(t, "-a", "-p", "-j")
+	var logs logBuffer
+	n, err := New(cfg, Options{Version: "9.9.9", Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: LevelNotice}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		probe(t, n.Addrs().SIPUDP, "127.0.0.40", fmt.Sprint(100+i))
+	}
+	eventually(t, "the probes are stored", 10*time.Second, func() bool { return servesIP(t, n, "127.0.0.40") })
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("%d lines at the default level, want the summary alone:\n%s", len(lines), logs.String())
+	}
+	a := n.Addrs()
+	for _, want := range []string{`msg="dialtrap running"`, "version=9.9.9", "data_dir=" + cfg.DataDir,
+		"sip_udp=" + a.SIPUDP, "sip_tls=" + a.SIPTLS, "api=" + a.API, "peer_id=" + a.PeerID, "json_log="} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("summary lacks %q: %s", want, lines[0])
+		}
+	}
+}
