@@ -5,11 +5,15 @@ COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: run build test deps lint unit e2e fuzz bench bench-p2p clean
+.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p clean
 
-## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061, data in ./)
+## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061). It runs
+## in RUN_DIR, so its files (node id and key, TLS certificate, database, JSON log) land there,
+## never loose in the checkout; data/ is in .gitignore. RUN_ARGS adds flags, e.g. RUN_ARGS=-rjv.
+RUN_DIR  ?= data
+RUN_ARGS ?=
 run: build
-	./bin/dialtrap -v
+	mkdir -p '$(RUN_DIR)' && cd '$(RUN_DIR)' && exec '$(CURDIR)/bin/dialtrap' $(RUN_ARGS)
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dialtrap ./cmd/dialtrap
@@ -31,11 +35,19 @@ unit:
 e2e:
 	$(GO) test -count=1 ./test/...
 
-## fuzz: run the SIP parser and stream framer fuzzers for FUZZTIME each (default 60s)
+## fuzz: run every fuzz target of every package (found with go test -list) for FUZZTIME each
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/sip/
-	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./internal/sip/
+	@set -e; $(MAKE) -s fuzz-list | while read -r pkg target; do \
+		echo "fuzz: $$pkg $$target ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done
+
+## fuzz-list: every fuzz target, one "package target" a line
+fuzz-list:
+	@for pkg in $$($(GO) list ./...); do \
+		$(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz' | sed "s|^|$$pkg |"; \
+	done
 
 ## bench: capture benchmark (see bench/README.md)
 bench: build

@@ -89,9 +89,8 @@ func dialtrap(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // second node whose API must answer the same.
 func TestAPIOverCapturedProbes(t *testing.T) {
 	need(t, "sipp", "sipsak", "script")
-	apiPort := freePort(t)
-	n := startNode(t, nodeOpts{args: []string{"-r", "-a", "--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--api-token", apiToken}})
-	a := api{t, fmt.Sprintf("http://127.0.0.1:%d", apiPort), apiToken}
+	n := startNode(t, nodeOpts{args: []string{"-r", "-a", "--api-token", apiToken}})
+	a := api{t, "http://" + n.apiAddr, apiToken}
 
 	for _, args := range [][]string{
 		{"-s", fmt.Sprintf("sip:100@127.0.0.1:%d", n.port)},
@@ -219,8 +218,8 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 			t.Fatalf("import %d: exit %d, %q %q; want %q", i+1, code, out, errOut, want)
 		}
 	}
-	n2 := startNode(t, nodeOpts{dir: dir2, args: []string{"-R", "-a", "--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort)}})
-	b := api{t, a.base, ""}
+	n2 := startNode(t, nodeOpts{dir: dir2, args: []string{"-R", "-a"}})
+	b := api{t, "http://" + n2.apiAddr, ""}
 	for _, path := range []string{"/ip-addresses", "/numbers", "/stats", "/user-agents", "/numbers/+46812118532?match=national"} {
 		if _, _, body := b.get(path); body != bodies[path] {
 			t.Errorf("%s after export and import:\n%s\nwant\n%s", path, body, bodies[path])
@@ -268,9 +267,8 @@ not json
 		!strings.Contains(out, "2 records, 1 events added, 0 already stored, 1 skipped as invalid") || !strings.Contains(errOut, "bogus") {
 		t.Fatalf("import: exit %d\n%s\n%s", code, out, errOut)
 	}
-	apiPort := freePort(t)
-	n := startNode(t, nodeOpts{dir: dir, args: []string{"-R", "-a", "--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort)}})
-	a := api{t, fmt.Sprintf("http://127.0.0.1:%d", apiPort), ""}
+	n := startNode(t, nodeOpts{dir: dir, args: []string{"-R", "-a"}})
+	a := api{t, "http://" + n.apiAddr, ""}
 	for path, want := range map[string]int{
 		"/numbers/981046500729221":                        200,
 		"/numbers/+46500729221":                           404,

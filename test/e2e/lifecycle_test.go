@@ -84,7 +84,7 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 		}
 	}
 
-	n.start() // same data directory, same ports
+	n.start() // same data directory
 	if n.nodeID() != id {
 		t.Errorf("node id changed across restart: %s then %s", id, n.nodeID())
 	}
@@ -173,7 +173,7 @@ func TestStartupErrors(t *testing.T) {
 	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	free := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	free := "127.0.0.1:0"
 	tests := []struct {
 		name string
 		args []string
@@ -192,17 +192,33 @@ func TestStartupErrors(t *testing.T) {
 		{"postgres not yet", []string{"--sip-addr", free, "--store", "postgres://127.0.0.1/x"}, nil, 1, "--store sqlite"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, binary, append([]string{"--data-dir", t.TempDir(), "-z", "127.0.0.1:0"}, tt.args...)...)
-			cmd.Env = append(os.Environ(), tt.env...)
-			out, err := cmd.CombinedOutput()
-			code := cmd.ProcessState.ExitCode()
-			if err == nil || code != tt.code || !strings.Contains(string(out), tt.want) {
-				t.Errorf("exit %d (%v), want %d with %q:\n%s", code, err, tt.code, tt.want, out)
-			}
-		})
+		// The error is printed once, at any log level: not by the log and again on exit.
+		for _, verbose := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/verbose=%v", tt.name, verbose), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				args := append([]string{"--data-dir", t.TempDir(), "-z", "127.0.0.1:0"}, tt.args...)
+				if verbose {
+					args = append(args, "-v")
+				}
+				cmd := exec.CommandContext(ctx, binary, args...)
+				cmd.Env = append(os.Environ(), tt.env...)
+				out, err := cmd.CombinedOutput()
+				code := cmd.ProcessState.ExitCode()
+				if err == nil || code != tt.code || !strings.Contains(string(out), tt.want) {
+					t.Errorf("exit %d (%v), want %d with %q:\n%s", code, err, tt.code, tt.want, out)
+				}
+				lines := 0
+				for _, l := range strings.Split(string(out), "\n") {
+					if strings.Contains(l, tt.want) {
+						lines++
+					}
+				}
+				if lines != 1 {
+					t.Errorf("%d lines say %q, want one:\n%s", lines, tt.want, out)
+				}
+			})
+		}
 	}
 }
 

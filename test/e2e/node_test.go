@@ -5,8 +5,11 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,19 +73,22 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-// node is one running dialtrap process.
+// node is one running dialtrap process. It listens on port 0 and says where in its
+// --ready-file: no port is probed and released, so none can be taken in between.
 type node struct {
 	t       *testing.T
 	dir     string
-	port    int // SIP UDP and TCP
-	tlsPort int
+	port    int    // SIP UDP and TCP
+	tlsPort int    // SIP TLS
+	apiAddr string // with -a: host:port of the REST API
+	p2p     []string
 	args    []string
+	ready   string // the --ready-file
 	cmd     *exec.Cmd
 	syslog  *syslogReceiver
 
 	mu     sync.Mutex
 	stderr []string
-	ready  chan struct{}
 	exited chan struct{}
 }
 
@@ -94,12 +100,12 @@ type nodeOpts struct {
 
 func startNode(t *testing.T, o nodeOpts) *node {
 	t.Helper()
-	n := &node{t: t, dir: o.dir, port: freePort(t), tlsPort: freePort(t)}
+	n := &node{t: t, dir: o.dir, ready: filepath.Join(t.TempDir(), "ready.json")}
 	if n.dir == "" {
 		n.dir = t.TempDir()
 	}
-	n.args = append([]string{"-v", "-j", "--data-dir", n.dir,
-		"--sip-addr", fmt.Sprintf(":%d", n.port), "-z", fmt.Sprintf(":%d", n.tlsPort)}, o.args...)
+	n.args = append([]string{"-v", "-j", "--data-dir", n.dir, "--sip-addr", ":0", "-z", ":0",
+		"--api-addr", "127.0.0.1:0", "--ready-file", n.ready}, o.args...)
 	if o.syslog {
 		n.syslog = newSyslogReceiver(t)
 		n.args = append(n.args, "-s", "--syslog-addr", "unix://"+n.syslog.path)
@@ -108,10 +114,12 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	return n
 }
 
+// start runs the node (again, on a restart: the ports change) and waits for its ready file.
 func (n *node) start() {
 	t := n.t
 	t.Helper()
-	n.ready, n.exited = make(chan struct{}), make(chan struct{})
+	os.Remove(n.ready) // a kill -9 leaves the last run's behind
+	n.exited = make(chan struct{})
 	n.cmd = exec.Command(binary, n.args...)
 	n.cmd.Dir = n.dir
 	stderr, err := n.cmd.StderrPipe()
@@ -125,25 +133,61 @@ func (n *node) start() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			line := sc.Text()
 			n.mu.Lock()
-			n.stderr = append(n.stderr, line)
+			n.stderr = append(n.stderr, sc.Text())
 			n.mu.Unlock()
-			if strings.Contains(line, `msg="dialtrap running"`) {
-				close(n.ready)
-			}
 		}
 		n.cmd.Wait()
 		close(n.exited)
 	}()
 	t.Cleanup(func() { n.kill() })
-	select {
-	case <-n.ready:
-	case <-n.exited:
-		t.Fatalf("dialtrap exited at start:\n%s", n.log())
-	case <-time.After(15 * time.Second):
-		t.Fatalf("dialtrap not ready after 15 s:\n%s", n.log())
+	addrs, err := waitReady(n.ready, n.exited, 15*time.Second)
+	if err != nil {
+		t.Fatalf("dialtrap: %v:\n%s", err, n.log())
 	}
+	n.port, n.tlsPort = portOf(addrs.SIPUDP), portOf(addrs.SIPTLS)
+	n.apiAddr, n.p2p = addrs.API, addrs.P2P
+}
+
+// readyAddrs is the --ready-file of a node.
+type readyAddrs struct {
+	SIPUDP string   `json:"sip_udp"`
+	SIPTCP string   `json:"sip_tcp"`
+	SIPTLS string   `json:"sip_tls"`
+	API    string   `json:"api"`
+	PeerID string   `json:"peer_id"`
+	P2P    []string `json:"p2p"`
+}
+
+// waitReady waits until a node writes its ready file, exits, or the time is up.
+func waitReady(path string, exited <-chan struct{}, within time.Duration) (readyAddrs, error) {
+	deadline := time.After(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			var a readyAddrs
+			if err := json.Unmarshal(b, &a); err != nil {
+				return a, fmt.Errorf("ready file %s: %v", path, err)
+			}
+			return a, nil
+		}
+		select {
+		case <-exited:
+			return readyAddrs{}, errors.New("exited at start")
+		case <-deadline:
+			return readyAddrs{}, fmt.Errorf("not ready after %v", within)
+		case <-tick.C:
+		}
+	}
+}
+
+func portOf(hostport string) int {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return 0
+	}
+	return int(ap.Port())
 }
 
 func (n *node) log() string {

@@ -34,10 +34,8 @@ type p2pNode struct {
 
 func startP2PNode(t *testing.T, dir string, args ...string) p2pNode {
 	t.Helper()
-	port := freePort(t)
-	args = append([]string{"-a", "--api-addr", fmt.Sprintf("127.0.0.1:%d", port)}, args...)
-	n := startNode(t, nodeOpts{dir: dir, args: args})
-	return p2pNode{n, api{t, fmt.Sprintf("http://127.0.0.1:%d", port), ""}}
+	n := startNode(t, nodeOpts{dir: dir, args: append([]string{"-a"}, args...)})
+	return p2pNode{n, api{t, "http://" + n.apiAddr, ""}}
 }
 
 var loopP2P = []string{"-p", "--p2p-addr", "/ip4/127.0.0.1/tcp/0"}
