@@ -144,10 +144,14 @@ type apiFlags struct {
 	timeout time.Duration
 }
 
-func (af *apiFlags) add(f *flags, urlUsage string) {
+// add declares the flags; withAddr adds --api-addr, from which the default --api-url comes
+// (for subcommands that always ask a node).
+func (af *apiFlags) add(f *flags, urlUsage string, withAddr bool) {
 	f.StringVar(&af.url, "api-url", "", urlUsage)
 	f.StringVar(&af.token, "api-token", "", "bearer token of the node's API")
-	f.StringVar(&af.apiAddr, "api-addr", config.DefaultAPIAddr, "the node's --api-addr, used for the default --api-url")
+	if withAddr {
+		f.StringVar(&af.apiAddr, "api-addr", config.DefaultAPIAddr, "the node's --api-addr, used for the default --api-url")
+	}
 	f.DurationVar(&af.timeout, "timeout", 5*time.Second, "give up after this long")
 }
 
@@ -182,7 +186,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	var sf storeFlags
 	sf.add(f)
 	var af apiFlags
-	af.add(f, "ask this node's REST API (e.g. http://127.0.0.1:8082) instead of reading the database")
+	af.add(f, "ask this node's REST API (e.g. http://127.0.0.1:8082) instead of reading the database", false)
 	match := f.String("number-match", "exact", "exact, or national (also prefixed forms: +, 00, 000, 011, 9011, 900, 9...)")
 	quiet := f.BoolP("quiet", "q", false, "print nothing; the exit status says it all")
 	if code := f.parse(args, checkError); code >= 0 {

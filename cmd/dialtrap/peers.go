@@ -19,7 +19,7 @@ import (
 func runPeers(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("peers", "peers [flags]", "Lists the peers of a running node (it needs -p and -a).", stdout, stderr)
 	var af apiFlags
-	af.add(f, "the node's REST API (default: http:// + --api-addr)")
+	af.add(f, "the node's REST API (default: http:// + --api-addr)", true)
 	asJSON := f.Bool("json", false, "print the API's JSON as it is")
 	if code := f.parse(args, exitUsage); code >= 0 {
 		return code
