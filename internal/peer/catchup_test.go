@@ -50,6 +50,15 @@ func (m *memStore) uuids() map[string]bool {
 	return out
 }
 
+// sessionOver reports whether n has finished a catch-up session with p: it asks p nothing
+// more until p reconnects.
+func sessionOver(n *Node, p libpeer.ID) bool {
+	n.catch.mu.Lock()
+	defer n.catch.mu.Unlock()
+	_, ok := n.catch.done[p]
+	return ok
+}
+
 func (m *memStore) Recent(ctx context.Context, since string, afterID int64, limit int, fn func(*event.Event, int64) error) error {
 	type row struct {
 		e  *event.Event
@@ -113,7 +122,10 @@ func TestCatchupConverges(t *testing.T) {
 	eventually(t, "both sides caught up", 20*time.Second, func() bool {
 		return len(a.uuids()) == 1201+305 && len(b.uuids()) == 1200+305
 	})
-	time.Sleep(300 * time.Millisecond) // nothing more arrives
+	// Both sessions are over, and nothing is published: nothing more arrives.
+	eventually(t, "both catch-up sessions end", 10*time.Second, func() bool {
+		return sessionOver(na, nb.ID()) && sessionOver(nb, na.ID())
+	})
 	ua, ub := a.uuids(), b.uuids()
 	delete(ua, old.UUID)
 	if !maps.Equal(ua, ub) {
@@ -201,7 +213,9 @@ func TestCatchupFromLyingPeer(t *testing.T) {
 	eventually(t, "the liar's catch-up answer is processed", 10*time.Second, func() bool {
 		return victim.peers.get(h.ID()).bad == 4
 	})
-	time.Sleep(300 * time.Millisecond)
+	// Once the session is over the liar is asked nothing more (until it reconnects), so the
+	// count of requests below is final.
+	eventually(t, "the catch-up session with the liar ends", 10*time.Second, func() bool { return sessionOver(victim, h.ID()) })
 	in.mu.Lock()
 	got := slices.Collect(maps.Keys(in.got))
 	in.mu.Unlock()
@@ -230,7 +244,7 @@ func TestMinSightingsHoldsUntilConfirmed(t *testing.T) {
 	for _, n := range []*Node{boot, strict, p1, p2} {
 		eventually(t, "mesh", 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // let the mesh settle: see startMesh
 	first := testEvent(time.Now())
 	if err := p1.Write(context.Background(), []*event.Event{first}); err != nil {
 		t.Fatal(err)
@@ -239,6 +253,13 @@ func TestMinSightingsHoldsUntilConfirmed(t *testing.T) {
 		_, ok := bootIn.has(first.UUID)
 		return ok
 	})
+	eventually(t, "the strict node holds the first report, or counts it", 10*time.Second, func() bool {
+		held, _ := strict.gate.pending()
+		_, ok := strictIn.has(first.UUID)
+		return held > 0 || ok
+	})
+	// A fixed wait on purpose: the strict node must not count the report, and not counting is
+	// no event to wait for.
 	time.Sleep(500 * time.Millisecond)
 	if _, ok := strictIn.has(first.UUID); ok {
 		t.Fatal("the strict node counted an IP only one peer reported")

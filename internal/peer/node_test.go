@@ -81,7 +81,10 @@ func startMesh(t *testing.T, count int) ([]*Node, []*inbox) {
 	for i, n := range nodes {
 		eventually(t, fmt.Sprintf("node %d joins the topic mesh", i), 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
 	}
-	time.Sleep(time.Second) // let the mesh settle: a publish in the first moments can be lost
+	// Let the mesh settle: a publish in the first moments after joining can be lost. A fixed
+	// wait on purpose: the node does not expose its mesh (its tracer ignores grafts), and a
+	// probe event would show up in the inboxes, counters and sightings the tests check.
+	time.Sleep(time.Second)
 	return nodes, boxes
 }
 
@@ -140,7 +143,7 @@ func TestLyingPeerIsRejectedAndPenalised(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the liar joins the victim's topic", 10*time.Second, func() bool { return len(topic.ListPeers()) > 0 })
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // let the mesh settle: see startMesh
 
 	now := time.Now()
 	var junk [][]byte
@@ -224,7 +227,7 @@ func TestFloodFromOneNodeIsRateLimited(t *testing.T) {
 	for _, n := range []*Node{receiver, flooder, other} {
 		eventually(t, "mesh", 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // let the mesh settle: see startMesh
 
 	began := time.Now()
 	flood := make([]*event.Event, 1000)
@@ -243,16 +246,26 @@ func TestFloodFromOneNodeIsRateLimited(t *testing.T) {
 		return ok
 	})
 	eventually(t, "the excess is counted", 10*time.Second, func() bool { return receiver.Stats().Rejected[ReasonRate] > 0 })
-	time.Sleep(500 * time.Millisecond)
-	elapsed := time.Since(began)
-	fromFlooder := 0
-	in.mu.Lock()
-	for _, p := range in.got {
-		if p == flooder.ID() {
-			fromFlooder++
+	accepted := func() int {
+		n := 0
+		in.mu.Lock()
+		for _, p := range in.got {
+			if p == flooder.ID() {
+				n++
+			}
 		}
+		in.mu.Unlock()
+		return n
 	}
-	in.mu.Unlock()
+	// Count once every flooded event is accounted for: delivered, refused over the rate, or
+	// dropped by gossipsub for lack of room (which would be counted).
+	eventually(t, "the whole flood is accounted for", 20*time.Second, func() bool {
+		st := receiver.Stats()
+		return uint64(accepted())+st.Rejected[ReasonRate]+st.Dropped["validation"]+st.Dropped["delivery"]+
+			flooder.Stats().Dropped["outbound"] >= uint64(len(flood))
+	})
+	elapsed := time.Since(began)
+	fromFlooder := accepted()
 	if limit := burst + int(perSec*elapsed.Seconds()) + 1; fromFlooder > limit || fromFlooder < burst/2 {
 		t.Errorf("accepted %d of 1000 flooded events in %v, want between %d and %d", fromFlooder, elapsed, burst/2, limit)
 	}

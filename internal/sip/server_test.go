@@ -176,7 +176,7 @@ func TestTCPFraming(t *testing.T) {
 		if _, err := c.Write(part); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // paced on purpose: each part arrives in a read of its own
 	}
 	for i, want := range [][]byte{invite, opts, opts} {
 		e := h.next(t)

@@ -19,15 +19,17 @@ import (
 )
 
 // flood sends copies of msg to addr from one socket until stop is closed; it returns how many
-// were sent.
-func flood(t *testing.T, addr string, msg []byte, stop <-chan struct{}) *atomic.Int64 {
+// were sent, and a channel closed once the sender has stopped.
+func flood(t *testing.T, addr string, msg []byte, stop <-chan struct{}) (*atomic.Int64, <-chan struct{}) {
 	t.Helper()
 	c, err := net.Dial("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sent atomic.Int64
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer c.Close()
 		for {
 			select {
@@ -43,7 +45,7 @@ func flood(t *testing.T, addr string, msg []byte, stop <-chan struct{}) *atomic.
 			}
 		}
 	}()
-	return &sent
+	return &sent, done
 }
 
 var probe = []byte("INVITE sip:0046500729221@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n" +
@@ -56,7 +58,18 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 	id := n.nodeID()
 	stop := make(chan struct{})
 	flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
-	time.Sleep(1500 * time.Millisecond)
+	// Kill only once the store has committed several batches (of at most 1,000 events), with
+	// the flood still running.
+	var committed int64
+	waitFor(t, "the node commits batches during the flood", 20*time.Second, func() bool {
+		s, err := sqlite.OpenReadOnly(context.Background(), filepath.Join(n.dir, "dialtrap.db"))
+		if err != nil {
+			return false
+		}
+		defer s.Close()
+		committed, _ = s.CountEvents(context.Background())
+		return committed >= 5000
+	})
 	if err := n.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +87,9 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 	s.Close()
 	if err != nil || before == 0 {
 		t.Fatalf("%d events survived the kill (%v): batches should have been committed during the flood", before, err)
+	}
+	if before < committed {
+		t.Fatalf("%d events survived the kill, but %d were committed before it", before, committed)
 	}
 	// kill -9 during a write(2) can cut the batch being written: only the last line may be
 	// partial, and the restart below removes it.
@@ -96,7 +112,11 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	time.Sleep(200 * time.Millisecond) // let the datagram reach the socket before SIGTERM
+	// SIGTERM only once the node has taken the datagram in: its JSON log line is written.
+	waitFor(t, "the node logs the probe sent after the restart", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(n.dir, "dialtrap_json.log"))
+		return strings.Contains(string(b), `"called_number":"31337"`)
+	})
 	n.stop()
 	// After the restart every line is whole: the new lines did not land on a cut one.
 	for i, line := range n.jsonLines() {
@@ -127,7 +147,9 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 func TestSIGTERMFlushesEverything(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	stop := make(chan struct{})
-	sent := flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	sent, _ := flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	// A fixed wait on purpose: the flood runs for a second, so that SIGTERM comes with a full
+	// pipeline behind it. No single event marks that.
 	time.Sleep(time.Second)
 	n.stop() // SIGTERM while the flood still runs
 	close(stop)
@@ -270,7 +292,7 @@ func TestSilentAndTrickleClients(t *testing.T) {
 				cutOff <- err
 				return
 			}
-			time.Sleep(time.Second)
+			time.Sleep(time.Second) // a fixed wait on purpose: the trickle sends a byte a second
 		}
 		cutOff <- nil
 	}()

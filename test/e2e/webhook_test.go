@@ -35,6 +35,7 @@ type hookReceiver struct {
 	hook, token *httptest.Server
 	hookAddr    string
 	release     chan struct{} // closed at the end: hanging handlers return
+	slowDone    atomic.Int64  // slow answers given, each after the node had given up
 
 	mu        sync.Mutex
 	got       map[string]int // accepted deliveries per event_uuid
@@ -119,6 +120,7 @@ func (r *hookReceiver) answer(req *http.Request, body []byte) int {
 		return http.StatusTooManyRequests
 	case "slow":
 		time.Sleep(1500 * time.Millisecond) // past the node's 1 s request timeout
+		r.slowDone.Add(1)
 	case "hang":
 		<-r.release
 		return http.StatusServiceUnavailable
@@ -242,7 +244,7 @@ func TestWebhookDeliversEveryEventThroughOutagesAndARestart(t *testing.T) {
 			t.Fatalf("sipsak %v: %v\n%s", args, err, out)
 		}
 	}
-	time.Sleep(2 * time.Second) // a few requests time out
+	waitFor(t, "a few requests time out", 20*time.Second, func() bool { return r.slowDone.Load() >= 2 })
 	r.mode.Store("ok")
 	r.revokeTokens() // the next request is refused: the node must fetch a new token once
 	sippCalls(t, n, 5, "0046812118534")
@@ -251,9 +253,17 @@ func TestWebhookDeliversEveryEventThroughOutagesAndARestart(t *testing.T) {
 	r.down() // connection refused from here
 	sippCalls(t, n, 10, "0046812118535")
 	n.stop() // the node restarts while the endpoint is down
+	r.mu.Lock()
+	fetched := r.fetches
+	r.mu.Unlock()
 	n.start()
 	sippCalls(t, n, 5, "0046812118536")
-	time.Sleep(time.Second)
+	// The restarted node tries the endpoint while it is down: it fetches a token for that.
+	waitFor(t, "the restarted node tries to deliver during the outage", 20*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.fetches > fetched
+	})
 	r.up()
 
 	n.stop()
@@ -299,10 +309,11 @@ func TestWebhookHangingEndpointCostsCaptureNothing(t *testing.T) {
 	args := append(hookArgs(r), "--webhook-timeout", "60s")
 	n := startNode(t, nodeOpts{args: args})
 	stop := make(chan struct{})
-	sent := flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	sent, flooded := flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
+	// A fixed wait on purpose: the flood runs a while with every webhook worker hung.
 	time.Sleep(1500 * time.Millisecond)
 	close(stop)
-	time.Sleep(200 * time.Millisecond)
+	<-flooded // the sender has stopped
 	n.stop()
 
 	evs := n.events()
@@ -353,7 +364,8 @@ func TestWebhookKill9KeepsTheSpool(t *testing.T) {
 	n := startNode(t, nodeOpts{args: hookArgs(r)})
 	stop := make(chan struct{})
 	flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
-	time.Sleep(700 * time.Millisecond)
+	// Kill once the spool holds a good number of events, with the flood still running.
+	waitFor(t, "the node spools events during the flood", 20*time.Second, func() bool { return len(spooledUUIDs(t, n)) >= 5000 })
 	n.kill()
 	close(stop)
 	spooled := spooledUUIDs(t, n)

@@ -407,6 +407,8 @@ func TestOAuth2TokenIsRefreshedBeforeItExpires(t *testing.T) {
 		ev := makeEvents(1, fmt.Sprint(5550000+i))
 		write(t, s, ev)
 		rv.waitAll(t, ev, 5*time.Second)
+		// A fixed wait on purpose: the token ages past its refresh point, so the next event
+		// must go out with a fresh one.
 		time.Sleep(1100 * time.Millisecond)
 	}
 	if n := ts.fetches.Load(); n != 3 {
@@ -505,7 +507,7 @@ func TestEndpointDownAcrossARestartLosesNothing(t *testing.T) {
 func TestRestartInTheMiddleOfDeliveryIsAtLeastOnce(t *testing.T) {
 	rv := newReceiver(t)
 	rv.respond = func(int, *http.Request, []byte) (int, http.Header) {
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // a slow endpoint on purpose: the restart lands mid-delivery
 		return http.StatusOK, nil
 	}
 	cfg := testConfig(t, rv.srv.URL)
