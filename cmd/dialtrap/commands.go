@@ -88,6 +88,12 @@ func newFlags(name, usage, about string, stdout, stderr io.Writer) *flags {
 // go on: 0 after -h (usage on standard output), usageCode after a bad flag.
 func (f *flags) parse(args []string, usageCode int) int {
 	f.StringP("config", "g", "", "the node's TOML config file, read for flags not given")
+	return f.parseOnly(args, usageCode, true)
+}
+
+// parseOnly is parse for a subcommand that has nothing to read from the node's sources
+// (fill false).
+func (f *flags) parseOnly(args []string, usageCode int, fill bool) int {
 	f.BoolP("help", "h", false, "print this help")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -99,6 +105,9 @@ func (f *flags) parse(args []string, usageCode int) int {
 	if help, _ := f.GetBool("help"); help {
 		f.Usage()
 		return exitOK
+	}
+	if !fill {
+		return -1
 	}
 	notices, err := config.FillSubcommand(f.FlagSet, os.LookupEnv)
 	for _, n := range notices {
@@ -389,6 +398,13 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return f.fail(exitUsage, "--tz: %v", err)
 	}
+	for _, path := range f.Args() {
+		// Importing the target into itself would first add this version's tables to it and
+		// then read them, empty: nothing imported, the source changed.
+		if same(path, sf.path()) {
+			return f.fail(exitUsage, "%s is the database being written (-f, --data-dir, DIALTRAP_DB_FILE or SENTRYPEER_DB_FILE): import it into another one", path)
+		}
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	st, err := sqlite.Open(ctx, sf.path())
@@ -404,6 +420,16 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// same reports whether two paths name the same existing file.
+func same(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
 // importStore is what import needs of a store.
 type importStore interface {
 	Write(ctx context.Context, batch []*event.Event) error
@@ -413,8 +439,11 @@ type importStore interface {
 // runVersion prints the version line.
 func runVersion(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("version", "version", "Prints name, version, commit and Go version.", stdout, stderr)
-	if code := f.parse(args, exitUsage); code >= 0 {
+	if code := f.parseOnly(args, exitUsage, false); code >= 0 {
 		return code
+	}
+	if f.NArg() != 0 {
+		return f.fail(exitUsage, "unexpected argument %q", f.Arg(0))
 	}
 	fmt.Fprintln(stdout, versionLine())
 	return exitOK
@@ -425,7 +454,7 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("block", "block [flags]",
 		"The firewall agent (blocklists applied with nftables or ipset) is planned and not in this\n"+
 			"version yet; the blocklist is served by the API at /ipset meanwhile.", stdout, stderr)
-	if code := f.parse(args, exitUsage); code >= 0 {
+	if code := f.parseOnly(args, exitUsage, false); code >= 0 {
 		return code
 	}
 	return f.fail(exitUsage, "the firewall agent is not in this version yet (the API's /ipset serves the blocklist)")

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/dialtrap/dialtrap/internal/ratelog"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
 
@@ -97,6 +98,7 @@ var (
 type handler struct {
 	version  []string
 	cfg      Config
+	warn     *ratelog.Logger // a failing store fails every request: one line per 10 s
 	mux      *http.ServeMux
 	tokenSum [sha256.Size]byte
 }
@@ -111,7 +113,7 @@ func Handler(cfg Config) http.Handler {
 		cfg.Now = time.Now
 	}
 	h := &handler{cfg: cfg, mux: http.NewServeMux(), tokenSum: sha256.Sum256([]byte(cfg.Token)),
-		version: []string{cfg.Version}}
+		version: []string{cfg.Version}, warn: ratelog.New(cfg.Log, 10*time.Second)}
 	m := h.mux
 	m.HandleFunc("/health-check", h.health)
 	m.HandleFunc("/ip-addresses", h.list(store.IPAddresses))
@@ -146,7 +148,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			h.cfg.Log.Error("API handler panic", "path", r.URL.Path, "panic", v)
+			h.warn.Error("API handler panic", "path", r.URL.Path, "panic", v)
 			writeError(w, http.StatusInternalServerError, "Internal server error")
 		}
 	}()
@@ -155,8 +157,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "The request method is not allowed.")
 		return
 	}
-	// ServeMux would answer an unclean path with a redirect; no integration relies on one.
-	if p := r.URL.Path; p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != p) {
+	// ServeMux would answer an unclean path with a redirect; no integration relies on one. The
+	// escaped path is checked: a number such as "../x" travels as ..%2Fx, one clean segment.
+	if p := r.URL.EscapedPath(); p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != p) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
 		return
 	}
@@ -242,7 +245,7 @@ func (h *handler) storeFailed(w http.ResponseWriter, r *http.Request, err error)
 	if errors.Is(err, context.Canceled) {
 		return // the client went away
 	}
-	h.cfg.Log.Error("API: store query failed", "path", r.URL.Path, "err", err)
+	h.warn.Error("API: store query failed", "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusInternalServerError, "Internal server error")
 }
 
@@ -269,11 +272,14 @@ func HTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 // Server is the REST API's listener. Its lifecycle is New (no side effects), Start, Close;
 // Close is safe after a failed Start.
 type Server struct {
-	cfg      Config
-	hs       *http.Server
-	ln       net.Listener
-	served   chan error
-	inflight sync.WaitGroup // handlers running: Close waits for them
+	cfg    Config
+	hs     *http.Server
+	ln     net.Listener
+	served chan error
+	// Handlers hold a read lock while they run; Close takes the write lock, so that no
+	// handler reads the store once Close has returned.
+	mu     sync.RWMutex
+	closed bool
 }
 
 // New returns a server for cfg; nothing listens before Start.
@@ -281,8 +287,13 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg}
 	h := Handler(cfg)
 	s.hs = HTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.inflight.Add(1)
-		defer s.inflight.Done()
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.closed {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusServiceUnavailable, "The node is shutting down.")
+			return
+		}
 		h.ServeHTTP(w, r)
 	}), cfg.Log)
 	return s
@@ -327,7 +338,12 @@ func (s *Server) Close(ctx context.Context) error {
 	s.served = nil
 	// Handlers of connections cut off see their request context cancelled and end soon.
 	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
+	go func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

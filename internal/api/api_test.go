@@ -48,6 +48,9 @@ func seed(t testing.TB) Store {
 		mk(5, "2026-11-23 11:30:00.000000000", "198.51.100.7", `100' OR "1"="1`, "INVITE", event.NotFound, event.UDP),
 		// SIPp's default scenario dials the user "service".
 		mk(9, "2026-11-23 08:00:00.000000000", "192.0.2.20", "service", "INVITE", "sipp", event.UDP),
+		// User parts are kept as sent: path segments and dots too.
+		mk(10, "2026-11-23 07:00:00.000000000", "192.0.2.20", "../../etc/passwd", "INVITE", "sipp", event.UDP),
+		mk(11, "2026-11-23 07:00:00.000000001", "192.0.2.20", "..", "INVITE", "sipp", event.UDP),
 	}
 	// Reports from peers: one address two peers saw (one of them trusted), and a peer's
 	// sighting of an address this node saw itself.
@@ -337,7 +340,7 @@ func TestEveryListedNumberCanBeLookedUp(t *testing.T) {
 	for _, n := range list.Numbers {
 		for _, route := range []string{"/numbers/", "/api/phone-numbers/"} {
 			for _, match := range []string{"exact", "national"} {
-				u := srv.URL + route + url.PathEscape(n.Number) + "?match=" + match
+				u := srv.URL + route + escapeNumber(n.Number) + "?match=" + match
 				resp, err := http.Get(u)
 				if err != nil {
 					t.Fatal(err)
@@ -350,6 +353,15 @@ func TestEveryListedNumberCanBeLookedUp(t *testing.T) {
 			}
 		}
 	}
+}
+
+// escapeNumber escapes a number as a path segment, dots of a "." or ".." segment included
+// (url.PathEscape leaves them, and a dot segment is no clean path).
+func escapeNumber(n string) string {
+	if n == "." || n == ".." {
+		return strings.Repeat("%2E", len(n))
+	}
+	return url.PathEscape(n)
 }
 
 func getJSON(t *testing.T, u string, v any) {

@@ -170,7 +170,7 @@ func (h *handler) each(r *http.Request, l store.List, q query, fn func(store.Agg
 // a broken response rather than a short list that looks whole.
 func (h *handler) endStream(r *http.Request, s *streamer, err error, tail string) {
 	if err != nil {
-		h.cfg.Log.Error("API: list stream failed", "path", r.URL.Path, "err", err)
+		h.warn.Error("API: list stream failed", "path", r.URL.Path, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 	if !s.first {
@@ -185,6 +185,11 @@ func (h *handler) endStream(r *http.Request, s *streamer, err error, tail string
 // scripts and firewalls.
 func (h *handler) ipset(w http.ResponseWriter, r *http.Request) {
 	q, err := h.parseQuery(r)
+	if err == nil && q.none {
+		// No total to give, and a firewall script that took 0 for "no limit" would load an
+		// empty blocklist and let every attacker back in.
+		err = errors.New("limit=0 selects no address: a blocklist has no total to show")
+	}
 	if err != nil {
 		h.badRequest(w, r, err)
 		return

@@ -46,7 +46,16 @@ func (c *Client) IP(ctx context.Context, ip string) (Lookup, error) {
 
 // Number asks /numbers/{n}?match=exact|national.
 func (c *Client) Number(ctx context.Context, n, match string) (Lookup, error) {
-	return c.lookup(ctx, "/numbers/"+url.PathEscape(n)+"?match="+url.QueryEscape(match))
+	return c.lookup(ctx, "/numbers/"+escapeSegment(n)+"?match="+url.QueryEscape(match))
+}
+
+// escapeSegment escapes s as one path segment. A captured number can be any user part,
+// "." and ".." too, which url.PathEscape leaves as dot segments a server would resolve.
+func escapeSegment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
+	return url.PathEscape(s)
 }
 
 func (c *Client) lookup(ctx context.Context, path string) (Lookup, error) {

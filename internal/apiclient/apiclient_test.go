@@ -47,6 +47,7 @@ func TestLookups(t *testing.T) {
 		"/ip-addresses/192.0.2.1":                {200, `{"bad_actor_found": "192.0.2.1", "seen_count": "3", "seen_last": "2026-11-23 10:00:00.000000000"}`},
 		"/ip-addresses/192.0.2.2":                {404, `{"message": "No bad actor found"}`},
 		"/numbers/service?match=exact":           {200, `{"phone_number_found": "service", "seen_count": "1", "seen_last": "x"}`},
+		"/numbers/%2E%2E?match=exact":            {200, `{"phone_number_found": "..", "seen_count": "1", "seen_last": "x"}`},
 		"/numbers/+4681?match=national":          {200, `{"phone_number_found": "+4681", "matched_numbers": [{"called_number": "004681"}, {"called_number": "900046812"}]}`},
 		"/numbers/100%27%20OR%201=1?match=exact": {404, `{"message": "No phone number found"}`},
 	}
@@ -60,6 +61,9 @@ func TestLookups(t *testing.T) {
 	}
 	if l, err := c.Number(ctx, "service", "exact"); err != nil || !l.Known {
 		t.Errorf("a name as number: %+v %v", l, err)
+	}
+	if l, err := c.Number(ctx, "..", "exact"); err != nil || !l.Known {
+		t.Errorf("a dot segment as number: %+v %v", l, err)
 	}
 	if l, err := c.Number(ctx, "+4681", "national"); err != nil || !l.Known || strings.Join(l.Matched, ",") != "004681,900046812" {
 		t.Errorf("national: %+v %v", l, err)

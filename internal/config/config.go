@@ -114,9 +114,9 @@ type Config struct {
 func flagSet(c *Config) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("dialtrap", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringVarP(&c.DBFile, "db-file", "f", DefaultDBFile, "SQLite database path (relative to --data-dir)")
+	fs.StringVarP(&c.DBFile, "db-file", "f", DefaultDBFile, "SQLite database path (default: dialtrap.db in --data-dir; a path given is taken as given)")
 	fs.BoolVarP(&c.JSONLog, "json-log", "j", false, "append one JSON object per event to the JSON log")
-	fs.StringVarP(&c.JSONLogFile, "json-log-file", "l", DefaultJSONLogFile, "JSON log path, relative to --data-dir (setting it enables -j)")
+	fs.StringVarP(&c.JSONLogFile, "json-log-file", "l", DefaultJSONLogFile, "JSON log path (default: dialtrap_json.log in --data-dir; setting it enables -j)")
 	fs.BoolVarP(&c.P2P, "p2p", "p", false, "join the peer-to-peer network: share own events and receive others'")
 	fs.StringSliceVarP(&c.Bootstrap, "bootstrap", "b", nil, "bootstrap peer multiaddr(s), repeatable or comma-separated")
 	fs.StringVarP(&c.OAuth2ClientID, "oauth2-client-id", "i", "", "OAuth2 client id for the webhook bearer token")

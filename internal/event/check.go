@@ -115,7 +115,7 @@ func Check(e *Event, r Rules) error {
 		}
 	}
 	src, err := netip.ParseAddr(e.SourceIP)
-	if err != nil || src.Zone() != "" || src.Is4In6() || src.IsUnspecified() || src.String() != e.SourceIP {
+	if err != nil || src.Zone() != "" || src.Is4In6() || src.String() != e.SourceIP {
 		return invalid(ReasonIP, "source_ip %q is not an IP address as events spell it", e.SourceIP)
 	}
 	if e.DestinationIP != "" {
@@ -126,6 +126,9 @@ func Check(e *Event, r Rules) error {
 	}
 	if !r.Shared {
 		return nil
+	}
+	if src.IsUnspecified() {
+		return invalid(ReasonIP, "source_ip %s names no host", e.SourceIP)
 	}
 	if len(e.AppName) > maxSharedName || len(e.AppVersion) > maxSharedName || !printable(e.AppName) || !printable(e.AppVersion) {
 		return invalid(ReasonSchema, "app_name or app_version longer than %d bytes or not printable", maxSharedName)

@@ -35,7 +35,8 @@ func TestCheck(t *testing.T) {
 		{"source with port", func(e *Event) { e.SourceIP = "192.0.2.7:5060" }, Rules{}, ReasonIP},
 		{"source not canonical", func(e *Event) { e.SourceIP = "2001:DB8::1" }, Rules{}, ReasonIP},
 		{"source mapped", func(e *Event) { e.SourceIP = "::ffff:192.0.2.7" }, Rules{}, ReasonIP},
-		{"source unspecified", func(e *Event) { e.SourceIP = "0.0.0.0" }, Rules{}, ReasonIP},
+		{"source unspecified stored", func(e *Event) { e.SourceIP = "0.0.0.0" }, Rules{}, ""},
+		{"source unspecified shared", func(e *Event) { e.SourceIP = "::" }, shared, ReasonIP},
 		{"dest not IP", func(e *Event) { e.DestinationIP = "x" }, Rules{}, ReasonIP},
 		// Capture keeps what came; such events are stored but not shared.
 		{"huge agent stored", func(e *Event) { e.SIPUserAgent = strings.Repeat("a", 9000) }, Rules{}, ""},

@@ -60,6 +60,8 @@ type Options struct {
 	PeerEvents bool
 }
 
+const msgQueueFull = "sink queue full: dropping oldest events"
+
 // retry is the back-off between attempts at a failed Write.
 var retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 
@@ -139,8 +141,11 @@ func (h *Hub) Publish(e *event.Event) {
 			continue
 		}
 		if q.push(e) {
-			q.log.Warn("sink queue full: dropping oldest events", "sink", q.sink.Name(),
-				"dropped_total", q.dropped.Load(), "capacity", q.opts.Capacity)
+			// Built only when it is logged: in a flood this runs for every dropped event.
+			if n, ok := q.log.Allow(slog.LevelWarn, msgQueueFull); ok {
+				q.log.Emit(slog.LevelWarn, msgQueueFull, n, "sink", q.sink.Name(),
+					"dropped_total", q.dropped.Load(), "capacity", q.opts.Capacity)
+			}
 		}
 	}
 }
@@ -186,6 +191,8 @@ func (h *Hub) Close(ctx context.Context) error {
 	}
 	var errs []error
 	for _, q := range h.queues {
+		// A publisher still running when Close began may have queued after the last take.
+		q.shutdownDropped.Add(uint64(q.discardAll()))
 		if d := q.shutdownDropped.Load(); d > 0 {
 			errs = append(errs, fmt.Errorf("sink %s: %d events not written at shutdown", q.sink.Name(), d))
 		}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -81,6 +82,7 @@ type closer struct {
 // Addrs are the addresses a node listens on, as bound (port 0 resolved). Empty when that
 // listener is off.
 type Addrs struct {
+	PID    int      `json:"pid,omitempty"` // in the ready file: the process that listens
 	SIPUDP string   `json:"sip_udp,omitempty"`
 	SIPTCP string   `json:"sip_tcp,omitempty"`
 	SIPTLS string   `json:"sip_tls,omitempty"`
@@ -159,6 +161,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 	cfg := &n.cfg
+	if cfg.ReadyFile != "" {
+		removeStaleReadyFile(cfg.ReadyFile)
+	}
 	n.warnNotYetBuilt()
 	if n.nodeID, err = event.LoadNodeID(cfg.DataDir); err != nil {
 		return err
@@ -166,6 +171,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	routes := Routes(cfg)
 	n.hub = hub.New(n.log)
 
+	if have, want, err := sqlite.SchemaVersion(ctx, cfg.DBFile); err == nil && have > 0 && have < want {
+		// A migration can take a while on a large store (12 s for a million numbers on 2
+		// cores); say why the node is not listening yet.
+		n.log.Log(ctx, LevelNotice, "upgrading the database schema; the node starts when it is done",
+			"db", cfg.DBFile, "from", have, "to", want)
+	}
 	if n.store, err = sqlite.Open(ctx, cfg.DBFile); err != nil {
 		return err
 	}
@@ -268,7 +279,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			scfg.TLSAddr = cfg.SIPTLSAddr
 		}
 		n.sip = sip.New(scfg)
-		n.onClose("sip", 5*time.Second, func(ctx context.Context) error { // closed first: no new events once shutdown starts
+		// Closed first: no new events once shutdown starts. Its readers may be waiting for room
+		// in the store's queue (back-pressure), which drains meanwhile: give them time.
+		n.onClose("sip", 30*time.Second, func(ctx context.Context) error {
 			err := n.sip.Close(ctx)
 			n.log.Info("SIP capture totals", "messages", n.sip.Received())
 			return err
@@ -281,6 +294,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err := n.writeReadyFile(); err != nil {
 			return err
 		}
+		// The addresses are about to stop answering when the node closes.
+		n.onClose("ready file", time.Second, func(context.Context) error { return os.Remove(cfg.ReadyFile) })
 	}
 	n.log.Log(ctx, LevelNotice, "dialtrap running", n.summary()...)
 	return nil
@@ -333,9 +348,6 @@ func (n *Node) Close(ctx context.Context) error {
 		return nil
 	}
 	n.closed = true
-	if n.cfg.ReadyFile != "" {
-		os.Remove(n.cfg.ReadyFile) // the addresses are about to stop answering
-	}
 	var errs []error
 	for i := len(n.closers) - 1; i >= 0; i-- {
 		c := n.closers[i]
@@ -351,7 +363,9 @@ func (n *Node) Close(ctx context.Context) error {
 
 // writeReadyFile writes the bound addresses atomically: a reader sees the whole file or none.
 func (n *Node) writeReadyFile() error {
-	b, err := json.MarshalIndent(n.Addrs(), "", "  ")
+	a := n.Addrs()
+	a.PID = os.Getpid()
+	b, err := json.MarshalIndent(a, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -359,6 +373,21 @@ func (n *Node) writeReadyFile() error {
 		return fmt.Errorf("write --ready-file %s: %w", n.cfg.ReadyFile, err)
 	}
 	return nil
+}
+
+// removeStaleReadyFile removes a ready file a killed node left behind (its pid is gone), so
+// that nothing reads dead addresses while this node starts. The file of a node still running
+// is left alone.
+func removeStaleReadyFile(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var a Addrs
+	if json.Unmarshal(b, &a) == nil && a.PID > 0 && a.PID != os.Getpid() && syscall.Kill(a.PID, 0) != syscall.ESRCH {
+		return
+	}
+	os.Remove(path)
 }
 
 // summary is the one line a node prints at start: what it is, where it listens, where it

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -359,11 +360,60 @@ func TestReadyFile(t *testing.T) {
 	if got.SIPUDP != want.SIPUDP || got.SIPTLS != want.SIPTLS || got.API != want.API || got.PeerID != want.PeerID || len(got.P2P) == 0 {
 		t.Errorf("ready file %s, want %+v", b, want)
 	}
+	if got.PID != os.Getpid() {
+		t.Errorf("ready file names pid %d, want %d", got.PID, os.Getpid())
+	}
 	if err := n.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(cfg.ReadyFile); !os.IsNotExist(err) {
 		t.Errorf("ready file left after Close: %v", err)
+	}
+}
+
+// A ready file left by a killed node is removed when the next one starts; one whose process
+// still runs is not, and a node that fails to start does not remove a file it did not write.
+func TestStaleReadyFile(t *testing.T) {
+	dir := t.TempDir()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		content string
+		kept    bool
+	}{
+		{"dead pid", fmt.Sprintf(`{"pid": %d, "api": "127.0.0.1:1"}`, dead.Process.Pid), false},
+		{"garbage", "not json", false},
+		{"no pid", `{"api": "127.0.0.1:1"}`, false},
+		{"live pid", fmt.Sprintf(`{"pid": %d, "api": "127.0.0.1:1"}`, os.Getppid()), true},
+	} {
+		path := filepath.Join(dir, c.name+".json")
+		os.WriteFile(path, []byte(c.content), 0o644)
+		removeStaleReadyFile(path)
+		if _, err := os.Stat(path); (err == nil) != c.kept {
+			t.Errorf("%s: kept %v, want %v", c.name, err == nil, c.kept)
+		}
+	}
+	// Another node's file survives this node's failed start.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := load(t, "-a", "--api-addr", taken.Addr().String())
+	cfg.ReadyFile = filepath.Join(dir, "live pid.json")
+	n, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil {
+		t.Fatal("started with the API port taken")
+	}
+	n.Close(context.Background())
+	if _, err := os.Stat(cfg.ReadyFile); err != nil {
+		t.Errorf("a failed start removed another node's ready file: %v", err)
 	}
 }
 

@@ -50,15 +50,24 @@ func (l *Logger) Info(msg string, args ...any) { l.Log(slog.LevelInfo, msg, args
 // Log logs msg at level, limited like Warn. A line that follows held-back ones says how many
 // were held back ("suppressed").
 func (l *Logger) Log(level slog.Level, msg string, args ...any) {
+	if n, ok := l.Allow(level, msg); ok {
+		l.Emit(level, msg, n, args...)
+	}
+}
+
+// Allow reports whether msg may be logged at level now, and how many were held back since
+// the last time. A hot path calls it before building the line's attributes, then Emit.
+func (l *Logger) Allow(level slog.Level, msg string) (suppressed uint64, ok bool) {
 	if !l.log.Enabled(context.Background(), level) {
-		return
+		return 0, false
 	}
-	n, ok := l.allow(msg)
-	if !ok {
-		return
-	}
-	if n > 0 {
-		args = append(args, "suppressed", n)
+	return l.allow(msg)
+}
+
+// Emit logs a line Allow let through.
+func (l *Logger) Emit(level slog.Level, msg string, suppressed uint64, args ...any) {
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
 	}
 	l.log.Log(context.Background(), level, msg, args...)
 }

@@ -264,3 +264,25 @@ func TestMakeRunKeepsItsFilesInTheDataDirectory(t *testing.T) {
 		t.Errorf("make run changed the checkout:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// An operator moving from the reference product may still have SENTRYPEER_DB_FILE set: import
+// must not take the file it reads as the database it writes (it would add its tables to the
+// reference database, read them back empty and report success).
+func TestImportRefusesItsOwnTarget(t *testing.T) {
+	ref := filepath.Join(t.TempDir(), "sentrypeer.db")
+	orig := []byte(`{"app_name":"sentrypeer","event_timestamp":"2024-01-02 03:04:05.000000006","source_ip":"192.0.2.9","transport_type":"UDP"}` + "\n")
+	if err := os.WriteFile(ref, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "import", ref)
+	cmd.Env = append(cleanEnv(), "SENTRYPEER_DB_FILE="+ref)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(stderr.String(), "is the database being written") {
+		t.Errorf("exit %d, stderr %q; want 2 naming the clash", code, stderr.String())
+	}
+	if b, _ := os.ReadFile(ref); string(b) != string(orig) {
+		t.Errorf("the source was changed:\n%q", b)
+	}
+}

@@ -261,6 +261,18 @@ func TestMigrationRecomputesMatchKeys(t *testing.T) {
 		t.Fatalf("the version 3 keys already match: %v %v", m, err)
 	}
 	s.Close()
+	// Between an upgrade of the binary and the node's restart, check and export still read it.
+	ro, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatalf("read-only open of a version 3 database: %v", err)
+	}
+	if _, ok, err := ro.Number(ctx, "900046812118532"); !ok || err != nil {
+		t.Errorf("exact lookup on version 3: %v %v", ok, err)
+	}
+	ro.Close()
+	if have, want, err := SchemaVersion(ctx, path); have != 3 || want != len(migrations) || err != nil {
+		t.Errorf("SchemaVersion = %d, %d, %v; want 3, %d", have, want, err, len(migrations))
+	}
 	s, err = Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)

@@ -291,21 +291,46 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{path: path, r: r, bulk: bulk}
-	var version int
-	if err := r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+	fail := func(err error) (*Store, error) {
 		r.Close()
-		return nil, fmt.Errorf("read schema version of %s (is it an SQLite database?): %w", path, err)
-	}
-	if version != len(migrations) {
-		r.Close()
-		return nil, fmt.Errorf("database %s has schema version %d, this dialtrap reads version %d: start the node of this version on it once to upgrade it",
-			path, version, len(migrations))
-	}
-	if err := s.prepareReads(ctx); err != nil {
-		r.Close()
+		bulk.Close()
 		return nil, err
 	}
+	var version int
+	if err := r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fail(fmt.Errorf("read schema version of %s (is it an SQLite database?): %w", path, err))
+	}
+	if version < minReadVersion || version > len(migrations) {
+		return fail(fmt.Errorf("database %s has schema version %d, this dialtrap reads versions %d to %d: start the node of this version on it once to upgrade it",
+			path, version, minReadVersion, len(migrations)))
+	}
+	if err := s.prepareReads(ctx); err != nil {
+		return fail(err)
+	}
 	return s, nil
+}
+
+// minReadVersion is the oldest schema OpenReadOnly reads: from version 3 on the tables and
+// columns are those of today (version 4 only recomputed the national-match keys), so check
+// and export keep working on a node's database between an upgrade of the binary and the
+// node's restart, which migrates it.
+const minReadVersion = 3
+
+// SchemaVersion returns the schema version of the database at path (0 for a new or empty
+// file) and the version this dialtrap brings it to, without changing it.
+func SchemaVersion(ctx context.Context, path string) (have, want int, err error) {
+	if _, err := os.Stat(path); err != nil {
+		return 0, len(migrations), nil
+	}
+	db, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		return 0, 0, fmt.Errorf("open database %s: %w", path, err)
+	}
+	defer db.Close()
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
+		return 0, 0, fmt.Errorf("read schema version of %s (is it an SQLite database?): %w", path, err)
+	}
+	return have, len(migrations), nil
 }
 
 // openReaders opens the two read-only pools. Lookups have their own, so that a client slowly
