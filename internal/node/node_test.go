@@ -20,6 +20,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/apiclient"
 	"github.com/dialtrap/dialtrap/internal/config"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -103,17 +104,6 @@ func mustAddrPort(t *testing.T, s string) netip.AddrPort {
 	return ap
 }
 
-func eventually(t *testing.T, what string, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func client(n *Node) *apiclient.Client {
 	return &apiclient.Client{BaseURL: "http://" + n.Addrs().API}
 }
@@ -162,57 +152,8 @@ func TestNodesStartSideBySideOnPortZero(t *testing.T) {
 	for i, n := range nodes {
 		src := fmt.Sprintf("127.0.0.%d", 10+i)
 		probe(t, n.Addrs().SIPUDP, src, "0046812118532")
-		eventually(t, fmt.Sprintf("node %d stores its probe", i), 10*time.Second, func() bool { return servesIP(t, n, src) })
+		testutil.Eventually(t, fmt.Sprintf("node %d stores its probe", i), 10*time.Second, func() bool { return servesIP(t, n, src) })
 	}
-}
-
-// syslogReceiver is a unixgram socket standing in for the syslog daemon.
-type syslogReceiver struct {
-	path  string
-	mu    sync.Mutex
-	lines []string
-}
-
-func newSyslogReceiver(t *testing.T) *syslogReceiver {
-	t.Helper()
-	// Short path: unix socket names are limited to about 100 bytes.
-	dir, err := os.MkdirTemp("", "dt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	r := &syslogReceiver{path: filepath.Join(dir, "log")}
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: r.path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { c.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			r.lines = append(r.lines, string(buf[:n]))
-			r.mu.Unlock()
-		}
-	}()
-	return r
-}
-
-func (r *syslogReceiver) has(s string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, l := range r.lines {
-		if strings.Contains(l, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // A signed event from another node is stored (and served, with its provenance) but reaches
@@ -222,14 +163,14 @@ func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
 	origin, _ := startNode(t, load(t, "-p", "-a"))
 	for _, optIn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("opt-in=%v", optIn), func(t *testing.T) {
-			rcv := newSyslogReceiver(t)
-			args := []string{"-p", "-a", "-j", "-s", "--syslog-addr", "unix://" + rcv.path, "-b", origin.Addrs().P2P[0]}
+			rcv := testutil.NewSyslogReceiver(t)
+			args := []string{"-p", "-a", "-j", "-s", "--syslog-addr", "unix://" + rcv.Path, "-b", origin.Addrs().P2P[0]}
 			if optIn {
 				args = append(args, "--syslog-peer-events", "--json-log-peer-events")
 			}
 			cfg := load(t, args...)
 			listener, _ := startNode(t, cfg)
-			eventually(t, "the listener joins the origin's topic", 15*time.Second, func() bool {
+			testutil.Eventually(t, "the listener joins the origin's topic", 15*time.Second, func() bool {
 				return len(listener.peer.TopicPeers()) > 0 && len(origin.peer.TopicPeers()) > 0
 			})
 			time.Sleep(time.Second) // a publish in the mesh's first moments can be lost
@@ -240,8 +181,8 @@ func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
 			// A local probe on the listener: its own events go everywhere, whatever the routes.
 			probe(t, listener.Addrs().SIPUDP, "127.0.0.30", "100")
 			probe(t, origin.Addrs().SIPUDP, src, "0046812118532")
-			eventually(t, "the listener stores the origin's event", 15*time.Second, func() bool { return servesIP(t, listener, src) })
-			eventually(t, "the listener logs its own probe", 5*time.Second, func() bool { return rcv.has("Source IP: 127.0.0.30,") })
+			testutil.Eventually(t, "the listener stores the origin's event", 15*time.Second, func() bool { return servesIP(t, listener, src) })
+			testutil.Eventually(t, "the listener logs its own probe", 5*time.Second, func() bool { return rcv.Has("Source IP: 127.0.0.30,") })
 			lookup, err := client(listener).IP(context.Background(), src)
 			if err != nil || !lookup.Known {
 				t.Fatalf("lookup of the peer's report: %+v %v", lookup, err)
@@ -256,7 +197,7 @@ func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := rcv.has("Source IP: " + src + ","); got != optIn {
+			if got := rcv.Has("Source IP: " + src + ","); got != optIn {
 				t.Errorf("syslog line for the peer's event: %v, want %v", got, optIn)
 			}
 			if got := bytes.Contains(jl, []byte(`"source_ip":"`+src+`"`)); got != optIn {
@@ -432,7 +373,7 @@ func TestStartupSummaryIsTheOnlyLine(t *testing.T) {
 	for i := range 20 {
 		probe(t, n.Addrs().SIPUDP, "127.0.0.40", fmt.Sprint(100+i))
 	}
-	eventually(t, "the probes are stored", 10*time.Second, func() bool { return servesIP(t, n, "127.0.0.40") })
+	testutil.Eventually(t, "the probes are stored", 10*time.Second, func() bool { return servesIP(t, n, "127.0.0.40") })
 	if err := n.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // memStore keeps events in memory the way the node's store does for catch-up: by UUID once,
@@ -119,11 +120,11 @@ func TestCatchupConverges(t *testing.T) {
 	}
 	na, _ := startTestNode(t, nil, withStore(a))
 	nb, _ := startTestNode(t, na.Addrs()[:1], withStore(b))
-	eventually(t, "both sides caught up", 20*time.Second, func() bool {
+	testutil.Eventually(t, "both sides caught up", 20*time.Second, func() bool {
 		return len(a.uuids()) == 1201+305 && len(b.uuids()) == 1200+305
 	})
 	// Both sessions are over, and nothing is published: nothing more arrives.
-	eventually(t, "both catch-up sessions end", 10*time.Second, func() bool {
+	testutil.Eventually(t, "both catch-up sessions end", 10*time.Second, func() bool {
 		return sessionOver(na, nb.ID()) && sessionOver(nb, na.ID())
 	})
 	ua, ub := a.uuids(), b.uuids()
@@ -210,12 +211,12 @@ func TestCatchupFromLyingPeer(t *testing.T) {
 	})
 	liarAddr := fmt.Sprintf("%s/p2p/%s", h.Addrs()[0], h.ID())
 	victim, in := startTestNode(t, []string{liarAddr})
-	eventually(t, "the liar's catch-up answer is processed", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the liar's catch-up answer is processed", 10*time.Second, func() bool {
 		return victim.peers.get(h.ID()).bad == 4
 	})
 	// Once the session is over the liar is asked nothing more (until it reconnects), so the
 	// count of requests below is final.
-	eventually(t, "the catch-up session with the liar ends", 10*time.Second, func() bool { return sessionOver(victim, h.ID()) })
+	testutil.Eventually(t, "the catch-up session with the liar ends", 10*time.Second, func() bool { return sessionOver(victim, h.ID()) })
 	in.mu.Lock()
 	got := slices.Collect(maps.Keys(in.got))
 	in.mu.Unlock()
@@ -242,18 +243,18 @@ func TestMinSightingsHoldsUntilConfirmed(t *testing.T) {
 	p1, _ := startTestNode(t, boot.Addrs()[:1])
 	p2, _ := startTestNode(t, boot.Addrs()[:1])
 	for _, n := range []*Node{boot, strict, p1, p2} {
-		eventually(t, "mesh", 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
+		testutil.Eventually(t, "mesh", 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
 	}
 	time.Sleep(time.Second) // let the mesh settle: see startMesh
 	first := testEvent(time.Now())
 	if err := p1.Write(context.Background(), []*event.Event{first}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the default node takes the first report", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the default node takes the first report", 10*time.Second, func() bool {
 		_, ok := bootIn.has(first.UUID)
 		return ok
 	})
-	eventually(t, "the strict node holds the first report, or counts it", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the strict node holds the first report, or counts it", 10*time.Second, func() bool {
 		held, _ := strict.gate.pending()
 		_, ok := strictIn.has(first.UUID)
 		return held > 0 || ok
@@ -271,7 +272,7 @@ func TestMinSightingsHoldsUntilConfirmed(t *testing.T) {
 	if err := p2.Write(context.Background(), []*event.Event{second}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "both count once a second peer reports the IP", 10*time.Second, func() bool {
+	testutil.Eventually(t, "both count once a second peer reports the IP", 10*time.Second, func() bool {
 		f1, ok1 := strictIn.has(first.UUID)
 		f2, ok2 := strictIn.has(second.UUID)
 		return ok1 && ok2 && f1 == p1.ID() && f2 == p2.ID()

@@ -14,6 +14,7 @@ import (
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // inbox collects what a node's Receive is given.
@@ -57,17 +58,6 @@ func startTestNode(t *testing.T, boot []string, tune ...func(*Config)) (*Node, *
 	return n, in
 }
 
-func eventually(t *testing.T, what string, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // startMesh starts n nodes, the first the bootstrap peer of the others, and waits until each
 // has topic peers.
 func startMesh(t *testing.T, count int) ([]*Node, []*inbox) {
@@ -79,7 +69,7 @@ func startMesh(t *testing.T, count int) ([]*Node, []*inbox) {
 		nodes, boxes = append(nodes, n), append(boxes, in)
 	}
 	for i, n := range nodes {
-		eventually(t, fmt.Sprintf("node %d joins the topic mesh", i), 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
+		testutil.Eventually(t, fmt.Sprintf("node %d joins the topic mesh", i), 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
 	}
 	// Let the mesh settle: a publish in the first moments after joining can be lost. A fixed
 	// wait on purpose: the node does not expose its mesh (its tracer ignores grafts), and a
@@ -98,7 +88,7 @@ func TestFiveNodesShareSignedEvents(t *testing.T) {
 		if i == 1 {
 			continue
 		}
-		eventually(t, fmt.Sprintf("node %d receives the event", i), 10*time.Second, func() bool {
+		testutil.Eventually(t, fmt.Sprintf("node %d receives the event", i), 10*time.Second, func() bool {
 			from, ok := in.has(e.UUID)
 			return ok && from == nodes[1].ID()
 		})
@@ -142,7 +132,7 @@ func TestLyingPeerIsRejectedAndPenalised(t *testing.T) {
 	if err := h.Connect(ctx, ai); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the liar joins the victim's topic", 10*time.Second, func() bool { return len(topic.ListPeers()) > 0 })
+	testutil.Eventually(t, "the liar joins the victim's topic", 10*time.Second, func() bool { return len(topic.ListPeers()) > 0 })
 	time.Sleep(time.Second) // let the mesh settle: see startMesh
 
 	now := time.Now()
@@ -163,7 +153,7 @@ func TestLyingPeerIsRejectedAndPenalised(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // paced, so the victim's validation queue never overflows
 	}
-	eventually(t, "the victim counts the junk", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the victim counts the junk", 10*time.Second, func() bool {
 		// Each kind is refused. The invalid-message penalty grows with the square of the
 		// count, so after a handful of refusals the victim stops taking the liar's messages at
 		// all (how many get that far varies from run to run: 3 to 8 here).
@@ -171,7 +161,7 @@ func TestLyingPeerIsRejectedAndPenalised(t *testing.T) {
 		return r[ReasonSignature] > 0 && r[ReasonTime] > 0 && r[ReasonIP] > 0
 	})
 	gossip := scoreThresholds().GossipThreshold
-	eventually(t, "the liar's score falls below the gossip threshold", 10*time.Second, func() bool { return victim.Score(h.ID()) < gossip })
+	testutil.Eventually(t, "the liar's score falls below the gossip threshold", 10*time.Second, func() bool { return victim.Score(h.ID()) < gossip })
 	for i, in := range boxes {
 		in.mu.Lock()
 		n := len(in.got)
@@ -186,7 +176,7 @@ func TestLyingPeerIsRejectedAndPenalised(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, in := range boxes[:2] {
-		eventually(t, fmt.Sprintf("node %d still receives honest events", i), 10*time.Second, func() bool {
+		testutil.Eventually(t, fmt.Sprintf("node %d still receives honest events", i), 10*time.Second, func() bool {
 			_, ok := in.has(e.UUID)
 			return ok
 		})
@@ -225,7 +215,7 @@ func TestFloodFromOneNodeIsRateLimited(t *testing.T) {
 	flooder, _ := startTestNode(t, receiver.Addrs()[:1])
 	other, _ := startTestNode(t, receiver.Addrs()[:1])
 	for _, n := range []*Node{receiver, flooder, other} {
-		eventually(t, "mesh", 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
+		testutil.Eventually(t, "mesh", 15*time.Second, func() bool { return len(n.TopicPeers()) > 0 })
 	}
 	time.Sleep(time.Second) // let the mesh settle: see startMesh
 
@@ -241,11 +231,11 @@ func TestFloodFromOneNodeIsRateLimited(t *testing.T) {
 	if err := other.Write(context.Background(), []*event.Event{honest}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the other node's event arrives during the flood", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the other node's event arrives during the flood", 10*time.Second, func() bool {
 		_, ok := in.has(honest.UUID)
 		return ok
 	})
-	eventually(t, "the excess is counted", 10*time.Second, func() bool { return receiver.Stats().Rejected[ReasonRate] > 0 })
+	testutil.Eventually(t, "the excess is counted", 10*time.Second, func() bool { return receiver.Stats().Rejected[ReasonRate] > 0 })
 	accepted := func() int {
 		n := 0
 		in.mu.Lock()
@@ -259,7 +249,7 @@ func TestFloodFromOneNodeIsRateLimited(t *testing.T) {
 	}
 	// Count once every flooded event is accounted for: delivered, refused over the rate, or
 	// dropped by gossipsub for lack of room (which would be counted).
-	eventually(t, "the whole flood is accounted for", 20*time.Second, func() bool {
+	testutil.Eventually(t, "the whole flood is accounted for", 20*time.Second, func() bool {
 		st := receiver.Stats()
 		return uint64(accepted())+st.Rejected[ReasonRate]+st.Dropped["validation"]+st.Dropped["delivery"]+
 			flooder.Stats().Dropped["outbound"] >= uint64(len(flood))

@@ -112,7 +112,7 @@ func checkOutputsAgree(t *testing.T, n *node, evs []*event.Event) {
 	}
 	var sl []string
 	deadline := time.Now().Add(5 * time.Second)
-	for sl = n.syslog.lines(); len(sl) < len(evs) && time.Now().Before(deadline); sl = n.syslog.lines() {
+	for sl = n.syslog.Lines(); len(sl) < len(evs) && time.Now().Before(deadline); sl = n.syslog.Lines() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if len(sl) != len(evs) {

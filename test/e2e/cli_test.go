@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 var subcommandNames = []string{"check", "export", "import", "peers", "version", "block"}
@@ -117,7 +119,7 @@ func TestDefaultLevelPrintsOnlyTheSummary(t *testing.T) {
 		sendUDP(t, "127.0.0.9", fmt.Sprintf("OPTIONS sip:%d@127.0.0.1 SIP/2.0\r\nUser-Agent: friendly-scanner\r\n\r\n", i), portOf(a.SIPUDP))
 	}
 	api := api{t, "http://" + a.API, ""}
-	waitFor(t, "the probes are stored", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the probes are stored", 10*time.Second, func() bool {
 		_, _, body := api.get("/stats")
 		return strings.Contains(body, `"events_total": 50,`)
 	})
@@ -236,7 +238,7 @@ func TestMakeRunKeepsItsFilesInTheDataDirectory(t *testing.T) {
 	}
 	sendUDP(t, "127.0.0.9", "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\n\r\n", portOf(a.SIPUDP))
 	api := api{t, "http://" + a.API, ""}
-	waitFor(t, "the probe is stored", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the probe is stored", 10*time.Second, func() bool {
 		status, _, _ := api.get("/ip-addresses/127.0.0.9")
 		return status == 200
 	})

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // startDaemon runs a daemon in the foreground for the length of the test.
@@ -35,17 +37,6 @@ func startDaemon(t *testing.T, name string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
-}
-
-func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // The shipped Fail2Ban filter and jail, run by the real fail2ban-server over the lines a real
@@ -74,7 +65,7 @@ input(type="imtcp" address="127.0.0.1" port="%d")
 user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 `, dir, sock, tcpPort, userLog), 0o644)
 	startDaemon(t, "rsyslogd", "-n", "-f", rsconf, "-i", filepath.Join(dir, "rsyslog.pid"))
-	waitFor(t, "rsyslogd socket", 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
+	testutil.Eventually(t, "rsyslogd socket", 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
 	os.WriteFile(userLog, nil, 0o644)
 
 	// fail2ban with the system's stock configuration plus the shipped filter and jail; the
@@ -108,7 +99,7 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		out, _ := exec.Command("fail2ban-client", "-s", f2bSock, "status", "dialtrap").CombinedOutput()
 		return string(out)
 	}
-	waitFor(t, "fail2ban jail dialtrap", 20*time.Second, func() bool { return strings.Contains(status(), "Banned IP list") })
+	testutil.Eventually(t, "fail2ban jail dialtrap", 20*time.Second, func() bool { return strings.Contains(status(), "Banned IP list") })
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("fail2ban-client status dialtrap:\n%s", status())
@@ -120,14 +111,14 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 	// The sharer captures 127.0.0.7; the node catches up with it when it meets it.
 	sharer := startP2PNode(t, "", loopP2P...)
 	sendUDP(t, "127.0.0.7", "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nUser-Agent: peer-seen\r\n\r\n", sharer.port)
-	waitFor(t, "the sharer stores its probe", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the sharer stores its probe", 10*time.Second, func() bool {
 		status, _ := sharer.lookup("/ip-addresses/127.0.0.7")
 		return status == http.StatusOK
 	})
 	withP2P := append([]string{"-r", "-s", "--syslog-addr", "unix://" + sock, "-b", p2pAddrRe.FindString(sharer.log())}, loopP2P...)
 	listener := startP2PNode(t, "", withP2P...)
 	n := listener.node
-	waitFor(t, "the node stores the peer's report", 20*time.Second, func() bool {
+	testutil.Eventually(t, "the node stores the peer's report", 20*time.Second, func() bool {
 		status, doc := listener.lookup("/ip-addresses/127.0.0.7")
 		return status == http.StatusOK && doc["seen_by_peers"] == 1.0
 	})
@@ -164,7 +155,7 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		}
 		return strings.Fields(m[1])
 	}
-	waitFor(t, "fail2ban bans every prober of "+strings.Join(want, " ")+" (see the status below)", 30*time.Second, func() bool {
+	testutil.Eventually(t, "fail2ban bans every prober of "+strings.Join(want, " ")+" (see the status below)", 30*time.Second, func() bool {
 		got := strings.Join(bannedList(), " ")
 		for _, ip := range want {
 			if !strings.Contains(" "+got+" ", " "+ip+" ") {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // flood sends copies of msg to addr from one socket until stop is closed; it returns how many
@@ -61,7 +62,7 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 	// Kill only once the store has committed several batches (of at most 1,000 events), with
 	// the flood still running.
 	var committed int64
-	waitFor(t, "the node commits batches during the flood", 20*time.Second, func() bool {
+	testutil.Eventually(t, "the node commits batches during the flood", 20*time.Second, func() bool {
 		s, err := sqlite.OpenReadOnly(context.Background(), filepath.Join(n.dir, "dialtrap.db"))
 		if err != nil {
 			return false
@@ -113,7 +114,7 @@ func TestKill9MidFloodThenRestart(t *testing.T) {
 	}
 	c.Close()
 	// SIGTERM only once the node has taken the datagram in: its JSON log line is written.
-	waitFor(t, "the node logs the probe sent after the restart", 10*time.Second, func() bool {
+	testutil.Eventually(t, "the node logs the probe sent after the restart", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(filepath.Join(n.dir, "dialtrap_json.log"))
 		return strings.Contains(string(b), `"called_number":"31337"`)
 	})

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 var binary string // the dialtrap binary built once for all tests
@@ -85,7 +86,7 @@ type node struct {
 	args    []string
 	ready   string // the --ready-file
 	cmd     *exec.Cmd
-	syslog  *syslogReceiver
+	syslog  *testutil.SyslogReceiver
 
 	mu     sync.Mutex
 	stderr []string
@@ -107,8 +108,8 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	n.args = append([]string{"-v", "-j", "--data-dir", n.dir, "--sip-addr", ":0", "-z", ":0",
 		"--api-addr", "127.0.0.1:0", "--ready-file", n.ready}, o.args...)
 	if o.syslog {
-		n.syslog = newSyslogReceiver(t)
-		n.args = append(n.args, "-s", "--syslog-addr", "unix://"+n.syslog.path)
+		n.syslog = testutil.NewSyslogReceiver(t)
+		n.args = append(n.args, "-s", "--syslog-addr", "unix://"+n.syslog.Path)
 	}
 	n.start()
 	return n
@@ -262,48 +263,4 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) (stri
 	cmd.Dir = t.TempDir() // SIPp and sipvicious write trace and session files
 	out, err := cmd.CombinedOutput()
 	return string(out), err
-}
-
-// syslogReceiver is a unix datagram socket standing in for /dev/log.
-type syslogReceiver struct {
-	path string
-	conn *net.UnixConn
-	mu   sync.Mutex
-	msgs []string
-}
-
-func newSyslogReceiver(t *testing.T) *syslogReceiver {
-	t.Helper()
-	// Unix socket paths are limited to about 100 bytes; t.TempDir() can be longer.
-	dir, err := os.MkdirTemp("", "dtsl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	r := &syslogReceiver{path: filepath.Join(dir, "log.sock")}
-	r.conn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: r.path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r.conn.SetReadBuffer(8 << 20)
-	t.Cleanup(func() { r.conn.Close() })
-	go func() {
-		buf := make([]byte, 8192)
-		for {
-			n, err := r.conn.Read(buf)
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			r.msgs = append(r.msgs, string(buf[:n]))
-			r.mu.Unlock()
-		}
-	}()
-	return r
-}
-
-func (r *syslogReceiver) lines() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.msgs...)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/peer"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 var p2pAddrRe = regexp.MustCompile(`/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+`)
@@ -89,7 +90,7 @@ func TestP2PNetwork(t *testing.T) {
 		t.Errorf("/peers on the node without -p: %d", status)
 	}
 	for i, n := range []p2pNode{relay, a, b, c, strict, trusting} {
-		waitFor(t, fmt.Sprintf("node %d joins the topic", i), 20*time.Second, func() bool {
+		testutil.Eventually(t, fmt.Sprintf("node %d joins the topic", i), 20*time.Second, func() bool {
 			for _, p := range n.report().Peers {
 				if p.Topic {
 					return true
@@ -106,7 +107,7 @@ func TestP2PNetwork(t *testing.T) {
 	const numA, numB = "0046812118599", "0046812118600"
 	sippCalls(t, a.node, 1, numA)
 	for i, n := range []p2pNode{relay, b, c, trusting} {
-		waitFor(t, fmt.Sprintf("node %d learns the number A captured", i), 15*time.Second, func() bool {
+		testutil.Eventually(t, fmt.Sprintf("node %d learns the number A captured", i), 15*time.Second, func() bool {
 			status, _ := n.lookup("/numbers/" + numA)
 			return status == http.StatusOK
 		})
@@ -120,7 +121,7 @@ func TestP2PNetwork(t *testing.T) {
 	if _, doc := trusting.lookup("/numbers/" + numA); doc["seen_by_trusted_peers"] != 1.0 {
 		t.Errorf("the node that trusts A: %v", doc)
 	}
-	waitFor(t, "the strict node holds the report, or counts it", 15*time.Second, func() bool {
+	testutil.Eventually(t, "the strict node holds the report, or counts it", 15*time.Second, func() bool {
 		status, _ := strict.lookup("/ip-addresses/127.0.0.1")
 		return strict.report().Pending > 0 || status != http.StatusNotFound
 	})
@@ -136,7 +137,7 @@ func TestP2PNetwork(t *testing.T) {
 
 	// B sees the same scanner address: a second peer, so the strict node counts both.
 	sippCalls(t, b.node, 1, numB)
-	waitFor(t, "the strict node counts the address two peers reported", 15*time.Second, func() bool {
+	testutil.Eventually(t, "the strict node counts the address two peers reported", 15*time.Second, func() bool {
 		status, doc := strict.lookup("/ip-addresses/127.0.0.1")
 		return status == http.StatusOK && doc["seen_by_peers"] == 2.0
 	})
@@ -151,7 +152,7 @@ func TestP2PNetwork(t *testing.T) {
 
 	// A node that joins now catches up on what it missed.
 	late := startP2PNode(t, "", withBoot...)
-	waitFor(t, "the late node catches up", 20*time.Second, func() bool {
+	testutil.Eventually(t, "the late node catches up", 20*time.Second, func() bool {
 		s1, _ := late.lookup("/numbers/" + numA)
 		s2, _ := late.lookup("/numbers/" + numB)
 		return s1 == http.StatusOK && s2 == http.StatusOK
@@ -244,7 +245,7 @@ func TestP2PFloodDoesNotCostCaptureOrAPI(t *testing.T) {
 	if err := h.Connect(ctx, *target); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the flooder joins the node's topic", 15*time.Second, func() bool { return len(topic.ListPeers()) > 0 })
+	testutil.Eventually(t, "the flooder joins the node's topic", 15*time.Second, func() bool { return len(topic.ListPeers()) > 0 })
 
 	origin := event.Origin{AppVersion: "9", NodeID: "0b9f4c3e-8c2c-445b-8661-50a70fa9e873", Method: event.Passive,
 		Transport: event.UDP, Source: netip.MustParseAddrPort("203.0.113.66:5060"), Dest: netip.MustParseAddrPort("198.51.100.1:5060")}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // hookReceiver is the webhook endpoint and the OAuth2 token endpoint of a service, on
@@ -244,7 +245,7 @@ func TestWebhookDeliversEveryEventThroughOutagesAndARestart(t *testing.T) {
 			t.Fatalf("sipsak %v: %v\n%s", args, err, out)
 		}
 	}
-	waitFor(t, "a few requests time out", 20*time.Second, func() bool { return r.slowDone.Load() >= 2 })
+	testutil.Eventually(t, "a few requests time out", 20*time.Second, func() bool { return r.slowDone.Load() >= 2 })
 	r.mode.Store("ok")
 	r.revokeTokens() // the next request is refused: the node must fetch a new token once
 	sippCalls(t, n, 5, "0046812118534")
@@ -259,7 +260,7 @@ func TestWebhookDeliversEveryEventThroughOutagesAndARestart(t *testing.T) {
 	n.start()
 	sippCalls(t, n, 5, "0046812118536")
 	// The restarted node tries the endpoint while it is down: it fetches a token for that.
-	waitFor(t, "the restarted node tries to deliver during the outage", 20*time.Second, func() bool {
+	testutil.Eventually(t, "the restarted node tries to deliver during the outage", 20*time.Second, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.fetches > fetched
@@ -365,7 +366,7 @@ func TestWebhookKill9KeepsTheSpool(t *testing.T) {
 	stop := make(chan struct{})
 	flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
 	// Kill once the spool holds a good number of events, with the flood still running.
-	waitFor(t, "the node spools events during the flood", 20*time.Second, func() bool { return len(spooledUUIDs(t, n)) >= 5000 })
+	testutil.Eventually(t, "the node spools events during the flood", 20*time.Second, func() bool { return len(spooledUUIDs(t, n)) >= 5000 })
 	n.kill()
 	close(stop)
 	spooled := spooledUUIDs(t, n)
