@@ -455,8 +455,15 @@ func (s *Store) Name() string { return "sqlite" }
 // Write stores the batch in one transaction. Aggregates are summed per key in memory first:
 // a scan sends hundreds of messages from one IP, which then cost one upsert, not hundreds.
 func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
+	_, err := s.WriteCount(ctx, batch)
+	return err
+}
+
+// WriteCount is Write that also says how many events of the batch were new (the others were
+// stored before): what an import added, whatever other writers add meanwhile.
+func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int, err error) {
 	if s.w == nil {
-		return fmt.Errorf("database %s is open read-only", s.path)
+		return 0, fmt.Errorf("database %s is open read-only", s.path)
 	}
 	// The filter lock is held from before the first read to after the commit, so that the
 	// check for other writers sees this batch either wholly or not at all.
@@ -464,12 +471,12 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 	defer s.keys.mu.Unlock()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin write to %s: %w", s.path, err)
+		return 0, fmt.Errorf("begin write to %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
 	before, err := readTotals(ctx, tx)
 	if err != nil {
-		return fmt.Errorf("read totals of %s: %w", s.path, err)
+		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
 	args := make([]any, 0, 18*insertSizes[0])
@@ -494,16 +501,17 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 		}
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
 		if err != nil {
-			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+			return 0, fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
 		}
 		all, err := s.newOnes(ctx, tx, res, len(chunk), inserted)
 		if err != nil {
-			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+			return 0, fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
 		}
 		for _, e := range chunk {
 			if _, ok := inserted[e.UUID]; !all && !ok {
 				continue // already stored: counted before
 			}
+			added++
 			ips.add(e.SourceIP, e.Timestamp, !e.FromPeer)
 			if store.CountsAsNumber(e.CalledNumber) {
 				nums.add(e.CalledNumber, e.Timestamp, !e.FromPeer)
@@ -515,36 +523,36 @@ func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 		}
 	}
 	if err := ips.write(ctx, tx.StmtContext(ctx, s.upsertIP)); err != nil {
-		return fmt.Errorf("update IP aggregates in %s: %w", s.path, err)
+		return 0, fmt.Errorf("update IP aggregates in %s: %w", s.path, err)
 	}
 	if err := nums.write(ctx, tx.StmtContext(ctx, s.upsertNum)); err != nil {
-		return fmt.Errorf("update number aggregates in %s: %w", s.path, err)
+		return 0, fmt.Errorf("update number aggregates in %s: %w", s.path, err)
 	}
 	if len(nums) > 0 {
 		if err := s.addNumberKeys(ctx, tx); err != nil {
-			return fmt.Errorf("update number match keys in %s: %w", s.path, err)
+			return 0, fmt.Errorf("update number match keys in %s: %w", s.path, err)
 		}
 	}
 	if err := peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
-		return fmt.Errorf("update peer sightings in %s: %w", s.path, err)
+		return 0, fmt.Errorf("update peer sightings in %s: %w", s.path, err)
 	}
 	if err := counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
-		return fmt.Errorf("update statistics in %s: %w", s.path, err)
+		return 0, fmt.Errorf("update statistics in %s: %w", s.path, err)
 	}
 	after, err := readTotals(ctx, tx)
 	if err != nil {
-		return fmt.Errorf("read totals of %s: %w", s.path, err)
+		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	// Keys go into the filters before the commit: a lookup may then find a key the store
 	// does not hold yet (SQLite answers), never the reverse.
 	s.keys.ip.addAll(ips)
 	s.keys.num.addAll(nums)
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit %d events to %s: %w", len(batch), s.path, err)
+		return 0, fmt.Errorf("commit %d events to %s: %w", len(batch), s.path, err)
 	}
 	s.keys.ip.wrote(after[0] - before[0])
 	s.keys.num.wrote(after[1] - before[1])
-	return nil
+	return added, nil
 }
 
 // newOnes says which events of a chunk the INSERT really added, so that a retried or

@@ -240,3 +240,51 @@ func TestPartlyDuplicateBatch(t *testing.T) {
 		t.Errorf("numbers counted %d times, want 100", sum)
 	}
 }
+
+// An import beside a running node counts what it added itself, however many events the node
+// writes meanwhile (it used to report the table's growth: "-298208 already stored").
+func TestWriteCountIgnoresOtherWriters(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "shared.db")
+	node, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	imp, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer imp.Close()
+	batch := make([]*event.Event, 2000)
+	for i := range batch {
+		batch[i] = ev(i, "192.0.2.1", "100")
+	}
+	if n, err := imp.WriteCount(ctx, batch[:500]); n != 500 || err != nil {
+		t.Fatalf("first 500: %d %v", n, err)
+	}
+	done := make(chan error)
+	go func() {
+		for i := range 50 {
+			b := make([]*event.Event, 100)
+			for j := range b {
+				b[j] = ev(100000+i*100+j, "198.51.100.1", "200")
+			}
+			if err := node.Write(ctx, b); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	n, err := imp.WriteCount(ctx, batch)
+	if err != nil || n != 1500 {
+		t.Errorf("WriteCount = %d, %v; want the 1500 new of 2000", n, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := imp.WriteCount(ctx, batch); n != 0 || err != nil {
+		t.Errorf("again: %d %v, want 0", n, err)
+	}
+}
