@@ -165,6 +165,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		removeStaleReadyFile(cfg.ReadyFile)
 	}
 	n.warnNotYetBuilt()
+	if err := writable(cfg.DataDir); err != nil {
+		return err
+	}
 	if n.nodeID, err = event.LoadNodeID(cfg.DataDir); err != nil {
 		return err
 	}
@@ -445,6 +448,20 @@ func (n *Node) warnNotYetBuilt() {
 			n.log.Warn("option not in this version yet; ignored", "option", f.name)
 		}
 	}
+}
+
+// writable makes the data directory if needed and checks that the node can write there,
+// so that a read-only one is named as such before any file in it is opened.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create data directory %s: %w (choose another with --data-dir)", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("data directory %s is not writable: %w (fix its permissions, or choose another with --data-dir)", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // known reports whether the store already holds ip or number (seen here, or counted

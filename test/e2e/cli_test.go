@@ -288,3 +288,26 @@ func TestImportRefusesItsOwnTarget(t *testing.T) {
 		t.Errorf("the source was changed:\n%q", b)
 	}
 }
+
+// A read-only data directory is named as such, by the node and by import (SQLite alone would
+// ask whether the file is an SQLite database). Tests run as root, which writes anywhere: the
+// directory is made read-only by a read-only bind mount in a private mount namespace.
+func TestReadOnlyDataDirectory(t *testing.T) {
+	need(t, "unshare")
+	dir := t.TempDir()
+	jsonl := filepath.Join(t.TempDir(), "x.jsonl")
+	os.WriteFile(jsonl, nil, 0o644)
+	for _, args := range [][]string{
+		{"--data-dir", dir, "--sip-addr", "127.0.0.1:0", "-z", "127.0.0.1:0"},
+		{"import", "--data-dir", dir, jsonl},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		script := `mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec "$@"`
+		cmd := exec.CommandContext(ctx, "unshare", append([]string{"-m", "sh", "-c", script, "sh", dir, binary}, args...)...)
+		out, _ := cmd.CombinedOutput()
+		cancel()
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "data directory "+dir+" is not writable") {
+			t.Errorf("dialtrap %v on a read-only directory: exit %d:\n%s", args, code, out)
+		}
+	}
+}

@@ -7,12 +7,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -237,10 +239,8 @@ func insertSQL(n int) string {
 
 // Open opens or creates the database at path and brings its schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("create directory for database %s: %w", path, err)
-		}
+	if err := create(path); err != nil {
+		return nil, err
 	}
 	w, err := sql.Open("sqlite", dsn(path, false))
 	if err != nil {
@@ -357,6 +357,28 @@ func openReaders(path string) (lookups, bulk *sql.DB, err error) {
 		return nil, nil, err
 	}
 	return lookups, bulk, nil
+}
+
+// create makes the database file, if it is new, readable by its owner and group only: it
+// holds whatever attackers sent, and SQLite creates the WAL and shared-memory files with the
+// database file's mode. A directory or file it cannot write is said so plainly (SQLite would
+// only say it cannot read the schema).
+func create(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create directory for database %s: %w (is the data directory writable?)", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err == nil {
+		return f.Close()
+	}
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+		if _, serr := os.Stat(path); serr == nil {
+			return fmt.Errorf("database file %s is not writable: %w (fix its permissions, or give another with -f)", path, err)
+		}
+		return fmt.Errorf("data directory %s is not writable: %w (fix its permissions, or give another with --data-dir or -f)", dir, err)
+	}
+	return fmt.Errorf("open database %s: %w", path, err)
 }
 
 // dsn sets the pragmas on every connection: WAL so readers never block the writer, a busy

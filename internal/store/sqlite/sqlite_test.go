@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -286,5 +287,23 @@ func TestWriteCountIgnoresOtherWriters(t *testing.T) {
 	}
 	if n, err := imp.WriteCount(ctx, batch); n != 0 || err != nil {
 		t.Errorf("again: %d %v, want 0", n, err)
+	}
+}
+
+// The database and the WAL and shared-memory files SQLite makes beside it are not readable by
+// other users: they hold what attackers sent.
+func TestFilesAreNotWorldReadable(t *testing.T) {
+	s := open(t)
+	if err := s.Write(context.Background(), []*event.Event{ev(1, "192.0.2.1", "100")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		fi, err := os.Stat(s.path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m&0o007 != 0 || m&0o600 != 0o600 {
+			t.Errorf("%s has mode %v, want 0640", s.path+suffix, m)
+		}
 	}
 }
