@@ -72,6 +72,9 @@ type Config struct {
 	// Peers returns what /peers shows (the peer-to-peer node's report); nil when this node
 	// does not take part (-p off).
 	Peers func() any
+	// KernelDrops, when set, is how many UDP datagrams the kernel dropped before capture read
+	// them since the node started; /stats shows it as udp_receive_drops.
+	KernelDrops func() uint64
 }
 
 // Contract texts.

@@ -439,3 +439,14 @@ func TestServerLifecycle(t *testing.T) {
 		t.Error("still serving after Close")
 	}
 }
+
+// /stats says how many UDP datagrams the kernel dropped before capture read them.
+func TestStatsReportKernelDrops(t *testing.T) {
+	srv := httptest.NewServer(Handler(Config{Store: seed(t), Version: "1", KernelDrops: func() uint64 { return 42 }}))
+	defer srv.Close()
+	var doc map[string]any
+	getJSON(t, srv.URL+"/stats", &doc)
+	if doc["udp_receive_drops"] != 42.0 {
+		t.Errorf("/stats: %v, want udp_receive_drops 42", doc)
+	}
+}

@@ -460,6 +460,9 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
 		field{"sip_methods", valueCounts(tops[1], "sip_method")},
 		field{"user_agents", valueCounts(tops[2], "user_agent")},
 	)
+	if h.cfg.KernelDrops != nil {
+		doc = append(doc, field{"udp_receive_drops", h.cfg.KernelDrops()})
+	}
 	writeJSON(w, http.StatusOK, doc)
 }
 

@@ -250,23 +250,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if cfg.API {
-		acfg := api.Config{
-			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
-			National: cfg.NumberMatch == "national", Log: n.log,
-		}
-		if n.peer != nil {
-			acfg.Peers = func() any { return n.peer.Report() }
-		}
-		n.api = api.New(acfg)
-		if err := n.api.Start(ctx); err != nil {
-			return err
-		}
-		n.onClose("api", 5*time.Second, n.api.Close) // before the store closes: no request reads a closed store
-		if cfg.APIToken == "" && !isLoopback(n.api.Addr().String()) {
-			n.log.Warn("the REST API listens beyond loopback without --api-token: anyone who can reach it can read the collected data", "addr", n.api.Addr())
-		}
-	}
 	if !cfg.SIPDisable {
 		scfg := sip.Config{
 			Addr: cfg.SIPAddr, Responsive: cfg.SIPResponsive, Persona: cfg.Persona,
@@ -281,12 +264,38 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			}
 			scfg.TLSAddr = cfg.SIPTLSAddr
 		}
-		n.sip = sip.New(scfg)
+		n.sip = sip.New(scfg) // started last, once the API serves
+	}
+	if cfg.API {
+		acfg := api.Config{
+			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
+			National: cfg.NumberMatch == "national", Log: n.log,
+		}
+		if n.peer != nil {
+			acfg.Peers = func() any { return n.peer.Report() }
+		}
+		if n.sip != nil {
+			acfg.KernelDrops = n.sip.KernelDrops
+		}
+		n.api = api.New(acfg)
+		if err := n.api.Start(ctx); err != nil {
+			return err
+		}
+		n.onClose("api", 5*time.Second, n.api.Close) // before the store closes: no request reads a closed store
+		if cfg.APIToken == "" && !isLoopback(n.api.Addr().String()) {
+			n.log.Warn("the REST API listens beyond loopback without --api-token: anyone who can reach it can read the collected data", "addr", n.api.Addr())
+		}
+	}
+	if n.sip != nil {
 		// Closed first: no new events once shutdown starts. Its readers may be waiting for room
 		// in the store's queue (back-pressure), which drains meanwhile: give them time.
 		n.onClose("sip", 30*time.Second, func(ctx context.Context) error {
 			err := n.sip.Close(ctx)
-			n.log.Info("SIP capture totals", "messages", n.sip.Received())
+			n.log.Info("SIP capture totals", "messages", n.sip.Received(), "udp_kernel_drops", n.sip.KernelDrops())
+			if d := n.sip.KernelDrops(); d > 0 {
+				n.log.Warn("the kernel dropped UDP datagrams during this run before capture read them: raise --sip-read-buffer and net.core.rmem_max",
+					"dropped", d, "captured", n.sip.Received())
+			}
 			return err
 		})
 		if err := n.sip.Start(ctx); err != nil {

@@ -57,7 +57,8 @@ type Server struct {
 	nconns int
 	warn   *ratelog.Logger // one line per kind of failure per 10 s: a flood cannot fill the log
 
-	received atomic.Uint64
+	received    atomic.Uint64
+	kernelDrops atomic.Uint64
 }
 
 // New returns a Server for cfg, with defaults filled in.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,3 +326,48 @@ func TestBindConflict(t *testing.T) {
 }
 
 func netipAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// When the readers cannot keep up and the socket buffer overflows, the kernel drops datagrams;
+// the node counts them from the kernel's own count, so what was received plus what the kernel
+// dropped is what was sent.
+func TestKernelDropsAreCounted(t *testing.T) {
+	release := make(chan struct{})
+	var got atomic.Int64
+	srv := New(Config{Addr: "127.0.0.1:0", ReadBuffer: 4096, NodeID: "n", AppVersion: "t",
+		Publish: func(*event.Event) { got.Add(1); <-release }})
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	c, err := net.Dial("udp", srv.UDPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const sent = 2000
+	msg := []byte("OPTIONS sip:100@127.0.0.1 SIP/2.0\r\n\r\n" + strings.Repeat("x", 400))
+	for range sent {
+		c.Write(msg) // the readers are stuck in Publish: the buffer fills, the kernel drops
+	}
+	close(release)
+	// The queued datagrams are read; the kernel stamps each with the drops before it was
+	// queued, so one more datagram, sent after them, carries the final count.
+	received := func() uint64 { return srv.Received() }
+	for last := uint64(1 << 62); received() != last; {
+		last = received()
+		time.Sleep(100 * time.Millisecond)
+	}
+	before := received()
+	c.Write(msg)
+	deadline := time.Now().Add(5 * time.Second)
+	for received() == before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if srv.KernelDrops() == 0 {
+		t.Fatal("no drop counted with a 4 KiB buffer and stuck readers")
+	}
+	if total := received() + srv.KernelDrops(); total != sent+1 {
+		t.Errorf("received %d + dropped %d = %d, want the %d sent", received(), srv.KernelDrops(), total, sent+1)
+	}
+	t.Logf("received %d, kernel dropped %d of %d", received(), srv.KernelDrops(), sent+1)
+}

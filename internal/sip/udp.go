@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,9 @@ func listenUDP(ctx context.Context, addr string, rcvbuf int, log *slog.Logger) (
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = setPktInfo(int(fd), network)
+			// Each datagram then says how many the kernel dropped on this socket for want of
+			// room: loss is counted, never silent.
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1)
 			// SO_RCVBUFFORCE passes the rmem_max cap when we run as root; otherwise the
 			// kernel clamps SO_RCVBUF to rmem_max.
 			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf) != nil {
@@ -82,7 +86,9 @@ func (s *Server) serveUDP() {
 			s.warn.Warn("UDP read failed", "err", err)
 			continue
 		}
-		dst := netip.AddrPortFrom(destination(oob[:oobn]), localPort)
+		addr, drops := control(oob[:oobn])
+		s.noteKernelDrops(drops)
+		dst := netip.AddrPortFrom(addr, localPort)
 		raw := buf[:n]
 		m := Parse(raw)
 		s.record(&m, raw, event.UDP, src, dst, func(reply []byte) error {
@@ -92,21 +98,44 @@ func (s *Server) serveUDP() {
 	}
 }
 
-// destination reads the datagram's destination address from its control messages.
-func destination(oob []byte) netip.Addr {
+// control reads a datagram's control messages: its destination address, and the socket's
+// count of datagrams the kernel dropped so far (0 until there is a drop).
+func control(oob []byte) (dst netip.Addr, drops uint32) {
 	for len(oob) > 0 {
 		hdr, data, rest, err := unix.ParseOneSocketControlMessage(oob)
 		if err != nil {
-			return netip.Addr{}
+			return dst, drops
 		}
 		oob = rest
 		switch {
 		case hdr.Level == unix.IPPROTO_IP && hdr.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
 			// struct in_pktinfo: ifindex (4), spec_dst (4), addr (4): addr is the header's destination.
-			return netip.AddrFrom4([4]byte(data[8:12]))
+			dst = netip.AddrFrom4([4]byte(data[8:12]))
 		case hdr.Level == unix.IPPROTO_IPV6 && hdr.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
-			return netip.AddrFrom16([16]byte(data[:16])).Unmap()
+			dst = netip.AddrFrom16([16]byte(data[:16])).Unmap()
+		case hdr.Level == unix.SOL_SOCKET && hdr.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
+			drops = binary.NativeEndian.Uint32(data)
 		}
 	}
-	return netip.Addr{}
+	return dst, drops
 }
+
+// noteKernelDrops records the socket's drop count (it only grows; readers see it in any
+// order) and warns when it grew.
+func (s *Server) noteKernelDrops(n uint32) {
+	for {
+		old := s.kernelDrops.Load()
+		if uint64(n) <= old {
+			return
+		}
+		if s.kernelDrops.CompareAndSwap(old, uint64(n)) {
+			s.warn.Warn("the kernel dropped UDP datagrams before they were read (a burst beyond the socket buffer): raise --sip-read-buffer and net.core.rmem_max, or run as root",
+				"dropped_total", n, "read_buffer", s.cfg.ReadBuffer)
+			return
+		}
+	}
+}
+
+// KernelDrops is how many datagrams the kernel dropped on the UDP socket for want of room
+// before the node read them, as last reported by the kernel.
+func (s *Server) KernelDrops() uint64 { return s.kernelDrops.Load() }

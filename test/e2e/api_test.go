@@ -221,8 +221,10 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 	n2 := startNode(t, nodeOpts{dir: dir2, args: []string{"-R", "-a"}})
 	b := api{t, "http://" + n2.apiAddr, ""}
 	for _, path := range []string{"/ip-addresses", "/numbers", "/stats", "/user-agents", "/numbers/+46812118532?match=national"} {
-		if _, _, body := b.get(path); body != bodies[path] {
-			t.Errorf("%s after export and import:\n%s\nwant\n%s", path, body, bodies[path])
+		// The imported node captures nothing (-R): it has no UDP socket whose drops to count.
+		want := strings.Replace(bodies[path], "],\n  \"udp_receive_drops\": 0\n}", "]\n}", 1)
+		if _, _, body := b.get(path); body != want {
+			t.Errorf("%s after export and import:\n%s\nwant\n%s", path, body, want)
 		}
 	}
 	n2.stop()
