@@ -34,6 +34,9 @@ import (
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
+// LockFile in the data directory is held by the node running on it.
+const LockFile = "node.lock"
+
 // LevelNotice is the level of the few lines a node prints at its default log level: the
 // start-up summary. Warnings and errors say that something failed.
 const LevelNotice = slog.LevelInfo + 2
@@ -168,6 +171,20 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := writable(cfg.DataDir); err != nil {
 		return err
 	}
+	// One node per data directory: two would race to make the node id, the keys and the
+	// certificate, and share one database and spool without knowing it.
+	lock, pid, err := fsutil.Lock(filepath.Join(cfg.DataDir, LockFile))
+	if errors.Is(err, fsutil.ErrLocked) {
+		holder := "" // unknown in the instant between its lock and its writing its pid
+		if pid > 0 {
+			holder = fmt.Sprintf(" (pid %d)", pid)
+		}
+		return fmt.Errorf("data directory %s is in use by another dialtrap node%s: give each node its own --data-dir", cfg.DataDir, holder)
+	}
+	if err != nil {
+		return fmt.Errorf("lock data directory %s: %w", cfg.DataDir, err)
+	}
+	n.onClose("data directory lock", time.Second, func(context.Context) error { return lock.Close() })
 	if n.nodeID, err = event.LoadNodeID(cfg.DataDir); err != nil {
 		return err
 	}
@@ -259,7 +276,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			ReadBuffer: cfg.SIPReadBuffer, Log: n.log, Publish: n.hub.Publish,
 		}
 		if cfg.SIPTLS {
-			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir); err != nil {
+			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, n.log); err != nil {
 				return err
 			}
 			scfg.TLSAddr = cfg.SIPTLSAddr

@@ -389,3 +389,47 @@ func TestStartupSummaryIsTheOnlyLine(t *testing.T) {
 		}
 	}
 }
+
+// Nodes started at once on one fresh data directory: exactly one runs, the others say the
+// directory is in use (by whom) and exit, and what the winner made (node id, keys, TLS pair,
+// database) is whole. The loser's Close leaves the winner's files alone.
+func TestOneNodePerDataDirectory(t *testing.T) {
+	for run := range 5 {
+		dir := t.TempDir()
+		const count = 3
+		nodes := make([]*Node, count)
+		errs := make(chan error, count)
+		for i := range count {
+			cfg := load(t, "-p", "-a", "-j")
+			cfg.DataDir, cfg.DBFile, cfg.JSONLogFile = dir, filepath.Join(dir, "dialtrap.db"), filepath.Join(dir, "dialtrap_json.log")
+			n, err := New(cfg, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes[i] = n
+			go func() { errs <- n.Start(context.Background()) }()
+		}
+		started := 0
+		for range count {
+			err := <-errs
+			switch {
+			case err == nil:
+				started++
+			case !strings.Contains(err.Error(), "is in use by another dialtrap node"):
+				t.Errorf("run %d: %v, want the directory in use by this process", run, err)
+			}
+		}
+		for _, n := range nodes {
+			if err := n.Close(context.Background()); err != nil {
+				t.Errorf("run %d: close: %v", run, err)
+			}
+		}
+		if started != 1 {
+			t.Fatalf("run %d: %d nodes started on one data directory, want 1", run, started)
+		}
+		// The next start finds everything whole.
+		cfg := load(t, "-p", "-a")
+		cfg.DataDir, cfg.DBFile = dir, filepath.Join(dir, "dialtrap.db")
+		startNode(t, cfg)
+	}
+}

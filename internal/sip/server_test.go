@@ -32,7 +32,7 @@ func start(t *testing.T, cfg Config) *harness {
 	cfg.NodeID, cfg.AppVersion = "node-1", "test"
 	cfg.Publish = func(e *event.Event) { h.events <- e }
 	if cfg.TLSAddr != "" {
-		tc, err := TLSConfig("", "", t.TempDir())
+		tc, err := TLSConfig("", "", t.TempDir(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -28,14 +29,29 @@ const (
 // TLSConfig returns the server TLS config for SIP over TLS: the operator's certificate if
 // certFile and keyFile are set, else a self-signed one kept in dataDir (made on first start,
 // reused after, never prompting).
-func TLSConfig(certFile, keyFile, dataDir string) (*tls.Config, error) {
-	if certFile == "" {
+//
+// A self-signed pair that no longer loads (a key that does not match the certificate, left by
+// an older version started twice at once, or a damaged file) is made anew, with a warning:
+// nobody relies on its identity. The operator's own files are never replaced.
+func TLSConfig(certFile, keyFile, dataDir string, log *slog.Logger) (*tls.Config, error) {
+	selfSigned := certFile == ""
+	if selfSigned {
 		certFile, keyFile = filepath.Join(dataDir, SelfSignedCert), filepath.Join(dataDir, SelfSignedKey)
-		if err := ensureSelfSigned(certFile, keyFile); err != nil {
+		if err := ensureSelfSigned(certFile, keyFile, false); err != nil {
 			return nil, err
 		}
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil && selfSigned {
+		if log != nil {
+			log.Warn("the self-signed SIP TLS certificate and key in the data directory do not load together; making a new pair",
+				"cert", certFile, "key", keyFile, "err", err)
+		}
+		if err := ensureSelfSigned(certFile, keyFile, true); err != nil {
+			return nil, err
+		}
+		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load SIP TLS certificate %s and key %s (check -t/-k point at PEM files that match): %w", certFile, keyFile, err)
 	}
@@ -49,11 +65,15 @@ func TLSConfig(certFile, keyFile, dataDir string) (*tls.Config, error) {
 	}, nil
 }
 
-func ensureSelfSigned(certFile, keyFile string) error {
+// ensureSelfSigned makes a self-signed pair unless both files exist (or always, with anew).
+func ensureSelfSigned(certFile, keyFile string, anew bool) error {
 	_, cerr := os.Stat(certFile)
 	_, kerr := os.Stat(keyFile)
-	if cerr == nil && kerr == nil {
+	if cerr == nil && kerr == nil && !anew {
 		return nil
+	}
+	if anew {
+		cerr = fs.ErrNotExist
 	}
 	if !errors.Is(cerr, fs.ErrNotExist) && cerr != nil {
 		return fmt.Errorf("check SIP TLS certificate %s: %w", certFile, cerr)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -329,4 +330,52 @@ func TestSilentAndTrickleClients(t *testing.T) {
 
 func wholeLine(line string) bool {
 	return strings.HasPrefix(line, `{"app_name":"dialtrap"`) && strings.HasSuffix(line, "}") && json.Valid([]byte(line))
+}
+
+// Three nodes started at once on one fresh data directory: one runs, the other two say the
+// directory is in use and exit 1; the data directory stays whole for the next start (it used
+// to fail with "table events already exists", or leave a TLS key that did not match its
+// certificate).
+func TestConcurrentStartsOnOneDataDirectory(t *testing.T) {
+	type proc struct {
+		cmd    *exec.Cmd
+		out    strings.Builder
+		ready  string
+		exited chan struct{}
+	}
+	for run := range 5 {
+		dir := t.TempDir()
+		procs := make([]*proc, 3)
+		for i := range procs {
+			p := &proc{ready: filepath.Join(t.TempDir(), "ready.json"), exited: make(chan struct{})}
+			p.cmd = exec.Command(binary, "--data-dir", dir, "--sip-addr", "127.0.0.1:0", "-z", "127.0.0.1:0",
+				"-a", "--api-addr", "127.0.0.1:0", "-p", "--p2p-addr", "/ip4/127.0.0.1/tcp/0", "--ready-file", p.ready)
+			p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+			if err := p.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { p.cmd.Wait(); close(p.exited) }()
+			t.Cleanup(func() { p.cmd.Process.Kill(); <-p.exited })
+			procs[i] = p
+		}
+		var running []*proc
+		for _, p := range procs {
+			if _, err := waitReady(p.ready, p.exited, 15*time.Second); err == nil {
+				running = append(running, p)
+				continue
+			}
+			<-p.exited
+			if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.out.String(), "is in use by another dialtrap node") {
+				t.Errorf("run %d: exit %d:\n%s", run, code, p.out.String())
+			}
+		}
+		if len(running) != 1 {
+			t.Fatalf("run %d: %d nodes run on one data directory, want 1", run, len(running))
+		}
+		running[0].cmd.Process.Signal(syscall.SIGTERM)
+		<-running[0].exited
+		// The next start finds everything whole.
+		n := startNode(t, nodeOpts{dir: dir, args: []string{"-p", "--p2p-addr", "/ip4/127.0.0.1/tcp/0"}})
+		n.stop()
+	}
 }

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"github.com/dialtrap/dialtrap/internal/fsutil"
 )
 
 // The spool is a directory of segment files, each a run of records (one compact JSON event and
@@ -74,13 +74,12 @@ func OpenSpool(dir string, maxBytes int64) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create the webhook spool directory (check --data-dir permissions): %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, pid, err := fsutil.Lock(filepath.Join(dir, "lock"))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return nil, fmt.Errorf("webhook spool %s is in use by another dialtrap process (pid %d): give each node its own --data-dir", dir, pid)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open the webhook spool: %w", err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("webhook spool %s is in use by another dialtrap process (give each node its own --data-dir): %w", dir, err)
 	}
 	s := &Spool{
 		dir: dir, maxBytes: maxBytes, lock: lock, wake: make(chan struct{}),

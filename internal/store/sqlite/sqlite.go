@@ -17,7 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
@@ -401,38 +402,67 @@ func dsn(path string, readOnly bool) string {
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	var version int
-	if err := s.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return fmt.Errorf("read schema version of %s (is it an SQLite database?): %w", s.path, err)
-	}
-	if version > len(migrations) {
-		return fmt.Errorf("database %s has schema version %d, newer than this dialtrap knows (%d): upgrade dialtrap",
-			s.path, version, len(migrations))
-	}
-	for v := version; v < len(migrations); v++ {
-		tx, err := s.w.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("migrate %s: %w", s.path, err)
-		}
-		if _, err := tx.ExecContext(ctx, migrations[v].sql); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
-		}
-		if f := migrations[v].after; f != nil {
-			if err := f(ctx, tx); err != nil {
-				tx.Rollback()
-				return fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
+	// Two connections creating one new file can meet where SQLite answers "busy" at once
+	// instead of waiting (one switches the file to WAL while the other holds the write lock):
+	// such a step is tried again, for as long as the busy timeout.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		done, err := s.migrateStep(ctx)
+		if isBusy(err) && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
 			}
+			continue
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migrate %s: %w", s.path, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
+		if err != nil || done {
+			return err
 		}
 	}
-	return nil
+}
+
+// isBusy reports whether err is SQLite's "database is locked".
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
+// migrateStep applies the next migration, if any, in one write transaction that reads the
+// schema version itself: another process migrating the same file at the same moment waits for
+// the write lock and then sees the version it left.
+func (s *Store) migrateStep(ctx context.Context) (done bool, err error) {
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock first
+	if err != nil {
+		return false, fmt.Errorf("migrate %s: %w", s.path, err)
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return false, fmt.Errorf("read schema version of %s (is it an SQLite database?): %w", s.path, err)
+	}
+	switch {
+	case v > len(migrations):
+		return false, fmt.Errorf("database %s has schema version %d, newer than this dialtrap knows (%d): upgrade dialtrap",
+			s.path, v, len(migrations))
+	case v == len(migrations):
+		return true, tx.Commit()
+	}
+	if _, err := tx.ExecContext(ctx, migrations[v].sql); err != nil {
+		return false, fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
+	}
+	if f := migrations[v].after; f != nil {
+		if err := f(ctx, tx); err != nil {
+			return false, fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+		return false, fmt.Errorf("migrate %s: %w", s.path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("migrate %s to schema version %d: %w", s.path, v+1, err)
+	}
+	return false, nil
 }
 
 func (s *Store) prepare(ctx context.Context) error {

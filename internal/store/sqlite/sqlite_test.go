@@ -307,3 +307,28 @@ func TestFilesAreNotWorldReadable(t *testing.T) {
 		}
 	}
 }
+
+// Several processes opening one new database at once (nodes started together, an import
+// beside a starting node) all get it migrated once: each migration step reads the version
+// inside the write transaction that applies it.
+func TestConcurrentOpensMigrateOnce(t *testing.T) {
+	ctx := context.Background()
+	for run := range 10 {
+		path := filepath.Join(t.TempDir(), fmt.Sprintf("race%d.db", run))
+		errs := make(chan error, 3)
+		for range 3 {
+			go func() {
+				s, err := Open(ctx, path)
+				if err == nil {
+					err = s.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Fatalf("run %d: %v", run, err)
+			}
+		}
+	}
+}
