@@ -39,6 +39,21 @@ func (e *PartialError) Error() string {
 
 func (e *PartialError) Unwrap() error { return e.Err }
 
+// BadEventError is returned by a sink that wrote the first Index events of a batch and can
+// never write event Index (too large for its transport, impossible to encode): the hub counts
+// that event as refused, logs it, and goes on with the rest at once. An error of the sink
+// itself (disk full, connection lost) is any other error: the hub keeps the batch and retries.
+type BadEventError struct {
+	Index int
+	Err   error
+}
+
+func (e *BadEventError) Error() string {
+	return fmt.Sprintf("event %d of the batch refused for good: %v", e.Index, e.Err)
+}
+
+func (e *BadEventError) Unwrap() error { return e.Err }
+
 // Policy says what Publish does when a sink's queue is full.
 type Policy int
 
@@ -70,6 +85,7 @@ type Stats struct {
 	Name      string
 	Delivered uint64 // events written
 	Dropped   uint64 // events discarded: queue full, or still failing at shutdown
+	Refused   uint64 // events the sink can never write (BadEventError), skipped
 	Failures  uint64 // failed Write calls (each retried)
 	Queued    int
 }
@@ -159,7 +175,7 @@ func (h *Hub) Stats() []Stats {
 		q.mu.Unlock()
 		out = append(out, Stats{
 			Name: q.sink.Name(), Delivered: q.delivered.Load(), Dropped: q.dropped.Load() + q.shutdownDropped.Load(),
-			Failures: q.failures.Load(), Queued: n,
+			Refused: q.refused.Load(), Failures: q.failures.Load(), Queued: n,
 		})
 	}
 	return out
@@ -227,6 +243,17 @@ func (h *Hub) run(q *queue) {
 			failures = 0
 			continue
 		}
+		if be := (*BadEventError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(batch) {
+			// One event the sink will never take: skip it, keep the queue moving.
+			q.delivered.Add(uint64(be.Index))
+			q.refused.Add(1)
+			q.log.Warn("sink refused an event for good; it is skipped", "sink", q.sink.Name(),
+				"refused_total", q.refused.Load(), "err", be.Err)
+			if batch = batch[be.Index+1:]; len(batch) == 0 {
+				batch = nil
+			}
+			continue
+		}
 		q.failures.Add(1)
 		q.healthy.Store(false)
 		// Publishers waiting for room would wait for the whole outage: wake them so that
@@ -280,6 +307,7 @@ type queue struct {
 	healthy         atomic.Bool
 	delivered       atomic.Uint64
 	dropped         atomic.Uint64
+	refused         atomic.Uint64
 	failures        atomic.Uint64
 	shutdownDropped atomic.Uint64
 	gaveUp          atomic.Bool

@@ -348,3 +348,46 @@ func TestWaitingPublisherIsReleasedWhenTheSinkFails(t *testing.T) {
 		h.Close(ctx)
 	})
 }
+
+// A sink that can never write one event (too large for its transport) says so with
+// BadEventError: that event is counted as refused and skipped at once, the queue goes on,
+// nothing is retried and the sink stays healthy. It used to be retried forever, and nothing
+// after it reached the sink again.
+func TestBadEventIsSkippedNotRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := New(nil)
+		r := &refuser{bad: map[string]bool{"3": true, "7": true}}
+		h.Add(r, Options{MaxBatch: 10, Policy: Block})
+		h.Start(context.Background())
+		for _, e := range events(10) {
+			h.Publish(e)
+		}
+		if err := h.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"0", "1", "2", "4", "5", "6", "8", "9"}; !slices.Equal(r.got, want) {
+			t.Errorf("sink wrote %v, want %v", r.got, want)
+		}
+		if st := h.Stats()[0]; st.Delivered != 8 || st.Refused != 2 || st.Failures != 0 {
+			t.Errorf("stats %+v: want 8 delivered, 2 refused, no failure", st)
+		}
+	})
+}
+
+// refuser writes events in order and refuses those in bad.
+type refuser struct {
+	bad map[string]bool
+	got []string
+}
+
+func (r *refuser) Name() string { return "refuser" }
+
+func (r *refuser) Write(_ context.Context, batch []*event.Event) error {
+	for i, e := range batch {
+		if r.bad[e.UUID] {
+			return &BadEventError{Index: i, Err: errors.New("message too long")}
+		}
+		r.got = append(r.got, e.UUID)
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/hub"
 )
 
 // Log is the JSON log sink. Each batch is written with one write call; a write that fails
@@ -81,19 +82,33 @@ func repairTail(f *os.File) error {
 // Name implements hub.Sink.
 func (l *Log) Name() string { return "jsonlog" }
 
-// Write implements hub.Sink.
+// Write implements hub.Sink. An event that cannot be encoded fails alone (the events before
+// it are written, and the hub skips it); a failed write fails the sink, and the hub retries.
 func (l *Log) Write(_ context.Context, batch []*event.Event) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.buf[:0]
-	for _, e := range batch {
+	var bad error
+	for i, e := range batch {
 		var err error
 		if b, err = e.AppendJSON(b); err != nil {
-			return err
+			bad = &hub.BadEventError{Index: i, Err: err}
+			break
 		}
 		b = append(b, '\n')
 	}
 	l.buf = b
+	if err := l.write(b); err != nil {
+		return err
+	}
+	return bad
+}
+
+// write appends b in one write, cutting back a partial one.
+func (l *Log) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
 	fi, err := l.f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat JSON log %s: %w", l.path, err)

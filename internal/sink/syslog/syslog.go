@@ -1,15 +1,22 @@
 // Package syslog writes one line per event to syslog in the form Fail2Ban filters match:
 // "Source IP: <ip>, Method: <METHOD>, Agent: <user agent>", ident dialtrap, facility user,
-// priority notice.
+// priority notice. Lines are capped to what the transport carries (a probe can send a 64 KiB
+// User-Agent): 1,024 bytes a message over UDP (RFC 3164; RFC 5426 only promises 480 to 2,048
+// and relays cut at 1,024), 8,192 over the local socket, unix sockets and TCP (rsyslog's
+// default maximum). The method and the agent are cut, with a marker; the address never is.
 package syslog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/syslog"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
+	"unicode/utf8"
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/hub"
@@ -18,10 +25,29 @@ import (
 // Tag is the syslog ident.
 const Tag = "dialtrap"
 
+// Message size limits per transport, header included.
+const (
+	MaxUDP    = 1024
+	MaxStream = 8192
+)
+
+// Truncated marks a field cut to fit the line into its message.
+const Truncated = "[truncated]"
+
+// maxMethod bounds the method in a line that must be cut: a real method is a short token.
+const maxMethod = 64
+
+// writer is what the sink needs of log/syslog's Writer.
+type writer interface {
+	Notice(string) error
+	Close() error
+}
+
 // Sink is the syslog sink.
 type Sink struct {
-	mu sync.Mutex
-	w  *syslog.Writer
+	mu      sync.Mutex
+	w       writer
+	maxLine int // the longest line that fits a message after its header
 }
 
 // Open connects to syslog. addr is empty for the local syslog daemon, or a URL:
@@ -38,7 +64,19 @@ func Open(addr string) (*Sink, error) {
 		}
 		return nil, fmt.Errorf("connect to syslog at %s: %w (is the syslog server running there? check --syslog-addr)", addr, err)
 	}
-	return &Sink{w: w}, nil
+	return &Sink{w: w, maxLine: maxLine(network)}, nil
+}
+
+// maxLine is the room a line has in one message over network: the transport's limit less the
+// header log/syslog puts before it ("<13>" and a timestamp, for remote ones the host name,
+// then "dialtrap[pid]: ").
+func maxLine(network string) int {
+	host, _ := os.Hostname()
+	header := len("<13>2006-01-02T15:04:05.999999999-07:00 ") + len(host) + len(" "+Tag+"[4194304]: ")
+	if network == "udp" {
+		return MaxUDP - header
+	}
+	return MaxStream - header
 }
 
 func parseAddr(addr string) (network, raddr string, err error) {
@@ -65,10 +103,37 @@ func parseAddr(addr string) (network, raddr string, err error) {
 	}
 }
 
-// Line is the message logged for e. Control characters an attacker put in the method or
-// user agent become '?', so one probe is always exactly one line.
-func Line(e *event.Event) string {
-	return "Source IP: " + e.SourceIP + ", Method: " + clean(e.SIPMethod) + ", Agent: " + clean(e.SIPUserAgent)
+// Line is the message logged for e, at most max bytes (0: no limit). Control characters an
+// attacker put in the method or user agent become '?', so one probe is always exactly one
+// line; when the line is too long the method and then the agent are cut and marked.
+func Line(e *event.Event, max int) string {
+	method, agent := clean(e.SIPMethod), clean(e.SIPUserAgent)
+	line := "Source IP: " + e.SourceIP + ", Method: " + method + ", Agent: " + agent
+	if max <= 0 || len(line) <= max {
+		return line
+	}
+	if len(method) > maxMethod {
+		method = cut(method, maxMethod-len(Truncated)) + Truncated
+	}
+	fixed := len("Source IP: " + e.SourceIP + ", Method: " + method + ", Agent: ")
+	if room := max - fixed; len(agent) > room {
+		agent = cut(agent, room-len(Truncated)) + Truncated
+	}
+	return "Source IP: " + e.SourceIP + ", Method: " + method + ", Agent: " + agent
+}
+
+// cut returns the longest prefix of s of at most n bytes that ends on a character boundary.
+func cut(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func clean(s string) string {
@@ -83,12 +148,17 @@ func clean(s string) string {
 // Name implements hub.Sink.
 func (s *Sink) Name() string { return "syslog" }
 
-// Write implements hub.Sink. It reports how far it got, so a retry sends no line twice.
+// Write implements hub.Sink. It reports how far it got, so a retry sends no line twice. A
+// line the transport refuses as too long fails that event only (hub.BadEventError); any other
+// error is the connection's, and the hub retries from that event.
 func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, e := range batch {
-		if err := s.w.Notice(Line(e)); err != nil {
+		if err := s.w.Notice(Line(e, s.maxLine)); err != nil {
+			if errors.Is(err, syscall.EMSGSIZE) {
+				return &hub.BadEventError{Index: i, Err: fmt.Errorf("syslog line for %s: %w", e.SourceIP, err)}
+			}
 			return &hub.PartialError{Done: i, Err: fmt.Errorf("write to syslog: %w", err)}
 		}
 	}

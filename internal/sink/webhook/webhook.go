@@ -30,6 +30,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/backoff"
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/ratelog"
 )
 
@@ -191,30 +192,39 @@ func setDefaults(cfg *Config) {
 func (s *Sink) Name() string { return "webhook" }
 
 // Write implements hub.Sink: the batch is appended to the spool in one write, or not at all.
+// An event that cannot be encoded fails alone (the ones before it are spooled, the hub skips
+// it); a spool that cannot be written fails the sink, and the hub retries.
 func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	if s.spool == nil {
 		return errors.New("webhook: not started")
 	}
 	records := make([][]byte, 0, len(batch))
-	for _, e := range batch {
+	var bad error
+	for i, e := range batch {
 		b, err := e.AppendJSON(nil)
 		if err != nil {
-			return err
+			bad = &hub.BadEventError{Index: i, Err: err}
+			break
 		}
 		records = append(records, b)
 	}
 	if len(records) == 0 {
-		return nil
+		return bad
 	}
 	if err := s.spool.Append(records); err != nil {
 		return err
 	}
+	defer s.noteDrops()
+	return bad
+}
+
+// noteDrops warns when the spool's size cap dropped undelivered events.
+func (s *Sink) noteDrops() {
 	if st := s.spool.Stats(); st.Dropped > s.droppedLogged.Load() {
 		s.droppedLogged.Store(st.Dropped)
 		s.warn.Warn("webhook spool full: dropping the oldest undelivered events (raise --webhook-spool-max or fix the endpoint)",
 			"dropped_total", st.Dropped, "spool_max", s.cfg.SpoolMax, "pending", st.Pending)
 	}
-	return nil
 }
 
 // Start opens the spool (events a previous run left there are delivered first) and runs the
