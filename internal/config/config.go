@@ -102,6 +102,8 @@ type Config struct {
 	SIPIdleTimeout    time.Duration
 	SIPMessageTimeout time.Duration
 	SIPReadBuffer     int
+	// QueueMaxBytes is what all the sinks' queues together may hold in memory.
+	QueueMaxBytes int64
 
 	CPUProfile string // write a Go CPU profile here until exit (performance reports)
 
@@ -167,6 +169,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.DurationVar(&c.SIPIdleTimeout, "sip-idle-timeout", 60*time.Second, "close a SIP TCP/TLS connection idle this long")
 	fs.DurationVar(&c.SIPMessageTimeout, "sip-message-timeout", 10*time.Second, "a SIP message over TCP/TLS must arrive whole within this")
 	fs.IntVar(&c.SIPReadBuffer, "sip-read-buffer", 8<<20, "UDP socket receive buffer in bytes")
+	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", 256<<20, "bytes of events all outputs' queues may hold in memory (the store's queue half of it, the others an eighth each); beyond it the oldest are dropped, counted")
 
 	fs.StringVar(&c.CPUProfile, "cpu-profile", "", "write a Go CPU profile to this file until exit (for performance reports)")
 
@@ -459,6 +462,9 @@ func (c *Config) validate() error {
 	}
 	if c.SIPMaxConns < 1 || c.SIPMaxConnsPerIP < 1 {
 		errs = append(errs, errors.New("--sip-max-conns and --sip-max-conns-per-ip must be at least 1"))
+	}
+	if c.QueueMaxBytes < 16<<20 {
+		errs = append(errs, errors.New("--queue-max-bytes must be at least 16777216 (16 MiB)"))
 	}
 	if c.SIPIdleTimeout <= 0 || c.SIPMessageTimeout <= 0 {
 		errs = append(errs, errors.New("--sip-idle-timeout and --sip-message-timeout must be positive"))

@@ -65,6 +65,9 @@ const (
 	// maxStoredText bounds any text field: a 64 KiB message whose invalid bytes each became
 	// U+FFFD (three bytes).
 	maxStoredText = 3 * MaxMessage
+	// maxMessageLength bounds sip_message_length: a stream message is read up to 64 KiB, and
+	// an import may carry longer ones from other tools.
+	maxMessageLength = 1 << 30
 )
 
 // Check is the one validator of events, whatever their source: captured, imported or received
@@ -88,6 +91,9 @@ func Check(e *Event, r Rules) error {
 	}
 	if e.SourcePort < 0 || e.SourcePort > 65535 || e.DestinationPort < 0 || e.DestinationPort > 65535 {
 		return invalid(ReasonSchema, "port out of range")
+	}
+	if e.SIPMessageLength != 0 && (e.SIPMessageLength <= len(e.SIPMessage)/3 || e.SIPMessageLength > maxMessageLength) {
+		return invalid(ReasonSchema, "sip_message_length %d does not fit a message cut from it", e.SIPMessageLength)
 	}
 	for _, f := range []struct{ name, v string }{
 		{"app_name", e.AppName}, {"app_version", e.AppVersion}, {"created_by_node_id", e.NodeID},
@@ -141,6 +147,9 @@ func Check(e *Event, r Rules) error {
 	}
 	if len(e.SIPUserAgent) > maxSharedAgent {
 		return invalid(ReasonSchema, "sip_user_agent is longer than %d bytes", maxSharedAgent)
+	}
+	if len(e.SIPMessage) > MaxStoredMessage {
+		return invalid(ReasonSchema, "sip_message is longer than %d bytes", MaxStoredMessage)
 	}
 	// Empty for a packet that was not SIP; NOT_FOUND for SIP without a number.
 	if len(e.CalledNumber) > maxSharedNumber || !printable(e.CalledNumber) {

@@ -36,8 +36,14 @@ const (
 	TLS = "TLS"
 )
 
-// MaxMessage is the largest SIP message kept whole. Larger input is cut here, never below it.
+// MaxMessage is the largest SIP message read whole (a datagram, a stream message): the parser
+// sees all of it.
 const MaxMessage = 64 << 10
+
+// MaxStoredMessage is how much of a message an event keeps, in bytes of valid UTF-8: enough for
+// any real SIP request, and a bound on what a flood of 64 KiB junk costs in memory and disk.
+// A longer message is cut and SIPMessageLength says how long it was.
+const MaxStoredMessage = 16 << 10
 
 // Event is one bad-actor sighting. The field order is the JSON key order of the contract: the
 // 13 string keys first, then the ports, then optional extras that are omitted when empty.
@@ -57,6 +63,9 @@ type Event struct {
 	SIPMessage      string `json:"sip_message"`
 	SourcePort      int    `json:"source_port"`
 	DestinationPort int    `json:"destination_port"`
+	// SIPMessageLength is the length in bytes of the message received, when sip_message holds
+	// only its first MaxStoredMessage bytes; 0 (and absent from the JSON) when it is whole.
+	SIPMessageLength int `json:"sip_message_length,omitempty"`
 
 	// FromPeer is true for events learned from another node; it is stored, never serialised.
 	FromPeer bool `json:"-"`
@@ -83,23 +92,44 @@ type Origin struct {
 // append to the store's UUID index instead of touching random pages of it, which made
 // batched writes twice as fast.
 func New(o Origin, now time.Time, number, method, agent string, msg []byte) *Event {
+	stored, length := StoredMessage(msg)
 	return &Event{
-		AppName:         AppName,
-		AppVersion:      o.AppVersion,
-		Timestamp:       FormatTime(now),
-		UUID:            newUUID(),
-		NodeID:          o.NodeID,
-		CollectedMethod: o.Method,
-		Transport:       o.Transport,
-		SourceIP:        addrString(o.Source.Addr()),
-		DestinationIP:   addrString(o.Dest.Addr()),
-		CalledNumber:    sanitizeString(number),
-		SIPMethod:       sanitizeString(method),
-		SIPUserAgent:    sanitizeString(agent),
-		SIPMessage:      Sanitize(msg),
-		SourcePort:      int(o.Source.Port()),
-		DestinationPort: int(o.Dest.Port()),
+		AppName:          AppName,
+		AppVersion:       o.AppVersion,
+		Timestamp:        FormatTime(now),
+		UUID:             newUUID(),
+		NodeID:           o.NodeID,
+		CollectedMethod:  o.Method,
+		Transport:        o.Transport,
+		SourceIP:         addrString(o.Source.Addr()),
+		DestinationIP:    addrString(o.Dest.Addr()),
+		CalledNumber:     sanitizeString(number),
+		SIPMethod:        sanitizeString(method),
+		SIPUserAgent:     sanitizeString(agent),
+		SIPMessage:       stored,
+		SIPMessageLength: length,
+		SourcePort:       int(o.Source.Port()),
+		DestinationPort:  int(o.Dest.Port()),
 	}
+}
+
+// StoredMessage returns what an event keeps of msg: valid UTF-8 (invalid bytes become U+FFFD)
+// of at most MaxStoredMessage bytes, and the length of msg when that is not all of it (0 when
+// it is).
+func StoredMessage(msg []byte) (stored string, length int) {
+	cut := len(msg) > MaxStoredMessage
+	s := sanitizeString(string(msg[:min(len(msg), MaxStoredMessage)]))
+	if len(s) > MaxStoredMessage { // U+FFFD takes three bytes where the invalid byte took one
+		n := MaxStoredMessage
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s, cut = s[:n], true
+	}
+	if cut {
+		return s, len(msg)
+	}
+	return s, 0
 }
 
 func newUUID() string {
@@ -158,6 +188,19 @@ func sanitizeString(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// sizeOverhead is what an event costs beyond its text: the struct, string headers, the
+// allocator's rounding.
+const sizeOverhead = 512
+
+// Size estimates the memory the event holds, for queues bounded in bytes: a 64 KiB junk
+// datagram costs far more than a scanner's OPTIONS, and a count alone would not see it.
+func (e *Event) Size() int {
+	return sizeOverhead + len(e.AppName) + len(e.AppVersion) + len(e.Timestamp) + len(e.UUID) +
+		len(e.NodeID) + len(e.CollectedMethod) + len(e.Transport) + len(e.SourceIP) +
+		len(e.DestinationIP) + len(e.CalledNumber) + len(e.SIPMethod) + len(e.SIPUserAgent) +
+		len(e.SIPMessage) + len(e.Peer) + len(e.Sealed)
 }
 
 // AppendJSON appends the compact JSON object (no trailing newline) to dst.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dialtrap/dialtrap/internal/golden"
 )
@@ -200,5 +201,33 @@ func TestParseIP(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("ParseIP(%q) = %q, %v; want %q", in, got, ok, want)
 		}
+	}
+}
+
+func TestStoredMessageCap(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		msg        []byte
+		wantLen    int // of the stored text
+		wantLength int // recorded
+	}{
+		{"short", []byte("OPTIONS sip:100@x SIP/2.0\r\n\r\n"), 29, 0},
+		{"exactly the cap", bytes.Repeat([]byte("a"), MaxStoredMessage), MaxStoredMessage, 0},
+		{"a 64 KiB datagram", bytes.Repeat([]byte("a"), 64<<10), MaxStoredMessage, 64 << 10},
+		{"invalid bytes grow", bytes.Repeat([]byte{0xff, 'a'}, 6000), MaxStoredMessage, 12000}, // U+FFFD is 3 bytes
+		{"empty", nil, 0, 0},
+	} {
+		s, n := StoredMessage(c.msg)
+		if len(s) != c.wantLen || n != c.wantLength || !utf8.ValidString(s) {
+			t.Errorf("%s: stored %d bytes, length %d; want %d, %d", c.name, len(s), n, c.wantLen, c.wantLength)
+		}
+	}
+	e := New(Origin{Method: Passive, Transport: UDP, Source: netip.MustParseAddrPort("192.0.2.1:5060")}, time.Now(), "100", "OPTIONS", "x", bytes.Repeat([]byte("b"), 70000))
+	b, err := e.AppendJSON(nil)
+	if err != nil || !bytes.HasSuffix(b, []byte(`,"sip_message_length":70000}`)) {
+		t.Errorf("JSON of a cut message ends %q (%v)", b[max(0, len(b)-60):], err)
+	}
+	if err := Check(e, Rules{}); err != nil {
+		t.Errorf("a cut message does not check: %v", err)
 	}
 }

@@ -354,8 +354,14 @@ func Normalize(r Record, raw []byte, loc *time.Location) (*event.Event, error) {
 		CalledNumber:    clean(r.str("called_number")),
 		SIPMethod:       clean(r.str("sip_method", "method")),
 		SIPUserAgent:    clean(r.str("sip_user_agent", "user_agent")),
-		SIPMessage:      event.Sanitize([]byte(r.str("sip_message"))),
 	}
+	var length int
+	e.SIPMessage, length = event.StoredMessage([]byte(r.str("sip_message")))
+	// A record cut before (by this node or another) says how long the message was.
+	if n, err := strconv.Atoi(r.str("sip_message_length")); err == nil && n > len(e.SIPMessage) {
+		length = max(length, n)
+	}
+	e.SIPMessageLength = length
 	if u, err := uuid.Parse(e.UUID); err == nil {
 		e.UUID = u.String()
 	} else {

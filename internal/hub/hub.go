@@ -68,6 +68,7 @@ const (
 // Options tune one sink's queue.
 type Options struct {
 	Capacity int    // queued events; default 65536
+	MaxBytes int    // queued bytes (Event.Size); default 64 MiB
 	MaxBatch int    // events per Write; default 1000
 	Policy   Policy // default DropOldest
 	// PeerEvents lets events learned from peers (Event.FromPeer) into this sink's queue. Off by
@@ -88,6 +89,8 @@ type Stats struct {
 	Refused   uint64 // events the sink can never write (BadEventError), skipped
 	Failures  uint64 // failed Write calls (each retried)
 	Queued    int
+	// QueuedBytes is what the queued events hold (Event.Size).
+	QueuedBytes int
 }
 
 // Hub is the meeting point of sources and sinks. Its lifecycle is New, Add for every sink,
@@ -123,6 +126,9 @@ func (h *Hub) Add(s Sink, o Options) {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1000
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 64 << 20
 	}
 	q := &queue{sink: s, opts: o, ring: make([]*event.Event, o.Capacity), wake: make(chan struct{}, 1),
 		log: ratelog.New(h.log, 10*time.Second)}
@@ -171,11 +177,11 @@ func (h *Hub) Stats() []Stats {
 	out := make([]Stats, 0, len(h.queues))
 	for _, q := range h.queues {
 		q.mu.Lock()
-		n := q.n
+		n, bytes := q.n, q.bytes
 		q.mu.Unlock()
 		out = append(out, Stats{
 			Name: q.sink.Name(), Delivered: q.delivered.Load(), Dropped: q.dropped.Load() + q.shutdownDropped.Load(),
-			Refused: q.refused.Load(), Failures: q.failures.Load(), Queued: n,
+			Refused: q.refused.Load(), Failures: q.failures.Load(), Queued: n, QueuedBytes: bytes,
 		})
 	}
 	return out
@@ -299,10 +305,11 @@ type queue struct {
 
 	mu   sync.Mutex
 	room *sync.Cond // signalled when take frees space
-	ring []*event.Event
-	head int // index of the oldest event
-	n    int
-	wake chan struct{}
+	ring  []*event.Event
+	head  int // index of the oldest event
+	n     int
+	bytes int // Event.Size of the queued events
+	wake  chan struct{}
 
 	healthy         atomic.Bool
 	delivered       atomic.Uint64
@@ -313,24 +320,34 @@ type queue struct {
 	gaveUp          atomic.Bool
 }
 
-// push queues e and reports whether an older event was dropped to make room.
+// push queues e and reports whether older events were dropped to make room. The queue is
+// full when it holds Capacity events or when e would take it past MaxBytes (an event larger
+// than MaxBytes alone still goes into an empty queue).
 func (q *queue) push(e *event.Event) (dropped bool) {
+	size := e.Size()
 	q.mu.Lock()
-	for q.n == len(q.ring) && q.opts.Policy == Block && q.healthy.Load() && !q.isStopping() {
+	for q.full(size) && q.opts.Policy == Block && q.healthy.Load() && !q.isStopping() {
 		q.room.Wait()
 	}
-	if q.n == len(q.ring) {
+	for q.full(size) {
+		old := q.ring[q.head]
 		q.ring[q.head] = nil
 		q.head = (q.head + 1) % len(q.ring)
 		q.n--
+		q.bytes -= old.Size()
 		q.dropped.Add(1)
 		dropped = true
 	}
 	q.ring[(q.head+q.n)%len(q.ring)] = e
 	q.n++
+	q.bytes += size
 	q.mu.Unlock()
 	q.signal()
 	return dropped
+}
+
+func (q *queue) full(size int) bool {
+	return q.n == len(q.ring) || q.n > 0 && q.bytes+size > q.opts.MaxBytes
 }
 
 // isStopping is true once the worker gave up the sink; publishers must not wait on it then.
@@ -354,6 +371,7 @@ func (q *queue) take(max int) []*event.Event {
 	batch := make([]*event.Event, k)
 	for i := range k {
 		batch[i] = q.ring[q.head]
+		q.bytes -= batch[i].Size()
 		q.ring[q.head] = nil
 		q.head = (q.head + 1) % len(q.ring)
 	}
@@ -367,7 +385,7 @@ func (q *queue) discardAll() int {
 	defer q.mu.Unlock()
 	n := q.n
 	clear(q.ring)
-	q.head, q.n = 0, 0
+	q.head, q.n, q.bytes = 0, 0, 0
 	q.room.Broadcast()
 	return n
 }

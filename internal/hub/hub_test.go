@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -390,4 +391,59 @@ func (r *refuser) Write(_ context.Context, batch []*event.Event) error {
 		r.got = append(r.got, e.UUID)
 	}
 	return nil
+}
+
+// Queues are bounded in bytes as well as in events: 64 KiB junk fills a queue's byte budget
+// long before its count, and then the oldest go (or, on a Block sink, publishers wait).
+func TestQueuesAreBoundedInBytes(t *testing.T) {
+	junk := func(i int) *event.Event {
+		return &event.Event{UUID: fmt.Sprint(i), SIPMessage: strings.Repeat("x", 64<<10)}
+	}
+	synctest.Test(t, func(t *testing.T) {
+		h := New(nil)
+		held := &recorder{name: "held", gate: make(chan struct{})}
+		h.Add(held, Options{Capacity: 10000, MaxBytes: 1 << 20, MaxBatch: 1})
+		h.Start(context.Background())
+		for i := range 200 {
+			h.Publish(junk(i))
+		}
+		synctest.Wait()
+		st := h.Stats()[0]
+		if st.QueuedBytes > 1<<20 || st.Queued > 16 || st.Dropped < 180 {
+			t.Errorf("after 200 x 64 KiB into a 1 MiB queue: %+v", st)
+		}
+		close(held.gate)
+		h.Close(context.Background())
+		if got := held.uuids(); got[len(got)-1] != "199" {
+			t.Errorf("kept %v: want the newest", got)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		h := New(nil)
+		store := &recorder{name: "store", gate: make(chan struct{})}
+		h.Add(store, Options{Capacity: 10000, MaxBytes: 1 << 20, MaxBatch: 1, Policy: Block})
+		h.Start(context.Background())
+		done := make(chan struct{})
+		go func() {
+			for i := range 200 {
+				h.Publish(junk(i))
+			}
+			close(done)
+		}()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Error("Block: the publisher went past the byte budget")
+		default:
+		}
+		if st := h.Stats()[0]; st.QueuedBytes > 1<<20 || st.Dropped != 0 {
+			t.Errorf("Block queue %+v", st)
+		}
+		close(store.gate)
+		<-done
+		h.Close(context.Background())
+		if n := len(store.uuids()); n != 200 {
+			t.Errorf("Block sink got %d of 200", n)
+		}
+	})
 }

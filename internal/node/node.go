@@ -190,6 +190,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	routes := Routes(cfg)
 	n.hub = hub.New(n.log)
+	// The memory budget of the queues: half for the store (it has back-pressure and the
+	// deepest queue), an eighth for each other output.
+	storeBytes, sinkBytes := int(cfg.QueueMaxBytes/2), int(cfg.QueueMaxBytes/8)
 
 	if have, want, err := sqlite.SchemaVersion(ctx, cfg.DBFile); err == nil && have > 0 && have < want {
 		// A migration can take a while on a large store (12 s for a million numbers on 2
@@ -202,15 +205,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.onClose("store", 15*time.Second, func(context.Context) error { return n.store.Close() })
 	// The store gets the deepest queue and back-pressure: capture must not lose what it can
-	// keep. Queues are sized for bursts in bounded memory (about 1 KiB an event).
-	n.hub.Add(n.store, hub.Options{Capacity: 1 << 15, MaxBatch: 5000, Policy: hub.Block, PeerEvents: routes["sqlite"]})
+	// keep. Queues are bounded in events and in bytes (--queue-max-bytes).
+	n.hub.Add(n.store, hub.Options{Capacity: 1 << 15, MaxBytes: storeBytes, MaxBatch: 5000, Policy: hub.Block, PeerEvents: routes["sqlite"]})
 
 	if cfg.JSONLog {
 		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile); err != nil {
 			return err
 		}
 		n.onClose("jsonlog", 5*time.Second, func(context.Context) error { return n.jsonlog.Close() })
-		n.hub.Add(n.jsonlog, hub.Options{Capacity: 1 << 14, MaxBatch: 1000, PeerEvents: routes["jsonlog"]})
+		n.hub.Add(n.jsonlog, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 1000, PeerEvents: routes["jsonlog"]})
 	}
 	if cfg.Syslog {
 		sl, err := syslog.Open(cfg.SyslogAddr)
@@ -218,7 +221,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 		n.onClose("syslog", 5*time.Second, func(context.Context) error { return sl.Close() })
-		n.hub.Add(sl, hub.Options{Capacity: 1 << 14, MaxBatch: 500, PeerEvents: routes["syslog"]})
+		n.hub.Add(sl, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 500, PeerEvents: routes["syslog"]})
 	}
 	if n.webhook != nil {
 		if err := n.webhook.Start(ctx); err != nil {
@@ -227,7 +230,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.onClose("webhook", 5*time.Second, n.webhook.Close) // after the hub has drained into the spool
 		// The spool takes batches as fast as the disk does; the endpoint's pace never reaches
 		// this queue.
-		n.hub.Add(n.webhook, hub.Options{Capacity: 1 << 14, MaxBatch: 1000, PeerEvents: routes["webhook"]})
+		n.hub.Add(n.webhook, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 1000, PeerEvents: routes["webhook"]})
 		if u, err := url.Parse(cfg.WebhookURL); err == nil && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
 			n.log.Warn("the webhook URL is plain http: events, signatures and any OAuth2 token cross the network unencrypted; use https", "url", webhook.LogURL(cfg.WebhookURL))
 		}
@@ -249,7 +252,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			Receive: func(e *event.Event, _ libpeer.ID) { n.hub.Publish(e) },
 		})
 		n.onClose("p2p", 5*time.Second, n.peer.Close) // after the hub has published this node's queued events
-		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBatch: 500, PeerEvents: routes["p2p"]})
+		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 500, PeerEvents: routes["p2p"]})
 	}
 	// Every sink is attached: from here on events may flow.
 	if err := n.hub.Start(ctx); err != nil {

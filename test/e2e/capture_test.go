@@ -89,7 +89,7 @@ func checkOutputsAgree(t *testing.T, n *node, evs []*event.Event) {
 	if len(lines) != len(evs) {
 		t.Errorf("JSON log has %d lines, store has %d events", len(lines), len(evs))
 	}
-	keyOrder := regexp.MustCompile(`^\{"app_name":.*,"app_version":.*,"event_timestamp":.*,"event_uuid":.*,"created_by_node_id":.*,"collected_method":.*,"transport_type":.*,"source_ip":.*,"destination_ip":.*,"called_number":.*,"sip_method":.*,"sip_user_agent":.*,"sip_message":.*,"source_port":\d+,"destination_port":\d+\}$`)
+	keyOrder := regexp.MustCompile(`^\{"app_name":.*,"app_version":.*,"event_timestamp":.*,"event_uuid":.*,"created_by_node_id":.*,"collected_method":.*,"transport_type":.*,"source_ip":.*,"destination_ip":.*,"called_number":.*,"sip_method":.*,"sip_user_agent":.*,"sip_message":.*,"source_port":\d+,"destination_port":\d+(,"sip_message_length":\d+)?\}$`)
 	for _, line := range lines {
 		var got event.Event
 		if err := json.Unmarshal([]byte(line), &got); err != nil {
@@ -377,8 +377,9 @@ func TestBadInputOverTheWire(t *testing.T) {
 			continue
 		case strings.HasPrefix(e.SIPMessage, "INVITE sip:1@x"):
 			big++
-			if e.SIPMessage != event.Sanitize(payloads[3]) {
-				t.Errorf("60 KB datagram kept as %d bytes of %d", len(e.SIPMessage), len(payloads[3]))
+			// Kept up to 16 KiB, with the length received.
+			if want, n := event.StoredMessage(payloads[3]); e.SIPMessage != want || e.SIPMessageLength != n || n != len(payloads[3]) {
+				t.Errorf("60 KB datagram kept as %d bytes, length %d; want %d of %d", len(e.SIPMessage), e.SIPMessageLength, len(want), len(payloads[3]))
 			}
 			continue
 		case e.Transport == "TCP" && strings.HasPrefix(e.SIPMessage, "GET / HTTP/1.1"):

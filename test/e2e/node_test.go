@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -263,4 +264,21 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) (stri
 	cmd.Dir = t.TempDir() // SIPp and sipvicious write trace and session files
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// peakRSS is the node's peak resident memory (VmHWM), in bytes.
+func (n *node) peakRSS() int64 {
+	n.t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.cmd.Process.Pid))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	n.t.Fatal("no VmHWM")
+	return 0
 }

@@ -138,6 +138,9 @@ var migrations = []migration{
 	// 4: the national match learned 000 as an international prefix: the match keys of every
 	// stored number are computed anew.
 	{sql: `DELETE FROM number_keys;`, after: backfillNumberKeys},
+
+	// 5: messages are kept up to 16 KiB; the length of a longer one received is recorded.
+	{sql: `ALTER TABLE events ADD COLUMN sip_message_length INTEGER NOT NULL DEFAULT 0;`},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -208,6 +211,7 @@ type Store struct {
 	lookupIP  *sql.Stmt
 	lookupNum *sql.Stmt
 
+	version     int // schema version: the current one, but for a database opened read-only
 	keys        keyFilters
 	filtersOnce sync.Once // guards PrepareLookups
 	stopCheck   context.CancelFunc
@@ -216,13 +220,22 @@ type Store struct {
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
 // cut into chunks of these sizes. Fewer, larger statements cost less per event; 64 rows stay
-// well under SQLite's 32766 bound parameters (18 a row). They are prepared at open because
+// well under SQLite's 32766 bound parameters (19 a row). They are prepared at open because
 // the single writer connection is busy inside a transaction while a batch is written.
 var insertSizes = []int{64, 8, 1}
 
 const eventColumns = `event_uuid, event_timestamp, app_name, app_version, created_by_node_id,
 	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
-	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope`
+	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope, sip_message_length`
+
+// readColumns are eventColumns as a database of this store's schema version has them: one
+// opened read-only may be a version behind (see minReadVersion).
+func (s *Store) readColumns() string {
+	if s.version < 5 {
+		return strings.Replace(eventColumns, "sip_message_length", "0", 1)
+	}
+	return eventColumns
+}
 
 // insertSQL inserts n events, skipping UUIDs already stored.
 func insertSQL(n int) string {
@@ -232,7 +245,7 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
 	return b.String()
@@ -249,7 +262,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxLifetime(0)
-	s := &Store{path: path, w: w}
+	s := &Store{path: path, w: w, version: len(migrations)}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -301,6 +314,7 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	if err := r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
 		return fail(fmt.Errorf("read schema version of %s (is it an SQLite database?): %w", path, err))
 	}
+	s.version = version
 	if version < minReadVersion || version > len(migrations) {
 		return fail(fmt.Errorf("database %s has schema version %d, this dialtrap reads versions %d to %d: start the node of this version on it once to upgrade it",
 			path, version, minReadVersion, len(migrations)))
@@ -312,9 +326,9 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 }
 
 // minReadVersion is the oldest schema OpenReadOnly reads: from version 3 on the tables and
-// columns are those of today (version 4 only recomputed the national-match keys), so check
-// and export keep working on a node's database between an upgrade of the binary and the
-// node's restart, which migrates it.
+// columns are those of today but for sip_message_length (version 5; read as 0 before) and the
+// national-match keys (version 4), so check and export keep working on a node's database
+// between an upgrade of the binary and the node's restart, which migrates it.
 const minReadVersion = 3
 
 // SchemaVersion returns the schema version of the database at path (0 for a new or empty
@@ -531,7 +545,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
-	args := make([]any, 0, 18*insertSizes[0])
+	args := make([]any, 0, 19*insertSizes[0])
 	peers := keyPeers{}
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
 	for rest := batch; len(rest) > 0; {
@@ -549,7 +563,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
 				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
 				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
-				e.Peer, e.Sealed)
+				e.Peer, e.Sealed, e.SIPMessageLength)
 		}
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
 		if err != nil {
@@ -927,7 +941,7 @@ func (s *Store) CountEvents(ctx context.Context) (int64, error) {
 
 // Events calls fn for every stored event, oldest first, until fn returns an error.
 func (s *Store) Events(ctx context.Context, fn func(*event.Event) error) error {
-	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+eventColumns+` FROM events ORDER BY id`)
+	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+s.readColumns()+` FROM events ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("read events from %s: %w", s.path, err)
 	}
@@ -939,7 +953,7 @@ func (s *Store) Events(ctx context.Context, fn func(*event.Event) error) error {
 // peer catching up is served (it implements peer.EventSource).
 func (s *Store) Recent(ctx context.Context, since string, afterID int64, limit int, fn func(e *event.Event, id int64) error) error {
 	// Written out rather than as a row value so that SQLite walks the events_time index.
-	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+eventColumns+` FROM events
+	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+s.readColumns()+` FROM events
 		WHERE event_timestamp >= ?1 AND (event_timestamp > ?1 OR id > ?2)
 		ORDER BY event_timestamp, id LIMIT ?3`, since, afterID, limit)
 	if err != nil {
@@ -956,7 +970,7 @@ func (s *Store) scanEvents(rows *sql.Rows, fn func(*event.Event, int64) error) e
 		if err := rows.Scan(&id, &e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
 			&e.CollectedMethod, &e.Transport, &e.SourceIP, &e.SourcePort, &e.DestinationIP,
 			&e.DestinationPort, &e.CalledNumber, &e.SIPMethod, &e.SIPUserAgent, &e.SIPMessage,
-			&e.FromPeer, &e.Peer, &e.Sealed); err != nil {
+			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength); err != nil {
 			return fmt.Errorf("read event from %s: %w", s.path, err)
 		}
 		if err := fn(&e, id); err != nil {
