@@ -303,8 +303,8 @@ type queue struct {
 	opts Options
 	log  *ratelog.Logger // one per sink: a failing sink does not hide another's failures
 
-	mu   sync.Mutex
-	room *sync.Cond // signalled when take frees space
+	mu    sync.Mutex
+	room  *sync.Cond // signalled when take frees space
 	ring  []*event.Event
 	head  int // index of the oldest event
 	n     int
