@@ -4,10 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
@@ -317,3 +320,117 @@ func TestOpenReadOnly(t *testing.T) {
 }
 
 func vc(v string, n int64) store.ValueCount { return store.ValueCount{Value: v, Count: n} }
+
+// A client reading a long list slowly while capture writes: the list must not hold a read
+// transaction (the WAL could then not be checkpointed and grew from 11 MB to 771 MB in 15 s),
+// so the WAL stays under its limit; and the list is one snapshot: every number stored when it
+// began appears exactly once, though numbers are seen again (they move to the top) and new
+// ones come in while it is read.
+func TestSlowListReaderDoesNotPinTheWAL(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	const before = 3000
+	seed := make([]*event.Event, before)
+	for i := range seed {
+		seed[i] = ev(i, "192.0.2.1", fmt.Sprintf("00461%06d", i))
+	}
+	if err := s.Write(ctx, seed); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var maxWAL atomic.Int64
+	var written atomic.Int64
+	writerDone := make(chan error, 1)
+	go func() {
+		msg := strings.Repeat("x", 4000)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				writerDone <- nil
+				return
+			default:
+			}
+			batch := make([]*event.Event, 1000)
+			for j := range batch {
+				// Half see a stored number again, half are new.
+				num := fmt.Sprintf("00461%06d", (i*1000+j)%before)
+				if j%2 == 1 {
+					num = fmt.Sprintf("00462%06d", i*1000+j)
+				}
+				e := ev(before+i*1000+j, "198.51.100.1", num)
+				e.SIPMessage = msg
+				batch[j] = e
+			}
+			if err := s.Write(ctx, batch); err != nil {
+				writerDone <- err
+				return
+			}
+			written.Add(int64(len(batch) * len(msg)))
+			if fi, err := os.Stat(s.path + "-wal"); err == nil && fi.Size() > maxWAL.Load() {
+				maxWAL.Store(fi.Size())
+			}
+		}
+	}()
+	seen := map[string]int{}
+	err := s.Each(ctx, store.CalledNumbers, store.ListOptions{}, func(a store.Aggregate) error {
+		seen[a.Key]++
+		if len(seen)%10 == 0 {
+			time.Sleep(10 * time.Millisecond) // a client reading slowly
+		}
+		return nil
+	})
+	close(stop)
+	if werr := <-writerDone; werr != nil {
+		t.Fatal(werr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range before {
+		if n := seen[fmt.Sprintf("00461%06d", i)]; n != 1 {
+			t.Fatalf("number %d listed %d times, want once", i, n)
+		}
+	}
+	t.Logf("listed %d numbers while %d MiB were written; WAL peaked at %d MiB", len(seen), written.Load()>>20, maxWAL.Load()>>20)
+	if written.Load() < 2*walSizeLimit {
+		t.Fatalf("only %d MiB written during the list: the test proves nothing", written.Load()>>20)
+	}
+	if maxWAL.Load() > walSizeLimit {
+		t.Errorf("WAL peaked at %d MiB during a slow list, over %d MiB", maxWAL.Load()>>20, walSizeLimit>>20)
+	}
+}
+
+// A store opened read-only (dialtrap's tools) pages long lists by their order: the same
+// entries as one query, in the same order, with limits and offsets.
+func TestReadOnlyListPages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "d.db")
+	w, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]*event.Event, 2500)
+	for i := range batch {
+		batch[i] = ev(i%1200, "192.0.2.1", fmt.Sprintf("5%05d", i)) // equal last_seen for many
+		batch[i].UUID = fmt.Sprintf("00000000-0000-4000-9000-%012d", i)
+	}
+	if err := w.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	defer w.Close()
+	for _, o := range []store.ListOptions{{}, {Limit: 1500}, {Offset: 700}, {Limit: 2000, Offset: 100}, {Since: ev(600, "", "").Timestamp}} {
+		var want, got []string
+		w.Each(ctx, store.CalledNumbers, o, func(a store.Aggregate) error { want = append(want, a.Key); return nil })
+		if err := ro.Each(ctx, store.CalledNumbers, o, func(a store.Aggregate) error { got = append(got, a.Key); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) || len(got) == 0 {
+			t.Errorf("%+v: read-only lists %d entries, the node's store %d, or another order", o, len(got), len(want))
+		}
+	}
+}

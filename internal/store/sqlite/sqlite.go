@@ -211,7 +211,8 @@ type Store struct {
 	lookupIP  *sql.Stmt
 	lookupNum *sql.Stmt
 
-	version     int // schema version: the current one, but for a database opened read-only
+	version     int  // schema version: the current one, but for a database opened read-only
+	snapshots   bool // the bulk pool can make temporary tables (a store opened for writing)
 	keys        keyFilters
 	filtersOnce sync.Once // guards PrepareLookups
 	stopCheck   context.CancelFunc
@@ -256,7 +257,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := create(path); err != nil {
 		return nil, err
 	}
-	w, err := sql.Open("sqlite", dsn(path, false))
+	w, err := sql.Open("sqlite", dsn(path, writer))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -267,7 +268,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
-	if s.r, s.bulk, err = openReaders(path); err != nil {
+	s.snapshots = true
+	if s.r, s.bulk, err = openReaders(path, snapshotReader); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -300,7 +302,7 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open database %s: %w (give the node's database with -f or --data-dir)", path, err)
 	}
-	r, bulk, err := openReaders(path)
+	r, bulk, err := openReaders(path, reader)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +339,7 @@ func SchemaVersion(ctx context.Context, path string) (have, want int, err error)
 	if _, err := os.Stat(path); err != nil {
 		return 0, len(migrations), nil
 	}
-	db, err := sql.Open("sqlite", dsn(path, true))
+	db, err := sql.Open("sqlite", dsn(path, reader))
 	if err != nil {
 		return 0, 0, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -353,9 +355,9 @@ func SchemaVersion(ctx context.Context, path string) (have, want int, err error)
 // kept open: opening one runs the pragmas and reads the schema, which costs more than a
 // lookup. One lookup connection per CPU measured fastest (bench/lookup: 2 beat 4 and 16,
 // which queued on SQLite's shared-memory locks).
-func openReaders(path string) (lookups, bulk *sql.DB, err error) {
-	open := func(n int) (*sql.DB, error) {
-		db, err := sql.Open("sqlite", dsn(path, true))
+func openReaders(path string, bulkKind connKind) (lookups, bulk *sql.DB, err error) {
+	open := func(n int, kind connKind) (*sql.DB, error) {
+		db, err := sql.Open("sqlite", dsn(path, kind))
 		if err != nil {
 			return nil, fmt.Errorf("open database %s for reading: %w", path, err)
 		}
@@ -364,10 +366,10 @@ func openReaders(path string) (lookups, bulk *sql.DB, err error) {
 		db.SetConnMaxLifetime(0)
 		return db, nil
 	}
-	if lookups, err = open(max(2, runtime.GOMAXPROCS(0))); err != nil {
+	if lookups, err = open(max(2, runtime.GOMAXPROCS(0)), reader); err != nil {
 		return nil, nil, err
 	}
-	if bulk, err = open(4); err != nil {
+	if bulk, err = open(4, bulkKind); err != nil {
 		lookups.Close()
 		return nil, nil, err
 	}
@@ -399,21 +401,46 @@ func create(path string) error {
 // dsn sets the pragmas on every connection: WAL so readers never block the writer, a busy
 // timeout so bursts wait instead of failing, synchronous=NORMAL (safe in WAL against a killed
 // process; only an OS crash can lose the last transactions).
-func dsn(path string, readOnly bool) string {
+func dsn(path string, kind connKind) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
+	if kind != snapshotReader { // a read-only connection cannot set it; the writer has
+		q.Add("_pragma", "journal_mode(WAL)")
+	}
 	q.Add("_pragma", "synchronous(NORMAL)")
-	if readOnly {
-		q.Add("_pragma", "query_only(1)")
+	switch kind {
+	case writer:
+		q.Set("_txlock", "immediate")
+		// After a checkpoint the WAL file is cut back to this size: a burst that grew it
+		// does not keep the disk space.
+		q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walSizeLimit))
+	case reader, snapshotReader:
+		if kind == reader {
+			q.Add("_pragma", "query_only(1)")
+		} else {
+			// Read-only on the database, but free to make temporary tables (list snapshots),
+			// which live in files of the temp directory.
+			q.Set("mode", "ro")
+			q.Add("_pragma", "temp_store(1)")
+		}
 		// Lookups read pages through a memory map rather than a pread each: on a store of a
 		// million numbers most pages are not in a connection's own cache.
 		q.Add("_pragma", "mmap_size(1073741824)")
-	} else {
-		q.Set("_txlock", "immediate")
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
+
+// connKind is what a connection is for.
+type connKind int
+
+const (
+	writer         connKind = iota // the single writer
+	reader                         // lookups, and everything a read-only store reads
+	snapshotReader                 // lists of a node's store, through temporary snapshots
+)
+
+// walSizeLimit is what the WAL file is cut back to after a checkpoint.
+const walSizeLimit = 64 << 20
 
 func (s *Store) migrate(ctx context.Context) error {
 	// Two connections creating one new file can meet where SQLite answers "busy" at once
@@ -834,24 +861,119 @@ func (s *Store) Count(ctx context.Context, l store.List, since string) (int64, e
 }
 
 // Each calls fn for the IPs or numbers o selects, newest first, streaming.
+//
+// No read transaction stays open while fn runs (a client reading a list slowly would pin the
+// WAL, which then grows without bound under writes): entries are read a page at a time into
+// memory. A list longer than a page is first copied, in one read, into a temporary table of
+// the connection (a file in the temp directory), and paged from there: the stream is one
+// consistent snapshot that never repeats or skips an entry, however long it takes.
 func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn func(store.Aggregate) error) error {
 	table, key, err := listOf(l)
 	if err != nil {
 		return err
 	}
+	wrap := func(err error) error { return fmt.Errorf("list %s in %s: %w", table, s.path, err) }
 	limit := int64(-1) // SQLite: no limit
 	if o.Limit > 0 {
 		limit = int64(o.Limit)
 	}
-	rows, err := s.bulk.QueryContext(ctx, `SELECT `+key+`, `+aggregateColumns+` FROM `+table+
-		` WHERE last_seen >= ? ORDER BY last_seen DESC, `+key+` DESC LIMIT ? OFFSET ?`,
-		o.Since, limit, max(o.Offset, 0))
-	if err != nil {
-		return fmt.Errorf("list %s in %s: %w", table, s.path, err)
+	selection := `SELECT ` + key + `, ` + aggregateColumns + ` FROM ` + table +
+		` WHERE last_seen >= ? ORDER BY last_seen DESC, ` + key + ` DESC LIMIT ? OFFSET ?`
+	if o.Limit > 0 && o.Limit <= listPage {
+		page, err := readAggregates(ctx, s.bulk, selection, o.Since, limit, max(o.Offset, 0))
+		if err != nil {
+			return wrap(err)
+		}
+		return eachOf(page, fn)
 	}
-	return scanAggregates(rows, fn, func(err error) error {
-		return fmt.Errorf("list %s in %s: %w", table, s.path, err)
-	})
+	if !s.snapshots {
+		return s.eachByKey(ctx, table, key, o, fn, wrap)
+	}
+	conn, err := s.bulk.Conn(ctx)
+	if err != nil {
+		return wrap(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `DROP TABLE IF EXISTS temp.list_snapshot`); err != nil {
+		return wrap(err)
+	}
+	// Rows go in in the list's order, so rowid is the position in the list.
+	if _, err := conn.ExecContext(ctx, `CREATE TEMP TABLE list_snapshot AS `+selection, o.Since, limit, max(o.Offset, 0)); err != nil {
+		return wrap(err)
+	}
+	defer conn.ExecContext(context.Background(), `DROP TABLE IF EXISTS temp.list_snapshot`)
+	for after := int64(0); ; after += listPage {
+		page, err := readAggregates(ctx, conn, `SELECT * FROM temp.list_snapshot WHERE rowid > ? ORDER BY rowid LIMIT ?`, after, listPage)
+		if err != nil {
+			return wrap(err)
+		}
+		if err := eachOf(page, fn); err != nil || len(page) < listPage {
+			return err
+		}
+	}
+}
+
+// eachByKey pages a list by its order (last_seen, key), for a store that cannot make
+// snapshots (opened read-only by a tool): an entry seen again while the list is read moves
+// ahead of the cursor and is missed; nothing is listed twice.
+func (s *Store) eachByKey(ctx context.Context, table, key string, o store.ListOptions, fn func(store.Aggregate) error, wrap func(error) error) error {
+	left := o.Limit // 0: no limit
+	page, err := readAggregates(ctx, s.bulk, `SELECT `+key+`, `+aggregateColumns+` FROM `+table+
+		` WHERE last_seen >= ? ORDER BY last_seen DESC, `+key+` DESC LIMIT ? OFFSET ?`, o.Since, listPage, max(o.Offset, 0))
+	for {
+		if err != nil {
+			return wrap(err)
+		}
+		if left > 0 && len(page) > left {
+			page = page[:left]
+		}
+		if err := eachOf(page, fn); err != nil {
+			return err
+		}
+		if left > 0 {
+			if left -= len(page); left == 0 {
+				return nil
+			}
+		}
+		if len(page) < listPage {
+			return nil
+		}
+		last := page[len(page)-1]
+		page, err = readAggregates(ctx, s.bulk, `SELECT `+key+`, `+aggregateColumns+` FROM `+table+
+			` WHERE last_seen >= ?1 AND (last_seen < ?2 OR last_seen = ?2 AND `+key+` < ?3)
+			ORDER BY last_seen DESC, `+key+` DESC LIMIT ?4`, o.Since, last.LastSeen, last.Key, listPage)
+	}
+}
+
+// listPage is how many list entries are read at a time.
+const listPage = 1000
+
+// querier is a pool or one of its connections.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// readAggregates reads a query's aggregates into memory (its read transaction ends with it).
+func readAggregates(ctx context.Context, db querier, q string, args ...any) ([]store.Aggregate, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Aggregate
+	err = scanAggregates(rows, func(a store.Aggregate) error {
+		out = append(out, a)
+		return nil
+	}, func(err error) error { return err })
+	return out, err
+}
+
+func eachOf(page []store.Aggregate, fn func(store.Aggregate) error) error {
+	for _, a := range page {
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func scanAggregates(rows *sql.Rows, fn func(store.Aggregate) error, wrap func(error) error) error {
@@ -940,30 +1062,60 @@ func (s *Store) CountEvents(ctx context.Context) (int64, error) {
 }
 
 // Events calls fn for every stored event, oldest first, until fn returns an error.
+//
+// It reads a page at a time by id, each in a read transaction of its own: an export beside a
+// running node never pins the node's WAL. Events stored meanwhile are included (their ids are
+// higher); none is read twice.
 func (s *Store) Events(ctx context.Context, fn func(*event.Event) error) error {
-	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+s.readColumns()+` FROM events ORDER BY id`)
-	if err != nil {
-		return fmt.Errorf("read events from %s: %w", s.path, err)
+	for after := int64(0); ; {
+		page, ids, err := s.readEvents(ctx, `SELECT id, `+s.readColumns()+` FROM events WHERE id > ? ORDER BY id LIMIT ?`, after, eventPage)
+		if err != nil {
+			return fmt.Errorf("read events from %s: %w", s.path, err)
+		}
+		for _, e := range page {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if len(page) < eventPage {
+			return nil
+		}
+		after = ids[len(ids)-1]
 	}
-	return s.scanEvents(rows, func(e *event.Event, _ int64) error { return fn(e) })
 }
+
+// eventPage is how many events are read at a time (at most 16 KiB of message each).
+const eventPage = 500
 
 // Recent calls fn for at most limit events after the position (since, afterID) in
 // (event_timestamp, id) order, with their Peer and Sealed fields, and each one's id: what a
 // peer catching up is served (it implements peer.EventSource).
 func (s *Store) Recent(ctx context.Context, since string, afterID int64, limit int, fn func(e *event.Event, id int64) error) error {
 	// Written out rather than as a row value so that SQLite walks the events_time index.
-	rows, err := s.bulk.QueryContext(ctx, `SELECT id, `+s.readColumns()+` FROM events
+	// Read whole before fn runs: fn sends to a peer, which may read slowly.
+	page, ids, err := s.readEvents(ctx, `SELECT id, `+s.readColumns()+` FROM events
 		WHERE event_timestamp >= ?1 AND (event_timestamp > ?1 OR id > ?2)
-		ORDER BY event_timestamp, id LIMIT ?3`, since, afterID, limit)
+		ORDER BY event_timestamp, id LIMIT ?3`, since, afterID, min(limit, eventPage))
 	if err != nil {
 		return fmt.Errorf("read recent events from %s: %w", s.path, err)
 	}
-	return s.scanEvents(rows, fn)
+	for i, e := range page {
+		if err := fn(e, ids[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (s *Store) scanEvents(rows *sql.Rows, fn func(*event.Event, int64) error) error {
+// readEvents reads a query's events and ids into memory (its read transaction ends with it).
+func (s *Store) readEvents(ctx context.Context, q string, args ...any) ([]*event.Event, []int64, error) {
+	rows, err := s.bulk.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, nil, err
+	}
 	defer rows.Close()
+	var events []*event.Event
+	var ids []int64
 	for rows.Next() {
 		var e event.Event
 		var id int64
@@ -971,16 +1123,11 @@ func (s *Store) scanEvents(rows *sql.Rows, fn func(*event.Event, int64) error) e
 			&e.CollectedMethod, &e.Transport, &e.SourceIP, &e.SourcePort, &e.DestinationIP,
 			&e.DestinationPort, &e.CalledNumber, &e.SIPMethod, &e.SIPUserAgent, &e.SIPMessage,
 			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength); err != nil {
-			return fmt.Errorf("read event from %s: %w", s.path, err)
+			return nil, nil, err
 		}
-		if err := fn(&e, id); err != nil {
-			return err
-		}
+		events, ids = append(events, &e), append(ids, id)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read events from %s: %w", s.path, err)
-	}
-	return nil
+	return events, ids, rows.Err()
 }
 
 // IntegrityCheck runs PRAGMA integrity_check and returns an error unless it says "ok".
