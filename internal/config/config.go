@@ -102,6 +102,8 @@ type Config struct {
 	SIPIdleTimeout    time.Duration
 	SIPMessageTimeout time.Duration
 	SIPReadBuffer     int
+	SIPReplyRate      float64
+	SIPReplyBurst     int
 	// QueueMaxBytes is what all the sinks' queues together may hold in memory.
 	QueueMaxBytes int64
 
@@ -169,6 +171,8 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.DurationVar(&c.SIPIdleTimeout, "sip-idle-timeout", 60*time.Second, "close a SIP TCP/TLS connection idle this long")
 	fs.DurationVar(&c.SIPMessageTimeout, "sip-message-timeout", 10*time.Second, "a SIP message over TCP/TLS must arrive whole within this")
 	fs.IntVar(&c.SIPReadBuffer, "sip-read-buffer", 8<<20, "UDP socket receive buffer in bytes")
+	fs.Float64Var(&c.SIPReplyRate, "sip-reply-rate", 20, "responsive mode: replies a second to one UDP source (an IPv4 address, an IPv6 /64); an unproven source also gets back at most 3x the bytes it sent")
+	fs.IntVar(&c.SIPReplyBurst, "sip-reply-burst", 40, "responsive mode: replies one UDP source may get at once")
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", 256<<20, "bytes of events all outputs' queues may hold in memory (the store's queue half of it, the others an eighth each); beyond it the oldest are dropped, counted")
 
 	fs.StringVar(&c.CPUProfile, "cpu-profile", "", "write a Go CPU profile to this file until exit (for performance reports)")
@@ -462,6 +466,9 @@ func (c *Config) validate() error {
 	}
 	if c.SIPMaxConns < 1 || c.SIPMaxConnsPerIP < 1 {
 		errs = append(errs, errors.New("--sip-max-conns and --sip-max-conns-per-ip must be at least 1"))
+	}
+	if c.SIPReplyRate <= 0 || c.SIPReplyBurst < 1 {
+		errs = append(errs, errors.New("--sip-reply-rate must be more than 0 and --sip-reply-burst at least 1"))
 	}
 	if c.QueueMaxBytes < 16<<20 {
 		errs = append(errs, errors.New("--queue-max-bytes must be at least 16777216 (16 MiB)"))

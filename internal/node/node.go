@@ -276,7 +276,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			NodeID: n.nodeID, AppVersion: n.version,
 			MaxConns: cfg.SIPMaxConns, MaxConnsPerIP: cfg.SIPMaxConnsPerIP,
 			IdleTimeout: cfg.SIPIdleTimeout, MessageTimeout: cfg.SIPMessageTimeout,
-			ReadBuffer: cfg.SIPReadBuffer, Log: n.log, Publish: n.hub.Publish,
+			ReadBuffer: cfg.SIPReadBuffer, ReplyRate: cfg.SIPReplyRate, ReplyBurst: cfg.SIPReplyBurst,
+			Log: n.log, Publish: n.hub.Publish,
 		}
 		if cfg.SIPTLS {
 			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, n.log); err != nil {
@@ -311,7 +312,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		// in the store's queue (back-pressure), which drains meanwhile: give them time.
 		n.onClose("sip", 30*time.Second, func(ctx context.Context) error {
 			err := n.sip.Close(ctx)
-			n.log.Info("SIP capture totals", "messages", n.sip.Received(), "udp_kernel_drops", n.sip.KernelDrops())
+			n.log.Info("SIP capture totals", "messages", n.sip.Received(), "udp_kernel_drops", n.sip.KernelDrops(),
+				"replies_over_budget", n.sip.RepliesSuppressed())
 			if d := n.sip.KernelDrops(); d > 0 {
 				n.log.Warn("the kernel dropped UDP datagrams during this run before capture read them: raise --sip-read-buffer and net.core.rmem_max",
 					"dropped", d, "captured", n.sip.Received())

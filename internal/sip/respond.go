@@ -20,6 +20,9 @@ const (
 // Responder builds the replies of responsive mode. The zero value answers with DefaultPersona.
 type Responder struct {
 	Persona string
+	// TagFor, when set, gives the To tag of replies to a source (the reply budget's, which a
+	// source that echoes it proves it receives our packets); else tags are random.
+	TagFor func(netip.Addr) []byte
 
 	tag func() []byte // To-tag source; tests make it fixed
 }
@@ -56,11 +59,15 @@ func (r *Responder) Replies(m *Message, src netip.AddrPort) [][]byte {
 	if len(sts) == 0 {
 		return nil
 	}
-	newTag := r.tag
-	if newTag == nil {
-		newTag = randomTag
+	var tag []byte
+	switch {
+	case r.tag != nil:
+		tag = r.tag()
+	case r.TagFor != nil:
+		tag = r.TagFor(src.Addr())
+	default:
+		tag = randomTag()
 	}
-	tag := newTag()
 	out := make([][]byte, 0, len(sts))
 	for _, st := range sts {
 		out = append(out, r.build(m, src, st, tag))

@@ -33,6 +33,10 @@ type Config struct {
 	IdleTimeout    time.Duration // close a stream connection idle this long
 	MessageTimeout time.Duration // a stream message must arrive whole within this
 	ReadBuffer     int           // UDP socket receive buffer
+	// ReplyRate and ReplyBurst bound the replies to one UDP source (an IPv4 address, an IPv6
+	// /64) in responsive mode; defaults 20/s and 40. See budget.go.
+	ReplyRate  float64
+	ReplyBurst int
 
 	Log     *slog.Logger
 	Publish func(*event.Event) // called once per received message
@@ -43,6 +47,7 @@ type Config struct {
 type Server struct {
 	cfg       Config
 	responder Responder
+	budget    *replyBudget
 	log       *slog.Logger
 
 	udp  *net.UDPConn
@@ -81,9 +86,11 @@ func New(cfg Config) *Server {
 	if cfg.ReadBuffer <= 0 {
 		cfg.ReadBuffer = 8 << 20
 	}
+	budget := newReplyBudget(cfg.ReplyRate, cfg.ReplyBurst)
 	return &Server{
 		cfg:       cfg,
-		responder: Responder{Persona: cfg.Persona},
+		responder: Responder{Persona: cfg.Persona, TagFor: budget.tag},
+		budget:    budget,
 		log:       cfg.Log,
 		done:      make(chan struct{}),
 		conns:     map[net.Conn]struct{}{},
@@ -162,6 +169,9 @@ func (s *Server) TLSAddr() net.Addr {
 	return s.tls.Addr()
 }
 
+// RepliesSuppressed is how many replies the reply budget left out.
+func (s *Server) RepliesSuppressed() uint64 { return s.budget.suppressed.Load() }
+
 // Received returns how many messages (datagrams or stream messages) were recorded.
 func (s *Server) Received() uint64 { return s.received.Load() }
 
@@ -225,7 +235,16 @@ func (s *Server) closing() bool {
 // scanner sees a PBX's timing.
 func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip.AddrPort, reply func([]byte) error) {
 	if s.cfg.Responsive && reply != nil {
-		for _, r := range s.responder.Replies(m, src) {
+		replies := s.responder.Replies(m, src)
+		if transport == event.UDP && m.Kind == Request {
+			// A UDP source may be forged: what it gets back is bounded.
+			if allowed := s.budget.admit(src.Addr(), len(raw), toTag(m.To), replies); len(allowed) < len(replies) {
+				s.warn.Info("replies to a source over its reply budget are left out; its probes are still recorded",
+					"from", src.Addr(), "suppressed_total", s.budget.suppressed.Load())
+				replies = allowed
+			}
+		}
+		for _, r := range replies {
 			if err := reply(r); err != nil {
 				s.log.Debug("SIP reply not sent", "to", src, "transport", transport, "err", err)
 				break
