@@ -20,8 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"github.com/dialtrap/dialtrap/internal/ratelog"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
@@ -75,6 +73,13 @@ type Config struct {
 	// KernelDrops, when set, is how many UDP datagrams the kernel dropped before capture read
 	// them since the node started; /stats shows it as udp_receive_drops.
 	KernelDrops func() uint64
+	// MaxConns and MaxConnsPerSource bound connections in all and from one source (an IPv4
+	// address, an IPv6 /64); defaults 4096 and 64. See conns.go.
+	MaxConns          int
+	MaxConnsPerSource int
+
+	// authed is told of each request that showed the token (the server's connection guard).
+	authed func(*http.Request)
 }
 
 // Contract texts.
@@ -85,11 +90,8 @@ const (
 	msgNoNumber      = "No phone number found"
 )
 
-// Limits on what a client may send. A lookup needs a short URL and a few headers.
-const (
-	MaxHeaderBytes = 16 << 10
-	MaxConns       = 4096
-)
+// MaxHeaderBytes limits what a client may send: a lookup needs a short URL and a few headers.
+const MaxHeaderBytes = 16 << 10
 
 var (
 	contentJSON = []string{"application/json"}
@@ -166,10 +168,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
 		return
 	}
-	if h.cfg.Token != "" && r.URL.Path != "/health-check" && !h.authorized(r) {
-		hd.Set("WWW-Authenticate", `Bearer realm="dialtrap"`)
-		writeError(w, http.StatusUnauthorized, "A valid bearer token is required.")
-		return
+	if h.cfg.Token != "" && r.URL.Path != "/health-check" {
+		if !h.authorized(r) {
+			hd.Set("WWW-Authenticate", `Bearer realm="dialtrap"`)
+			writeError(w, http.StatusUnauthorized, "A valid bearer token is required.")
+			return
+		}
+		if h.cfg.authed != nil {
+			h.cfg.authed(r)
+		}
 	}
 	h.mux.ServeHTTP(w, r)
 }
@@ -279,6 +286,7 @@ type Server struct {
 	cfg    Config
 	hs     *http.Server
 	ln     net.Listener
+	guard  *connGuard
 	served chan error
 	// Handlers hold a read lock while they run; Close takes the write lock, so that no
 	// handler reads the store once Close has returned.
@@ -288,7 +296,13 @@ type Server struct {
 
 // New returns a server for cfg; nothing listens before Start.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg}
+	s := &Server{guard: newConnGuard(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.Token != "")}
+	cfg.authed = func(r *http.Request) {
+		if c := connOf(r); c != nil {
+			s.guard.authed(c)
+		}
+	}
+	s.cfg = cfg
 	h := Handler(cfg)
 	s.hs = HTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.RLock()
@@ -300,6 +314,8 @@ func New(cfg Config) *Server {
 		}
 		h.ServeHTTP(w, r)
 	}), cfg.Log)
+	s.hs.ConnState = s.guard.connState
+	s.hs.ConnContext = withConn
 	return s
 }
 
@@ -311,7 +327,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start the REST API on %s (is another process using the port? set --api-addr): %w", s.cfg.Addr, err)
 	}
-	s.ln = netutil.LimitListener(ln, MaxConns)
+	s.ln = guardedListener{ln, s.guard}
 	s.cfg.Store.PrepareLookups()
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.hs.Serve(s.ln) }()

@@ -104,6 +104,8 @@ type Config struct {
 	SIPReadBuffer     int
 	SIPReplyRate      float64
 	SIPReplyBurst     int
+	APIMaxConns       int
+	APIMaxConnsPerIP  int
 	// QueueMaxBytes is what all the sinks' queues together may hold in memory.
 	QueueMaxBytes int64
 
@@ -173,6 +175,8 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.IntVar(&c.SIPReadBuffer, "sip-read-buffer", 8<<20, "UDP socket receive buffer in bytes")
 	fs.Float64Var(&c.SIPReplyRate, "sip-reply-rate", 20, "responsive mode: replies a second to one UDP source (an IPv4 address, an IPv6 /64); an unproven source also gets back at most 3x the bytes it sent")
 	fs.IntVar(&c.SIPReplyBurst, "sip-reply-burst", 40, "responsive mode: replies one UDP source may get at once")
+	fs.IntVar(&c.APIMaxConns, "api-max-conns", 4096, "most concurrent REST API connections (when all are taken, the longest idle is closed for a new one)")
+	fs.IntVar(&c.APIMaxConnsPerIP, "api-max-conns-per-ip", 64, "most concurrent REST API connections from one IPv4 address or IPv6 /64")
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", 256<<20, "bytes of events all outputs' queues may hold in memory (the store's queue half of it, the others an eighth each); beyond it the oldest are dropped, counted")
 
 	fs.StringVar(&c.CPUProfile, "cpu-profile", "", "write a Go CPU profile to this file until exit (for performance reports)")
@@ -466,6 +470,9 @@ func (c *Config) validate() error {
 	}
 	if c.SIPMaxConns < 1 || c.SIPMaxConnsPerIP < 1 {
 		errs = append(errs, errors.New("--sip-max-conns and --sip-max-conns-per-ip must be at least 1"))
+	}
+	if c.APIMaxConns < 1 || c.APIMaxConnsPerIP < 1 {
+		errs = append(errs, errors.New("--api-max-conns and --api-max-conns-per-ip must be at least 1"))
 	}
 	if c.SIPReplyRate <= 0 || c.SIPReplyBurst < 1 {
 		errs = append(errs, errors.New("--sip-reply-rate must be more than 0 and --sip-reply-burst at least 1"))

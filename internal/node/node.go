@@ -291,6 +291,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		acfg := api.Config{
 			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
 			National: cfg.NumberMatch == "national", Log: n.log,
+			MaxConns: cfg.APIMaxConns, MaxConnsPerSource: cfg.APIMaxConnsPerIP,
 		}
 		if n.peer != nil {
 			acfg.Peers = func() any { return n.peer.Report() }

@@ -58,7 +58,7 @@ type Server struct {
 
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{}
-	perIP  map[netip.Addr]int
+	perIP  map[netip.Prefix]int // by source: an IPv4 address, an IPv6 /64
 	nconns int
 	warn   *ratelog.Logger // one line per kind of failure per 10 s: a flood cannot fill the log
 
@@ -94,7 +94,7 @@ func New(cfg Config) *Server {
 		log:       cfg.Log,
 		done:      make(chan struct{}),
 		conns:     map[net.Conn]struct{}{},
-		perIP:     map[netip.Addr]int{},
+		perIP:     map[netip.Prefix]int{},
 		warn:      ratelog.New(cfg.Log, 10*time.Second),
 	}
 }

@@ -308,7 +308,7 @@ func TestSlowAndSilentClients(t *testing.T) {
 		}
 	}
 	h.srv.connMu.Lock()
-	fromAttacker := h.srv.perIP[netipAddr("127.0.0.2")]
+	fromAttacker := h.srv.perIP[sourceKey(netipAddr("127.0.0.2"))]
 	h.srv.connMu.Unlock()
 	// The silent ones stay open until the idle timeout: exactly the per-IP cap of them.
 	if fromAttacker != 8 {

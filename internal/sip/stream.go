@@ -24,8 +24,9 @@ func (s *Server) acceptLoop(ln net.Listener, transport string) {
 			continue
 		}
 		src := addrPort(c.RemoteAddr())
-		// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; count one host as one.
-		ip := src.Addr().Unmap()
+		// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d: one host is one source, and
+		// so is one IPv6 /64 (one subscriber's addresses).
+		ip := sourceKey(src.Addr())
 		if transport == event.TLS {
 			c = tls.Server(c, s.cfg.TLSConfig)
 		}
@@ -42,7 +43,7 @@ func (s *Server) acceptLoop(ln net.Listener, transport string) {
 
 // admit enforces the connection caps. A scanner that opens connections and sends nothing
 // uses up its own per-IP share, not everyone's.
-func (s *Server) admit(c net.Conn, ip netip.Addr) bool {
+func (s *Server) admit(c net.Conn, ip netip.Prefix) bool {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	if s.closing() {
@@ -59,7 +60,7 @@ func (s *Server) admit(c net.Conn, ip netip.Addr) bool {
 	return true
 }
 
-func (s *Server) release(c net.Conn, ip netip.Addr) {
+func (s *Server) release(c net.Conn, ip netip.Prefix) {
 	c.Close()
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
