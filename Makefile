@@ -5,7 +5,7 @@ COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p clean
+.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p soak clean
 
 ## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061). It runs
 ## in RUN_DIR, so its files (node id and key, TLS certificate, database, JSON log) land there,
@@ -52,6 +52,12 @@ fuzz-list:
 ## bench: capture benchmark (see bench/README.md)
 bench: build
 	$(GO) run ./bench/capture -bin ./bin/dialtrap
+
+## soak: SOAK (10m) of mixed hostile traffic against a node, then peak RSS, peak WAL, lookup
+## latency, events lost and integrity_check (see bench/README.md; not part of make test)
+SOAK ?= 10m
+soak: build
+	$(GO) run ./bench/soak -bin ./bin/dialtrap -duration $(SOAK)
 
 ## bench-p2p: event sharing between N in-process nodes vs bare gossipsub (see bench/README.md)
 bench-p2p:
