@@ -114,8 +114,8 @@ func run(bin string, d time.Duration, scanRate, junkRate, idleConns, readers int
 			fmt.Fprintln(os.Stderr, "soak: lock the database:", err)
 		}
 	})
-	var maxRSS, maxWAL atomic.Int64
-	spawn(func() { monitor(ctx, node.Process.Pid, db, &maxRSS, &maxWAL) })
+	var maxRSS, maxAnon, maxWAL atomic.Int64
+	spawn(func() { monitor(ctx, node.Process.Pid, db, &maxRSS, &maxAnon, &maxWAL) })
 	wg.Wait()
 	for _, c := range held {
 		c.Close()
@@ -145,7 +145,8 @@ func run(bin string, d time.Duration, scanRate, junkRate, idleConns, readers int
 	p50, p99, max, failed := lat.summary()
 	fmt.Printf("sent            %d probes + %d junk datagrams = %d\n", sentProbes.Load(), sentJunk.Load(), sent)
 	fmt.Printf("stored          %d events; lost %d (kernel receive drops counted by the node: %d)\n", stored, sent-stored, kernelDrops)
-	fmt.Printf("node RSS        peak %d MiB (VmHWM; queue budget 256 MiB)\n", maxRSS.Load()>>20)
+	fmt.Printf("node RSS        peak %d MiB (VmHWM), of it anonymous memory peak %d MiB (queue budget 256 MiB; the rest is the store file mapped for lookups)\n",
+		maxRSS.Load()>>20, maxAnon.Load()>>20)
 	fmt.Printf("WAL             peak %d MiB (limit 64 MiB)\n", maxWAL.Load()>>20)
 	fmt.Printf("lookups         %d, p50 %v, p99 %v, max %v, failed %d\n", lat.count(), p50, p99, max, failed)
 	fmt.Printf("idle conns      %d held open at the start\n", len(held))
@@ -353,8 +354,9 @@ func lockDB(ctx context.Context, path string, d time.Duration) error {
 	return err
 }
 
-// monitor samples the node's resident memory and the WAL's size every 200 ms.
-func monitor(ctx context.Context, pid int, db string, maxRSS, maxWAL *atomic.Int64) {
+// monitor samples the node's resident memory (all, and anonymous) and the WAL's size every
+// 200 ms.
+func monitor(ctx context.Context, pid int, db string, maxRSS, maxAnon, maxWAL *atomic.Int64) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -366,6 +368,9 @@ func monitor(ctx context.Context, pid int, db string, maxRSS, maxWAL *atomic.Int
 		}
 		if hwm := statusKiB(pid, "VmHWM:") << 10; hwm > maxRSS.Load() {
 			maxRSS.Store(hwm)
+		}
+		if anon := statusKiB(pid, "RssAnon:") << 10; anon > maxAnon.Load() {
+			maxAnon.Store(anon)
 		}
 		if fi, err := os.Stat(db + "-wal"); err == nil && fi.Size() > maxWAL.Load() {
 			maxWAL.Store(fi.Size())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/golden"
+	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -448,5 +449,30 @@ func TestStatsReportKernelDrops(t *testing.T) {
 	getJSON(t, srv.URL+"/stats", &doc)
 	if doc["udp_receive_drops"] != 42.0 {
 		t.Errorf("/stats: %v, want udp_receive_drops 42", doc)
+	}
+}
+
+// busyStore answers lists as a store whose long-list connections are all taken.
+type busyStore struct{ Store }
+
+func (busyStore) Each(context.Context, store.List, store.ListOptions, func(store.Aggregate) error) error {
+	return fmt.Errorf("list: %w", store.ErrBusy)
+}
+
+// When the store is busy with other long lists, a list is answered 503 with Retry-After,
+// not cut off.
+func TestBusyListIs503(t *testing.T) {
+	srv := httptest.NewServer(Handler(Config{Store: busyStore{seed(t)}, Version: "1"}))
+	defer srv.Close()
+	for _, path := range []string{"/numbers", "/ip-addresses", "/ipset"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "try again") {
+			t.Errorf("%s: %d %v %s", path, resp.StatusCode, resp.Header, body)
+		}
 	}
 }

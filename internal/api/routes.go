@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -79,6 +80,8 @@ func (h *handler) badRequest(w http.ResponseWriter, r *http.Request, err error) 
 // document, so a million entries cost a buffer, not a body.
 type streamer struct {
 	w     *bufio.Writer
+	out   *countingWriter // what went to the client so far
+	rw    http.ResponseWriter
 	rc    *http.ResponseController
 	enc   *json.Encoder
 	str   bytesBuffer
@@ -91,8 +94,21 @@ type bytesBuffer struct{ b []byte }
 
 func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
 
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 func newStreamer(w http.ResponseWriter) *streamer {
-	s := &streamer{w: bufio.NewWriterSize(w, 32<<10), rc: http.NewResponseController(w), first: true}
+	out := &countingWriter{w: w}
+	s := &streamer{w: bufio.NewWriterSize(out, 32<<10), out: out, rw: w, rc: http.NewResponseController(w), first: true}
 	s.enc = json.NewEncoder(&s.str)
 	s.enc.SetEscapeHTML(false)
 	return s
@@ -169,6 +185,13 @@ func (h *handler) each(r *http.Request, l store.List, q query, fn func(store.Agg
 // cannot become an error status: the connection is aborted instead, so that the client sees
 // a broken response rather than a short list that looks whole.
 func (h *handler) endStream(r *http.Request, s *streamer, err error, tail string) {
+	if errors.Is(err, store.ErrBusy) && s.out.n == 0 {
+		// Nothing went out yet: say to come back, rather than cut the connection.
+		s.rw.Header().Set("Retry-After", "5")
+		s.rw.Header()["Content-Type"] = contentJSON
+		writeError(s.rw, http.StatusServiceUnavailable, "Too many long lists are being read; try again shortly.")
+		return
+	}
 	if err != nil {
 		h.warn.Error("API: list stream failed", "path", r.URL.Path, "err", err)
 		panic(http.ErrAbortHandler)

@@ -7,8 +7,14 @@
 package store
 
 import (
+	"errors"
+
 	"github.com/dialtrap/dialtrap/internal/event"
 )
+
+// ErrBusy says the store cannot take a request now for want of a resource others hold (the
+// connections long lists are read through): the caller may try again shortly.
+var ErrBusy = errors.New("store busy: try again shortly")
 
 // Aggregate summarises every sighting of one IP address or one called number.
 type Aggregate struct {

@@ -172,7 +172,8 @@ func (s *Store) filterStale(ctx context.Context, k *keyFilter, i int) (bool, err
 	s.keys.mu.Lock()
 	defer s.keys.mu.Unlock()
 	var totals [2]int64
-	err := s.bulk.QueryRowContext(ctx, totalsSQL).Scan(&totals[0], &totals[1])
+	// On the lookup pool, whose queries are all short: the store's writer waits for this lock.
+	err := s.r.QueryRowContext(ctx, totalsSQL).Scan(&totals[0], &totals[1])
 	if err != nil {
 		return false, err
 	}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -431,6 +432,59 @@ func TestReadOnlyListPages(t *testing.T) {
 		}
 		if !slices.Equal(got, want) || len(got) == 0 {
 			t.Errorf("%+v: read-only lists %d entries, the node's store %d, or another order", o, len(got), len(want))
+		}
+	}
+}
+
+// Long lists are read through a pool of their own: when every snapshot connection is held by
+// a slow reader, one more list is told the store is busy (the API answers 503), and the
+// statistics, counts and the writer go on.
+func TestSlowReadersHoldOnlyTheirOwnPool(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	batch := make([]*event.Event, 2*listPage)
+	for i := range batch {
+		batch[i] = ev(i, "192.0.2.1", fmt.Sprintf("7%06d", i))
+	}
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	old := snapshotWait
+	snapshotWait = 100 * time.Millisecond
+	defer func() { snapshotWait = old }()
+	release := make(chan struct{})
+	started := make(chan struct{}, snapshotStreams)
+	done := make(chan error, snapshotStreams)
+	for range snapshotStreams {
+		go func() {
+			first := true
+			done <- s.Each(ctx, store.CalledNumbers, store.ListOptions{}, func(store.Aggregate) error {
+				if first {
+					first = false
+					started <- struct{}{}
+					<-release // a client that stopped reading
+				}
+				return nil
+			})
+		}()
+	}
+	for range snapshotStreams {
+		<-started
+	}
+	err := s.Each(ctx, store.CalledNumbers, store.ListOptions{}, func(store.Aggregate) error { return nil })
+	if !errors.Is(err, store.ErrBusy) {
+		t.Errorf("one more long list: %v, want ErrBusy", err)
+	}
+	if _, _, err := s.Top(ctx, store.SIPMethods, "", 10); err != nil {
+		t.Errorf("statistics while lists hold their pool: %v", err)
+	}
+	if err := s.Write(ctx, []*event.Event{ev(99999, "192.0.2.9", "1")}); err != nil {
+		t.Errorf("a write while lists hold their pool: %v", err)
+	}
+	close(release)
+	for range snapshotStreams {
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
 	}
 }

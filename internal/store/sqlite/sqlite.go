@@ -199,6 +199,10 @@ type Store struct {
 	w    *sql.DB // one connection: the single writer
 	r    *sql.DB // read-only pool for lookups, a connection per CPU
 	bulk *sql.DB // read-only pool for lists, statistics and exports
+	// snap serves long lists from temporary snapshots; a stream holds one of its connections
+	// for as long as the client reads, so it is a pool of its own: slow readers never take
+	// the connections statistics, exports, catch-up and the filter check need.
+	snap *sql.DB
 
 	inserts     map[int]*sql.Stmt // multi-row event inserts by row count
 	upsertIP    *sql.Stmt
@@ -268,11 +272,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
-	s.snapshots = true
-	if s.r, s.bulk, err = openReaders(path, snapshotReader); err != nil {
+	if s.r, s.bulk, err = openReaders(path); err != nil {
 		w.Close()
 		return nil, err
 	}
+	if s.snap, err = openPool(path, snapshotReader, snapshotStreams); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.snapshots = true
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -302,7 +310,7 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open database %s: %w (give the node's database with -f or --data-dir)", path, err)
 	}
-	r, bulk, err := openReaders(path, reader)
+	r, bulk, err := openReaders(path)
 	if err != nil {
 		return nil, err
 	}
@@ -355,25 +363,34 @@ func SchemaVersion(ctx context.Context, path string) (have, want int, err error)
 // kept open: opening one runs the pragmas and reads the schema, which costs more than a
 // lookup. One lookup connection per CPU measured fastest (bench/lookup: 2 beat 4 and 16,
 // which queued on SQLite's shared-memory locks).
-func openReaders(path string, bulkKind connKind) (lookups, bulk *sql.DB, err error) {
-	open := func(n int, kind connKind) (*sql.DB, error) {
-		db, err := sql.Open("sqlite", dsn(path, kind))
-		if err != nil {
-			return nil, fmt.Errorf("open database %s for reading: %w", path, err)
-		}
-		db.SetMaxOpenConns(n)
-		db.SetMaxIdleConns(n)
-		db.SetConnMaxLifetime(0)
-		return db, nil
-	}
-	if lookups, err = open(max(2, runtime.GOMAXPROCS(0)), reader); err != nil {
+func openReaders(path string) (lookups, bulk *sql.DB, err error) {
+	if lookups, err = openPool(path, reader, max(2, runtime.GOMAXPROCS(0))); err != nil {
 		return nil, nil, err
 	}
-	if bulk, err = open(4, bulkKind); err != nil {
+	if bulk, err = openPool(path, bulkReader, 4); err != nil {
 		lookups.Close()
 		return nil, nil, err
 	}
 	return lookups, bulk, nil
+}
+
+// snapshotStreams is how many long lists are read at once; one more waits for a free
+// connection (at most snapshotWait) and is then told to come back (store.ErrBusy).
+const snapshotStreams = 8
+
+var snapshotWait = 5 * time.Second // a variable for tests
+
+// openPool opens a pool of n connections of kind, kept open: opening one runs the pragmas
+// and reads the schema, which costs more than a lookup.
+func openPool(path string, kind connKind, n int) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", dsn(path, kind))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+	}
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	db.SetConnMaxLifetime(0)
+	return db, nil
 }
 
 // create makes the database file, if it is new, readable by its owner and group only: it
@@ -414,18 +431,20 @@ func dsn(path string, kind connKind) string {
 		// After a checkpoint the WAL file is cut back to this size: a burst that grew it
 		// does not keep the disk space.
 		q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walSizeLimit))
-	case reader, snapshotReader:
-		if kind == reader {
-			q.Add("_pragma", "query_only(1)")
-		} else {
-			// Read-only on the database, but free to make temporary tables (list snapshots),
-			// which live in files of the temp directory.
-			q.Set("mode", "ro")
-			q.Add("_pragma", "temp_store(1)")
-		}
+	case reader:
+		q.Add("_pragma", "query_only(1)")
 		// Lookups read pages through a memory map rather than a pread each: on a store of a
 		// million numbers most pages are not in a connection's own cache.
 		q.Add("_pragma", "mmap_size(1073741824)")
+	case bulkReader:
+		// Scans read through the page cache, not a map: each connection's map of a large
+		// store would count in the process's resident memory again.
+		q.Add("_pragma", "query_only(1)")
+	case snapshotReader:
+		// Read-only on the database, but free to make temporary tables (list snapshots),
+		// which live in files of the temp directory.
+		q.Set("mode", "ro")
+		q.Add("_pragma", "temp_store(1)")
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
@@ -435,8 +454,9 @@ type connKind int
 
 const (
 	writer         connKind = iota // the single writer
-	reader                         // lookups, and everything a read-only store reads
-	snapshotReader                 // lists of a node's store, through temporary snapshots
+	reader                         // lookups
+	bulkReader                     // lists, statistics, exports, catch-up
+	snapshotReader                 // long lists of a node's store, through temporary snapshots
 )
 
 // walSizeLimit is what the WAL file is cut back to after a checkpoint.
@@ -889,8 +909,13 @@ func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn 
 	if !s.snapshots {
 		return s.eachByKey(ctx, table, key, o, fn, wrap)
 	}
-	conn, err := s.bulk.Conn(ctx)
+	cctx, cancel := context.WithTimeout(ctx, snapshotWait)
+	conn, err := s.snap.Conn(cctx)
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil {
+			err = fmt.Errorf("%d long lists are being read: %w", snapshotStreams, store.ErrBusy)
+		}
 		return wrap(err)
 	}
 	defer conn.Close()
@@ -1152,6 +1177,9 @@ func (s *Store) Close() error {
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close(), s.bulk.Close())
+		if s.snap != nil {
+			errs = append(errs, s.snap.Close())
+		}
 	}
 	if s.w == nil { // read-only
 		return errors.Join(errs...)
