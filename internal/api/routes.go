@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,7 +194,9 @@ func (h *handler) endStream(r *http.Request, s *streamer, err error, tail string
 		return
 	}
 	if err != nil {
-		h.warn.Error("API: list stream failed", "path", r.URL.Path, "err", err)
+		if !errors.Is(err, context.Canceled) { // a client that went away is no failure
+			h.warn.Error("API: list stream failed", "path", r.URL.Path, "err", err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	if !s.first {

@@ -70,6 +70,10 @@ type Options struct {
 	Capacity int    // queued events; default 65536
 	MaxBytes int    // queued bytes (Event.Size); default 64 MiB
 	MaxBatch int    // events per Write; default 1000
+	// MaxBatchBytes bounds a Write in bytes too (Event.Size; at least one event each); 0 for
+	// no bound. The store's transactions, and so its WAL between checkpoints, stay small
+	// when the queue is full of 64 KiB junk.
+	MaxBatchBytes int
 	Policy   Policy // default DropOldest
 	// PeerEvents lets events learned from peers (Event.FromPeer) into this sink's queue. Off by
 	// default: a sink gets only what this node captured unless its owner decides otherwise.
@@ -227,14 +231,14 @@ func (h *Hub) run(q *queue) {
 	var batch []*event.Event
 	for {
 		if batch == nil {
-			batch = q.take(q.opts.MaxBatch)
+			batch = q.take()
 		}
 		if batch == nil {
 			select {
 			case <-q.wake:
 				continue
 			case <-h.stop:
-				if batch = q.take(q.opts.MaxBatch); batch == nil {
+				if batch = q.take(); batch == nil {
 					return
 				}
 			}
@@ -360,22 +364,29 @@ func (q *queue) giveUp() {
 	q.mu.Unlock()
 }
 
-// take removes up to max events, oldest first; nil when empty.
-func (q *queue) take(max int) []*event.Event {
+// take removes the next batch, oldest first (MaxBatch events, and MaxBatchBytes when set, but
+// at least one event); nil when empty.
+func (q *queue) take() []*event.Event {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.n == 0 {
 		return nil
 	}
-	k := min(q.n, max)
-	batch := make([]*event.Event, k)
-	for i := range k {
-		batch[i] = q.ring[q.head]
-		q.bytes -= batch[i].Size()
+	batch := make([]*event.Event, 0, min(q.n, q.opts.MaxBatch))
+	bytes := 0
+	for q.n > 0 && len(batch) < q.opts.MaxBatch {
+		e := q.ring[q.head]
+		size := e.Size()
+		if q.opts.MaxBatchBytes > 0 && len(batch) > 0 && bytes+size > q.opts.MaxBatchBytes {
+			break
+		}
+		batch = append(batch, e)
+		bytes += size
+		q.bytes -= size
 		q.ring[q.head] = nil
 		q.head = (q.head + 1) % len(q.ring)
+		q.n--
 	}
-	q.n -= k
 	q.room.Broadcast()
 	return batch
 }

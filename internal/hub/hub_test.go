@@ -447,3 +447,35 @@ func TestQueuesAreBoundedInBytes(t *testing.T) {
 		}
 	})
 }
+
+// A batch is bounded in bytes when MaxBatchBytes is set: the store's transactions stay small
+// when its queue is full of 64 KiB junk; one event larger than the bound still goes alone.
+func TestBatchesAreBoundedInBytes(t *testing.T) {
+	h := New(nil)
+	var sizes []int
+	s := &sizer{sizes: &sizes}
+	h.Add(s, Options{MaxBatch: 1000, MaxBatchBytes: 100 << 10})
+	for i := range 20 {
+		h.Publish(&event.Event{UUID: fmt.Sprint(i), SIPMessage: strings.Repeat("x", 30<<10)})
+	}
+	h.Publish(&event.Event{UUID: "huge", SIPMessage: strings.Repeat("x", 200<<10)})
+	h.Start(context.Background())
+	if err := h.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range sizes {
+		total += n
+	}
+	if total != 21 || slices.Max(sizes) > 3 {
+		t.Errorf("batches %v: want 21 events in batches of at most 3 (100 KiB of 30 KiB events)", sizes)
+	}
+}
+
+type sizer struct{ sizes *[]int }
+
+func (s *sizer) Name() string { return "sizer" }
+func (s *sizer) Write(_ context.Context, b []*event.Event) error {
+	*s.sizes = append(*s.sizes, len(b))
+	return nil
+}

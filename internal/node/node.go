@@ -206,7 +206,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.onClose("store", 15*time.Second, func(context.Context) error { return n.store.Close() })
 	// The store gets the deepest queue and back-pressure: capture must not lose what it can
 	// keep. Queues are bounded in events and in bytes (--queue-max-bytes).
-	n.hub.Add(n.store, hub.Options{Capacity: 1 << 15, MaxBytes: storeBytes, MaxBatch: 5000, Policy: hub.Block, PeerEvents: routes["sqlite"]})
+	// A transaction of at most 8 MiB of events keeps the WAL small between checkpoints.
+	n.hub.Add(n.store, hub.Options{Capacity: 1 << 15, MaxBytes: storeBytes, MaxBatch: 5000, MaxBatchBytes: 8 << 20,
+		Policy: hub.Block, PeerEvents: routes["sqlite"]})
 
 	if cfg.JSONLog {
 		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile); err != nil {
