@@ -67,14 +67,14 @@ const (
 
 // Options tune one sink's queue.
 type Options struct {
-	Capacity int    // queued events; default 65536
-	MaxBytes int    // queued bytes (Event.Size); default 64 MiB
-	MaxBatch int    // events per Write; default 1000
+	Capacity int // queued events; default 65536
+	MaxBytes int // queued bytes (Event.Size); default 64 MiB
+	MaxBatch int // events per Write; default 1000
 	// MaxBatchBytes bounds a Write in bytes too (Event.Size; at least one event each); 0 for
 	// no bound. The store's transactions, and so its WAL between checkpoints, stay small
 	// when the queue is full of 64 KiB junk.
 	MaxBatchBytes int
-	Policy   Policy // default DropOldest
+	Policy        Policy // default DropOldest
 	// PeerEvents lets events learned from peers (Event.FromPeer) into this sink's queue. Off by
 	// default: a sink gets only what this node captured unless its owner decides otherwise.
 	PeerEvents bool
