@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 	"sync"
@@ -104,6 +105,7 @@ type handler struct {
 	version  []string
 	cfg      Config
 	warn     *ratelog.Logger // a failing store fails every request: one line per 10 s
+	streams  streamSlots     // lists being streamed, per source
 	mux      *http.ServeMux
 	tokenSum [sha256.Size]byte
 }
@@ -118,7 +120,8 @@ func Handler(cfg Config) http.Handler {
 		cfg.Now = time.Now
 	}
 	h := &handler{cfg: cfg, mux: http.NewServeMux(), tokenSum: sha256.Sum256([]byte(cfg.Token)),
-		version: []string{cfg.Version}, warn: ratelog.New(cfg.Log, 10*time.Second)}
+		version: []string{cfg.Version}, warn: ratelog.New(cfg.Log, 10*time.Second),
+		streams: streamSlots{n: map[netip.Prefix]int{}}}
 	m := h.mux
 	m.HandleFunc("/health-check", h.health)
 	m.HandleFunc("/ip-addresses", h.list(store.IPAddresses))
@@ -305,6 +308,9 @@ func New(cfg Config) *Server {
 	s.cfg = cfg
 	h := Handler(cfg)
 	s.hs = HTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c := connOf(r); c != nil {
+			s.guard.requested(c)
+		}
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		if s.closed {

@@ -14,10 +14,10 @@ import (
 // hold every slot while a PBX's lookup waits in the kernel's backlog. The guard bounds
 // connections in all and per source (an IPv4 address, an IPv6 /64); when all are taken, a new
 // connection takes the slot of the connection idle longest (one that never showed the token
-// first); and when a token is set, connections that served a request without it may stay open
-// on at most anonShare of the slots (beyond it they are closed once answered), so the clients
-// that have the token always find room. A connection that never completes a request is cut
-// by the server's header timeout.
+// first), or else of one that has sent no whole request for a second (a client talks at once;
+// one that holds a slot silent is cut, besides the server's 5 s header timeout); and when a
+// token is set, connections that served a request without it may stay open on at most
+// anonShare of the slots (beyond it they are closed once answered).
 
 // Default connection limits.
 const (
@@ -29,6 +29,8 @@ const (
 type connInfo struct {
 	conn      net.Conn
 	source    netip.Prefix
+	since     time.Time // accepted
+	requested bool      // a whole request arrived on it
 	idle      bool
 	idleSince time.Time
 	served    bool // a request was answered on it
@@ -92,23 +94,43 @@ func (g *connGuard) admit(c net.Conn) bool {
 		g.refused++
 		return false
 	}
-	g.conns[c] = &connInfo{conn: c, source: src}
+	g.conns[c] = &connInfo{conn: c, source: src, since: time.Now()}
 	g.bySource[src]++
 	return true
 }
 
-// evictIdle closes the connection idle longest, one that never showed the token first, and
-// reports whether it found one.
+// silentLimit is how long a new connection may hold a slot without sending a whole request
+// when all slots are taken.
+const silentLimit = time.Second
+
+// evictIdle closes, to make room, the connection idle longest that never showed the token,
+// else the oldest that has been silent since it was accepted for silentLimit, else the
+// longest idle of the token holders; it reports whether it found one.
 func (g *connGuard) evictIdle() bool {
-	var victim *connInfo
+	var idleAnon, silent, idleAuthed *connInfo
+	now := time.Now()
 	for _, ci := range g.conns {
-		if !ci.idle {
-			continue
+		switch {
+		case ci.idle && !ci.authed:
+			if idleAnon == nil || ci.idleSince.Before(idleAnon.idleSince) {
+				idleAnon = ci
+			}
+		case ci.idle:
+			if idleAuthed == nil || ci.idleSince.Before(idleAuthed.idleSince) {
+				idleAuthed = ci
+			}
+		case !ci.requested && now.Sub(ci.since) >= silentLimit:
+			if silent == nil || ci.since.Before(silent.since) {
+				silent = ci
+			}
 		}
-		if victim == nil || victim.authed && !ci.authed ||
-			victim.authed == ci.authed && ci.idleSince.Before(victim.idleSince) {
-			victim = ci
-		}
+	}
+	victim := idleAnon
+	if victim == nil {
+		victim = silent
+	}
+	if victim == nil {
+		victim = idleAuthed
 	}
 	if victim == nil {
 		return false
@@ -166,6 +188,16 @@ func (g *connGuard) forget(c net.Conn) {
 	}
 }
 
+// requested marks the connection of a request whose headers have arrived: it is no longer
+// silent.
+func (g *connGuard) requested(c net.Conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ci := g.conns[c]; ci != nil {
+		ci.requested = true
+	}
+}
+
 // authed marks the connection of a request that showed the token.
 func (g *connGuard) authed(c net.Conn) {
 	g.mu.Lock()
@@ -176,6 +208,39 @@ func (g *connGuard) authed(c net.Conn) {
 			g.anon--
 		}
 	}
+}
+
+// maxStreamsPerSource is how many lists one source may have streaming at once: the store reads
+// a few long lists at a time (8), and one slow reader must not take them all.
+const maxStreamsPerSource = 2
+
+// streamSlots counts the lists each source is being streamed.
+type streamSlots struct {
+	mu sync.Mutex
+	n  map[netip.Prefix]int
+}
+
+// acquire takes a slot for r's source; release gives it back. ok is false when the source
+// has all of its own.
+func (s *streamSlots) acquire(r *http.Request) (release func(), ok bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return func() {}, true
+	}
+	src := sourceOf(net.TCPAddrFromAddrPort(ap))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[src] >= maxStreamsPerSource {
+		return nil, false
+	}
+	s.n[src]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.n[src]--; s.n[src] <= 0 {
+			delete(s.n, src)
+		}
+	}, true
 }
 
 // connKey carries the request's connection in its context, for authed.

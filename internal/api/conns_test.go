@@ -8,8 +8,11 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/store"
 )
 
 // idleClient opens a keep-alive connection from src, sends one GET /health-check (no token
@@ -181,6 +184,87 @@ func TestAnonymousConnectionsLeaveRoomForTokenHolders(t *testing.T) {
 		}
 		if _, err := lookup(addr, "127.0.0.98", "t"); err != nil {
 			t.Fatalf("a new token holder during the anonymous crowd: %v", err)
+		}
+	}
+}
+
+// Connections that connect and say nothing hold no slot a real client needs: when all are
+// taken, the oldest silent one (over a second) makes room.
+func TestSilentConnectionsMakeRoom(t *testing.T) {
+	s := New(Config{Addr: "127.0.0.1:0", Store: seed(t), Version: "1", MaxConns: 30, MaxConnsPerSource: 30})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	addr := s.Addr().String()
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for i := range 30 {
+		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("127.0.7.%d", 1+i%5))}}).Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	time.Sleep(silentLimit + 100*time.Millisecond) // they have been silent long enough
+	if _, err := lookup(addr, "127.0.0.96", ""); err != nil {
+		t.Errorf("a lookup with every slot held by silent connections: %v", err)
+	}
+}
+
+// blockingStore holds every list until release is closed.
+type blockingStore struct {
+	Store
+	release chan struct{}
+	waiting *atomic.Int32
+}
+
+func (b blockingStore) Each(ctx context.Context, l store.List, o store.ListOptions, fn func(store.Aggregate) error) error {
+	b.waiting.Add(1)
+	<-b.release
+	return b.Store.Each(ctx, l, o, fn)
+}
+
+// One address streams at most two lists at once: a slow reader cannot take every long-list
+// connection of the store from the others (a firewall fetching /ipset).
+func TestListStreamsPerSource(t *testing.T) {
+	bs := blockingStore{seed(t), make(chan struct{}), new(atomic.Int32)}
+	s := New(Config{Addr: "127.0.0.1:0", Store: bs, Version: "1"})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	get := func(src, path string) chan int {
+		status := make(chan int, 1)
+		go func() {
+			c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
+			resp, err := c.Get("http://" + s.Addr().String() + path)
+			if err != nil {
+				status <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			status <- resp.StatusCode
+		}()
+		return status
+	}
+	first, second := get("127.0.8.1", "/numbers"), get("127.0.8.1", "/ipset")
+	for bs.waiting.Load() < 2 { // both are streaming (held in the store)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code := <-get("127.0.8.1", "/ip-addresses"); code != http.StatusServiceUnavailable {
+		t.Errorf("a third list from one address: %d, want 503", code)
+	}
+	other := get("127.0.8.2", "/ipset")
+	close(bs.release)
+	for _, ch := range []chan int{first, second, other} {
+		if code := <-ch; code != http.StatusOK {
+			t.Errorf("status %d, want 200", code)
 		}
 	}
 }

@@ -152,6 +152,12 @@ func (h *handler) list(l store.List) http.HandlerFunc {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
+		release, ok := h.streams.acquire(r)
+		if !ok {
+			h.tooManyStreams(w)
+			return
+		}
+		defer release()
 		s := newStreamer(w)
 		fmt.Fprintf(s.w, "{\n  %q: %d,\n  %q: [", name+"_total", total, name)
 		err = h.each(r, l, q, func(a store.Aggregate) error {
@@ -180,6 +186,12 @@ func (h *handler) each(r *http.Request, l store.List, q query, fn func(store.Agg
 		return nil
 	}
 	return h.cfg.Store.Each(r.Context(), l, q.opts, fn)
+}
+
+// tooManyStreams answers a source that has its share of lists streaming already.
+func (h *handler) tooManyStreams(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, "Too many lists are being streamed to this address; try again shortly.")
 }
 
 // endStream finishes a streamed body. A store error after the status line has gone out
@@ -220,11 +232,18 @@ func (h *handler) ipset(w http.ResponseWriter, r *http.Request) {
 		h.badRequest(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	release, ok := h.streams.acquire(r)
+	if !ok {
+		h.tooManyStreams(w)
+		return
+	}
+	defer release()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	s := newStreamer(w)
 	err = h.each(r, store.IPAddresses, q, func(a store.Aggregate) error {
 		s.w.WriteString(a.Key)

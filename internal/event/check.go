@@ -148,9 +148,6 @@ func Check(e *Event, r Rules) error {
 	if len(e.SIPUserAgent) > maxSharedAgent {
 		return invalid(ReasonSchema, "sip_user_agent is longer than %d bytes", maxSharedAgent)
 	}
-	if len(e.SIPMessage) > MaxStoredMessage {
-		return invalid(ReasonSchema, "sip_message is longer than %d bytes", MaxStoredMessage)
-	}
 	// Empty for a packet that was not SIP; NOT_FOUND for SIP without a number.
 	if len(e.CalledNumber) > maxSharedNumber || !printable(e.CalledNumber) {
 		return invalid(ReasonNumber, "called_number %q is longer than %d bytes or not printable", e.CalledNumber, maxSharedNumber)

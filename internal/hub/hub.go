@@ -257,6 +257,8 @@ func (h *Hub) run(q *queue) {
 			// One event the sink will never take: skip it, keep the queue moving.
 			q.delivered.Add(uint64(be.Index))
 			q.refused.Add(1)
+			q.healthy.Store(true) // the sink works; one event was not for it
+			failures = 0
 			q.log.Warn("sink refused an event for good; it is skipped", "sink", q.sink.Name(),
 				"refused_total", q.refused.Load(), "err", be.Err)
 			if batch = batch[be.Index+1:]; len(batch) == 0 {

@@ -263,7 +263,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.onClose("hub", 30*time.Second, func(ctx context.Context) error {
 		err := n.hub.Close(ctx)
 		for _, s := range n.hub.Stats() {
-			n.log.Info("sink totals", "sink", s.Name, "delivered", s.Delivered, "dropped", s.Dropped, "failures", s.Failures)
+			n.log.Info("sink totals", "sink", s.Name, "delivered", s.Delivered, "dropped", s.Dropped, "refused", s.Refused, "failures", s.Failures)
 		}
 		return err
 	})

@@ -30,8 +30,9 @@ const (
 	DefaultReplyBurst = 40
 )
 
-// maxBudgets bounds the table of sources; a full table starts afresh (a forged source then
-// gets a new budget, still bound by the byte ratio).
+// maxBudgets bounds the table of sources; when it is full, a sixteenth of it, chosen at
+// random, is forgotten (a forged source may then get a new budget, still bound by the byte
+// ratio; the others keep theirs).
 const maxBudgets = 1 << 16
 
 type replyBudget struct {
@@ -93,7 +94,13 @@ func (b *replyBudget) admit(src netip.Addr, n int, toTag []byte, replies [][]byt
 	sb, ok := b.sources[k]
 	if !ok {
 		if len(b.sources) >= maxBudgets {
-			clear(b.sources)
+			n := 0
+			for k := range b.sources { // map order is random
+				delete(b.sources, k)
+				if n++; n == maxBudgets/16 {
+					break
+				}
+			}
 		}
 		sb = &sourceBudget{lim: rate.NewLimiter(b.rate, b.burst)}
 		b.sources[k] = sb

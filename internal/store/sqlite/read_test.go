@@ -494,3 +494,51 @@ func TestSlowReadersHoldOnlyTheirOwnPool(t *testing.T) {
 		}
 	}
 }
+
+// Without room for a snapshot (a read-only temp directory), long lists are paged by key: whole
+// and in order all the same, and the store says why.
+func TestListWithoutSnapshotRoom(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	batch := make([]*event.Event, 2500)
+	for i := range batch {
+		batch[i] = ev(i, "192.0.2.1", fmt.Sprintf("8%05d", i))
+	}
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	s.Each(ctx, store.CalledNumbers, store.ListOptions{}, func(a store.Aggregate) error { want = append(want, a.Key); return nil })
+	old := createSnapshot
+	createSnapshot = func(context.Context, *sql.Conn, string, ...any) error {
+		return errors.New("unable to open a temporary database file")
+	}
+	defer func() { createSnapshot = old }()
+	var got []string
+	if err := s.Each(ctx, store.CalledNumbers, store.ListOptions{}, func(a store.Aggregate) error { got = append(got, a.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) || len(got) != 2500 {
+		t.Errorf("paged by key: %d entries, want the %d of the snapshot, in order", len(got), len(want))
+	}
+	if s.SnapshotError() == nil {
+		t.Error("the store does not say snapshots failed")
+	}
+}
+
+// An import of two identical records (the same derived UUID) in one batch counts one.
+func TestWriteCountDuplicatesInABatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	var batch []*event.Event // eight: one insert statement
+	for i := range 7 {
+		batch = append(batch, ev(i+1, fmt.Sprintf("192.0.2.%d", i+1), "100"))
+	}
+	batch = append(batch, ev(1, "192.0.2.1", "100"))
+	if n, err := s.WriteCount(ctx, batch); n != 7 || err != nil {
+		t.Errorf("WriteCount = %d, %v; want 7", n, err)
+	}
+	if a, _, _ := s.IP(ctx, "192.0.2.1"); a.Count != 1 {
+		t.Errorf("192.0.2.1 counted %d times, want once", a.Count)
+	}
+}

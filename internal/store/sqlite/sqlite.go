@@ -215,12 +215,15 @@ type Store struct {
 	lookupIP  *sql.Stmt
 	lookupNum *sql.Stmt
 
-	version     int  // schema version: the current one, but for a database opened read-only
-	snapshots   bool // the bulk pool can make temporary tables (a store opened for writing)
-	keys        keyFilters
-	filtersOnce sync.Once // guards PrepareLookups
-	stopCheck   context.CancelFunc
-	checkDone   chan struct{}
+	version   int  // schema version: the current one, but for a database opened read-only
+	snapshots bool // the bulk pool can make temporary tables (a store opened for writing)
+	// snapshotErr is the first failure to make a list snapshot (kept for SnapshotError).
+	snapshotFailed sync.Once
+	snapshotErr    error
+	keys           keyFilters
+	filtersOnce    sync.Once // guards PrepareLookups
+	stopCheck      context.CancelFunc
+	checkDone      chan struct{}
 }
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
@@ -595,6 +598,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	args := make([]any, 0, 19*insertSizes[0])
 	peers := keyPeers{}
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
+	counted := make(map[string]struct{}, len(batch))      // UUIDs of this batch already counted
 	for rest := batch; len(rest) > 0; {
 		size := insertSizes[len(insertSizes)-1]
 		for _, n := range insertSizes {
@@ -624,6 +628,10 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			if _, ok := inserted[e.UUID]; !all && !ok {
 				continue // already stored: counted before
 			}
+			if _, dup := counted[e.UUID]; dup {
+				continue // twice in this batch (an import of two identical records)
+			}
+			counted[e.UUID] = struct{}{}
 			added++
 			ips.add(e.SourceIP, e.Timestamp, !e.FromPeer)
 			if store.CountsAsNumber(e.CalledNumber) {
@@ -911,9 +919,10 @@ func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn 
 	}
 	cctx, cancel := context.WithTimeout(ctx, snapshotWait)
 	conn, err := s.snap.Conn(cctx)
+	busy := errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
+		if busy {
 			err = fmt.Errorf("%d long lists are being read: %w", snapshotStreams, store.ErrBusy)
 		}
 		return wrap(err)
@@ -923,8 +932,13 @@ func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn 
 		return wrap(err)
 	}
 	// Rows go in in the list's order, so rowid is the position in the list.
-	if _, err := conn.ExecContext(ctx, `CREATE TEMP TABLE list_snapshot AS `+selection, o.Since, limit, max(o.Offset, 0)); err != nil {
-		return wrap(err)
+	if err := createSnapshot(ctx, conn, selection, o.Since, limit, max(o.Offset, 0)); err != nil {
+		if ctx.Err() != nil {
+			return wrap(err)
+		}
+		// No room for the snapshot (a read-only or full temp directory): page by key instead.
+		s.snapshotFailed.Do(func() { s.snapshotErr = err })
+		return s.eachByKey(ctx, table, key, o, fn, wrap)
 	}
 	defer conn.ExecContext(context.Background(), `DROP TABLE IF EXISTS temp.list_snapshot`)
 	for after := int64(0); ; after += listPage {
@@ -968,6 +982,18 @@ func (s *Store) eachByKey(ctx context.Context, table, key string, o store.ListOp
 			` WHERE last_seen >= ?1 AND (last_seen < ?2 OR last_seen = ?2 AND `+key+` < ?3)
 			ORDER BY last_seen DESC, `+key+` DESC LIMIT ?4`, o.Since, last.LastSeen, last.Key, listPage)
 	}
+}
+
+// SnapshotError is the first failure to copy a long list into a temporary table (the temp
+// directory, TMPDIR or /var/tmp or /tmp, not writable or full), or nil: lists are then paged
+// by key, where an entry seen again while the list is read can be missed.
+func (s *Store) SnapshotError() error { return s.snapshotErr }
+
+// createSnapshot copies a list into the connection's temporary table (a variable: tests make
+// it fail).
+var createSnapshot = func(ctx context.Context, conn *sql.Conn, selection string, args ...any) error {
+	_, err := conn.ExecContext(ctx, `CREATE TEMP TABLE list_snapshot AS `+selection, args...)
+	return err
 }
 
 // listPage is how many list entries are read at a time.
@@ -1117,10 +1143,11 @@ const eventPage = 500
 // peer catching up is served (it implements peer.EventSource).
 func (s *Store) Recent(ctx context.Context, since string, afterID int64, limit int, fn func(e *event.Event, id int64) error) error {
 	// Written out rather than as a row value so that SQLite walks the events_time index.
-	// Read whole before fn runs: fn sends to a peer, which may read slowly.
+	// Read whole before fn runs: fn sends to a peer, which may read slowly. The caller bounds
+	// limit (catch-up asks 500 at most).
 	page, ids, err := s.readEvents(ctx, `SELECT id, `+s.readColumns()+` FROM events
 		WHERE event_timestamp >= ?1 AND (event_timestamp > ?1 OR id > ?2)
-		ORDER BY event_timestamp, id LIMIT ?3`, since, afterID, min(limit, eventPage))
+		ORDER BY event_timestamp, id LIMIT ?3`, since, afterID, limit)
 	if err != nil {
 		return fmt.Errorf("read recent events from %s: %w", s.path, err)
 	}
