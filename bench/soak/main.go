@@ -98,8 +98,8 @@ func run(bin string, d time.Duration, scanRate, junkRate, idleConns, readers int
 	}
 	spawn(func() { junk(ctx, a.SIPUDP, junkRate, &sentJunk) })
 	held := holdIdle(a.API, idleConns)
-	for range readers {
-		spawn(func() { slowReader(ctx, a.API) })
+	for i := range readers {
+		spawn(func() { slowReader(ctx, a.API, fmt.Sprintf("127.0.0.%d", 40+i)) })
 	}
 	lat := &latencies{}
 	spawn(func() { pbx(ctx, a.API, lookupRate, lat) })
@@ -239,12 +239,17 @@ func holdIdle(api string, n int) []net.Conn {
 	return held
 }
 
-// slowReader reads /numbers at about 8 KB/s, again and again.
-func slowReader(ctx context.Context, api string) {
+// slowReader reads /numbers from src at about 8 KB/s, again and again.
+func slowReader(ctx context.Context, api, src string) {
+	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+api+"/numbers", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
+		resp, err := client.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			if err == nil {
+				resp.Body.Close()
+			}
 			time.Sleep(time.Second)
 			continue
 		}
