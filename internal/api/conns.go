@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/netsource"
 )
 
 // Connections are the API's scarcest resource: a client that opens thousands of keep-alive
@@ -83,7 +85,10 @@ func (l guardedListener) Accept() (net.Conn, error) {
 // admit takes c in, making room by closing the longest-idle connection when all slots are
 // taken, or says no.
 func (g *connGuard) admit(c net.Conn) bool {
-	src := sourceOf(c.RemoteAddr())
+	var src netip.Prefix
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		src = netsource.Of(ta.AddrPort().Addr())
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.bySource[src] >= g.perSource {
@@ -227,7 +232,7 @@ func (s *streamSlots) acquire(r *http.Request) (release func(), ok bool) {
 	if err != nil {
 		return func() {}, true
 	}
-	src := sourceOf(net.TCPAddrFromAddrPort(ap))
+	src := netsource.Of(ap.Addr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.n[src] >= maxStreamsPerSource {
@@ -253,18 +258,4 @@ func withConn(ctx context.Context, c net.Conn) context.Context {
 func connOf(r *http.Request) net.Conn {
 	c, _ := r.Context().Value(connKey{}).(net.Conn)
 	return c
-}
-
-// sourceOf groups the addresses one party controls: an IPv4 address, an IPv6 /64.
-func sourceOf(a net.Addr) netip.Prefix {
-	var ip netip.Addr
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip = ta.AddrPort().Addr().Unmap()
-	}
-	bits := 32
-	if ip.Is6() {
-		bits = 64
-	}
-	p, _ := ip.Prefix(bits)
-	return p
 }

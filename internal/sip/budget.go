@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/dialtrap/dialtrap/internal/netsource"
 )
 
 // A UDP source address can be forged: without limits, responsive mode would answer a flood
@@ -64,21 +66,10 @@ func newReplyBudget(perSecond float64, burst int) *replyBudget {
 	return &replyBudget{rate: rate.Limit(perSecond), burst: burst, key: key, sources: map[netip.Prefix]*sourceBudget{}}
 }
 
-// sourceKey groups the addresses one party controls: an IPv4 address, an IPv6 /64.
-func sourceKey(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
-}
-
 // tag is the To tag our replies to src carry: only someone who receives them knows it.
 func (b *replyBudget) tag(src netip.Addr) []byte {
 	m := hmac.New(sha256.New, b.key)
-	k := sourceKey(src)
+	k := netsource.Of(src)
 	m.Write(k.Addr().AsSlice())
 	return hex.AppendEncode(nil, m.Sum(nil)[:6])
 }
@@ -90,7 +81,7 @@ func (b *replyBudget) admit(src netip.Addr, n int, toTag []byte, replies [][]byt
 	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := sourceKey(src)
+	k := netsource.Of(src)
 	sb, ok := b.sources[k]
 	if !ok {
 		if len(b.sources) >= maxBudgets {

@@ -144,20 +144,3 @@ func waitFor(t *testing.T, ok func() bool) {
 }
 
 func mustAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
-
-// One source is an IPv4 address or an IPv6 /64 (what one subscriber gets): the reply budget
-// and the per-source connection cap count a /64's addresses together.
-func TestSourceKey(t *testing.T) {
-	same := [][2]string{{"2001:db8:0:7::1", "2001:db8:0:7:ffff::9"}, {"::ffff:192.0.2.1", "192.0.2.1"}}
-	for _, p := range same {
-		if a, b := sourceKey(netip.MustParseAddr(p[0])), sourceKey(netip.MustParseAddr(p[1])); a != b {
-			t.Errorf("%s and %s are different sources (%s, %s)", p[0], p[1], a, b)
-		}
-	}
-	other := [][2]string{{"2001:db8:0:7::1", "2001:db8:0:8::1"}, {"192.0.2.1", "192.0.2.2"}}
-	for _, p := range other {
-		if sourceKey(netip.MustParseAddr(p[0])) == sourceKey(netip.MustParseAddr(p[1])) {
-			t.Errorf("%s and %s are one source", p[0], p[1])
-		}
-	}
-}

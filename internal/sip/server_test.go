@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/netsource"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -308,7 +309,7 @@ func TestSlowAndSilentClients(t *testing.T) {
 		}
 	}
 	h.srv.connMu.Lock()
-	fromAttacker := h.srv.perIP[sourceKey(netipAddr("127.0.0.2"))]
+	fromAttacker := h.srv.perIP[netsource.Of(netipAddr("127.0.0.2"))]
 	h.srv.connMu.Unlock()
 	// The silent ones stay open until the idle timeout: exactly the per-IP cap of them.
 	if fromAttacker != 8 {

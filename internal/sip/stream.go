@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/netsource"
 )
 
 func (s *Server) acceptLoop(ln net.Listener, transport string) {
@@ -26,7 +27,7 @@ func (s *Server) acceptLoop(ln net.Listener, transport string) {
 		src := addrPort(c.RemoteAddr())
 		// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d: one host is one source, and
 		// so is one IPv6 /64 (one subscriber's addresses).
-		ip := sourceKey(src.Addr())
+		ip := netsource.Of(src.Addr())
 		if transport == event.TLS {
 			c = tls.Server(c, s.cfg.TLSConfig)
 		}

@@ -214,7 +214,7 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	if err := s.spool.Append(records); err != nil {
 		return err
 	}
-	defer s.noteDrops()
+	s.noteDrops()
 	return bad
 }
 

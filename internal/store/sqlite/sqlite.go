@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -218,12 +219,11 @@ type Store struct {
 	version   int  // schema version: the current one, but for a database opened read-only
 	snapshots bool // the bulk pool can make temporary tables (a store opened for writing)
 	// snapshotErr is the first failure to make a list snapshot (kept for SnapshotError).
-	snapshotFailed sync.Once
-	snapshotErr    error
-	keys           keyFilters
-	filtersOnce    sync.Once // guards PrepareLookups
-	stopCheck      context.CancelFunc
-	checkDone      chan struct{}
+	snapshotErr atomic.Pointer[error]
+	keys        keyFilters
+	filtersOnce sync.Once // guards PrepareLookups
+	stopCheck   context.CancelFunc
+	checkDone   chan struct{}
 }
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
@@ -937,7 +937,7 @@ func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn 
 			return wrap(err)
 		}
 		// No room for the snapshot (a read-only or full temp directory): page by key instead.
-		s.snapshotFailed.Do(func() { s.snapshotErr = err })
+		s.snapshotErr.CompareAndSwap(nil, &err)
 		return s.eachByKey(ctx, table, key, o, fn, wrap)
 	}
 	defer conn.ExecContext(context.Background(), `DROP TABLE IF EXISTS temp.list_snapshot`)
@@ -987,7 +987,12 @@ func (s *Store) eachByKey(ctx context.Context, table, key string, o store.ListOp
 // SnapshotError is the first failure to copy a long list into a temporary table (the temp
 // directory, TMPDIR or /var/tmp or /tmp, not writable or full), or nil: lists are then paged
 // by key, where an entry seen again while the list is read can be missed.
-func (s *Store) SnapshotError() error { return s.snapshotErr }
+func (s *Store) SnapshotError() error {
+	if err := s.snapshotErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
 
 // createSnapshot copies a list into the connection's temporary table (a variable: tests make
 // it fail).
@@ -1059,16 +1064,11 @@ func (s *Store) MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, 
 		}
 	}
 	q += ` ORDER BY last_seen DESC, called_number DESC`
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	out, err := readAggregates(ctx, s.r, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("match number %s in %s: %w", n, s.path, err)
 	}
-	var out []store.Aggregate
-	err = scanAggregates(rows, func(a store.Aggregate) error {
-		out = append(out, a)
-		return nil
-	}, func(err error) error { return fmt.Errorf("match number %s in %s: %w", n, s.path, err) })
-	return out, err
+	return out, nil
 }
 
 // Top returns the most frequent values of a dimension since the hour of since.
