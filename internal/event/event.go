@@ -63,6 +63,10 @@ type Event struct {
 	SIPMessage      string `json:"sip_message"`
 	SourcePort      int    `json:"source_port"`
 	DestinationPort int    `json:"destination_port"`
+	// SourceVerified is true when the source address is known not to be forged: the message
+	// came over TCP or TLS after a completed handshake, or a UDP source echoed a value that
+	// only our reply to that address carried (responsive mode). Peers keep the originator's.
+	SourceVerified bool `json:"source_verified"`
 	// SIPMessageLength is the length in bytes of the message received, when sip_message holds
 	// only its first MaxStoredMessage bytes; 0 (and absent from the JSON) when it is whole.
 	SIPMessageLength int `json:"sip_message_length,omitempty"`
@@ -85,6 +89,7 @@ type Origin struct {
 	Transport  string // UDP, TCP or TLS
 	Source     netip.AddrPort
 	Dest       netip.AddrPort
+	Verified   bool // the source address is proven, see Event.SourceVerified
 }
 
 // New stamps a sighting with the current UTC time and a fresh UUID. The UUID is version 7
@@ -110,6 +115,7 @@ func New(o Origin, now time.Time, number, method, agent string, msg []byte) *Eve
 		SIPMessageLength: length,
 		SourcePort:       int(o.Source.Port()),
 		DestinationPort:  int(o.Dest.Port()),
+		SourceVerified:   o.Verified,
 	}
 }
 

@@ -53,7 +53,7 @@ func TestJSONKeyOrder(t *testing.T) {
 	}
 	want := []string{"app_name", "app_version", "event_timestamp", "event_uuid", "created_by_node_id",
 		"collected_method", "transport_type", "source_ip", "destination_ip", "called_number",
-		"sip_method", "sip_user_agent", "sip_message", "source_port", "destination_port"}
+		"sip_method", "sip_user_agent", "sip_message", "source_port", "destination_port", "source_verified"}
 	for i := 0; dec.More(); i++ {
 		k, err := dec.Token()
 		if err != nil {
