@@ -27,6 +27,12 @@ type Aggregate struct {
 	Local        int64
 	Peers        int64
 	TrustedPeers int64
+	// Verified counts sightings whose source address was proven (event.SourceVerified), from
+	// anywhere; VerifiedLocal those this node captured, VerifiedTrusted those from peers
+	// trusted when they reported them (written, not read back by lookups).
+	Verified        int64
+	VerifiedLocal   int64
+	VerifiedTrusted int64
 }
 
 // List names one of the per-key aggregate lists.
@@ -78,4 +84,46 @@ func HourOf(ts string) string {
 // NOT_FOUND placeholder and the empty number of unparseable packets do not.
 func CountsAsNumber(n string) bool {
 	return n != "" && n != event.NotFound
+}
+
+// Source selects whose sightings a blocklist feed counts.
+type Source int
+
+// Feed sources.
+const (
+	SourceTrusted Source = iota // this node's own and those of trusted peers (the default)
+	SourceLocal                 // this node's own only
+	SourceAll                   // any peer's too
+)
+
+// FeedFilter selects the keys of a blocklist feed.
+type FeedFilter struct {
+	Since    string // last seen at or after this event_timestamp ("" for any)
+	Until    string // last seen at or before this event_timestamp ("" for any)
+	MinCount int64  // seen at least this often
+	// Verified keeps only keys with a sighting whose source address was proven, from the
+	// selected sources (a peer's claim counts only as far as the peer is selected).
+	Verified bool
+	Source   Source
+}
+
+// FeedOrder is the order feed pages are read in; each has its own cursor (FeedItem fields).
+type FeedOrder int
+
+// Feed orders.
+const (
+	ByKey      FeedOrder = iota // Key
+	BySeq                       // Seq, then Key: the order of changes
+	ByLastSeen                  // LastSeen, then Key: the order of expiry
+)
+
+// FeedItem is one key of a feed page.
+type FeedItem struct {
+	Key       string
+	FirstSeen string
+	LastSeen  string
+	Count     int64
+	Verified  int64 // verified sightings from anywhere
+	// Seq is the change sequence of the write that last touched the key: it only grows.
+	Seq int64
 }

@@ -202,13 +202,13 @@ func TestMigrationBackfills(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Turn it back into a version 1 database that holds the same data.
-	for _, q := range []string{"DROP TRIGGER key_peers_added", "DROP TRIGGER key_peers_trusted", "DROP TABLE key_peers",
+	for _, q := range append(undoV6(), "DROP TRIGGER key_peers_added", "DROP TRIGGER key_peers_trusted", "DROP TABLE key_peers",
 		"DROP INDEX events_time", "ALTER TABLE events DROP COLUMN peer_id", "ALTER TABLE events DROP COLUMN envelope",
 		"ALTER TABLE events DROP COLUMN sip_message_length",
 		"ALTER TABLE ip_addresses DROP COLUMN local_count", "ALTER TABLE ip_addresses DROP COLUMN peers",
 		"ALTER TABLE ip_addresses DROP COLUMN trusted_peers", "ALTER TABLE called_numbers DROP COLUMN local_count",
 		"ALTER TABLE called_numbers DROP COLUMN peers", "ALTER TABLE called_numbers DROP COLUMN trusted_peers", "DROP TABLE number_keys", "DROP TABLE event_counts", "DROP TABLE totals", "DROP TABLE new_numbers",
-		"DROP TRIGGER ip_addresses_added", "DROP TRIGGER called_numbers_added", "PRAGMA user_version = 1"} {
+		"DROP TRIGGER ip_addresses_added", "DROP TRIGGER called_numbers_added", "PRAGMA user_version = 1") {
 		if _, err := s.w.Exec(q); err != nil {
 			t.Fatal(err)
 		}
@@ -257,12 +257,13 @@ func TestMigrationRecomputesMatchKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The keys version 3 wrote lacked the 000 reading: keep only those.
-	for _, q := range []string{"DELETE FROM number_keys WHERE match_key LIKE '%:812118532'",
-		"ALTER TABLE events DROP COLUMN sip_message_length", "PRAGMA user_version = 3"} {
+	for _, q := range append(undoV6(), "DELETE FROM number_keys WHERE match_key LIKE '%:812118532'",
+		"ALTER TABLE events DROP COLUMN sip_message_length", "PRAGMA user_version = 3") {
 		if _, err := s.w.Exec(q); err != nil {
 			t.Fatal(err)
 		}
 	}
+	s.version = 3 // what a binary of that schema reads
 	if m, err := s.MatchNumbers(ctx, "+46812118532"); err != nil || len(m) != 0 {
 		t.Fatalf("the version 3 keys already match: %v %v", m, err)
 	}
@@ -541,4 +542,16 @@ func TestWriteCountDuplicatesInABatch(t *testing.T) {
 	if a, _, _ := s.IP(ctx, "192.0.2.1"); a.Count != 1 {
 		t.Errorf("192.0.2.1 counted %d times, want once", a.Count)
 	}
+}
+
+// undoV6 turns a database of schema 6 back into one of schema 5.
+func undoV6() []string {
+	q := []string{"DROP INDEX ip_addresses_seq", "DROP INDEX called_numbers_seq",
+		"ALTER TABLE events DROP COLUMN source_verified", "DELETE FROM totals WHERE name IN ('change_seq', 'epoch')"}
+	for _, t := range []string{"ip_addresses", "called_numbers"} {
+		for _, c := range []string{"verified_count", "verified_local", "verified_trusted", "seq"} {
+			q = append(q, "ALTER TABLE "+t+" DROP COLUMN "+c)
+		}
+	}
+	return q
 }

@@ -142,6 +142,24 @@ var migrations = []migration{
 
 	// 5: messages are kept up to 16 KiB; the length of a longer one received is recorded.
 	{sql: `ALTER TABLE events ADD COLUMN sip_message_length INTEGER NOT NULL DEFAULT 0;`},
+
+	// 6: whether each event's source address was proven (source_verified), verified sightings
+	// per key (all, local, from peers trusted when they reported), and a change sequence per
+	// key (the write batch that last touched it) that blocklist streams resume from; the
+	// store's epoch tells a cursor from another database.
+	{sql: `ALTER TABLE events ADD COLUMN source_verified INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ip_addresses ADD COLUMN verified_count INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ip_addresses ADD COLUMN verified_local INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ip_addresses ADD COLUMN verified_trusted INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ip_addresses ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX ip_addresses_seq ON ip_addresses(seq);
+	ALTER TABLE called_numbers ADD COLUMN verified_count INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE called_numbers ADD COLUMN verified_local INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE called_numbers ADD COLUMN verified_trusted INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE called_numbers ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX called_numbers_seq ON called_numbers(seq);
+	INSERT INTO totals VALUES ('change_seq', 0);
+	INSERT INTO totals VALUES ('epoch', abs(random()) % 9007199254740991 + 1);`},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -228,21 +246,26 @@ type Store struct {
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
 // cut into chunks of these sizes. Fewer, larger statements cost less per event; 64 rows stay
-// well under SQLite's 32766 bound parameters (19 a row). They are prepared at open because
+// well under SQLite's 32766 bound parameters (20 a row). They are prepared at open because
 // the single writer connection is busy inside a transaction while a batch is written.
 var insertSizes = []int{64, 8, 1}
 
 const eventColumns = `event_uuid, event_timestamp, app_name, app_version, created_by_node_id,
 	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
-	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope, sip_message_length`
+	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope, sip_message_length,
+	source_verified`
 
 // readColumns are eventColumns as a database of this store's schema version has them: one
 // opened read-only may be a version behind (see minReadVersion).
 func (s *Store) readColumns() string {
-	if s.version < 5 {
-		return strings.Replace(eventColumns, "sip_message_length", "0", 1)
+	cols := eventColumns
+	if s.version < 6 {
+		cols = strings.Replace(cols, "source_verified", "0", 1)
 	}
-	return eventColumns
+	if s.version < 5 {
+		cols = strings.Replace(cols, "sip_message_length", "0", 1)
+	}
+	return cols
 }
 
 // insertSQL inserts n events, skipping UUIDs already stored.
@@ -253,7 +276,7 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
 	return b.String()
@@ -297,10 +320,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 func (s *Store) prepareReads(ctx context.Context) error {
 	var err error
-	if s.lookupIP, err = s.r.PrepareContext(ctx, lookupSQL("ip_addresses", "ip_address")); err != nil {
+	if s.lookupIP, err = s.r.PrepareContext(ctx, s.lookupSQL("ip_addresses", "ip_address")); err != nil {
 		return fmt.Errorf("prepare lookups on %s: %w", s.path, err)
 	}
-	if s.lookupNum, err = s.r.PrepareContext(ctx, lookupSQL("called_numbers", "called_number")); err != nil {
+	if s.lookupNum, err = s.r.PrepareContext(ctx, s.lookupSQL("called_numbers", "called_number")); err != nil {
 		return fmt.Errorf("prepare lookups on %s: %w", s.path, err)
 	}
 	return nil
@@ -557,12 +580,17 @@ func (s *Store) prepare(ctx context.Context) error {
 }
 
 func upsert(table, key string) string {
-	return `INSERT INTO ` + table + ` (` + key + `, first_seen, last_seen, seen_count, local_count) VALUES (?,?,?,?,?)
+	return `INSERT INTO ` + table + ` (` + key + `, first_seen, last_seen, seen_count, local_count,
+			verified_count, verified_local, verified_trusted, seq) VALUES (?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(` + key + `) DO UPDATE SET
 			first_seen  = min(first_seen, excluded.first_seen),
 			last_seen   = max(last_seen, excluded.last_seen),
 			seen_count  = seen_count + excluded.seen_count,
-			local_count = local_count + excluded.local_count`
+			local_count = local_count + excluded.local_count,
+			verified_count   = verified_count + excluded.verified_count,
+			verified_local   = verified_local + excluded.verified_local,
+			verified_trusted = verified_trusted + excluded.verified_trusted,
+			seq = excluded.seq`
 }
 
 // Name implements hub.Sink.
@@ -595,7 +623,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
-	args := make([]any, 0, 19*insertSizes[0])
+	args := make([]any, 0, 20*insertSizes[0])
 	peers := keyPeers{}
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
 	counted := make(map[string]struct{}, len(batch))      // UUIDs of this batch already counted
@@ -614,7 +642,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
 				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
 				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
-				e.Peer, e.Sealed, e.SIPMessageLength)
+				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified)
 		}
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
 		if err != nil {
@@ -633,9 +661,9 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			}
 			counted[e.UUID] = struct{}{}
 			added++
-			ips.add(e.SourceIP, e.Timestamp, !e.FromPeer)
+			ips.add(e.SourceIP, e)
 			if store.CountsAsNumber(e.CalledNumber) {
-				nums.add(e.CalledNumber, e.Timestamp, !e.FromPeer)
+				nums.add(e.CalledNumber, e)
 			}
 			if e.FromPeer && e.Peer != "" {
 				peers.add(e)
@@ -643,10 +671,18 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			counts.add(e)
 		}
 	}
-	if err := ips.write(ctx, tx.StmtContext(ctx, s.upsertIP)); err != nil {
+	// Every key this batch touches gets the batch's change sequence: a blocklist stream
+	// resumes after the last sequence it sent.
+	var seq int64
+	if len(ips) > 0 {
+		if err := tx.QueryRowContext(ctx, `UPDATE totals SET value = value + 1 WHERE name = 'change_seq' RETURNING value`).Scan(&seq); err != nil {
+			return 0, fmt.Errorf("advance the change sequence of %s: %w", s.path, err)
+		}
+	}
+	if err := ips.write(ctx, tx.StmtContext(ctx, s.upsertIP), seq); err != nil {
 		return 0, fmt.Errorf("update IP aggregates in %s: %w", s.path, err)
 	}
-	if err := nums.write(ctx, tx.StmtContext(ctx, s.upsertNum)); err != nil {
+	if err := nums.write(ctx, tx.StmtContext(ctx, s.upsertNum), seq); err != nil {
 		return 0, fmt.Errorf("update number aggregates in %s: %w", s.path, err)
 	}
 	if len(nums) > 0 {
@@ -713,7 +749,8 @@ func (s *Store) newOnes(ctx context.Context, tx *sql.Tx, res sql.Result, n int, 
 
 type aggregates map[string]*store.Aggregate
 
-func (m aggregates) add(key, ts string, local bool) {
+func (m aggregates) add(key string, e *event.Event) {
+	ts := e.Timestamp
 	a, ok := m[key]
 	if !ok {
 		a = &store.Aggregate{Key: key, FirstSeen: ts, LastSeen: ts}
@@ -722,14 +759,24 @@ func (m aggregates) add(key, ts string, local bool) {
 	a.FirstSeen = min(a.FirstSeen, ts)
 	a.LastSeen = max(a.LastSeen, ts)
 	a.Count++
-	if local {
+	if !e.FromPeer {
 		a.Local++
+	}
+	if e.SourceVerified {
+		a.Verified++
+		switch {
+		case !e.FromPeer:
+			a.VerifiedLocal++
+		case e.Trusted:
+			a.VerifiedTrusted++
+		}
 	}
 }
 
-func (m aggregates) write(ctx context.Context, st *sql.Stmt) error {
+func (m aggregates) write(ctx context.Context, st *sql.Stmt, seq int64) error {
 	for _, a := range m {
-		if _, err := st.ExecContext(ctx, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local); err != nil {
+		if _, err := st.ExecContext(ctx, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local,
+			a.Verified, a.VerifiedLocal, a.VerifiedTrusted, seq); err != nil {
 			return err
 		}
 	}
@@ -836,13 +883,13 @@ func (s *Store) Number(ctx context.Context, n string) (store.Aggregate, bool, er
 	return s.lookup(ctx, s.lookupNum, n)
 }
 
-func lookupSQL(table, key string) string {
-	return `SELECT first_seen, last_seen, seen_count, local_count, peers, trusted_peers FROM ` + table + ` WHERE ` + key + ` = ?`
+func (s *Store) lookupSQL(table, key string) string {
+	return `SELECT ` + s.aggregateColumns() + ` FROM ` + table + ` WHERE ` + key + ` = ?`
 }
 
 func (s *Store) lookup(ctx context.Context, st *sql.Stmt, val string) (store.Aggregate, bool, error) {
 	a := store.Aggregate{Key: val}
-	err := st.QueryRowContext(ctx, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers)
+	err := st.QueryRowContext(ctx, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers, &a.Verified)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Aggregate{}, false, nil
 	}
@@ -852,8 +899,14 @@ func (s *Store) lookup(ctx context.Context, st *sql.Stmt, val string) (store.Agg
 	return a, true, nil
 }
 
-// aggregateColumns are read with every aggregate, after its key.
-const aggregateColumns = `first_seen, last_seen, seen_count, local_count, peers, trusted_peers`
+// aggregateColumns are read with every aggregate, after its key (a database opened read-only
+// may be older than verification: its keys have no verified sightings).
+func (s *Store) aggregateColumns() string {
+	if s.version < 6 {
+		return `first_seen, last_seen, seen_count, local_count, peers, trusted_peers, 0`
+	}
+	return `first_seen, last_seen, seen_count, local_count, peers, trusted_peers, verified_count`
+}
 
 // lists maps a store.List to its table and key column.
 var lists = map[store.List]struct{ table, key string }{
@@ -905,7 +958,7 @@ func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn 
 	if o.Limit > 0 {
 		limit = int64(o.Limit)
 	}
-	selection := `SELECT ` + key + `, ` + aggregateColumns + ` FROM ` + table +
+	selection := `SELECT ` + key + `, ` + s.aggregateColumns() + ` FROM ` + table +
 		` WHERE last_seen >= ? ORDER BY last_seen DESC, ` + key + ` DESC LIMIT ? OFFSET ?`
 	if o.Limit > 0 && o.Limit <= listPage {
 		page, err := readAggregates(ctx, s.bulk, selection, o.Since, limit, max(o.Offset, 0))
@@ -957,7 +1010,7 @@ func (s *Store) Each(ctx context.Context, l store.List, o store.ListOptions, fn 
 // ahead of the cursor and is missed; nothing is listed twice.
 func (s *Store) eachByKey(ctx context.Context, table, key string, o store.ListOptions, fn func(store.Aggregate) error, wrap func(error) error) error {
 	left := o.Limit // 0: no limit
-	page, err := readAggregates(ctx, s.bulk, `SELECT `+key+`, `+aggregateColumns+` FROM `+table+
+	page, err := readAggregates(ctx, s.bulk, `SELECT `+key+`, `+s.aggregateColumns()+` FROM `+table+
 		` WHERE last_seen >= ? ORDER BY last_seen DESC, `+key+` DESC LIMIT ? OFFSET ?`, o.Since, listPage, max(o.Offset, 0))
 	for {
 		if err != nil {
@@ -978,7 +1031,7 @@ func (s *Store) eachByKey(ctx context.Context, table, key string, o store.ListOp
 			return nil
 		}
 		last := page[len(page)-1]
-		page, err = readAggregates(ctx, s.bulk, `SELECT `+key+`, `+aggregateColumns+` FROM `+table+
+		page, err = readAggregates(ctx, s.bulk, `SELECT `+key+`, `+s.aggregateColumns()+` FROM `+table+
 			` WHERE last_seen >= ?1 AND (last_seen < ?2 OR last_seen = ?2 AND `+key+` < ?3)
 			ORDER BY last_seen DESC, `+key+` DESC LIMIT ?4`, o.Since, last.LastSeen, last.Key, listPage)
 	}
@@ -1036,7 +1089,7 @@ func scanAggregates(rows *sql.Rows, fn func(store.Aggregate) error, wrap func(er
 	defer rows.Close()
 	for rows.Next() {
 		var a store.Aggregate
-		if err := rows.Scan(&a.Key, &a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers); err != nil {
+		if err := rows.Scan(&a.Key, &a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers, &a.Verified); err != nil {
 			return wrap(err)
 		}
 		if err := fn(a); err != nil {
@@ -1055,7 +1108,7 @@ func (s *Store) MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, 
 	keys := event.NumberQueryKeys(n)
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, n)
-	q := `SELECT called_number, ` + aggregateColumns + ` FROM called_numbers WHERE called_number = ?`
+	q := `SELECT called_number, ` + s.aggregateColumns() + ` FROM called_numbers WHERE called_number = ?`
 	if len(keys) > 0 {
 		q += ` OR called_number IN (SELECT called_number FROM number_keys WHERE match_key IN (?` +
 			strings.Repeat(",?", len(keys)-1) + `))`
@@ -1174,7 +1227,7 @@ func (s *Store) readEvents(ctx context.Context, q string, args ...any) ([]*event
 		if err := rows.Scan(&id, &e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
 			&e.CollectedMethod, &e.Transport, &e.SourceIP, &e.SourcePort, &e.DestinationIP,
 			&e.DestinationPort, &e.CalledNumber, &e.SIPMethod, &e.SIPUserAgent, &e.SIPMessage,
-			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength); err != nil {
+			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength, &e.SourceVerified); err != nil {
 			return nil, nil, err
 		}
 		events, ids = append(events, &e), append(ids, id)
