@@ -30,6 +30,9 @@ type Message struct {
 	StatusCode int // responses only
 
 	From, To, CallID, CSeq, UserAgent, Contact []byte // first of each, trimmed
+	// Authorization and ProxyAuthorization are the first of each header (credentials that
+	// answer a challenge; see AuthParam). They have no compact form.
+	Authorization, ProxyAuthorization []byte
 
 	Via  [MaxVia][]byte // Via header values in order
 	NVia int
@@ -50,6 +53,8 @@ const (
 	seenCSeq
 	seenAgent
 	seenContact
+	seenAuth
+	seenProxyAuth
 )
 
 // Parse extracts what it can from b. It never fails and never panics: unreadable input comes
@@ -138,10 +143,18 @@ func (m *Message) header(name, val []byte) *[]byte {
 		if bytes.EqualFold(name, []byte("user-agent")) {
 			dst, bit = &m.UserAgent, seenAgent
 		}
+	case 13:
+		if bytes.EqualFold(name, []byte("authorization")) {
+			dst, bit = &m.Authorization, seenAuth
+		}
 	case 14:
 		if bytes.EqualFold(name, []byte("content-length")) {
 			m.setContentLength(val)
 			return nil
+		}
+	case 19:
+		if bytes.EqualFold(name, []byte("proxy-authorization")) {
+			dst, bit = &m.ProxyAuthorization, seenProxyAuth
 		}
 	}
 	if dst == nil || m.seen&bit != 0 {
@@ -331,6 +344,65 @@ func UserPart(v []byte) []byte {
 		v = v[:s]
 	}
 	return v
+}
+
+// AuthParam returns the value of the parameter name (compared without case) in credentials v,
+// such as those of an Authorization header: `Digest username="100", nonce="abc", ...`, or nil.
+// It is tolerant: the scheme may be missing, the quotes too, and there may be blanks around
+// the '='. A quoted value ends at the next unescaped quote (the escapes are kept), or at the
+// end of v.
+func AuthParam(v []byte, name string) []byte {
+	for len(v) > 0 {
+		// Skip separators, then read a parameter name, or the scheme, which has no '='.
+		i := 0
+		for i < len(v) && (v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
+			i++
+		}
+		if i == len(v) {
+			return nil
+		}
+		j := i
+		for j < len(v) && v[j] != '=' && v[j] != ',' && v[j] != ' ' && v[j] != '\t' && v[j] != '"' {
+			j++
+		}
+		key := v[i:j]
+		for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
+			j++
+		}
+		if j == i || j == len(v) || v[j] != '=' {
+			if j == i { // a stray quote: skip it
+				j++
+			}
+			v = v[j:]
+			continue
+		}
+		j++ // the '='
+		for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
+			j++
+		}
+		var val []byte
+		if j < len(v) && v[j] == '"' {
+			k := j + 1
+			for k < len(v) && v[k] != '"' {
+				if v[k] == '\\' {
+					k++
+				}
+				k++
+			}
+			k = min(k, len(v))
+			val, v = v[j+1:k], v[min(k+1, len(v)):]
+		} else {
+			k := j
+			for k < len(v) && v[k] != ',' && v[k] != ' ' && v[k] != '\t' {
+				k++
+			}
+			val, v = v[j:k], v[k:]
+		}
+		if bytes.EqualFold(key, []byte(name)) {
+			return val
+		}
+	}
+	return nil
 }
 
 func hasPrefixFold(b []byte, p string) bool {

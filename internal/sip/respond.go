@@ -23,8 +23,15 @@ type Responder struct {
 	// TagFor, when set, gives the To tag of replies to a source (the reply budget's, which a
 	// source that echoes it proves it receives our packets); else tags are random.
 	TagFor func(netip.Addr) []byte
+	// NonceFor, when set, gives the nonce of the 401 challenge to a REGISTER from a source
+	// (the reply budget's, which a source that echoes it proves it receives our packets);
+	// else nonces are random. NonceOK, when set, says whether a nonce in a request's
+	// credentials is one we gave that source and still valid; else any nonce is.
+	NonceFor func(netip.Addr) []byte
+	NonceOK  func(netip.Addr, []byte) bool
 
-	tag func() []byte // To-tag source; tests make it fixed
+	tag   func() []byte // To-tag source; tests make it fixed
+	nonce func() []byte // nonce source; tests make it fixed
 }
 
 type status struct {
@@ -33,15 +40,22 @@ type status struct {
 }
 
 // statuses returns the replies a PBX would give to method, in order. INVITE fails after 100
-// Trying so scanners move on to their next prefix and reveal more numbers; REGISTER succeeds
-// so they go on to dial.
-func statuses(method []byte) []status {
+// Trying so scanners move on to their next prefix and reveal more numbers. REGISTER is
+// challenged (401 with a nonce) unless it answers a challenge of ours (authorized), whatever
+// the password: then it succeeds, so scanners go on to dial. The challenge is what lets a
+// UDP source prove its address by echoing the nonce (see budget.go).
+func statuses(method []byte, authorized bool) []status {
 	switch string(method) {
 	case "INVITE":
 		return []status{{100, "Trying"}, {404, "Not Found"}}
 	case "ACK":
 		return nil // ACK is never answered
-	case "OPTIONS", "REGISTER", "CANCEL", "BYE", "INFO", "MESSAGE", "NOTIFY",
+	case "REGISTER":
+		if !authorized {
+			return []status{{401, "Unauthorized"}}
+		}
+		return []status{{200, "OK"}}
+	case "OPTIONS", "CANCEL", "BYE", "INFO", "MESSAGE", "NOTIFY",
 		"SUBSCRIBE", "PUBLISH", "REFER", "UPDATE", "PRACK":
 		return []status{{200, "OK"}}
 	default:
@@ -52,10 +66,25 @@ func statuses(method []byte) []status {
 // Replies returns the messages to send back for m, which came from src. Responses, garbage,
 // ACKs and requests without the headers a reply must echo get none.
 func (r *Responder) Replies(m *Message, src netip.AddrPort) [][]byte {
+	return r.replies(m, src, r.authorized(m, src.Addr()))
+}
+
+// authorized reports whether m carries credentials that answer a challenge of ours to src.
+func (r *Responder) authorized(m *Message, src netip.Addr) bool {
+	for _, cred := range [][]byte{m.Authorization, m.ProxyAuthorization} {
+		if n := AuthParam(cred, "nonce"); n != nil && (r.NonceOK == nil || r.NonceOK(src, n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// replies is Replies with authorized already known.
+func (r *Responder) replies(m *Message, src netip.AddrPort, authorized bool) [][]byte {
 	if m.Kind != Request || m.NVia == 0 || m.From == nil || m.To == nil || m.CallID == nil || m.CSeq == nil {
 		return nil
 	}
-	sts := statuses(m.Method)
+	sts := statuses(m.Method, authorized)
 	if len(sts) == 0 {
 		return nil
 	}
@@ -107,6 +136,22 @@ func (r *Responder) build(m *Message, src netip.AddrPort, st status, tag []byte)
 	}
 	b = appendHeader(b, "Server", []byte(persona))
 	switch {
+	case st.code == 401:
+		// What Asterisk sends (its default realm is "asterisk"). svcrack and sipsak answer it.
+		var nonce []byte
+		switch {
+		case r.nonce != nil:
+			nonce = r.nonce()
+		case r.NonceFor != nil:
+			nonce = r.NonceFor(src.Addr())
+		default:
+			nonce = randomNonce()
+		}
+		b = append(b, `WWW-Authenticate: Digest realm="`...)
+		b = appendRealm(b, persona)
+		b = append(b, `", nonce="`...)
+		b = append(b, nonce...)
+		b = append(b, "\", algorithm=MD5, qop=\"auth\"\r\n"...)
 	case string(m.Method) == "OPTIONS" || st.code == 405:
 		b = appendHeader(b, "Allow", []byte(allowHeader))
 		b = appendHeader(b, "Accept", []byte(acceptHeader))
@@ -181,6 +226,32 @@ func hasTag(v []byte) bool {
 			return true
 		}
 	}
+}
+
+// appendRealm appends the realm of our challenges: the persona's first word in lower case,
+// such as "asterisk" (Asterisk's own default realm) for the default persona.
+func appendRealm(b []byte, persona string) []byte {
+	n := len(b)
+	for i := 0; i < len(persona) && persona[i] != ' '; i++ {
+		switch c := persona[i]; {
+		case 'A' <= c && c <= 'Z':
+			b = append(b, c+'a'-'A')
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-', c == '_':
+			b = append(b, c)
+		}
+	}
+	if len(b) == n {
+		b = append(b, "asterisk"...)
+	}
+	return b
+}
+
+func randomNonce() []byte {
+	var raw [16]byte
+	for i := range raw {
+		raw[i] = byte(rand.Uint32())
+	}
+	return hex.AppendEncode(nil, raw[:])
 }
 
 func randomTag() []byte {

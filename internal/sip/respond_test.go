@@ -14,10 +14,16 @@ var srcAddr = netip.MustParseAddrPort("192.0.2.77:15070")
 
 func fixedTag() []byte { return []byte("a1b2c3d4e5") }
 
+func fixedNonce() []byte { return []byte("00112233445566778899aabbccddeeff") }
+
+// The replies' exact bytes. A REGISTER without credentials gets the 401 challenge
+// (svwar-register, folded-blank-agent); one that answers it, 200 (the *-auth ones: any nonce
+// counts here, as the Responder has no NonceOK).
 func TestRepliesGolden(t *testing.T) {
-	r := &Responder{tag: fixedTag}
+	r := &Responder{tag: fixedTag, nonce: fixedNonce}
 	for _, name := range []string{"svmap-options.sip", "svmap-invite.sip", "svwar-register.sip",
-		"sipsak-options.sip", "sipp-invite.sip", "compact-lf.sip", "folded-blank-agent.sip"} {
+		"sipsak-options.sip", "sipp-invite.sip", "compact-lf.sip", "folded-blank-agent.sip",
+		"svcrack-register-auth.sip", "sipsak-register-auth.sip"} {
 		t.Run(name, func(t *testing.T) {
 			m := Parse(readMsg(t, name))
 			replies := r.Replies(&m, srcAddr)
@@ -32,7 +38,8 @@ func TestRepliesGolden(t *testing.T) {
 
 func TestRepliesEchoTransaction(t *testing.T) {
 	r := &Responder{Persona: "Test PBX 1"}
-	for _, name := range []string{"svmap-options.sip", "svmap-invite.sip", "svwar-register.sip", "sipsak-options.sip", "sipp-invite.sip"} {
+	for _, name := range []string{"svmap-options.sip", "svmap-invite.sip", "svwar-register.sip", "sipsak-options.sip", "sipp-invite.sip",
+		"svcrack-register-auth.sip"} {
 		req := Parse(readMsg(t, name))
 		replies := r.Replies(&req, srcAddr)
 		for i, reply := range replies {
@@ -74,12 +81,21 @@ func TestRepliesPerMethod(t *testing.T) {
 		return []byte(method + " sip:100@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n" +
 			"From: <sip:a@b>;tag=1\r\nTo: <sip:100@192.0.2.2>\r\nCall-ID: x\r\nCSeq: 1 " + method + "\r\n\r\n")
 	}
+	withAuth := func(method, header, cred string) []byte {
+		return []byte(strings.Replace(string(req(method)), "\r\n\r\n", "\r\n"+header+": "+cred+"\r\n\r\n", 1))
+	}
 	tests := []struct {
 		in    []byte
 		codes []int
 	}{
 		{req("OPTIONS"), []int{200}},
-		{req("REGISTER"), []int{200}},
+		{req("REGISTER"), []int{401}},
+		{withAuth("REGISTER", "Authorization", `Digest username="100", nonce="good", response="x"`), []int{200}},
+		{withAuth("REGISTER", "authorization", `Digest nonce=good`), []int{200}},
+		{withAuth("REGISTER", "Proxy-Authorization", `Digest nonce="good"`), []int{200}},
+		{withAuth("REGISTER", "Authorization", `Digest username="100", nonce="stale", response="x"`), []int{401}},
+		{withAuth("REGISTER", "Authorization", `Digest username="100", cnonce="good"`), []int{401}},
+		{withAuth("INVITE", "Authorization", `Digest nonce="good"`), []int{100, 404}},
 		{req("INVITE"), []int{100, 404}},
 		{req("BYE"), []int{200}},
 		{req("CANCEL"), []int{200}},
@@ -89,7 +105,8 @@ func TestRepliesPerMethod(t *testing.T) {
 		{readMsg(t, "garbage-tls-hello.bin"), nil},
 		{[]byte("OPTIONS sip:1@a SIP/2.0\r\nCall-ID: no-via\r\n\r\n"), nil},
 	}
-	var r Responder
+	// Only the nonce "good" is ours.
+	r := Responder{NonceOK: func(_ netip.Addr, n []byte) bool { return string(n) == "good" }}
 	for _, tt := range tests {
 		m := Parse(tt.in)
 		replies := r.Replies(&m, srcAddr)

@@ -87,9 +87,12 @@ func New(cfg Config) *Server {
 		cfg.ReadBuffer = 8 << 20
 	}
 	budget := newReplyBudget(cfg.ReplyRate, cfg.ReplyBurst)
+	responder := Responder{Persona: cfg.Persona, TagFor: budget.tag,
+		NonceFor: func(a netip.Addr) []byte { return budget.nonce(a, time.Now()) },
+		NonceOK:  func(a netip.Addr, n []byte) bool { return budget.nonceValid(a, n, time.Now()) }}
 	return &Server{
 		cfg:       cfg,
-		responder: Responder{Persona: cfg.Persona, TagFor: budget.tag},
+		responder: responder,
 		budget:    budget,
 		log:       cfg.Log,
 		done:      make(chan struct{}),
@@ -172,6 +175,11 @@ func (s *Server) TLSAddr() net.Addr {
 // RepliesSuppressed is how many replies the reply budget left out.
 func (s *Server) RepliesSuppressed() uint64 { return s.budget.suppressed.Load() }
 
+// Verifications is how many UDP messages proved their source address by echoing our To tag
+// or the nonce of our challenge (responsive mode). Messages verified because their address
+// proved itself earlier are not counted again.
+func (s *Server) Verifications() uint64 { return s.budget.verifications.Load() }
+
 // Received returns how many messages (datagrams or stream messages) were recorded.
 func (s *Server) Received() uint64 { return s.received.Load() }
 
@@ -232,13 +240,25 @@ func (s *Server) closing() bool {
 }
 
 // record answers m in responsive mode, then publishes the event. The reply goes first so a
-// scanner sees a PBX's timing.
+// scanner sees a PBX's timing. The event says whether the source is proven: over TCP and TLS
+// always (the handshake completed); over UDP only in responsive mode, when the message or an
+// earlier one from that address echoed our tag or nonce (see budget.go). Passive mode sends
+// nothing, so a UDP source there is never proven.
 func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip.AddrPort, reply func([]byte) error) {
+	now := time.Now()
+	var p proof
+	if s.cfg.Responsive && m.Kind == Request {
+		p = s.budget.check(m, src.Addr(), now)
+	}
+	verified := transport != event.UDP
+	if transport == event.UDP && s.cfg.Responsive {
+		verified = s.budget.verify(src.Addr(), p.any(), now)
+	}
 	if s.cfg.Responsive && reply != nil {
-		replies := s.responder.Replies(m, src)
+		replies := s.responder.replies(m, src, p.nonce)
 		if transport == event.UDP && m.Kind == Request {
 			// A UDP source may be forged: what it gets back is bounded.
-			if allowed := s.budget.admit(src.Addr(), len(raw), toTag(m.To), replies); len(allowed) < len(replies) {
+			if allowed := s.budget.admit(src.Addr(), len(raw), verified, replies); len(allowed) < len(replies) {
 				s.warn.Info("replies to a source over its reply budget are left out; its probes are still recorded",
 					"from", src.Addr(), "suppressed_total", s.budget.suppressed.Load())
 				replies = allowed
@@ -257,12 +277,13 @@ func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip
 	}
 	e := event.New(event.Origin{
 		AppVersion: s.cfg.AppVersion, NodeID: s.cfg.NodeID, Method: method,
-		Transport: transport, Source: src, Dest: dst,
-	}, time.Now(), string(m.CalledNumber()), string(m.Method), string(m.Agent()), raw)
+		Transport: transport, Source: src, Dest: dst, Verified: verified,
+	}, now, string(m.CalledNumber()), string(m.Method), string(m.Agent()), raw)
 	s.received.Add(1)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("SIP message", "transport", transport, "from", src, "to", dst, "bytes", len(raw),
-			"method", e.SIPMethod, "number", e.CalledNumber, "agent", e.SIPUserAgent, "message", e.SIPMessage)
+			"method", e.SIPMethod, "number", e.CalledNumber, "agent", e.SIPUserAgent, "verified", verified,
+			"message", e.SIPMessage)
 	}
 	s.cfg.Publish(e)
 }
