@@ -184,6 +184,14 @@ func FuzzParse(f *testing.F) {
 		if m.HeaderLen > len(b) {
 			t.Fatalf("HeaderLen %d beyond input %d", m.HeaderLen, len(b))
 		}
+		for _, cred := range [][]byte{m.Authorization, m.ProxyAuthorization, b} {
+			if n := AuthParam(cred, "nonce"); len(n) > len(cred) || !bytes.Contains(cred, n) {
+				t.Fatalf("nonce %q is not part of %q", n, cred)
+			}
+		}
+		if m.Kind == Garbage && (m.Authorization != nil || m.ProxyAuthorization != nil) {
+			t.Fatalf("garbage produced credentials: %q %q", m.Authorization, m.ProxyAuthorization)
+		}
 		for _, reply := range r.Replies(&m, srcAddr) {
 			if rm := Parse(reply); rm.Kind != Response {
 				t.Fatalf("reply does not parse as a response: %q", reply)
