@@ -89,7 +89,7 @@ func checkOutputsAgree(t *testing.T, n *node, evs []*event.Event) {
 	if len(lines) != len(evs) {
 		t.Errorf("JSON log has %d lines, store has %d events", len(lines), len(evs))
 	}
-	keyOrder := regexp.MustCompile(`^\{"app_name":.*,"app_version":.*,"event_timestamp":.*,"event_uuid":.*,"created_by_node_id":.*,"collected_method":.*,"transport_type":.*,"source_ip":.*,"destination_ip":.*,"called_number":.*,"sip_method":.*,"sip_user_agent":.*,"sip_message":.*,"source_port":\d+,"destination_port":\d+(,"sip_message_length":\d+)?\}$`)
+	keyOrder := regexp.MustCompile(`^\{"app_name":.*,"app_version":.*,"event_timestamp":.*,"event_uuid":.*,"created_by_node_id":.*,"collected_method":.*,"transport_type":.*,"source_ip":.*,"destination_ip":.*,"called_number":.*,"sip_method":.*,"sip_user_agent":.*,"sip_message":.*,"source_port":\d+,"destination_port":\d+,"source_verified":(true|false)(,"sip_message_length":\d+)?\}$`)
 	for _, line := range lines {
 		var got event.Event
 		if err := json.Unmarshal([]byte(line), &got); err != nil {
@@ -253,8 +253,9 @@ func TestSipviciousResponsiveAndPassive(t *testing.T) {
 			if out, err := run(t, 60*time.Second, "svmap", "-p"+port, "-P", fmt.Sprint(invPort), "-m", "INVITE", "127.0.0.1"); err != nil {
 				t.Fatalf("svmap INVITE: %v\n%s", err, out)
 			}
-			if out, err := run(t, 60*time.Second, "svwar", "-p"+port, "-P", fmt.Sprint(warPort), "-e100-104", "-m", "REGISTER", "127.0.0.1"); err != nil {
-				t.Fatalf("svwar: %v\n%s", err, out)
+			warOut, err := run(t, 60*time.Second, "svwar", "-p"+port, "-P", fmt.Sprint(warPort), "-e100-104", "-m", "REGISTER", "127.0.0.1")
+			if err != nil {
+				t.Fatalf("svwar: %v\n%s", err, warOut)
 			}
 			n.stop()
 			evs := n.events()
@@ -268,20 +269,19 @@ func TestSipviciousResponsiveAndPassive(t *testing.T) {
 			for _, e := range got["UDP INVITE"] {
 				checkEvent(t, n, e, want{transport: "UDP", method: "INVITE", number: "100", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: invPort}, collected, start)
 			}
-			// svwar tries one random extension first; in responsive mode, it goes on to 100-104.
+			// svwar tries one random extension first. Passive mode does not answer it; responsive
+			// mode challenges every REGISTER (401), as a real Asterisk does, and svwar gives up
+			// on a PBX that challenges an unknown extension. Either way that probe is all.
 			numbers := map[string]bool{}
 			for _, e := range got["UDP REGISTER"] {
 				checkEvent(t, n, e, want{transport: "UDP", method: "REGISTER", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: warPort}, collected, start)
 				numbers[e.CalledNumber] = true
 			}
-			if responsive {
-				for ext := 100; ext <= 104; ext++ {
-					if !numbers[fmt.Sprint(ext)] {
-						t.Errorf("svwar extension %d not recorded (got %v)", ext, numbers)
-					}
-				}
-			} else if len(numbers) == 0 {
-				t.Error("svwar's probe not recorded in passive mode")
+			if len(numbers) != 1 || numbers["100"] {
+				t.Errorf("svwar REGISTERs recorded for %v, want its one random extension", numbers)
+			}
+			if gaveUp := strings.Contains(warOut, "authentication request for an unknown extension"); gaveUp != responsive {
+				t.Errorf("svwar output (responsive=%v):\n%s", responsive, warOut)
 			}
 			checkOutputsAgree(t, n, evs)
 		})
