@@ -41,14 +41,15 @@ type NFTOptions struct {
 	// NetNS is a file descriptor of a network namespace to work in (for tests); 0 is the
 	// namespace of the calling process.
 	NetNS int
-	// MaxTransactionBytes caps the size of one netlink transaction. 0 is 16 MiB, or less if
-	// the socket's send buffer cannot be raised that far (SO_SNDBUFFORCE needs
-	// CAP_NET_ADMIN). A call that needs more is carried out in several transactions.
+	// MaxTransactionBytes caps the size of one netlink transaction. 0 is 1 MiB (see "Large
+	// calls" in NFT's documentation), or less if the socket's send buffer cannot be raised
+	// that far (SO_SNDBUFFORCE needs CAP_NET_ADMIN; else net.core.wmem_max caps it). A call
+	// that needs more is carried out in several transactions.
 	MaxTransactionBytes int
 }
 
 const (
-	defaultTxBytes = 16 << 20
+	defaultTxBytes = 1 << 20
 	// rcvBuffer holds the kernel's acknowledgements of one transaction (one per message).
 	rcvBuffer = 8 << 20
 	// ackTrueSize is what one acknowledgement costs in the receive buffer (skb overhead
@@ -82,20 +83,23 @@ const (
 // # Large calls
 //
 // The elements of one message are one netlink attribute (at most 64 KiB), so a call is cut
-// into messages of at most 2,048 IPv4 or 1,536 IPv6 elements, all sent in one transaction
-// (one sendmsg, one Flush): the connection raises its socket buffers so that a transaction of
-// MaxTransactionBytes fits. Only a call larger than that (about 270,000 IPv4 elements at the
-// default 16 MiB) is carried out in several transactions; each is atomic, the call as a whole
-// is not.
+// into messages of at most 2,048 IPv4 or 1,536 IPv6 elements, sent in transactions of at most
+// MaxTransactionBytes (default 1 MiB: about 16,000 IPv4 or 10,000 IPv6 elements, counting the
+// three messages per chunk), one sendmsg and one Flush each. A call that fits is one atomic
+// transaction; a larger one (a full load of the list) is several, each atomic, the call as a
+// whole not. Measured with bench/nftapply on Linux 6.18, 100,000 IPv4 elements into an empty
+// set: one 6 MiB transaction took 0.64 s and a 62 MiB peak RSS, 1 MiB transactions 0.30 s and
+// 38 MiB (the kernel's cost grows faster than linearly with the size of a transaction).
 type NFT struct {
 	o NFTOptions
 
-	mu     sync.Mutex
-	conn   *nftables.Conn
-	nl     *netlink.Conn // conn's lasting socket, for deadlines
-	txMax  int           // bytes of one transaction
-	txMsgs int           // messages of one transaction
-	closed bool
+	mu      sync.Mutex
+	conn    *nftables.Conn
+	nl      *netlink.Conn // conn's lasting socket, for deadlines
+	txMax   int           // bytes of one transaction
+	txMsgs  int           // messages of one transaction
+	flushes int           // transactions sent (for tests)
+	closed  bool
 
 	table      *nftables.Table
 	set4, set6 *nftables.Set
@@ -403,12 +407,14 @@ func (b *batch) add(set *nftables.Set, els []Element, addrs []netip.Addr) error 
 	if set == b.n.set6 {
 		keyLen = 16
 	}
-	elemBytes := 12 + keyLen + 12 // item, key, value, timeout attributes
+	bareBytes := 12 + keyLen     // item, key and value attributes
+	timedBytes := bareBytes + 12 // and the timeout
+	hdrBytes := 128 + len(set.Name) + len(set.Table.Name)
 	per := 2048
 	if keyLen == 16 {
 		per = 1536
 	}
-	per = min(per, maxAttr/elemBytes)
+	per = min(per, maxAttr/timedBytes)
 	bare := make([]nftables.SetElement, 0, per)
 	timed := make([]nftables.SetElement, 0, per)
 	b.what = "add to"
@@ -428,11 +434,11 @@ func (b *batch) add(set *nftables.Set, els []Element, addrs []netip.Addr) error 
 				bare = append(bare, nftables.SetElement{Key: addrs[i].AsSlice()})
 			}
 		}
-		msgs := 2
+		count := end - start
+		msgs, size := 2, 2*(hdrBytes+count*bareBytes)
 		if els != nil {
-			msgs = 3
+			msgs, size = 3, size+hdrBytes+count*timedBytes
 		}
-		size := msgs * (256 + (end-start)*elemBytes)
 		if b.msgs > 0 && (b.bytes+size > b.n.txMax || b.msgs+msgs > b.n.txMsgs) {
 			if err := b.flush(); err != nil {
 				return err
@@ -461,6 +467,7 @@ func (b *batch) flush() error {
 		return nil
 	}
 	b.bytes, b.msgs = 0, 0
+	b.n.flushes++
 	if err := b.n.conn.Flush(); err != nil {
 		return b.n.explain(b.what+" sets "+b.n.o.Set4+"/"+b.n.o.Set6, err)
 	}

@@ -384,7 +384,11 @@ func TestNFTAddMixed1000(t *testing.T) {
 	for _, a := range addrs {
 		all = append(all, Element{a, 10 * time.Minute})
 	}
+	before := n.flushes
 	add(t, n, all...)
+	if got := n.flushes - before; got != 1 {
+		t.Errorf("Add of 1,000 took %d transactions, want 1", got)
+	}
 	checkLen(t, n, 500, 500)
 	for _, e := range nftSet(t, ns, "dialtrap", "blocklist6") {
 		if e.timeout != 600 {
@@ -404,26 +408,31 @@ func manyAddrs(n4, n6 int) []Element {
 	return els
 }
 
-// 100,000 IPv4 and 30,000 IPv6 elements in one Add (one transaction, many messages), then
-// refreshed; and the same in many small transactions.
+// 100,000 IPv4 and 30,000 IPv6 elements in one Add, then refreshed, then deleted: in 1 MiB
+// transactions (the default), in one transaction, and in many small ones.
 func TestNFTLarge(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name   string
 		txMax  int
 		n4, n6 int
+		txs    int // transactions of the first Add: 1, or 0 for more than 1
 	}{
-		{"one transaction", 0, 100000, 30000},
-		{"256 KiB transactions", 256 << 10, 20000, 10000},
+		{"default", 0, 100000, 30000, 0},
+		{"one transaction", 16 << 20, 100000, 30000, 1},
+		{"256 KiB transactions", 256 << 10, 20000, 10000, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			n, ns := newTestNFT(t, NFTOptions{MaxTransactionBytes: c.txMax})
 			ensure(t, n)
 			els := manyAddrs(c.n4, c.n6)
-			start := time.Now()
+			start, before := time.Now(), n.flushes
 			add(t, n, els...)
-			t.Logf("Add of %d elements into empty sets: %v", len(els), time.Since(start))
+			t.Logf("Add of %d elements into empty sets: %v, %d transactions", len(els), time.Since(start), n.flushes-before)
+			if got := n.flushes - before; (c.txs == 1) != (got == 1) {
+				t.Errorf("%d transactions, want %v", got, map[int]string{0: "more than 1", 1: "1"}[c.txs])
+			}
 			checkLen(t, n, c.n4, c.n6)
 			start = time.Now()
 			add(t, n, els...)
