@@ -138,9 +138,12 @@ func NewNFT(o NFTOptions) (*NFT, error) {
 	n := &NFT{
 		o:     o,
 		table: t,
-		set4: &nftables.Set{Table: t, Name: o.Set4, KeyType: nftables.TypeIPAddr,
+		// Set IDs of our own (they only need to differ within a transaction): with ID 0,
+		// AddSet would take one from a package variable it changes without a lock, a data
+		// race between two NFTs.
+		set4: &nftables.Set{Table: t, Name: o.Set4, ID: 1, KeyType: nftables.TypeIPAddr,
 			HasTimeout: true, KeyByteOrder: binaryutil.BigEndian},
-		set6: &nftables.Set{Table: t, Name: o.Set6, KeyType: nftables.TypeIP6Addr,
+		set6: &nftables.Set{Table: t, Name: o.Set6, ID: 2, KeyType: nftables.TypeIP6Addr,
 			HasTimeout: true, KeyByteOrder: binaryutil.BigEndian},
 		chain: &nftables.Chain{Name: o.Chain, Table: t, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(-10),
