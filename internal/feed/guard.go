@@ -1,0 +1,220 @@
+// Package feed turns the store's aggregates into blocklists a firewall or a PBX can load:
+// plain lists, ipset and nftables scripts, JSON and CSV, and a change stream that an agent
+// follows (see Serve). It also holds the never-block lists: addresses and numbers that are
+// recorded but must never reach a feed, a firewall set or a peer, whatever the evidence.
+package feed
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+)
+
+// DefaultNeverBlock are the ranges no blocklist should ever hold: a forged or misrouted
+// packet from them says nothing about an attacker, and blocking them cuts off the host itself
+// or its own networks. The node adds its own addresses.
+var DefaultNeverBlock = []string{
+	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+	"192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+	"203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+	"::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001:db8::/32", "3fff::/20",
+	"fc00::/7", "fe80::/10", "ff00::/8",
+}
+
+// IPGuard holds the addresses never to block. The zero value protects nothing.
+type IPGuard struct {
+	// byBits maps each prefix length in use to the set of masked prefixes of that length: a
+	// check costs one map probe per distinct length, however long the list.
+	byBits map[int]map[netip.Prefix]struct{}
+	bits   []int
+	n      int
+}
+
+// NewIPGuard reads entries: addresses, CIDR prefixes, or paths of files holding them (one a
+// line; # starts a comment). defaults adds DefaultNeverBlock.
+func NewIPGuard(entries []string, defaults bool) (*IPGuard, error) {
+	g := &IPGuard{byBits: map[int]map[netip.Prefix]struct{}{}}
+	if defaults {
+		for _, s := range DefaultNeverBlock {
+			g.Add(netip.MustParsePrefix(s))
+		}
+	}
+	for _, e := range entries {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		if p, ok := parsePrefix(e); ok {
+			g.Add(p)
+			continue
+		}
+		if err := g.addFile(e); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, bool) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), true
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap().WithZone("")
+		return netip.PrefixFrom(a, a.BitLen()), true
+	}
+	return netip.Prefix{}, false
+}
+
+func (g *IPGuard) addFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("never-block entry %q is neither an address, a CIDR prefix nor a readable file: %w", path, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		s, _, _ := strings.Cut(sc.Text(), "#")
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, ok := parsePrefix(s)
+		if !ok {
+			return fmt.Errorf("never-block file %s line %d: %q is not an address or CIDR prefix", path, line, s)
+		}
+		g.Add(p)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read never-block file %s: %w", path, err)
+	}
+	return nil
+}
+
+// Add protects a prefix (an IPv4-mapped IPv6 prefix protects the IPv4 one too).
+func (g *IPGuard) Add(p netip.Prefix) {
+	if g.byBits == nil {
+		g.byBits = map[int]map[netip.Prefix]struct{}{}
+	}
+	p = p.Masked()
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	m := g.byBits[p.Bits()]
+	if m == nil {
+		m = map[netip.Prefix]struct{}{}
+		g.byBits[p.Bits()] = m
+		g.bits = append(g.bits, p.Bits())
+		slices.Sort(g.bits)
+	}
+	if _, ok := m[p]; !ok {
+		m[p] = struct{}{}
+		g.n++
+	}
+}
+
+// AddAddr protects one address.
+func (g *IPGuard) AddAddr(a netip.Addr) {
+	a = a.Unmap().WithZone("")
+	g.Add(netip.PrefixFrom(a, a.BitLen()))
+}
+
+// Len is the number of distinct prefixes protected.
+func (g *IPGuard) Len() int {
+	if g == nil {
+		return 0
+	}
+	return g.n
+}
+
+// Protects reports whether a is never to be blocked.
+func (g *IPGuard) Protects(a netip.Addr) bool {
+	if g == nil {
+		return false
+	}
+	a = a.Unmap().WithZone("")
+	for _, b := range g.bits {
+		if b > a.BitLen() {
+			break
+		}
+		p, err := a.Prefix(b)
+		if err != nil {
+			continue
+		}
+		if _, ok := g.byBits[b][p]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ProtectsString is Protects for a stored address; anything that does not parse is
+// protected (it cannot be a firewall element anyway).
+func (g *IPGuard) ProtectsString(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err != nil || g.Protects(a)
+}
+
+// EmergencyNumbers are never in a number feed, as whole numbers: an outbound blocklist that
+// held one could stop a call for help.
+var EmergencyNumbers = []string{"112", "911", "999", "000", "110", "119", "100", "101", "102", "108", "118", "08", "061", "062", "063", "065", "15", "17", "18"}
+
+// MinFeedDigits is the fewest digits a number in a feed has: shorter ones are extensions,
+// service and emergency codes (9-911 too), which a PBX's outbound blocklist must never hold.
+// It is the national match's threshold as well.
+const MinFeedDigits = 6
+
+// NumberGuard holds the numbers never to put in a number feed.
+type NumberGuard struct {
+	exact    map[string]struct{}
+	prefixes []string
+}
+
+// NewNumberGuard takes numbers ("+4420...", or digits) and prefixes written with a trailing
+// "*"; emergency numbers are always in.
+func NewNumberGuard(entries []string) (*NumberGuard, error) {
+	g := &NumberGuard{exact: map[string]struct{}{}}
+	for _, n := range EmergencyNumbers {
+		g.exact[n] = struct{}{}
+	}
+	for _, e := range entries {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		pre, isPrefix := strings.CutSuffix(e, "*")
+		d := strings.TrimPrefix(pre, "+")
+		if d == "" || strings.Trim(d, "0123456789") != "" {
+			return nil, fmt.Errorf("never-block number %q: write digits, optionally after + and before a final * for a prefix", e)
+		}
+		if isPrefix {
+			g.prefixes = append(g.prefixes, d)
+		} else {
+			g.exact[d] = struct{}{}
+		}
+	}
+	return g, nil
+}
+
+// Protects reports whether n must stay out of number feeds: anything that is not a plain
+// number, a short number, an emergency number, or one on the operator's list.
+func (g *NumberGuard) Protects(n string) bool {
+	d := strings.TrimPrefix(n, "+")
+	if d == "" || strings.Trim(d, "0123456789") != "" || len(d) < MinFeedDigits {
+		return true
+	}
+	if g == nil {
+		return false
+	}
+	if _, ok := g.exact[d]; ok {
+		return true
+	}
+	for _, p := range g.prefixes {
+		if strings.HasPrefix(d, p) {
+			return true
+		}
+	}
+	return false
+}

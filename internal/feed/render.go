@@ -1,0 +1,349 @@
+package feed
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
+)
+
+// Pager reads a feed a page at a time (the store).
+type Pager interface {
+	FeedPage(ctx context.Context, l store.List, f store.FeedFilter, o store.FeedOrder, after store.FeedItem, limit int) ([]store.FeedItem, error)
+}
+
+// Formats of a feed.
+const (
+	Plain = "plain" // one key a line
+	IPSet = "ipset" // an `ipset restore -exist` script
+	NFT   = "nft"   // an `nft -f` script
+	JSON  = "json"
+	CSV   = "csv"
+)
+
+// Query is a validated feed request.
+type Query struct {
+	List   store.List
+	Format string
+	Filter store.FeedFilter
+	// TTL, when set, keeps only keys last seen within it and gives each element a timeout of
+	// what is left of it (last seen + TTL - now), so firewall sets expire them on their own.
+	TTL        time.Duration
+	Table      string // nft table (inet family)
+	Set4, Set6 string // nft or ipset set names
+}
+
+// MaxTTL bounds ttl: a year.
+const MaxTTL = 366 * 24 * time.Hour
+
+var setName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,30}$`)
+
+// ParseQuery reads a feed's parameters: format, since, min_count, verified (only, the
+// default, or any), source (trusted, the default: this node's and trusted peers'; local;
+// all), ttl (a duration or seconds), and for scripts table, set4 and set6.
+func ParseQuery(l store.List, v url.Values, now time.Time) (Query, error) {
+	q := Query{List: l, Format: v.Get("format"), Filter: store.FeedFilter{Verified: true}}
+	if q.Format == "" {
+		q.Format = Plain
+	}
+	switch q.Format {
+	case Plain, JSON, CSV:
+	case IPSet, NFT:
+		if l != store.IPAddresses {
+			return q, fmt.Errorf("format %s is for addresses; numbers come as plain, json or csv", q.Format)
+		}
+	default:
+		return q, fmt.Errorf("format must be plain, ipset, nft, json or csv, not %q", q.Format)
+	}
+	var err error
+	if s := v.Get("since"); s != "" {
+		if q.Filter.Since, err = event.ParseSince(s, now); err != nil {
+			return q, err
+		}
+	}
+	if s := v.Get("min_count"); s != "" {
+		if q.Filter.MinCount, err = strconv.ParseInt(s, 10, 64); err != nil || q.Filter.MinCount < 0 {
+			return q, fmt.Errorf("min_count must be a whole number, not %q", s)
+		}
+	}
+	switch v.Get("verified") {
+	case "", "only", "true", "1", "yes":
+	case "any", "false", "0", "no":
+		q.Filter.Verified = false
+	default:
+		return q, fmt.Errorf("verified must be only or any, not %q", v.Get("verified"))
+	}
+	switch v.Get("source") {
+	case "", "trusted":
+	case "local":
+		q.Filter.Source = store.SourceLocal
+	case "all":
+		q.Filter.Source = store.SourceAll
+	default:
+		return q, fmt.Errorf("source must be local, trusted or all, not %q", v.Get("source"))
+	}
+	if s := v.Get("ttl"); s != "" {
+		if q.TTL, err = ParseTTL(s); err != nil {
+			return q, err
+		}
+	}
+	q.Table, q.Set4, q.Set6 = v.Get("table"), v.Get("set4"), v.Get("set6")
+	def4, def6 := "blocklist4", "blocklist6"
+	if q.Format == IPSet {
+		def4, def6 = "dialtrap4", "dialtrap6"
+	}
+	for _, p := range []struct {
+		v   *string
+		def string
+	}{{&q.Table, "dialtrap"}, {&q.Set4, def4}, {&q.Set6, def6}} {
+		if *p.v == "" {
+			*p.v = p.def
+		}
+		if !setName.MatchString(*p.v) {
+			return q, fmt.Errorf("table and set names are a letter then up to 30 letters, digits, _ . or -, not %q", *p.v)
+		}
+	}
+	return q, nil
+}
+
+// ParseTTL reads a duration ("24h", "90m") or whole seconds; 0 means no expiry.
+func ParseTTL(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		n, nerr := strconv.ParseInt(s, 10, 64)
+		if nerr != nil || n > int64(MaxTTL/time.Second) {
+			return 0, fmt.Errorf("ttl must be a duration such as 24h or whole seconds, not %q", s)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 || d > MaxTTL {
+		return 0, fmt.Errorf("ttl must be from 0 to %s, not %q", MaxTTL, s)
+	}
+	return d, nil
+}
+
+// Live returns the filter with the TTL's window applied: only keys last seen within it.
+func (q Query) Live(now time.Time) store.FeedFilter {
+	f := q.Filter
+	if q.TTL > 0 {
+		f.Since = max(f.Since, event.FormatTime(now.Add(-q.TTL)))
+	}
+	return f
+}
+
+// Timeout is what is left of a key's TTL at now, rounded up to whole seconds (at least 1);
+// 0 when there is no TTL.
+func (q Query) Timeout(lastSeen string, now time.Time) time.Duration {
+	if q.TTL <= 0 {
+		return 0
+	}
+	t, err := event.ParseTime(lastSeen)
+	if err != nil {
+		return q.TTL
+	}
+	left := t.Add(q.TTL).Sub(now)
+	return max(time.Duration(math.Ceil(left.Seconds()))*time.Second, time.Second)
+}
+
+// Guards are the never-block lists a feed applies.
+type Guards struct {
+	IPs     *IPGuard
+	Numbers *NumberGuard
+}
+
+// Allows reports whether a key of list l may be in a feed.
+func (g Guards) Allows(l store.List, key string) bool {
+	if l == store.CalledNumbers {
+		return !g.Numbers.Protects(key)
+	}
+	return !g.IPs.ProtectsString(key)
+}
+
+// ContentType is the media type of a format.
+func ContentType(format string) string {
+	switch format {
+	case JSON:
+		return "application/json"
+	case CSV:
+		return "text/csv; charset=utf-8"
+	default:
+		return "text/plain; charset=utf-8"
+	}
+}
+
+// pageSize is how many keys are read at a time.
+const pageSize = 1000
+
+// Render writes the feed q selects to w in its format, reading the store a page at a time;
+// progress, when set, is called after each page (the API extends its write deadline).
+func Render(ctx context.Context, w io.Writer, src Pager, q Query, g Guards, now time.Time, progress func()) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	r := newRenderer(bw, q)
+	f := q.Live(now)
+	var after store.FeedItem
+	for {
+		page, err := src.FeedPage(ctx, q.List, f, store.ByKey, after, pageSize)
+		if err != nil {
+			return err
+		}
+		for _, it := range page {
+			if g.Allows(q.List, it.Key) {
+				r.item(it, q.Timeout(it.LastSeen, now))
+			}
+		}
+		if len(page) < pageSize {
+			break
+		}
+		after = page[len(page)-1]
+		if progress != nil {
+			progress()
+		}
+	}
+	r.end()
+	if r.err != nil {
+		return r.err
+	}
+	return bw.Flush()
+}
+
+// nftBatch is how many elements one nft `add element` statement carries.
+const nftBatch = 512
+
+type renderer struct {
+	w        *bufio.Writer
+	q        Query
+	csv      *csv.Writer
+	n        int
+	v4, v6   []string // nft: elements waiting for their statement
+	scratch  []byte
+	err      error
+	keyName  string
+	listName string
+}
+
+func newRenderer(w *bufio.Writer, q Query) *renderer {
+	r := &renderer{w: w, q: q, keyName: "ip_address", listName: "ip_addresses"}
+	if q.List == store.CalledNumbers {
+		r.keyName, r.listName = "called_number", "called_numbers"
+	}
+	switch q.Format {
+	case IPSet:
+		fmt.Fprintf(w, "create %s hash:ip family inet hashsize 1024 maxelem 4194304 timeout 0\n", q.Set4)
+		fmt.Fprintf(w, "create %s hash:ip family inet6 hashsize 1024 maxelem 4194304 timeout 0\n", q.Set6)
+		fmt.Fprintf(w, "flush %s\nflush %s\n", q.Set4, q.Set6)
+	case NFT:
+		// Declaring the table and sets creates them if missing; the flushes then make the
+		// script a whole replacement, applied by nft -f in one transaction.
+		fmt.Fprintf(w, "table inet %s {\n\tset %s { type ipv4_addr; flags timeout; }\n\tset %s { type ipv6_addr; flags timeout; }\n}\n",
+			q.Table, q.Set4, q.Set6)
+		fmt.Fprintf(w, "flush set inet %s %s\nflush set inet %s %s\n", q.Table, q.Set4, q.Table, q.Set6)
+	case JSON:
+		fmt.Fprintf(w, "{\"%s\": [", r.listName)
+	case CSV:
+		r.csv = csv.NewWriter(w)
+		r.csv.Write([]string{r.keyName, "seen_first", "seen_last", "seen_count", "verified_count", "timeout"})
+	}
+	return r
+}
+
+func (r *renderer) item(it store.FeedItem, timeout time.Duration) {
+	secs := int64(timeout / time.Second)
+	w := r.w
+	switch r.q.Format {
+	case Plain:
+		w.WriteString(it.Key)
+		w.WriteByte('\n')
+	case IPSet:
+		set := r.q.Set4
+		if a, err := netip.ParseAddr(it.Key); err == nil && a.Is6() {
+			set = r.q.Set6
+		}
+		w.WriteString("add ")
+		w.WriteString(set)
+		w.WriteByte(' ')
+		w.WriteString(it.Key)
+		if secs > 0 {
+			w.WriteString(" timeout ")
+			w.Write(strconv.AppendInt(r.scratch[:0], secs, 10))
+		}
+		w.WriteByte('\n')
+	case NFT:
+		el := it.Key
+		if secs > 0 {
+			el += " timeout " + strconv.FormatInt(secs, 10) + "s"
+		}
+		if a, err := netip.ParseAddr(it.Key); err == nil && a.Is6() {
+			if r.v6 = append(r.v6, el); len(r.v6) == nftBatch {
+				r.flushNFT(r.q.Set6, &r.v6)
+			}
+		} else if r.v4 = append(r.v4, el); len(r.v4) == nftBatch {
+			r.flushNFT(r.q.Set4, &r.v4)
+		}
+	case JSON:
+		if r.n > 0 {
+			w.WriteByte(',')
+		}
+		w.WriteString("\n  {\"" + r.keyName + "\": ")
+		w.Write(strconv.AppendQuote(r.scratch[:0], it.Key)) // an IP or digits: no escapes differ from JSON's
+		w.WriteString(", \"seen_first\": \"" + it.FirstSeen + "\", \"seen_last\": \"" + it.LastSeen + "\", \"seen_count\": \"")
+		w.Write(strconv.AppendInt(r.scratch[:0], it.Count, 10))
+		w.WriteString("\", \"verified_count\": ")
+		w.Write(strconv.AppendInt(r.scratch[:0], it.Verified, 10))
+		if secs > 0 {
+			w.WriteString(", \"timeout\": ")
+			w.Write(strconv.AppendInt(r.scratch[:0], secs, 10))
+		}
+		w.WriteByte('}')
+	case CSV:
+		t := ""
+		if secs > 0 {
+			t = strconv.FormatInt(secs, 10)
+		}
+		r.csv.Write([]string{it.Key, it.FirstSeen, it.LastSeen, strconv.FormatInt(it.Count, 10), strconv.FormatInt(it.Verified, 10), t})
+	}
+	r.n++
+}
+
+func (r *renderer) flushNFT(set string, els *[]string) {
+	if len(*els) == 0 {
+		return
+	}
+	fmt.Fprintf(r.w, "add element inet %s %s { ", r.q.Table, set)
+	for i, e := range *els {
+		if i > 0 {
+			r.w.WriteString(", ")
+		}
+		r.w.WriteString(e)
+	}
+	r.w.WriteString(" }\n")
+	*els = (*els)[:0]
+}
+
+func (r *renderer) end() {
+	switch r.q.Format {
+	case NFT:
+		r.flushNFT(r.q.Set4, &r.v4)
+		r.flushNFT(r.q.Set6, &r.v6)
+	case JSON:
+		if r.n > 0 {
+			r.w.WriteString("\n")
+		}
+		r.w.WriteString("]}\n")
+	case CSV:
+		r.csv.Flush()
+		if err := r.csv.Error(); err != nil {
+			r.err = errors.Join(r.err, err)
+		}
+	}
+}

@@ -1,0 +1,264 @@
+package feed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
+)
+
+// The change stream (GET /feeds/stream) is newline-delimited JSON, one Msg a line:
+//
+//	{"op":"add","ip":"203.0.113.9","timeout":86399}   put in the set (again: a new timeout)
+//	{"op":"del","ip":"203.0.113.9"}                   its TTL ran out
+//	{"op":"sync","cursor":"…","full":true,"time":"…"} the set as of cursor was sent
+//	{"op":"cursor","cursor":"…"}                      the changes before it were sent
+//	{"op":"heartbeat","cursor":"…","time":"…"}        nothing changed (an idle proxy keeps the line)
+//
+// A client that reconnects with ?cursor= (the last one it read) gets only what changed since,
+// expiries included; an unknown cursor (another database, a future sequence) gets the whole
+// set again, with full true.
+
+// Stream operations.
+const (
+	OpAdd       = "add"
+	OpDel       = "del"
+	OpSync      = "sync"
+	OpCursor    = "cursor"
+	OpHeartbeat = "heartbeat"
+)
+
+// Msg is one line of the change stream.
+type Msg struct {
+	Op      string `json:"op"`
+	IP      string `json:"ip,omitempty"`
+	Timeout int64  `json:"timeout,omitempty"` // seconds left; absent: no expiry
+	Cursor  string `json:"cursor,omitempty"`
+	Full    bool   `json:"full,omitempty"`
+	Time    string `json:"time,omitempty"` // the node's clock, event_timestamp layout
+}
+
+// Cursor is a position in a store's changes: the write sequence sent up to, and the node's
+// clock then (expiries after it are still to come).
+type Cursor struct {
+	Epoch int64
+	Seq   int64
+	Time  time.Time
+}
+
+func (c Cursor) String() string {
+	return fmt.Sprintf("%d.%d.%d", c.Epoch, c.Seq, c.Time.UnixMilli())
+}
+
+// ParseCursor reads a cursor; ok is false for anything else.
+func ParseCursor(s string) (c Cursor, ok bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return c, false
+	}
+	var n [3]int64
+	for i, p := range parts {
+		v, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || v < 0 {
+			return c, false
+		}
+		n[i] = v
+	}
+	return Cursor{Epoch: n[0], Seq: n[1], Time: time.UnixMilli(n[2])}, true
+}
+
+// StreamSource is what the stream reads (the store).
+type StreamSource interface {
+	Pager
+	ChangeSeq(ctx context.Context) (epoch, seq int64, err error)
+}
+
+// StreamOptions tune Serve.
+type StreamOptions struct {
+	Query     Query  // List must be store.IPAddresses
+	Cursor    string // where the client left off, or ""
+	Guards    Guards
+	Heartbeat time.Duration // a line at least this often (default 15 s)
+	Poll      time.Duration // how often the store is asked for changes (default 250 ms)
+	Now       func() time.Time
+	Done      <-chan struct{} // closed when the server shuts down
+	// Flush sends what was written to the client; Progress is called after each flush (the
+	// API extends its write deadline while the client reads).
+	Flush    func() error
+	Progress func()
+}
+
+// ErrEpoch ends a stream whose store was replaced under it (the client starts over).
+var ErrEpoch = errors.New("the node's database changed: reconnect for the whole set")
+
+// Serve writes the change stream to w until ctx ends or o.Done is closed (nil), or a write
+// fails.
+func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) error {
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 15 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = 250 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &streamer{w: w, src: src, o: o, enc: json.NewEncoder(w)}
+	epoch, seq, err := src.ChangeSeq(ctx)
+	if err != nil {
+		return err
+	}
+	now := o.Now()
+	from, resume := ParseCursor(o.Cursor)
+	resume = resume && from.Epoch == epoch && from.Seq <= seq && !from.Time.After(now)
+	if resume {
+		if err := s.changes(ctx, from, seq, now); err != nil {
+			return err
+		}
+	} else if err := s.whole(ctx, now); err != nil {
+		return err
+	}
+	cur := Cursor{epoch, seq, now}
+	if err := s.send(Msg{Op: OpSync, Cursor: cur.String(), Full: !resume, Time: event.FormatTime(now)}); err != nil {
+		return err
+	}
+	last := time.Now() // heartbeats keep real time, whatever clock the window is read by
+	tick := time.NewTicker(o.Poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-o.Done:
+			return nil
+		case <-tick.C:
+		}
+		e, seq, err := src.ChangeSeq(ctx)
+		if err != nil {
+			return err
+		}
+		if e != epoch {
+			return ErrEpoch
+		}
+		now := o.Now()
+		s.sent = 0
+		if err := s.changes(ctx, cur, seq, now); err != nil {
+			return err
+		}
+		cur = Cursor{epoch, seq, now}
+		switch {
+		case s.sent > 0:
+			err = s.send(Msg{Op: OpCursor, Cursor: cur.String()})
+		case time.Since(last) >= o.Heartbeat:
+			err = s.send(Msg{Op: OpHeartbeat, Cursor: cur.String(), Time: event.FormatTime(now)})
+		default:
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		last = time.Now()
+	}
+}
+
+type streamer struct {
+	w    io.Writer
+	src  StreamSource
+	o    StreamOptions
+	enc  *json.Encoder
+	sent int // add and del lines since the last cursor
+}
+
+// send writes a line and flushes it: stream lines are rare, and a firewall waits for them.
+func (s *streamer) send(m Msg) error {
+	if err := s.write(m); err != nil {
+		return err
+	}
+	if s.o.Flush != nil {
+		if err := s.o.Flush(); err != nil {
+			return err
+		}
+	}
+	if s.o.Progress != nil {
+		s.o.Progress()
+	}
+	return nil
+}
+
+func (s *streamer) write(m Msg) error {
+	if m.Op == OpAdd || m.Op == OpDel {
+		s.sent++
+	}
+	return s.enc.Encode(m)
+}
+
+func (s *streamer) add(it store.FeedItem, now time.Time) error {
+	if !s.o.Guards.Allows(store.IPAddresses, it.Key) {
+		return nil
+	}
+	return s.write(Msg{Op: OpAdd, IP: it.Key, Timeout: int64(s.o.Query.Timeout(it.LastSeen, now) / time.Second)})
+}
+
+// whole sends every key the query selects now.
+func (s *streamer) whole(ctx context.Context, now time.Time) error {
+	return s.pages(ctx, s.o.Query.Live(now), store.ByKey, store.FeedItem{}, func(it store.FeedItem) error {
+		return s.add(it, now)
+	})
+}
+
+// changes sends the keys written after cursor c, and those whose TTL ran out since c's time.
+func (s *streamer) changes(ctx context.Context, c Cursor, seq int64, now time.Time) error {
+	if seq > c.Seq {
+		err := s.pages(ctx, s.o.Query.Live(now), store.BySeq, store.FeedItem{Seq: c.Seq + 1}, func(it store.FeedItem) error {
+			return s.add(it, now)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if ttl := s.o.Query.TTL; ttl > 0 && now.After(c.Time) {
+		f := s.o.Query.Filter
+		f.Since = max(f.Since, event.FormatTime(c.Time.Add(-ttl)))
+		f.Until = event.FormatTime(now.Add(-ttl))
+		return s.pages(ctx, f, store.ByLastSeen, store.FeedItem{}, func(it store.FeedItem) error {
+			if !s.o.Guards.Allows(store.IPAddresses, it.Key) {
+				return nil
+			}
+			return s.write(Msg{Op: OpDel, IP: it.Key})
+		})
+	}
+	return nil
+}
+
+func (s *streamer) pages(ctx context.Context, f store.FeedFilter, o store.FeedOrder, after store.FeedItem, fn func(store.FeedItem) error) error {
+	for {
+		page, err := s.src.FeedPage(ctx, store.IPAddresses, f, o, after, pageSize)
+		if err != nil {
+			return err
+		}
+		for _, it := range page {
+			if err := fn(it); err != nil {
+				return err
+			}
+		}
+		if len(page) < pageSize {
+			return nil
+		}
+		after = page[len(page)-1]
+		if s.o.Flush != nil {
+			if err := s.o.Flush(); err != nil {
+				return err
+			}
+		}
+		if s.o.Progress != nil {
+			s.o.Progress()
+		}
+	}
+}
