@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/ratelog"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
@@ -79,8 +80,17 @@ type Config struct {
 	MaxConns          int
 	MaxConnsPerSource int
 
+	// Feeds serves the blocklist routes under /feeds/ (nil: they answer 404); Guards are the
+	// never-block lists they apply; FeedPoll is how often a change stream asks the store for
+	// changes (default 250 ms).
+	Feeds    feed.StreamSource
+	Guards   feed.Guards
+	FeedPoll time.Duration
+
 	// authed is told of each request that showed the token (the server's connection guard).
 	authed func(*http.Request)
+	// done is closed when the server shuts down: change streams end.
+	done <-chan struct{}
 }
 
 // Contract texts.
@@ -136,6 +146,9 @@ func Handler(cfg Config) http.Handler {
 	m.HandleFunc("/sip-methods", h.top(store.SIPMethods, "sip_methods", "sip_method"))
 	m.HandleFunc("/user-agents", h.top(store.UserAgents, "user_agents", "user_agent"))
 	m.HandleFunc("/peers", h.peers)
+	m.HandleFunc("/feeds/ip-addresses", h.feedList(store.IPAddresses))
+	m.HandleFunc("/feeds/numbers", h.feedList(store.CalledNumbers))
+	m.HandleFunc("/feeds/stream", h.feedStream)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
 	})
@@ -291,6 +304,7 @@ type Server struct {
 	ln     net.Listener
 	guard  *connGuard
 	served chan error
+	done   chan struct{} // closed by Close: change streams end
 	// Handlers hold a read lock while they run; Close takes the write lock, so that no
 	// handler reads the store once Close has returned.
 	mu     sync.RWMutex
@@ -299,7 +313,8 @@ type Server struct {
 
 // New returns a server for cfg; nothing listens before Start.
 func New(cfg Config) *Server {
-	s := &Server{guard: newConnGuard(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.Token != "")}
+	s := &Server{guard: newConnGuard(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.Token != ""), done: make(chan struct{})}
+	cfg.done = s.done
 	cfg.authed = func(r *http.Request) {
 		if c := connOf(r); c != nil {
 			s.guard.authed(c)
@@ -354,6 +369,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.served == nil {
 		return nil
 	}
+	close(s.done)
 	err := s.hs.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		err = s.hs.Close()

@@ -271,7 +271,7 @@ func TestStreamedListMatchesWholeDocument(t *testing.T) {
 	for i := len(numbers) - 1; i >= 0; i-- {
 		entries = append(entries, jsonObject{{"called_number", numbers[i]},
 			{"seen_last", batch[i].Timestamp}, {"seen_count", "1"},
-			{"seen_locally", true}, {"seen_by_peers", 0}, {"seen_by_trusted_peers", 0}})
+			{"seen_locally", true}, {"seen_by_peers", 0}, {"seen_by_trusted_peers", 0}, {"verified_count", 0}})
 	}
 	want, err := marshal(jsonObject{{"called_numbers_total", len(numbers)}, {"called_numbers", entries}})
 	if err != nil {

@@ -172,6 +172,7 @@ func (h *handler) list(l store.List) http.HandlerFunc {
 			s.w.WriteString("\",\n      \"seen_locally\": " + strconv.FormatBool(a.Local > 0))
 			s.w.WriteString(",\n      \"seen_by_peers\": " + strconv.FormatInt(a.Peers, 10))
 			s.w.WriteString(",\n      \"seen_by_trusted_peers\": " + strconv.FormatInt(a.TrustedPeers, 10))
+			s.w.WriteString(",\n      \"verified_count\": " + strconv.FormatInt(a.Verified, 10))
 			s.w.WriteString("\n    }")
 			s.progress()
 			return nil
@@ -272,10 +273,12 @@ type provenance struct {
 	Local        bool  `json:"seen_locally"`
 	Peers        int64 `json:"seen_by_peers"`
 	TrustedPeers int64 `json:"seen_by_trusted_peers"`
+	// Verified counts sightings whose source address was proven (not forged).
+	Verified int64 `json:"verified_count"`
 }
 
 func provenanceOf(a store.Aggregate) provenance {
-	return provenance{Local: a.Local > 0, Peers: a.Peers, TrustedPeers: a.TrustedPeers}
+	return provenance{Local: a.Local > 0, Peers: a.Peers, TrustedPeers: a.TrustedPeers, Verified: a.Verified}
 }
 
 type number struct {
