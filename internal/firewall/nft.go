@@ -545,7 +545,7 @@ func (n *NFT) explain(what string, err error) error {
 	case isErrno(err, unix.EEXIST), isErrno(err, unix.EBUSY):
 		hint = fmt.Sprintf("an object of the same name exists with another definition (look with 'nft list table inet %s'): delete it, e.g. 'nft delete table inet %s', or configure other names", n.o.Table, n.o.Table)
 	case isErrno(err, unix.EPROTONOSUPPORT), isErrno(err, unix.EAFNOSUPPORT), isErrno(err, unix.EOPNOTSUPP):
-		hint = "the kernel lacks nf_tables or a part of it: load the modules (modprobe nf_tables nft_set_hash), or use the ipset backend"
+		hint = fmt.Sprintf("the chain %s exists with another type, hook or priority (look with 'nft list table inet %s'; delete it), or the kernel lacks a part of nf_tables (modprobe nf_tables nft_set_hash; or use the ipset backend)", n.o.Chain, n.o.Table)
 	case isErrno(err, unix.ENOBUFS), isErrno(err, unix.EMSGSIZE):
 		hint = "a netlink buffer was too small for the batch: set a smaller MaxTransactionBytes, or raise net.core.wmem_max/rmem_max"
 	case errors.Is(err, os.ErrDeadlineExceeded):

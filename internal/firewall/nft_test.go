@@ -565,6 +565,33 @@ func TestNFTErrors(t *testing.T) {
 	}
 }
 
+// Ensure over objects of the same names that are something else says what to delete.
+func TestNFTEnsureConflicts(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, setup, want string
+	}{
+		{"set of another type", "add table inet dialtrap; add set inet dialtrap blocklist4 { type ipv6_addr; }",
+			"delete it, e.g. 'nft delete table inet dialtrap'"},
+		{"set without timeouts", "add table inet dialtrap; add set inet dialtrap blocklist6 { type ipv6_addr; }",
+			"exists with another definition"},
+		{"chain at another hook", "add table inet dialtrap; add chain inet dialtrap input { type filter hook output priority 0; }",
+			"the chain input exists with another type, hook or priority"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			n, ns := newTestNFT(t, NFTOptions{})
+			ns.run(t, "nft", c.setup)
+			err := n.Ensure(context.Background())
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Ensure = %v, want an error saying %q", err, c.want)
+			}
+			ns.run(t, "nft", "delete", "table", "inet", "dialtrap")
+			ensure(t, n)
+		})
+	}
+}
+
 func TestExplainPermission(t *testing.T) {
 	n := &NFT{o: NFTOptions{Table: "dialtrap"}}
 	err := n.explain("add", fmt.Errorf("conn.Receive: %w", &net.OpError{Op: "receive", Err: unix.EPERM}))
