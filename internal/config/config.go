@@ -96,6 +96,13 @@ type Config struct {
 	// node listens, for scripts and tests that start it on port 0.
 	ReadyFile string
 
+	// Never-block lists: recorded, never in a feed, a firewall set or a share.
+	NeverBlock         []string // addresses, CIDR prefixes, files of them
+	NeverBlockDefaults bool     // loopback, private, link-local, multicast, documentation ranges, own addresses
+	NeverBlockNumber   []string // numbers, or prefixes ending in *
+	// P2PShareUnverified shares events whose source address is not proven (passive UDP).
+	P2PShareUnverified bool
+
 	// Capture tuning.
 	SIPMaxConns       int
 	SIPMaxConnsPerIP  int
@@ -167,6 +174,10 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.BoolVar(&c.JSONLogPeerEvents, "json-log-peer-events", false, "also write events learned from peers to the JSON log")
 	fs.BoolVar(&c.SyslogPeerEvents, "syslog-peer-events", false, "also write events learned from peers to syslog (they can then cause Fail2Ban bans here)")
 	fs.StringVar(&c.ReadyFile, "ready-file", "", "once listening, write the bound addresses here as JSON (for scripts starting the node on port 0)")
+	fs.StringSliceVar(&c.NeverBlock, "never-block", nil, "addresses, CIDR prefixes or files of them (one a line) that are recorded but never reach a feed, a firewall set or a peer (repeatable)")
+	fs.BoolVar(&c.NeverBlockDefaults, "never-block-defaults", true, "also never block loopback, private, shared, link-local, multicast and documentation ranges and this host's own addresses (=false to opt out)")
+	fs.StringSliceVar(&c.NeverBlockNumber, "never-block-number", nil, "numbers (or prefixes ending in *) never put in a number feed, beside emergency and short numbers (repeatable)")
+	fs.BoolVar(&c.P2PShareUnverified, "p2p-share-unverified", false, "also share events whose source address is not proven (passive-mode UDP, which anyone can forge)")
 
 	fs.IntVar(&c.SIPMaxConns, "sip-max-conns", 4096, "most concurrent SIP TCP/TLS connections")
 	fs.IntVar(&c.SIPMaxConnsPerIP, "sip-max-conns-per-ip", 64, "most concurrent SIP TCP/TLS connections from one IP")

@@ -78,6 +78,9 @@ type Options struct {
 	// PeerEvents lets events learned from peers (Event.FromPeer) into this sink's queue. Off by
 	// default: a sink gets only what this node captured unless its owner decides otherwise.
 	PeerEvents bool
+	// Accept, when set, is asked about each event (after PeerEvents): only those it accepts
+	// enter the queue. Skipped events are not counted as dropped.
+	Accept func(*event.Event) bool
 }
 
 const msgQueueFull = "sink queue full: dropping oldest events"
@@ -163,7 +166,7 @@ func (h *Hub) Publish(e *event.Event) {
 		return
 	}
 	for _, q := range h.queues {
-		if e.FromPeer && !q.opts.PeerEvents {
+		if e.FromPeer && !q.opts.PeerEvents || q.opts.Accept != nil && !q.opts.Accept(e) {
 			continue
 		}
 		if q.push(e) {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/peer"
@@ -62,6 +64,7 @@ type Node struct {
 
 	webhook *webhook.Sink // validated by New, started by Start
 	trusted []libpeer.ID
+	guards  feed.Guards // never-block lists; own addresses are added by Start
 
 	nodeID  string
 	store   *sqlite.Store
@@ -113,6 +116,13 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 			return nil, fmt.Errorf("--p2p-trust: %w", err)
 		}
 	}
+	var err error
+	if n.guards.IPs, err = feed.NewIPGuard(cfg.NeverBlock, cfg.NeverBlockDefaults); err != nil {
+		return nil, fmt.Errorf("--never-block: %w", err)
+	}
+	if n.guards.Numbers, err = feed.NewNumberGuard(cfg.NeverBlockNumber); err != nil {
+		return nil, fmt.Errorf("--never-block-number: %w", err)
+	}
 	if cfg.WebhookURL != "" {
 		wh, err := webhook.New(webhook.Config{
 			URL: cfg.WebhookURL, UserAgent: event.AppName + "/" + o.Version,
@@ -129,6 +139,34 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		n.webhook = wh
 	}
 	return n, nil
+}
+
+// Shareable decides which events go to peers, published or served to catch-up: never a
+// never-block address, and of this node's own events only sources that proved themselves
+// (TCP, TLS, a UDP echo) unless --p2p-share-unverified: one forged datagram must not put an
+// innocent address on every node's list. (Peer events are served as their signer sent them.)
+func Shareable(cfg *config.Config, g feed.Guards) func(*event.Event) bool {
+	all := cfg.P2PShareUnverified
+	return func(e *event.Event) bool {
+		return (all || e.SourceVerified || e.FromPeer) && !g.IPs.ProtectsString(e.SourceIP)
+	}
+}
+
+// protectOwnAddrs adds this host's addresses to the never-block list: a probe forged with
+// the node's own address as its source must not make the node block itself.
+func (n *Node) protectOwnAddrs() {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		n.log.Warn("cannot list this host's addresses to keep them off blocklists; name them with --never-block", "err", err)
+		return
+	}
+	for _, a := range addrs {
+		if p, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(p.IP); ok {
+				n.guards.IPs.AddAddr(ip)
+			}
+		}
+	}
 }
 
 // Routes is the one decision on peer events: for each sink (by name), whether events learned
@@ -187,6 +225,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.onClose("data directory lock", time.Second, func(context.Context) error { return lock.Close() })
 	if n.nodeID, err = event.LoadNodeID(cfg.DataDir); err != nil {
 		return err
+	}
+	if cfg.NeverBlockDefaults {
+		n.protectOwnAddrs()
 	}
 	routes := Routes(cfg)
 	n.hub = hub.New(n.log)
@@ -249,12 +290,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 				Known: func(ip, number string) bool { return known(context.Background(), n.store, ip, number) }},
 			CatchupWindow: cfg.P2PCatchup,
 			Events:        n.store,
+			Share:         Shareable(cfg, n.guards),
 			// Peer events go through the hub like captured ones; routes decide which sinks
 			// get them.
 			Receive: func(e *event.Event, _ libpeer.ID) { n.hub.Publish(e) },
 		})
 		n.onClose("p2p", 5*time.Second, n.peer.Close) // after the hub has published this node's queued events
-		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 500, PeerEvents: routes["p2p"]})
+		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 500, PeerEvents: routes["p2p"],
+			Accept: Shareable(cfg, n.guards)})
 	}
 	// Every sink is attached: from here on events may flow.
 	if err := n.hub.Start(ctx); err != nil {
@@ -294,6 +337,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
 			National: cfg.NumberMatch == "national", Log: n.log,
 			MaxConns: cfg.APIMaxConns, MaxConnsPerSource: cfg.APIMaxConnsPerIP,
+			Feeds: n.store, Guards: n.guards,
 		}
 		if n.peer != nil {
 			acfg.Peers = func() any { return n.peer.Report() }

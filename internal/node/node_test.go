@@ -95,6 +95,22 @@ func probe(t *testing.T, to, src, number string) {
 	}
 }
 
+// probeTCP sends the probe over TCP from src: a source that completed a handshake, proven.
+func probeTCP(t *testing.T, to, src, number string) {
+	t.Helper()
+	c, err := net.DialTCP("tcp", &net.TCPAddr{IP: net.ParseIP(src)}, net.TCPAddrFromAddrPort(mustAddrPort(t, to)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := "OPTIONS sip:" + number + "@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP " + c.LocalAddr().String() + ";branch=z9hG4bK-1\r\n" +
+		"From: <sip:100@" + src + ">;tag=1\r\nTo: <sip:" + number + "@127.0.0.1>\r\nCall-ID: node-test\r\nCSeq: 1 OPTIONS\r\n" +
+		"User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func mustAddrPort(t *testing.T, s string) netip.AddrPort {
 	t.Helper()
 	ap, err := netip.ParseAddrPort(s)
@@ -160,11 +176,13 @@ func TestNodesStartSideBySideOnPortZero(t *testing.T) {
 // neither syslog (so no Fail2Ban ban here) nor the JSON log, and is not published again;
 // with --syslog-peer-events and --json-log-peer-events it reaches both.
 func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
-	origin, _ := startNode(t, load(t, "-p", "-a"))
+	// Loopback sources stand for internet ones here: the default never-block ranges are off,
+	// and 127.0.0.40 is named instead.
+	origin, _ := startNode(t, load(t, "-p", "-a", "--never-block-defaults=false", "--never-block", "127.0.0.40"))
 	for _, optIn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("opt-in=%v", optIn), func(t *testing.T) {
 			rcv := testutil.NewSyslogReceiver(t)
-			args := []string{"-p", "-a", "-j", "-s", "--syslog-addr", "unix://" + rcv.Path, "-b", origin.Addrs().P2P[0]}
+			args := []string{"-p", "-a", "-j", "-s", "--syslog-addr", "unix://" + rcv.Path, "-b", origin.Addrs().P2P[0], "--never-block-defaults=false"}
 			if optIn {
 				args = append(args, "--syslog-peer-events", "--json-log-peer-events")
 			}
@@ -179,9 +197,19 @@ func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
 				src = "127.0.0.21"
 			}
 			// A local probe on the listener: its own events go everywhere, whatever the routes.
-			probe(t, listener.Addrs().SIPUDP, "127.0.0.30", "100")
-			probe(t, origin.Addrs().SIPUDP, src, "0046812118532")
+			probeTCP(t, listener.Addrs().SIPTCP, "127.0.0.30", "100")
+			// Not shared: an unproven UDP source (anyone can forge one), and a never-block
+			// address over TCP.
+			probe(t, origin.Addrs().SIPUDP, "127.0.0.41", "0046812118532")
+			probeTCP(t, origin.Addrs().SIPTCP, "127.0.0.40", "0046812118532")
+			testutil.Eventually(t, "the origin stores its probes", 10*time.Second, func() bool {
+				return servesIP(t, origin, "127.0.0.41") && servesIP(t, origin, "127.0.0.40")
+			})
+			probeTCP(t, origin.Addrs().SIPTCP, src, "0046812118532")
 			testutil.Eventually(t, "the listener stores the origin's event", 15*time.Second, func() bool { return servesIP(t, listener, src) })
+			if servesIP(t, listener, "127.0.0.41") || servesIP(t, listener, "127.0.0.40") {
+				t.Error("an unproven or never-block source reached a peer")
+			}
 			testutil.Eventually(t, "the listener logs its own probe", 5*time.Second, func() bool { return rcv.Has("Source IP: 127.0.0.30,") })
 			lookup, err := client(listener).IP(context.Background(), src)
 			if err != nil || !lookup.Known {

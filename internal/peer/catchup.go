@@ -301,6 +301,9 @@ func (n *Node) serveCatchup(ctx context.Context, s network.Stream) {
 		err = n.cfg.Events.Recent(ctx, req.Since, req.AfterID, req.Limit, func(e *event.Event, id int64) error {
 			rows++
 			tr.AfterTS, tr.AfterID = e.Timestamp, id
+			if n.cfg.Share != nil && !n.cfg.Share(e) {
+				return nil
+			}
 			data := e.Sealed
 			if !e.FromPeer {
 				if check(e, time.Now(), n.cfg.Limits) != nil {

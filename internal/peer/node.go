@@ -53,6 +53,9 @@ type Config struct {
 	Policy Policy
 	// Events serves peers catching up (see catchup.go); nil serves nothing.
 	Events EventSource
+	// Share, when set, decides which stored events catch-up serves (local policy: the same
+	// that decides what is published); the others are skipped.
+	Share func(*event.Event) bool
 	// CatchupWindow is how far back a node asks its peers for events when it meets them;
 	// 0 asks for nothing (the node still answers peers' requests).
 	CatchupWindow time.Duration
