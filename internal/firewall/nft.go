@@ -483,21 +483,70 @@ func roundMillis(d time.Duration) time.Duration {
 	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
 }
 
-// Len counts the elements of both sets (one netlink dump each).
+// Len counts the elements of both sets: one netlink dump each, counted as it comes, without
+// decoding the elements. The kernel restarts its walk of the set for every dump message, so
+// this grows faster than linearly with the set: on Linux 6.18, 0.65 s for 100,000 elements,
+// 2.6 s for 200,000 (`nft list set`: 0.7 s and 1.8 s). Do not call it often on a large set.
 func (n *NFT) Len(ctx context.Context) (v4, v6 int, err error) {
 	err = n.do(ctx, func() error {
-		e4, err := n.conn.GetSetElements(n.set4)
-		if err != nil {
+		var err error
+		if v4, err = n.count(n.set4); err != nil {
 			return n.explain("list set "+n.o.Set4, err)
 		}
-		e6, err := n.conn.GetSetElements(n.set6)
-		if err != nil {
+		if v6, err = n.count(n.set6); err != nil {
 			return n.explain("list set "+n.o.Set6, err)
 		}
-		v4, v6 = len(e4), len(e6)
 		return nil
 	})
 	return v4, v6, err
+}
+
+// count dumps set's elements over the lasting socket and counts them.
+func (n *NFT) count(set *nftables.Set) (int, error) {
+	if n.nl == nil {
+		return 0, errors.New("no netlink socket")
+	}
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(set.Table.Name + "\x00")},
+		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set.Name + "\x00")},
+	})
+	if err != nil {
+		return 0, err
+	}
+	msgs, err := n.nl.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:]) // after the nfgenmsg header
+		if err != nil {
+			return 0, err
+		}
+		for ad.Next() {
+			if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+				continue
+			}
+			list, err := netlink.NewAttributeDecoder(ad.Bytes())
+			if err != nil {
+				return 0, err
+			}
+			total += list.Len()
+		}
+		if err := ad.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
 }
 
 // Remove deletes the table with everything in it (sets, chain, and rules an operator put
