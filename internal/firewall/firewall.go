@@ -5,9 +5,11 @@
 //
 //   - NFT drives nftables over netlink (github.com/google/nftables): a table of its own
 //     (inet dialtrap), a set per address family with per-element timeouts, and by default an
-//     input chain that drops what comes from them. One netlink transaction per call.
+//     input chain that drops what comes from them. One netlink transaction per call (up to
+//     about 16,000 elements; larger calls take several).
 //   - IPSet drives `ipset restore` (one process per call, fed on stdin). It only manages the
-//     two sets; the operator references them from their own iptables or nftables rules.
+//     two sets; the operator references them from their own iptables rules
+//     (-m set --match-set).
 //   - NewDryRun prints each change and touches nothing.
 //
 // Addresses are normalised before use: an IPv4-mapped IPv6 address (::ffff:192.0.2.1) is
