@@ -39,7 +39,9 @@ func startP2PNode(t *testing.T, dir string, args ...string) p2pNode {
 	return p2pNode{n, api{t, "http://" + n.apiAddr, ""}}
 }
 
-var loopP2P = []string{"-p", "--p2p-addr", "/ip4/127.0.0.1/tcp/0"}
+// loopP2P joins nodes on loopback, where the probes come from loopback too: the default
+// never-block ranges (loopback among them) would keep every probe from being shared.
+var loopP2P = []string{"-p", "--p2p-addr", "/ip4/127.0.0.1/tcp/0", "--never-block-defaults=false"}
 
 func (n p2pNode) report() peer.Report {
 	n.t.Helper()
@@ -189,16 +191,27 @@ func TestP2PNetwork(t *testing.T) {
 		t.Errorf("the node does not log its peer ID at start:\n%s", b2.log())
 	}
 
-	// The late node stored A's events as A made them, marked as from a peer, with A's
-	// signature kept for serving.
+	// The late node stored A's shared events as A made them, marked as from a peer, with A's
+	// signature kept for serving. Shared are those whose source proved itself (the ACK
+	// echoing A's To tag); the INVITE before it, from an unproven UDP source, stays with A.
 	a.stop()
 	late.stop()
-	fromA := map[string]string{}
+	fromA, unproven := map[string]string{}, map[string]bool{}
 	for _, e := range a.events() {
-		fromA[e.UUID] = e.NodeID
+		if e.SourceVerified {
+			fromA[e.UUID] = e.NodeID
+		} else {
+			unproven[e.UUID] = true
+		}
+	}
+	if len(unproven) == 0 {
+		t.Error("A recorded no unproven event: SIPp's INVITE over UDP should be one")
 	}
 	got := 0
 	for _, e := range late.events() {
+		if unproven[e.UUID] {
+			t.Errorf("the late node holds A's unproven event %s (%s)", e.UUID, e.SIPMethod)
+		}
 		if id, ok := fromA[e.UUID]; ok {
 			got++
 			if id != e.NodeID || !e.FromPeer || e.Peer == "" || len(e.Sealed) == 0 {
