@@ -108,8 +108,9 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 
 	// A peer's report is stored but never reaches syslog, so it bans no one here: a peer
 	// (or whoever holds a node key) must not be able to get an address banned on this host.
-	// The sharer captures 127.0.0.7; the node catches up with it when it meets it.
-	sharer := startP2PNode(t, "", loopP2P...)
+	// The sharer captures 127.0.0.7 (passive UDP: shared only because it is told to share
+	// unproven sources); the node catches up with it when it meets it.
+	sharer := startP2PNode(t, "", append([]string{"--p2p-share-unverified"}, loopP2P...)...)
 	sendUDP(t, "127.0.0.7", "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nUser-Agent: peer-seen\r\n\r\n", sharer.port)
 	testutil.Eventually(t, "the sharer stores its probe", 10*time.Second, func() bool {
 		status, _ := sharer.lookup("/ip-addresses/127.0.0.7")
