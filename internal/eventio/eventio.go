@@ -139,6 +139,8 @@ func (r Record) str(keys ...string) string {
 			return strconv.FormatInt(v, 10)
 		case []byte:
 			return string(v)
+		case bool:
+			return strconv.FormatBool(v)
 		}
 	}
 	return ""

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
 func sample(i int) *event.Event {
@@ -51,6 +52,7 @@ func TestRoundTrip(t *testing.T) {
 			var want []*event.Event
 			for i := range 3 {
 				want = append(want, sample(i))
+				want[i].SourceVerified = i == 1
 				if err := w.Write(want[i]); err != nil {
 					t.Fatal(err)
 				}
@@ -73,6 +75,7 @@ func TestRoundTrip(t *testing.T) {
 					// JSON lines is the lossless format.
 					w := *want[i]
 					w.SIPMessage = strings.ReplaceAll(w.SIPMessage, "\r\n", "\n")
+					w.SourceVerified = false // not one of the 15 CSV keys
 					want[i] = &w
 				}
 				if !reflect.DeepEqual(got[i], want[i]) {
@@ -80,6 +83,32 @@ func TestRoundTrip(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A dialtrap database keeps what the contract keys do not: whether a source was proven,
+// and how long a cut message was.
+func TestReadDialtrapDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.db")
+	st, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*event.Event{sample(0), sample(1)}
+	want[1].SourceVerified = true
+	want[0].SIPMessageLength = 70000
+	if err := st.Write(context.Background(), want); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	got, res := readAll(t, path, Options{})
+	if len(got) != 2 || res.Skipped != 0 {
+		t.Fatalf("read %d, skipped %d", len(got), res.Skipped)
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Errorf("event %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
 	}
 }
 

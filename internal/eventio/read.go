@@ -281,7 +281,17 @@ func readSQLite(ctx context.Context, path string, o Options, fn func(*event.Even
 		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM `+src.table).Scan(&total); err != nil {
 			return res, fmt.Errorf("read table %s of %s: %w", src.table, path, err)
 		}
-		err = readRows(ctx, db, src.query, total, src.table == "honey", o, &res, fn)
+		query := src.query
+		if src.table == "events" {
+			// Columns later schemas added, read where the database has them.
+			for _, c := range []string{"sip_message_length", "source_verified"} {
+				var n int
+				if db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('events') WHERE name = ?`, c).Scan(&n); n == 1 {
+					query = strings.Replace(query, " FROM events", ", "+c+" FROM events", 1)
+				}
+			}
+		}
+		err = readRows(ctx, db, query, total, src.table == "honey", o, &res, fn)
 		o.Progress(res.Records, total)
 		if err != nil {
 			return res, fmt.Errorf("read table %s of %s: %w", src.table, path, err)
@@ -362,6 +372,11 @@ func Normalize(r Record, raw []byte, loc *time.Location) (*event.Event, error) {
 		length = max(length, n)
 	}
 	e.SIPMessageLength = length
+	// Whether the capturing node proved the source (JSON true, a database's 1).
+	switch r.str("source_verified") {
+	case "true", "1":
+		e.SourceVerified = true
+	}
 	if u, err := uuid.Parse(e.UUID); err == nil {
 		e.UUID = u.String()
 	} else {
