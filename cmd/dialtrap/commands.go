@@ -51,7 +51,7 @@ func init() {
 		"import":  {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
 		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
 		"version": {"version                   name, version, commit and Go version", runVersion},
-		"block":   {"block                     firewall agent (not in this version yet)", runBlock},
+		"block":   {"block --node URL [flags]  firewall agent: keep an nftables (or ipset) set in step with nodes' blocklists; block status", runBlock},
 	}
 }
 
@@ -447,17 +447,6 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, versionLine())
 	return exitOK
-}
-
-// runBlock stands for the planned firewall agent: it says so and exits 2.
-func runBlock(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("block", "block [flags]",
-		"The firewall agent (blocklists applied with nftables or ipset) is planned and not in this\n"+
-			"version yet; the blocklist is served by the API at /ipset meanwhile.", stdout, stderr)
-	if code := f.parseOnly(args, exitUsage, false); code >= 0 {
-		return code
-	}
-	return f.fail(exitUsage, "the firewall agent is not in this version yet (the API's /ipset serves the blocklist)")
 }
 
 // importBatch is how many events go into one store transaction.

@@ -1,0 +1,398 @@
+// Package block is the firewall agent (dialtrap block): it follows the change streams of one
+// or more nodes (/feeds/stream) and keeps a kernel set of blocked sources in step through
+// internal/firewall. Expiry is the kernel's: every element carries its timeout, so the set
+// empties itself on time even while the agent is down, and the agent never deletes an
+// element, so it removes nothing it did not add. It resumes each stream from the cursor it
+// last applied, kept in a small state file, so a restart of the agent or of a node costs the
+// changes since, not the whole set.
+package block
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/backoff"
+	"github.com/dialtrap/dialtrap/internal/feed"
+	"github.com/dialtrap/dialtrap/internal/firewall"
+	"github.com/dialtrap/dialtrap/internal/fsutil"
+)
+
+// Node is one node whose stream the agent follows.
+type Node struct {
+	URL   string // the node's API base, e.g. https://trap1.example.net:8082
+	Token string // its --api-token, or ""
+}
+
+// Config is what the agent needs.
+type Config struct {
+	Nodes []Node
+	Set   firewall.Set
+	// Query is passed to every stream (ttl, verified, source, min_count, since). A ttl is
+	// needed for expiry: without one, elements stay until removed by hand.
+	Query url.Values
+	// Guard is the agent's own never-block list: whatever a node sends, these are never
+	// put in the set (the defaults and this host's addresses, at least).
+	Guard *feed.IPGuard
+	// StateFile keeps each node's cursor and the agent's counters (JSON, written atomically).
+	StateFile string
+	Log       *slog.Logger
+	Client    *http.Client // default: no overall timeout (streams are long), 10 s to connect
+	Backoff   backoff.Policy
+	// BatchMax is how many additions are applied in one transaction at most (default 10,000);
+	// a batch is applied as soon as the node marks a consistent point (a cursor line).
+	BatchMax int
+}
+
+// NodeState is what the agent knows of one node, as the state file and status show it.
+type NodeState struct {
+	URL        string    `json:"url"`
+	Cursor     string    `json:"cursor,omitempty"`
+	Connected  bool      `json:"connected"`
+	LastSync   time.Time `json:"last_sync,omitzero"`    // when the agent last applied all it had read
+	NodeTime   string    `json:"node_time,omitempty"`   // the node's clock in its last sync or heartbeat
+	Bytes      int64     `json:"bytes_received"`        // over all connections
+	LastBytes  int64     `json:"last_connection_bytes"` // over the current (or last) one
+	Adds       int64     `json:"adds_received"`
+	Applied    int64     `json:"elements_applied"` // added or given a later timeout
+	Refused    int64     `json:"refused"`          // never-block or unparseable addresses the node sent
+	FullSyncs  int64     `json:"full_syncs"`
+	Reconnects int64     `json:"reconnects"`
+	LastError  string    `json:"last_error,omitempty"`
+}
+
+// State is the state file.
+type State struct {
+	Updated time.Time    `json:"updated"`
+	PID     int          `json:"pid"`
+	Nodes   []*NodeState `json:"nodes"`
+}
+
+// Agent follows the nodes' streams.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex // guards expires, state and set calls
+	expires map[netip.Addr]time.Time
+	state   State
+	saved   time.Time
+}
+
+// New checks cfg and reads the state file, if there is one.
+func New(cfg Config) (*Agent, error) {
+	if len(cfg.Nodes) == 0 {
+		return nil, errors.New("no node to follow: give at least one --node URL")
+	}
+	if cfg.Set == nil {
+		return nil, errors.New("no firewall set")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment,
+			ResponseHeaderTimeout: 30 * time.Second, TLSHandshakeTimeout: 10 * time.Second}}
+	}
+	if cfg.Backoff.Min == 0 {
+		cfg.Backoff = backoff.Policy{Min: 500 * time.Millisecond, Max: 30 * time.Second, Jitter: true}
+	}
+	if cfg.BatchMax <= 0 {
+		cfg.BatchMax = 10000
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[netip.Addr]time.Time{}}
+	old, err := ReadState(cfg.StateFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, n := range cfg.Nodes {
+		u, err := url.Parse(n.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--node %q: give the node's API as http(s)://host:port", n.URL)
+		}
+		ns := &NodeState{URL: n.URL}
+		for _, o := range old.Nodes {
+			if o.URL == n.URL {
+				ns.Cursor, ns.Bytes, ns.FullSyncs, ns.Reconnects = o.Cursor, o.Bytes, o.FullSyncs, o.Reconnects
+				ns.Adds, ns.Applied, ns.Refused, ns.LastSync, ns.NodeTime = o.Adds, o.Applied, o.Refused, o.LastSync, o.NodeTime
+			}
+		}
+		a.state.Nodes = append(a.state.Nodes, ns)
+	}
+	a.state.PID = os.Getpid()
+	return a, nil
+}
+
+// ReadState reads a state file.
+func ReadState(path string) (State, error) {
+	var s State
+	if path == "" {
+		return s, os.ErrNotExist
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("state file %s is damaged (%v): remove it, and the agent starts from the whole sets", path, err)
+	}
+	return s, nil
+}
+
+// Run creates the set if needed, then follows every node until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.cfg.Set.Ensure(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for i := range a.cfg.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.follow(ctx, i)
+		}()
+	}
+	wg.Wait()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.save(true)
+}
+
+// Snapshot returns a copy of the agent's state.
+func (a *Agent) Snapshot() State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := State{Updated: a.state.Updated, PID: a.state.PID}
+	for _, n := range a.state.Nodes {
+		c := *n
+		s.Nodes = append(s.Nodes, &c)
+	}
+	return s
+}
+
+// follow keeps one node's stream open, reconnecting with back-off.
+func (a *Agent) follow(ctx context.Context, i int) {
+	node := a.cfg.Nodes[i]
+	fails := 0
+	for ctx.Err() == nil {
+		err := a.stream(ctx, i)
+		if ctx.Err() != nil {
+			return
+		}
+		a.mu.Lock()
+		ns := a.state.Nodes[i]
+		ns.Connected = false
+		ns.Reconnects++
+		if err != nil {
+			ns.LastError = err.Error()
+		}
+		a.save(false)
+		a.mu.Unlock()
+		if err != nil {
+			fails++
+		}
+		wait := a.cfg.Backoff.Delay(max(fails, 1))
+		a.log.Warn("block: stream from the node ended; reconnecting", "node", node.URL, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// countingReader counts what the stream delivered.
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+// maxLine bounds one stream line: an add is under 100 bytes; a hostile node gets no more.
+const maxLine = 4096
+
+// stream reads one connection to node i until it ends.
+func (a *Agent) stream(ctx context.Context, i int) error {
+	node := a.cfg.Nodes[i]
+	a.mu.Lock()
+	cursor := a.state.Nodes[i].Cursor
+	a.mu.Unlock()
+	q := url.Values{}
+	for k, v := range a.cfg.Query {
+		q[k] = v
+	}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	u := strings.TrimRight(node.URL, "/") + "/feeds/stream?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	if node.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+node.Token)
+	}
+	resp, err := a.cfg.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			return fmt.Errorf("the node refused the token (401): set the node's --api-token with --api-token or --node-token-file")
+		case http.StatusNotFound:
+			return fmt.Errorf("the node has no /feeds/stream (404): is it a dialtrap node with -a, of a version with feeds?")
+		}
+		return fmt.Errorf("the node answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var connBytes int64
+	a.mu.Lock()
+	ns := a.state.Nodes[i]
+	ns.Connected, ns.LastError, ns.LastBytes = true, "", 0
+	a.mu.Unlock()
+	a.log.Info("block: following the node", "node", node.URL, "resume", cursor != "")
+	// A watchdog: without a line for 3 heartbeats' worth (45 s by default) the connection is
+	// dead even if TCP has not noticed.
+	idle := time.AfterFunc(time.Minute, func() { resp.Body.Close() })
+	defer idle.Stop()
+	sc := bufio.NewScanner(countingReader{resp.Body, &connBytes})
+	sc.Buffer(make([]byte, 0, maxLine), maxLine)
+	var batch []firewall.Element
+	now := time.Now()
+	for sc.Scan() {
+		idle.Reset(time.Minute)
+		var m feed.Msg
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return fmt.Errorf("the node sent a line that is not a stream message: %.80q", sc.Bytes())
+		}
+		switch m.Op {
+		case feed.OpAdd:
+			ip, err := netip.ParseAddr(m.IP)
+			if err != nil || a.cfg.Guard.Protects(ip) || m.Timeout < 0 {
+				a.mu.Lock()
+				ns.Refused++
+				a.mu.Unlock()
+				a.log.Debug("block: left out an address the node sent", "node", node.URL, "ip", m.IP)
+				continue
+			}
+			batch = append(batch, firewall.Element{Addr: ip.Unmap().WithZone(""), Timeout: time.Duration(m.Timeout) * time.Second})
+			if len(batch) >= a.cfg.BatchMax {
+				if err := a.apply(ctx, i, batch, "", &m, connBytes); err != nil {
+					return err
+				}
+				batch = batch[:0]
+			}
+		case feed.OpDel:
+			// The element's own timeout removes it from the kernel's set at this moment.
+		case feed.OpSync, feed.OpCursor, feed.OpHeartbeat:
+			if m.Op == feed.OpSync && m.Full {
+				a.mu.Lock()
+				ns.FullSyncs++
+				a.mu.Unlock()
+			}
+			if err := a.apply(ctx, i, batch, m.Cursor, &m, connBytes); err != nil {
+				return err
+			}
+			batch = batch[:0]
+			if m.Op == feed.OpSync {
+				a.log.Info("block: in step with the node", "node", node.URL, "full", m.Full,
+					"took", time.Since(now).Round(time.Millisecond), "bytes", connBytes)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read the stream: %w", err)
+	}
+	return errors.New("the node closed the stream")
+}
+
+// apply puts a batch in the set, then records the cursor: a cursor is saved only once what
+// came before it is in the kernel, so a crash between the two costs a re-send, never a gap.
+func (a *Agent) apply(ctx context.Context, i int, batch []firewall.Element, cursor string, m *feed.Msg, connBytes int64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ns := a.state.Nodes[i]
+	ns.Adds += int64(len(batch))
+	ns.Bytes += connBytes - ns.LastBytes
+	ns.LastBytes = connBytes
+	// Only what is new or lives longer than what the set holds goes to the kernel: a source
+	// several nodes report costs one element, with the latest expiry of them.
+	now := time.Now()
+	var out []firewall.Element
+	for _, el := range batch {
+		exp := now.Add(el.Timeout)
+		if el.Timeout == 0 {
+			exp = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		if old, ok := a.expires[el.Addr]; ok && !exp.After(old.Add(time.Second)) {
+			continue
+		}
+		a.expires[el.Addr] = exp
+		out = append(out, el)
+	}
+	if len(out) > 0 {
+		if err := a.cfg.Set.Add(ctx, out); err != nil {
+			for _, el := range out {
+				delete(a.expires, el.Addr) // unknown now: the next add applies it again
+			}
+			return fmt.Errorf("apply %d elements: %w", len(out), err)
+		}
+		ns.Applied += int64(len(out))
+	}
+	if cursor != "" {
+		ns.Cursor = cursor
+		ns.LastSync = now
+		if m.Time != "" {
+			ns.NodeTime = m.Time
+		}
+	}
+	if len(a.expires) > 4096 && len(a.expires)%1024 == 0 {
+		a.prune(now)
+	}
+	return a.save(len(out) > 0 || m.Op == feed.OpSync)
+}
+
+// prune forgets elements whose timeout has passed (the kernel has dropped them).
+func (a *Agent) prune(now time.Time) {
+	for ip, exp := range a.expires {
+		if exp.Before(now) {
+			delete(a.expires, ip)
+		}
+	}
+}
+
+// save writes the state file, at most once a second unless forced.
+func (a *Agent) save(force bool) error {
+	now := time.Now()
+	if a.cfg.StateFile == "" || !force && now.Sub(a.saved) < time.Second {
+		return nil
+	}
+	a.saved = now
+	a.state.Updated = now
+	b, err := json.MarshalIndent(a.state, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(a.cfg.StateFile, append(b, '\n'), 0o644); err != nil {
+		a.log.Warn("block: cannot write the state file; a restart will fetch the whole sets again", "file", a.cfg.StateFile, "err", err)
+	}
+	return nil
+}
