@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: the real attack tools the
-# end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban, and a pinned
+# end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban,
+# iproute2, nftables and ipset for the firewall tests, and a pinned
 # staticcheck. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -13,6 +14,10 @@ command -v sipsak >/dev/null 2>&1 || need_apt+=(sipsak)
 # The syslog test runs its own rsyslogd and fail2ban-server (private sockets and config).
 command -v rsyslogd >/dev/null 2>&1 || need_apt+=(rsyslog)
 command -v fail2ban-server >/dev/null 2>&1 || need_apt+=(fail2ban)
+# Firewall tests (feeds, the block agent) run in network namespaces of their own.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v ipset >/dev/null 2>&1 || need_apt+=(ipset)
 
 if ((${#need_apt[@]})); then
 	echo "test-deps: installing ${need_apt[*]} with apt-get" >&2

@@ -106,7 +106,7 @@ func New(cfg Config) (*Agent, error) {
 			ResponseHeaderTimeout: 30 * time.Second, TLSHandshakeTimeout: 10 * time.Second}}
 	}
 	if cfg.Backoff.Min == 0 {
-		cfg.Backoff = backoff.Policy{Min: 500 * time.Millisecond, Max: 30 * time.Second, Jitter: true}
+		cfg.Backoff = backoffPolicy(500*time.Millisecond, 30*time.Second)
 	}
 	if cfg.BatchMax <= 0 {
 		cfg.BatchMax = 10000
@@ -395,4 +395,8 @@ func (a *Agent) save(force bool) error {
 		a.log.Warn("block: cannot write the state file; a restart will fetch the whole sets again", "file", a.cfg.StateFile, "err", err)
 	}
 	return nil
+}
+
+func backoffPolicy(lo, hi time.Duration) backoff.Policy {
+	return backoff.Policy{Min: lo, Max: hi, Jitter: true}
 }

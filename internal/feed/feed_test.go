@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/golden"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -197,7 +197,7 @@ func TestParseQueryRefuses(t *testing.T) {
 // TestScriptsLoad feeds the ipset and nft scripts to the real tools, in a network namespace
 // of the test's own.
 func TestScriptsLoad(t *testing.T) {
-	ns := netns(t)
+	ns := testutil.NewNetns(t, "feed")
 	s := fixture(t)
 	render := func(query string) string {
 		v, _ := url.ParseQuery(query)
@@ -213,10 +213,10 @@ func TestScriptsLoad(t *testing.T) {
 	}
 	// Loaded twice: the scripts replace what they loaded before.
 	for range 2 {
-		nsRun(t, ns, render("format=nft&ttl=24h"), "nft", "-f", "-")
-		nsRun(t, ns, render("format=ipset"), "ipset", "restore", "-exist")
+		ns.Run(t, render("format=nft&ttl=24h"), "nft", "-f", "-")
+		ns.Run(t, render("format=ipset"), "ipset", "restore", "-exist")
 	}
-	out := nsRun(t, ns, "", "nft", "list", "table", "inet", "dialtrap")
+	out := ns.Run(t, "", "nft", "list", "table", "inet", "dialtrap")
 	for _, want := range []string{"45.134.26.1 timeout", "2a0e:8f02:21c0::7 timeout"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nft set lacks %q:\n%s", want, out)
@@ -225,31 +225,10 @@ func TestScriptsLoad(t *testing.T) {
 	if strings.Contains(out, "91.92.240.3") || strings.Contains(out, "10.9.9.9") {
 		t.Errorf("nft set holds an unverified or protected address:\n%s", out)
 	}
-	out = nsRun(t, ns, "", "ipset", "list", "dialtrap4")
+	out = ns.Run(t, "", "ipset", "list", "dialtrap4")
 	if !strings.Contains(out, "45.134.26.1") || !strings.Contains(out, "80.94.95.200") || strings.Count(out, "\n45.134.26.1") != 1 {
 		t.Errorf("ipset dialtrap4:\n%s", out)
 	}
-}
-
-func netns(t *testing.T) string {
-	t.Helper()
-	name := fmt.Sprintf("dtfeed-%d", time.Now().UnixNano()%1e9)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("cannot make a network namespace (needs CAP_NET_ADMIN and iproute2): %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	return name
-}
-
-func nsRun(t *testing.T, ns, stdin string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %v\n%s", args, err, out)
-	}
-	return string(out)
 }
 
 // readMsgs reads stream lines until one with op stop arrives.

@@ -1,0 +1,219 @@
+package block
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dialtrap/dialtrap/internal/api"
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/feed"
+	"github.com/dialtrap/dialtrap/internal/firewall"
+	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// sighting is a verified probe from a public address, seen now.
+func sighting(i int, ip string, verified bool) *event.Event {
+	return &event.Event{AppName: event.AppName, Timestamp: event.FormatTime(time.Now()),
+		UUID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), Transport: event.UDP, SourceIP: ip,
+		CalledNumber: "0046812118532", SourceVerified: verified}
+}
+
+// startAPI serves st on addr (127.0.0.1:0 for a new port).
+func startAPI(t *testing.T, st *sqlite.Store, addr, token string) *api.Server {
+	t.Helper()
+	ips, _ := feed.NewIPGuard(nil, true)
+	nums, _ := feed.NewNumberGuard(nil)
+	srv := api.New(api.Config{Addr: addr, Store: st, Feeds: st, Guards: feed.Guards{IPs: ips, Numbers: nums},
+		Token: token, Version: "t", FeedPoll: 20 * time.Millisecond})
+	var err error
+	for range 50 { // the old listener's port may take a moment to be free again
+		if err = srv.Start(context.Background()); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// The agent loads a node's set into a real nftables set, adds a new source within the poll,
+// survives the node's restart resuming from its cursor (a few bytes, no second full sync),
+// and survives its own restart the same way. What it refuses never reaches the set.
+func TestAgentFollowsNodeIntoNftables(t *testing.T) {
+	ns := testutil.NewNetns(t, "block")
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "n.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const n = 3000
+	var batch []*event.Event
+	for i := range n {
+		batch = append(batch, sighting(i, fmt.Sprintf("45.%d.%d.%d", i>>16, (i>>8)&255, i&255), true))
+	}
+	batch = append(batch, sighting(n, "91.92.240.3", false), sighting(n+1, "10.0.0.9", true), sighting(n+2, "203.0.113.200", true))
+	if err := st.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	srv := startAPI(t, st, "127.0.0.1:0", "tok")
+	addr := srv.Addr().String()
+
+	set, err := firewall.NewNFT(firewall.NFTOptions{NetNS: ns.FD()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	// The agent's own list protects 45.0.0.7 whatever the node says.
+	guard, _ := feed.NewIPGuard([]string{"45.0.0.7"}, true)
+	state := filepath.Join(t.TempDir(), "block-state.json")
+	run := func() (stop func()) {
+		a, err := New(Config{Nodes: []Node{{URL: "http://" + addr, Token: "tok"}}, Set: set,
+			Query: url.Values{"ttl": {"1h"}}, Guard: guard, StateFile: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(rctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	stop := run()
+	count := func() int {
+		v4, v6, err := set.Len(ctx)
+		if err != nil {
+			return -1 // the agent has not made the table yet
+		}
+		return v4 + v6
+	}
+	testutil.Eventually(t, "the whole set is loaded", 20*time.Second, func() bool { return count() == n-1 })
+	list := ns.Run(t, "", "nft", "list", "set", "inet", "dialtrap", "blocklist4")
+	for _, ip := range []string{"91.92.240.3", "10.0.0.9", "203.0.113.200", "45.0.0.7 "} {
+		if strings.Contains(list, ip) {
+			t.Errorf("the set holds %s (unverified, private, documentation or the agent's own never-block)", strings.TrimSpace(ip))
+		}
+	}
+	if !strings.Contains(list, "45.0.11.183 timeout 1h") {
+		t.Errorf("element timeouts: %.300s", list)
+	}
+	first := stateOf(t, state)
+
+	// A new source appears in the set within the poll and one apply.
+	start := time.Now()
+	st.Write(ctx, []*event.Event{sighting(n+3, "193.32.162.5", true)})
+	testutil.Eventually(t, "the new source is applied", 5*time.Second, func() bool {
+		_, err := ns.Try("", "nft", "get", "element", "inet", "dialtrap", "blocklist4", "{ 193.32.162.5 }")
+		return err == nil
+	})
+	t.Logf("a new source reached the nft set in %s", time.Since(start).Round(time.Millisecond))
+
+	// The node restarts on the same address: the agent reconnects and resumes.
+	srv.Close(ctx)
+	st.Write(ctx, []*event.Event{sighting(n+4, "193.32.162.6", true)})
+	srv = startAPI(t, st, addr, "tok")
+	defer func() { srv.Close(ctx) }()
+	testutil.Eventually(t, "the source written while the node was down is applied", 10*time.Second, func() bool {
+		_, err := ns.Try("", "nft", "get", "element", "inet", "dialtrap", "blocklist4", "{ 193.32.162.6 }")
+		return err == nil
+	})
+	stop()
+	after := stateOf(t, state)
+	if after.FullSyncs != 1 || after.Reconnects < 1 {
+		t.Errorf("full syncs %d reconnects %d, want 1 full sync and a reconnect", after.FullSyncs, after.Reconnects)
+	}
+	resumed := after.Bytes - first.Bytes
+	t.Logf("full sync %d bytes; everything after it, reconnect included, %d bytes", first.Bytes, resumed)
+	if resumed > first.Bytes/20 {
+		t.Errorf("the resume cost %d bytes against %d for the whole set: it was reloaded", resumed, first.Bytes)
+	}
+
+	// The agent restarts: it resumes from its state file too.
+	stop = run()
+	st.Write(ctx, []*event.Event{sighting(n+5, "193.32.162.7", true)})
+	testutil.Eventually(t, "the agent restarted applies new sources", 10*time.Second, func() bool {
+		_, err := ns.Try("", "nft", "get", "element", "inet", "dialtrap", "blocklist4", "{ 193.32.162.7 }")
+		return err == nil
+	})
+	stop()
+	if s := stateOf(t, state); s.FullSyncs != 1 || count() != n+2 {
+		t.Errorf("after the agent's restart: %d full syncs, %d elements; want 1 and %d", s.FullSyncs, count(), n+2)
+	}
+}
+
+func stateOf(t *testing.T, path string) NodeState {
+	t.Helper()
+	s, err := ReadState(path)
+	if err != nil || len(s.Nodes) != 1 {
+		t.Fatalf("state file: %+v %v", s, err)
+	}
+	return *s.Nodes[0]
+}
+
+// A node that answers garbage, refuses the token or sends a huge line ends the connection
+// with an error the status shows, and the agent keeps trying; nothing reaches the set.
+func TestAgentSurvivesBadNodes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	answers := []string{
+		"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n{\"op\":\"add\",\"ip\":\"not-an-ip\"}\n{\"op\":\"add\",\"ip\":\"127.0.0.1\",\"timeout\":60}\nnot json\n",
+		"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n{\"op\":\"add\",\"ip\":\"" + strings.Repeat("9", 10000) + "\"}\n",
+	}
+	go func() {
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 4096)
+			c.Read(buf)
+			c.Write([]byte(answers[i%len(answers)]))
+			c.Close()
+		}
+	}()
+	var out strings.Builder
+	set := firewall.NewDryRun(&out)
+	guard, _ := feed.NewIPGuard(nil, true)
+	a, err := New(Config{Nodes: []Node{{URL: "http://" + ln.Addr().String()}}, Set: set, Guard: guard,
+		Backoff: backoffFast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	testutil.Eventually(t, "the agent has met each kind of bad answer", 10*time.Second, func() bool {
+		return a.Snapshot().Nodes[0].Reconnects >= 6
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s := a.Snapshot().Nodes[0]
+	if s.Refused < 2 || s.Applied != 0 || strings.Contains(out.String(), "add ") {
+		t.Errorf("refused %d applied %d, set changes:\n%s", s.Refused, s.Applied, out.String())
+	}
+}
+
+var backoffFast = backoffPolicy(10*time.Millisecond, 50*time.Millisecond)
