@@ -85,6 +85,7 @@ type node struct {
 	apiAddr string // with -a: host:port of the REST API
 	p2p     []string
 	args    []string
+	netns   string // run inside this network namespace
 	ready   string // the --ready-file
 	cmd     *exec.Cmd
 	syslog  *testutil.SyslogReceiver
@@ -98,11 +99,12 @@ type nodeOpts struct {
 	args   []string // extra flags
 	syslog bool
 	dir    string // reuse a data directory (restart tests)
+	netns  string // run inside this network namespace (firewall tests)
 }
 
 func startNode(t *testing.T, o nodeOpts) *node {
 	t.Helper()
-	n := &node{t: t, dir: o.dir, ready: filepath.Join(t.TempDir(), "ready.json")}
+	n := &node{t: t, dir: o.dir, netns: o.netns, ready: filepath.Join(t.TempDir(), "ready.json")}
 	if n.dir == "" {
 		n.dir = t.TempDir()
 	}
@@ -123,6 +125,10 @@ func (n *node) start() {
 	os.Remove(n.ready) // a kill -9 leaves the last run's behind
 	n.exited = make(chan struct{})
 	n.cmd = exec.Command(binary, n.args...)
+	if n.netns != "" {
+		// ip netns exec enters the namespace and execs the binary: the PID is the node's.
+		n.cmd = exec.Command("ip", append([]string{"netns", "exec", n.netns, binary}, n.args...)...)
+	}
 	n.cmd.Dir = n.dir
 	stderr, err := n.cmd.StderrPipe()
 	if err != nil {
