@@ -77,7 +77,7 @@ func TestFeedRoutes(t *testing.T) {
 		{"/feeds/stream", "wrong", 401, "bearer token", "application/json"},
 		{"/feeds/ip-addresses", "s3cret", 200, "45.134.26.1\n", "text/plain; charset=utf-8"},
 		{"/feeds/ip-addresses?verified=any", "s3cret", 200, "45.134.26.1\n91.92.240.3\n", "text/plain; charset=utf-8"},
-		{"/feeds/ip-addresses?format=csv&source=local", "s3cret", 200, "ip_address,seen_first", "text/csv; charset=utf-8"},
+		{"/feeds/ip-addresses?format=csv&source=local", "s3cret", 200, "ip_address,seen_last", "text/csv; charset=utf-8"},
 		{"/feeds/numbers?format=json", "s3cret", 200, `"called_number": "0046812118532"`, "application/json"},
 		{"/feeds/numbers?format=nft", "s3cret", 400, `"detail": "format nft is for addresses`, "application/json"},
 		{"/feeds/ip-addresses?ttl=forever", "s3cret", 400, `"error": "The request data was invalid"`, "application/json"},

@@ -231,3 +231,19 @@ func TestStoredMessageCap(t *testing.T) {
 		t.Errorf("a cut message does not check: %v", err)
 	}
 }
+
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{"2026-11-30 12:00:00.000000000", "2026-02-31 12:00:00.000000000", "2026-11-30 24:00:00.000000000",
+		"2026-11-30T12:00:00.000000000", "2026-11-30 12:00:00.00000000x", "0000-01-01 00:00:00.000000000", "+026-11-30 12:00:00.000000000"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fast, ok := parseStamp(s)
+		slow, err := time.ParseInLocation(TimeLayout, s, time.UTC)
+		// The fast path may decline what time.Parse takes (a one-digit hour, a comma before
+		// the fraction): ParseTime then asks time.Parse. What it takes, it must read alike.
+		if ok && (err != nil || !fast.Equal(slow)) {
+			t.Fatalf("%q: fast %v %v, time.Parse %v %v", s, fast, ok, slow, err)
+		}
+	})
+}

@@ -341,3 +341,48 @@ func TestStream(t *testing.T) {
 		stop()
 	}
 }
+
+// FuzzIPGuard checks the merged ranges against the plain definition: an address is
+// protected when a prefix contains it.
+func FuzzIPGuard(f *testing.F) {
+	f.Add([]byte{10, 0, 0, 0, 8, 192, 168, 1, 0, 24}, []byte{10, 1, 2, 3})
+	f.Add([]byte{0x20, 1, 0xd, 0xb8, 32, 45, 0, 0, 0, 31}, []byte{45, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, spec, probe []byte) {
+		var prefixes []netip.Prefix
+		for len(spec) >= 5 { // four bytes of an IPv4 address or of an IPv6 one's start, and the length
+			var a netip.Addr
+			if spec[0]&1 == 0 {
+				a = netip.AddrFrom4([4]byte(spec[:4]))
+			} else {
+				var b [16]byte
+				copy(b[:], spec[:4])
+				a = netip.AddrFrom16(b)
+			}
+			p, err := a.Prefix(int(spec[4]) % (a.BitLen() + 1))
+			if err == nil {
+				prefixes = append(prefixes, p)
+			}
+			spec = spec[5:]
+		}
+		var g IPGuard
+		for _, p := range prefixes {
+			g.Add(p)
+		}
+		var a netip.Addr
+		switch len(probe) {
+		case 4:
+			a = netip.AddrFrom4([4]byte(probe))
+		case 16:
+			a = netip.AddrFrom16([16]byte(probe))
+		default:
+			return
+		}
+		want := false
+		for _, p := range prefixes {
+			want = want || p.Contains(a.Unmap())
+		}
+		if got := g.Protects(a); got != want {
+			t.Fatalf("%s in %v: %v, want %v", a, prefixes, got, want)
+		}
+	})
+}

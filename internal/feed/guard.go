@@ -11,6 +11,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // DefaultNeverBlock are the ranges no blocklist should ever hold: a forged or misrouted
@@ -24,19 +26,22 @@ var DefaultNeverBlock = []string{
 	"fc00::/7", "fe80::/10", "ff00::/8",
 }
 
-// IPGuard holds the addresses never to block. The zero value protects nothing.
+// IPGuard holds the addresses never to block. The zero value protects nothing. Add and
+// AddAddr may be called until the first check; checks are safe for concurrent use.
 type IPGuard struct {
-	// byBits maps each prefix length in use to the set of masked prefixes of that length: a
-	// check costs one map probe per distinct length, however long the list.
-	byBits map[int]map[netip.Prefix]struct{}
-	bits   []int
-	n      int
+	mu       sync.Mutex
+	prefixes []netip.Prefix
+	// ranges are the prefixes as sorted, merged [first, last] ranges, made at the first check
+	// after a change: a check is a binary search, whatever the length of the list.
+	ranges atomic.Pointer[[]addrRange]
 }
+
+type addrRange struct{ first, last netip.Addr }
 
 // NewIPGuard reads entries: addresses, CIDR prefixes, or paths of files holding them (one a
 // line; # starts a comment). defaults adds DefaultNeverBlock.
 func NewIPGuard(entries []string, defaults bool) (*IPGuard, error) {
-	g := &IPGuard{byBits: map[int]map[netip.Prefix]struct{}{}}
+	g := &IPGuard{}
 	if defaults {
 		for _, s := range DefaultNeverBlock {
 			g.Add(netip.MustParsePrefix(s))
@@ -95,24 +100,14 @@ func (g *IPGuard) addFile(path string) error {
 
 // Add protects a prefix (an IPv4-mapped IPv6 prefix protects the IPv4 one too).
 func (g *IPGuard) Add(p netip.Prefix) {
-	if g.byBits == nil {
-		g.byBits = map[int]map[netip.Prefix]struct{}{}
-	}
 	p = p.Masked()
 	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
-	m := g.byBits[p.Bits()]
-	if m == nil {
-		m = map[netip.Prefix]struct{}{}
-		g.byBits[p.Bits()] = m
-		g.bits = append(g.bits, p.Bits())
-		slices.Sort(g.bits)
-	}
-	if _, ok := m[p]; !ok {
-		m[p] = struct{}{}
-		g.n++
-	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.prefixes = append(g.prefixes, p)
+	g.ranges.Store(nil)
 }
 
 // AddAddr protects one address.
@@ -121,12 +116,51 @@ func (g *IPGuard) AddAddr(a netip.Addr) {
 	g.Add(netip.PrefixFrom(a, a.BitLen()))
 }
 
-// Len is the number of distinct prefixes protected.
+// Len is the number of prefixes protected (as given, before merging).
 func (g *IPGuard) Len() int {
 	if g == nil {
 		return 0
 	}
-	return g.n
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.prefixes)
+}
+
+// compiled returns the merged ranges, making them after a change.
+func (g *IPGuard) compiled() []addrRange {
+	if r := g.ranges.Load(); r != nil {
+		return *r
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	rs := make([]addrRange, 0, len(g.prefixes))
+	for _, p := range g.prefixes {
+		rs = append(rs, addrRange{p.Addr(), lastOf(p)})
+	}
+	slices.SortFunc(rs, func(a, b addrRange) int { return a.first.Compare(b.first) })
+	merged := rs[:0]
+	for _, r := range rs {
+		if n := len(merged); n > 0 && merged[n-1].first.BitLen() == r.first.BitLen() &&
+			(r.first.Compare(merged[n-1].last) <= 0 || merged[n-1].last.Next() == r.first) {
+			if r.last.Compare(merged[n-1].last) > 0 {
+				merged[n-1].last = r.last
+			}
+			continue
+		}
+		merged = append(merged, r)
+	}
+	g.ranges.Store(&merged)
+	return merged
+}
+
+// lastOf is the last address of a prefix.
+func lastOf(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // Protects reports whether a is never to be blocked.
@@ -135,19 +169,15 @@ func (g *IPGuard) Protects(a netip.Addr) bool {
 		return false
 	}
 	a = a.Unmap().WithZone("")
-	for _, b := range g.bits {
-		if b > a.BitLen() {
-			break
+	rs := g.compiled()
+	// The last range starting at or before a holds it, if any does (ranges do not overlap).
+	i, _ := slices.BinarySearchFunc(rs, a, func(r addrRange, a netip.Addr) int {
+		if c := r.first.Compare(a); c != 0 {
+			return c
 		}
-		p, err := a.Prefix(b)
-		if err != nil {
-			continue
-		}
-		if _, ok := g.byBits[b][p]; ok {
-			return true
-		}
-	}
-	return false
+		return -1 // equal starts sort before a, so i points past them
+	})
+	return i > 0 && rs[i-1].first.BitLen() == a.BitLen() && a.Compare(rs[i-1].last) <= 0
 }
 
 // ProtectsString is Protects for a stored address; anything that does not parse is

@@ -182,8 +182,8 @@ func ContentType(format string) string {
 	}
 }
 
-// pageSize is how many keys are read at a time.
-const pageSize = 1000
+// pageSize is how many keys are read at a time (each page is one short read transaction).
+const pageSize = 2000
 
 // Render writes the feed q selects to w in its format, reading the store a page at a time;
 // progress, when set, is called after each page (the API extends its write deadline).
@@ -191,6 +191,7 @@ func Render(ctx context.Context, w io.Writer, src Pager, q Query, g Guards, now 
 	bw := bufio.NewWriterSize(w, 64<<10)
 	r := newRenderer(bw, q)
 	f := q.Live(now)
+	f.KeysOnly = q.Format == Plain || q.Format == IPSet || q.Format == NFT
 	var after store.FeedItem
 	for {
 		page, err := src.FeedPage(ctx, q.List, f, store.ByKey, after, pageSize)
@@ -252,7 +253,7 @@ func newRenderer(w *bufio.Writer, q Query) *renderer {
 		fmt.Fprintf(w, "{\"%s\": [", r.listName)
 	case CSV:
 		r.csv = csv.NewWriter(w)
-		r.csv.Write([]string{r.keyName, "seen_first", "seen_last", "seen_count", "verified_count", "timeout"})
+		r.csv.Write([]string{r.keyName, "seen_last", "seen_count", "verified_count", "timeout"})
 	}
 	return r
 }
@@ -296,7 +297,7 @@ func (r *renderer) item(it store.FeedItem, timeout time.Duration) {
 		}
 		w.WriteString("\n  {\"" + r.keyName + "\": ")
 		w.Write(strconv.AppendQuote(r.scratch[:0], it.Key)) // an IP or digits: no escapes differ from JSON's
-		w.WriteString(", \"seen_first\": \"" + it.FirstSeen + "\", \"seen_last\": \"" + it.LastSeen + "\", \"seen_count\": \"")
+		w.WriteString(", \"seen_last\": \"" + it.LastSeen + "\", \"seen_count\": \"")
 		w.Write(strconv.AppendInt(r.scratch[:0], it.Count, 10))
 		w.WriteString("\", \"verified_count\": ")
 		w.Write(strconv.AppendInt(r.scratch[:0], it.Verified, 10))
@@ -310,7 +311,7 @@ func (r *renderer) item(it store.FeedItem, timeout time.Duration) {
 		if secs > 0 {
 			t = strconv.FormatInt(secs, 10)
 		}
-		r.csv.Write([]string{it.Key, it.FirstSeen, it.LastSeen, strconv.FormatInt(it.Count, 10), strconv.FormatInt(it.Verified, 10), t})
+		r.csv.Write([]string{it.Key, it.LastSeen, strconv.FormatInt(it.Count, 10), strconv.FormatInt(it.Verified, 10), t})
 	}
 	r.n++
 }

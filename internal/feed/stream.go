@@ -238,6 +238,7 @@ func (s *streamer) changes(ctx context.Context, c Cursor, seq int64, now time.Ti
 }
 
 func (s *streamer) pages(ctx context.Context, f store.FeedFilter, o store.FeedOrder, after store.FeedItem, fn func(store.FeedItem) error) error {
+	f.KeysOnly = true
 	for {
 		page, err := s.src.FeedPage(ctx, store.IPAddresses, f, o, after, pageSize)
 		if err != nil {

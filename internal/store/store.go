@@ -105,6 +105,9 @@ type FeedFilter struct {
 	// selected sources (a peer's claim counts only as far as the peer is selected).
 	Verified bool
 	Source   Source
+	// KeysOnly reads only Key, LastSeen and Seq of each item (what blocklist scripts and the
+	// change stream need): a third of the work of reading every column.
+	KeysOnly bool
 }
 
 // FeedOrder is the order feed pages are read in; each has its own cursor (FeedItem fields).
@@ -119,11 +122,10 @@ const (
 
 // FeedItem is one key of a feed page.
 type FeedItem struct {
-	Key       string
-	FirstSeen string
-	LastSeen  string
-	Count     int64
-	Verified  int64 // verified sightings from anywhere
+	Key      string
+	LastSeen string
+	Count    int64
+	Verified int64 // verified sightings from anywhere
 	// Seq is the change sequence of the write that last touched the key: it only grows.
 	Seq int64
 }

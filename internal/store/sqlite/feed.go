@@ -73,7 +73,11 @@ func (s *Store) FeedPage(ctx context.Context, l store.List, f store.FeedFilter, 
 		where, args = append(where, key+" > ?"), append(args, after.Key)
 		order = key
 	}
-	q := `SELECT ` + key + `, first_seen, last_seen, seen_count, verified_count, seq FROM ` + table +
+	cols := `last_seen, seq, seen_count, verified_count`
+	if f.KeysOnly {
+		cols = `last_seen, seq` // each column read costs as much as the row's step
+	}
+	q := `SELECT ` + key + `, ` + cols + ` FROM ` + table +
 		` WHERE ` + strings.Join(where, " AND ") + ` ORDER BY ` + order + ` LIMIT ?`
 	rows, err := s.bulk.QueryContext(ctx, q, append(args, limit)...)
 	if err != nil {
@@ -83,7 +87,11 @@ func (s *Store) FeedPage(ctx context.Context, l store.List, f store.FeedFilter, 
 	out := make([]store.FeedItem, 0, min(limit, 1024))
 	for rows.Next() {
 		var it store.FeedItem
-		if err := rows.Scan(&it.Key, &it.FirstSeen, &it.LastSeen, &it.Count, &it.Verified, &it.Seq); err != nil {
+		dest := []any{&it.Key, &it.LastSeen, &it.Seq, &it.Count, &it.Verified}
+		if f.KeysOnly {
+			dest = dest[:3]
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("read the %s feed from %s: %w", table, s.path, err)
 		}
 		out = append(out, it)
