@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -84,8 +85,10 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex // guards expires, state and set calls
-	expires map[netip.Addr]time.Time
+	mu sync.Mutex // guards expires, state and set calls
+	// expires holds, for each address applied, when its element expires (unix seconds;
+	// math.MaxInt64 for none): 24 bytes an entry, for sets of hundreds of thousands.
+	expires map[[16]byte]int64
 	state   State
 	saved   time.Time
 }
@@ -111,7 +114,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.BatchMax <= 0 {
 		cfg.BatchMax = 10000
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[netip.Addr]time.Time{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[[16]byte]int64{}}
 	old, err := ReadState(cfg.StateFile)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -338,20 +341,21 @@ func (a *Agent) apply(ctx context.Context, i int, batch []firewall.Element, curs
 	now := time.Now()
 	var out []firewall.Element
 	for _, el := range batch {
-		exp := now.Add(el.Timeout)
-		if el.Timeout == 0 {
-			exp = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+		exp := int64(math.MaxInt64)
+		if el.Timeout > 0 {
+			exp = now.Add(el.Timeout).Unix()
 		}
-		if old, ok := a.expires[el.Addr]; ok && !exp.After(old.Add(time.Second)) {
+		k := el.Addr.As16()
+		if old, ok := a.expires[k]; ok && exp <= old+1 {
 			continue
 		}
-		a.expires[el.Addr] = exp
+		a.expires[k] = exp
 		out = append(out, el)
 	}
 	if len(out) > 0 {
 		if err := a.cfg.Set.Add(ctx, out); err != nil {
 			for _, el := range out {
-				delete(a.expires, el.Addr) // unknown now: the next add applies it again
+				delete(a.expires, el.Addr.As16()) // unknown now: the next add applies it again
 			}
 			return fmt.Errorf("apply %d elements: %w", len(out), err)
 		}
@@ -365,15 +369,15 @@ func (a *Agent) apply(ctx context.Context, i int, batch []firewall.Element, curs
 		}
 	}
 	if len(a.expires) > 4096 && len(a.expires)%1024 == 0 {
-		a.prune(now)
+		a.prune(now.Unix())
 	}
 	return a.save(len(out) > 0 || m.Op == feed.OpSync)
 }
 
 // prune forgets elements whose timeout has passed (the kernel has dropped them).
-func (a *Agent) prune(now time.Time) {
+func (a *Agent) prune(now int64) {
 	for ip, exp := range a.expires {
-		if exp.Before(now) {
+		if exp < now {
 			delete(a.expires, ip)
 		}
 	}
