@@ -5,7 +5,7 @@ COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p soak clean
+.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p bench-feeds bench-nft soak clean
 
 ## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061). It runs
 ## in RUN_DIR, so its files (node id and key, TLS certificate, database, JSON log) land there,
@@ -52,6 +52,15 @@ fuzz-list:
 ## bench: capture benchmark (see bench/README.md)
 bench: build
 	$(GO) run ./bench/capture -bin ./bin/dialtrap
+
+## bench-feeds: 100,000 addresses in each feed format against a bare SQLite scan, then the
+## agent's full sync in a network namespace (root) against nft -f (see bench/README.md)
+bench-feeds: build
+	$(GO) run ./bench/feeds -bin ./bin/dialtrap
+
+## bench-nft: 100,000 elements into an nftables set through internal/firewall, against nft -f (root)
+bench-nft:
+	$(GO) run ./bench/nftapply -runs 5
 
 ## soak: SOAK (10m) of mixed hostile traffic against a node, then peak RSS, peak WAL, lookup
 ## latency, events lost and integrity_check (see bench/README.md; not part of make test)

@@ -386,3 +386,37 @@ func FuzzIPGuard(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFeedQuery: no query string or cursor a client sends panics; a valid query's names stay
+// safe to paste into a script; a cursor reads back as written.
+func FuzzFeedQuery(f *testing.F) {
+	for _, s := range []string{"format=nft&ttl=24h&table=edge", "format=ipset&set4=a&set6=b&verified=any", "source=all&min_count=3&since=24h",
+		"format=csv&ttl=999999999999", "table=x%3Bflush%20ruleset&format=nft"} {
+		f.Add(s, "123.456.1700000000000")
+	}
+	f.Fuzz(func(t *testing.T, query, cursor string) {
+		v, err := url.ParseQuery(query)
+		if err != nil {
+			return
+		}
+		for _, l := range []store.List{store.IPAddresses, store.CalledNumbers} {
+			q, err := ParseQuery(l, v, now)
+			if err != nil {
+				continue
+			}
+			for _, name := range []string{q.Table, q.Set4, q.Set6} {
+				if !setName.MatchString(name) {
+					t.Fatalf("unsafe name %q accepted", name)
+				}
+			}
+			if q.TTL < 0 || q.TTL > MaxTTL || q.Filter.MinCount < 0 {
+				t.Fatalf("out of range: %+v", q)
+			}
+		}
+		if c, ok := ParseCursor(cursor); ok {
+			if c2, ok2 := ParseCursor(c.String()); !ok2 || c2 != c {
+				t.Fatalf("cursor %q reads back as %+v %v, was %+v", c.String(), c2, ok2, c)
+			}
+		}
+	})
+}
