@@ -14,103 +14,48 @@ import (
 // for, streamed page by page, never-block entries left out.
 func (h *handler) feedList(l store.List) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if h.cfg.Feeds == nil {
-			writeError(w, http.StatusNotFound, msgNotFoundRoute)
-			return
-		}
-		v, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			h.badRequest(w, r, err)
-			return
-		}
-		now := h.cfg.Now()
-		q, err := feed.ParseQuery(l, v, now)
-		if err != nil {
-			h.badFeedRequest(w, r, err)
-			return
-		}
-		w.Header().Set("Content-Type", feed.ContentType(q.Format))
-		w.Header().Set("Cache-Control", "no-store")
-		if r.Method == http.MethodHead {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		release, ok := h.streams.acquire(r)
+		_, q, ok := h.feedQuery(w, r, l)
 		if !ok {
-			h.tooManyStreams(w)
+			return
+		}
+		s, release, ok := h.startFeed(w, r, feed.ContentType(q.Format))
+		if !ok {
 			return
 		}
 		defer release()
-		s := newStreamer(w)
-		err = feed.Render(r.Context(), s.out, h.cfg.Feeds, q, h.cfg.Guards, now, func() {
-			s.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		})
-		if err != nil {
-			if errors.Is(err, store.ErrBusy) && s.out.n == 0 {
-				w.Header().Set("Retry-After", "5")
-				w.Header()["Content-Type"] = contentJSON
-				writeError(w, http.StatusServiceUnavailable, "The store is busy; try again shortly.")
-				return
-			}
-			h.endStream(r, s, err, "")
-		}
+		err := feed.Render(r.Context(), s.out, h.cfg.Feeds, q, h.cfg.Guards, h.cfg.Now(), s.extend)
+		h.endFeed(r, s, err)
 	}
-}
-
-// badFeedRequest answers a malformed feed query with the contract's message and, for the
-// operator writing a firewall script, what was wrong.
-func (h *handler) badFeedRequest(w http.ResponseWriter, r *http.Request, err error) {
-	h.cfg.Log.Debug("API: bad feed request", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
-	writeJSON(w, http.StatusBadRequest, jsonObject{{"error", msgInvalid}, {"detail", err.Error()}})
 }
 
 // feedStream serves /feeds/stream: the address set, then its changes as they happen (see
 // feed.Serve for the lines), until the client or the server goes.
 func (h *handler) feedStream(w http.ResponseWriter, r *http.Request) {
-	if h.cfg.Feeds == nil {
-		writeError(w, http.StatusNotFound, msgNotFoundRoute)
+	v, q, ok := h.feedQuery(w, r, store.IPAddresses)
+	if !ok {
 		return
 	}
-	v, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		h.badRequest(w, r, err)
-		return
-	}
-	if f := v.Get("format"); f != "" && f != "ndjson" {
-		h.badFeedRequest(w, r, errors.New("the stream's format is ndjson"))
-		return
-	}
-	v.Del("format")
-	q, err := feed.ParseQuery(store.IPAddresses, v, h.cfg.Now())
 	var heartbeat time.Duration
-	if err == nil && v.Get("heartbeat") != "" {
-		heartbeat, err = time.ParseDuration(v.Get("heartbeat"))
+	if s := v.Get("heartbeat"); s != "" {
+		var err error
+		heartbeat, err = time.ParseDuration(s)
 		if err == nil && (heartbeat < time.Second || heartbeat > 5*time.Minute) {
 			err = errors.New("heartbeat must be from 1s to 5m")
 		}
+		if err != nil {
+			h.badFeedRequest(w, r, err)
+			return
+		}
 	}
-	if err != nil {
-		h.badFeedRequest(w, r, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
 	// Proxies that buffer (nginx) would hold the lines back.
 	w.Header().Set("X-Accel-Buffering", "no")
-	if r.Method == http.MethodHead {
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	release, ok := h.streams.acquire(r)
+	s, release, ok := h.startFeed(w, r, "application/x-ndjson")
 	if !ok {
-		h.tooManyStreams(w)
 		return
 	}
 	defer release()
-	s := newStreamer(w)
-	extend := func() { s.rc.SetWriteDeadline(time.Now().Add(30 * time.Second)) }
-	extend()
-	err = feed.Serve(r.Context(), s.w, h.cfg.Feeds, feed.StreamOptions{
+	s.extend()
+	err := feed.Serve(r.Context(), s.w, h.cfg.Feeds, feed.StreamOptions{
 		Query: q, Cursor: v.Get("cursor"), Guards: h.cfg.Guards, Heartbeat: heartbeat,
 		Poll: h.cfg.FeedPoll, Now: h.cfg.Now, Done: h.cfg.done,
 		Flush: func() error {
@@ -119,17 +64,76 @@ func (h *handler) feedStream(w http.ResponseWriter, r *http.Request) {
 			}
 			return s.rc.Flush()
 		},
-		Progress: extend,
+		Progress: s.extend,
 	})
+	if err == nil {
+		err = s.w.Flush()
+	}
+	h.endFeed(r, s, err)
+}
+
+// feedQuery reads a feed request's parameters (the stream's format is ndjson, its own); it
+// answers the request itself when they are not valid.
+func (h *handler) feedQuery(w http.ResponseWriter, r *http.Request, l store.List) (url.Values, feed.Query, bool) {
+	if h.cfg.Feeds == nil {
+		writeError(w, http.StatusNotFound, msgNotFoundRoute)
+		return nil, feed.Query{}, false
+	}
+	v, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		if errors.Is(err, store.ErrBusy) && s.out.n == 0 {
-			w.Header().Set("Retry-After", "5")
-			w.Header()["Content-Type"] = contentJSON
-			writeError(w, http.StatusServiceUnavailable, "The store is busy; try again shortly.")
-			return
+		h.badRequest(w, r, err)
+		return nil, feed.Query{}, false
+	}
+	if r.URL.Path == "/feeds/stream" {
+		if f := v.Get("format"); f != "" && f != "ndjson" {
+			h.badFeedRequest(w, r, errors.New("the stream's format is ndjson"))
+			return nil, feed.Query{}, false
 		}
-		h.endStream(r, s, err, "")
+		v.Del("format")
+	}
+	q, err := feed.ParseQuery(l, v, h.cfg.Now())
+	if err != nil {
+		h.badFeedRequest(w, r, err)
+		return nil, feed.Query{}, false
+	}
+	return v, q, true
+}
+
+// startFeed sends a feed's headers and takes one of the source's stream slots; HEAD ends
+// there.
+func (h *handler) startFeed(w http.ResponseWriter, r *http.Request, contentType string) (s *streamer, release func(), ok bool) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return nil, nil, false
+	}
+	release, ok = h.streams.acquire(r)
+	if !ok {
+		h.tooManyStreams(w)
+		return nil, nil, false
+	}
+	return newStreamer(w), release, true
+}
+
+// endFeed ends a feed: a store too busy before anything went out is a 503 to retry; any
+// other failure aborts the response (see endStream).
+func (h *handler) endFeed(r *http.Request, s *streamer, err error) {
+	if err == nil {
 		return
 	}
-	s.w.Flush()
+	if errors.Is(err, store.ErrBusy) && s.out.n == 0 {
+		s.rw.Header().Set("Retry-After", "5")
+		s.rw.Header()["Content-Type"] = contentJSON
+		writeError(s.rw, http.StatusServiceUnavailable, "The store is busy; try again shortly.")
+		return
+	}
+	h.endStream(r, s, err, "")
+}
+
+// badFeedRequest answers a malformed feed query with the contract's message and, for the
+// operator writing a firewall script, what was wrong.
+func (h *handler) badFeedRequest(w http.ResponseWriter, r *http.Request, err error) {
+	h.cfg.Log.Debug("API: bad feed request", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+	writeJSON(w, http.StatusBadRequest, jsonObject{{"error", msgInvalid}, {"detail", err.Error()}})
 }

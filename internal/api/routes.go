@@ -127,8 +127,13 @@ func (s *streamer) quote(v string) []byte {
 func (s *streamer) progress() {
 	s.n++
 	if s.n%1000 == 0 {
-		s.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		s.extend()
 	}
+}
+
+// extend gives the client another 30 s to read what comes next.
+func (s *streamer) extend() {
+	s.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 }
 
 // list serves /ip-addresses or /numbers.

@@ -351,19 +351,7 @@ func (n *NFT) Add(ctx context.Context, els []Element) error {
 	if err != nil {
 		return err
 	}
-	if len(v4)+len(v6) == 0 {
-		return ctx.Err()
-	}
-	return n.do(ctx, func() error {
-		b := n.newBatch()
-		if err := b.add(n.set4, v4, nil); err != nil {
-			return err
-		}
-		if err := b.add(n.set6, v6, nil); err != nil {
-			return err
-		}
-		return b.flush()
-	})
+	return n.change(ctx, v4, v6, nil, nil)
 }
 
 // Delete removes addrs from the sets; absent ones are no error (see the type's
@@ -373,15 +361,20 @@ func (n *NFT) Delete(ctx context.Context, addrs []netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if len(v4)+len(v6) == 0 {
+	return n.change(ctx, nil, nil, v4, v6)
+}
+
+// change makes the additions and deletions of both families in one batch.
+func (n *NFT) change(ctx context.Context, add4, add6 []Element, del4, del6 []netip.Addr) error {
+	if len(add4)+len(add6)+len(del4)+len(del6) == 0 {
 		return ctx.Err()
 	}
 	return n.do(ctx, func() error {
 		b := n.newBatch()
-		if err := b.add(n.set4, nil, v4); err != nil {
+		if err := b.add(n.set4, add4, del4); err != nil {
 			return err
 		}
-		if err := b.add(n.set6, nil, v6); err != nil {
+		if err := b.add(n.set6, add6, del6); err != nil {
 			return err
 		}
 		return b.flush()

@@ -80,30 +80,24 @@ func startNode(t *testing.T, cfg *config.Config) (*Node, *logBuffer) {
 }
 
 // probe sends one OPTIONS datagram as a scanner would, from src (a 127/8 address).
-func probe(t *testing.T, to, src, number string) {
-	t.Helper()
-	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(mustAddrPort(t, to)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	msg := "OPTIONS sip:" + number + "@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + c.LocalAddr().String() + ";branch=z9hG4bK-1\r\n" +
-		"From: <sip:100@" + src + ">;tag=1\r\nTo: <sip:" + number + "@127.0.0.1>\r\nCall-ID: node-test\r\nCSeq: 1 OPTIONS\r\n" +
-		"User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
-	if _, err := c.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
-	}
-}
+func probe(t *testing.T, to, src, number string) { probeOver(t, "udp", to, src, number) }
 
 // probeTCP sends the probe over TCP from src: a source that completed a handshake, proven.
-func probeTCP(t *testing.T, to, src, number string) {
+func probeTCP(t *testing.T, to, src, number string) { probeOver(t, "tcp", to, src, number) }
+
+func probeOver(t *testing.T, network, to, src, number string) {
 	t.Helper()
-	c, err := net.DialTCP("tcp", &net.TCPAddr{IP: net.ParseIP(src)}, net.TCPAddrFromAddrPort(mustAddrPort(t, to)))
+	local := &net.UDPAddr{IP: net.ParseIP(src)}
+	d := net.Dialer{LocalAddr: local}
+	if network == "tcp" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial(network, to)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	msg := "OPTIONS sip:" + number + "@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP " + c.LocalAddr().String() + ";branch=z9hG4bK-1\r\n" +
+	msg := "OPTIONS sip:" + number + "@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/" + strings.ToUpper(network) + " " + c.LocalAddr().String() + ";branch=z9hG4bK-1\r\n" +
 		"From: <sip:100@" + src + ">;tag=1\r\nTo: <sip:" + number + "@127.0.0.1>\r\nCall-ID: node-test\r\nCSeq: 1 OPTIONS\r\n" +
 		"User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
 	if _, err := c.Write([]byte(msg)); err != nil {
