@@ -51,7 +51,7 @@ func init() {
 		"import":  {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
 		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
 		"version": {"version                   name, version, commit and Go version", runVersion},
-		"block":   {"block --node URL [flags]  firewall agent: keep an nftables (or ipset) set in step with nodes' blocklists; block status", runBlock},
+		"block":   {"block --node URL [flags]  firewall agent: nodes' blocklists into nftables or ipset; block status", runBlock},
 	}
 }
 
