@@ -19,6 +19,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/feed"
@@ -86,6 +87,9 @@ type Config struct {
 	Feeds    feed.StreamSource
 	Guards   feed.Guards
 	FeedPoll time.Duration
+	// MaxChangeStreams bounds the /feeds/stream responses open at once (an agent holds one
+	// per firewall; each asks the store a few times a second); default 256.
+	MaxChangeStreams int
 
 	// authed is told of each request that showed the token (the server's connection guard).
 	authed func(*http.Request)
@@ -112,12 +116,14 @@ var (
 )
 
 type handler struct {
-	version  []string
-	cfg      Config
-	warn     *ratelog.Logger // a failing store fails every request: one line per 10 s
-	streams  streamSlots     // lists being streamed, per source
-	mux      *http.ServeMux
-	tokenSum [sha256.Size]byte
+	version []string
+	cfg     Config
+	warn    *ratelog.Logger // a failing store fails every request: one line per 10 s
+	streams streamSlots     // lists being streamed, per source
+	// changeStreams counts the open /feeds/stream responses (Config.MaxChangeStreams).
+	changeStreams atomic.Int32
+	mux           *http.ServeMux
+	tokenSum      [sha256.Size]byte
 }
 
 // Handler returns the API's handler: the routes behind the checks every request passes
@@ -125,6 +131,9 @@ type handler struct {
 func Handler(cfg Config) http.Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxChangeStreams <= 0 {
+		cfg.MaxChangeStreams = 256
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

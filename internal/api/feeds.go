@@ -47,6 +47,14 @@ func (h *handler) feedStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Each open stream asks the store a few times a second: there are only so many.
+	if h.changeStreams.Add(1) > int32(h.cfg.MaxChangeStreams) {
+		h.changeStreams.Add(-1)
+		w.Header().Set("Retry-After", "30")
+		writeError(w, http.StatusServiceUnavailable, "Too many change streams are open; try again later.")
+		return
+	}
+	defer h.changeStreams.Add(-1)
 	// Proxies that buffer (nginx) would hold the lines back.
 	w.Header().Set("X-Accel-Buffering", "no")
 	s, release, ok := h.startFeed(w, r, "application/x-ndjson")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // feedNode starts an API server with feeds over a fresh store holding a verified source, an
@@ -158,4 +160,46 @@ func TestFeedStreamHTTP(t *testing.T) {
 	}
 	<-done
 	resp.Body.Close()
+}
+
+// Change streams are bounded in all (besides two lists a source): one more gets 503.
+func TestFeedStreamsBounded(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "f.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := New(Config{Addr: "127.0.0.1:0", Store: st, Feeds: st, Version: "t", MaxChangeStreams: 3})
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	open := func(src string) *http.Response {
+		c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
+		resp, err := c.Get("http://" + srv.Addr().String() + "/feeds/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var open3 []*http.Response
+	for _, src := range []string{"127.0.0.2", "127.0.0.2", "127.0.0.3"} {
+		resp := open(src)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream %d: %s", len(open3), resp.Status)
+		}
+		open3 = append(open3, resp)
+	}
+	if resp := open("127.0.0.4"); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a fourth stream: %s, want 503 with Retry-After", resp.Status)
+	}
+	open3[0].Body.Close()
+	testutil.Eventually(t, "a closed stream frees its place", 5*time.Second, func() bool {
+		resp := open("127.0.0.4")
+		defer resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	for _, r := range open3[1:] {
+		r.Body.Close()
+	}
 }
