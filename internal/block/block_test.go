@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,7 +148,9 @@ func TestAgentFollowsNodeIntoNftables(t *testing.T) {
 		t.Errorf("the resume cost %d bytes against %d for the whole set: it was reloaded", resumed, first.Bytes)
 	}
 
-	// The agent restarts: it resumes from its state file too.
+	// The agent restarts: it resumes from its state file too, and an element someone else
+	// put in its set stays (it removes nothing it did not add).
+	ns.Run(t, "", "nft", "add", "element", "inet", "dialtrap", "blocklist4", "{ 198.51.100.77 }")
 	stop = run()
 	st.Write(ctx, []*event.Event{sighting(n+5, "193.32.162.7", true)})
 	testutil.Eventually(t, "the agent restarted applies new sources", 10*time.Second, func() bool {
@@ -155,10 +158,69 @@ func TestAgentFollowsNodeIntoNftables(t *testing.T) {
 		return err == nil
 	})
 	stop()
-	if s := stateOf(t, state); s.FullSyncs != 1 || count() != n+2 {
-		t.Errorf("after the agent's restart: %d full syncs, %d elements; want 1 and %d", s.FullSyncs, count(), n+2)
+	if s := stateOf(t, state); s.FullSyncs != 1 || count() != n+3 {
+		t.Errorf("after the agent's restart: %d full syncs, %d elements; want 1 and %d", s.FullSyncs, count(), n+3)
+	}
+	if _, err := ns.Try("", "nft", "get", "element", "inet", "dialtrap", "blocklist4", "{ 198.51.100.77 }"); err != nil {
+		t.Errorf("the element added by hand is gone: %v", err)
 	}
 }
+
+// ipset mode and the dry run: the same stream, applied as ipsets or printed.
+func TestAgentIPSetAndDryRun(t *testing.T) {
+	ns := testutil.NewNetns(t, "blockip")
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "n.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Write(ctx, []*event.Event{sighting(1, "45.134.26.1", true), sighting(2, "2a0e:8f02:21c0::7", true), sighting(3, "91.92.240.3", false)})
+	srv := startAPI(t, st, "127.0.0.1:0", "")
+	defer srv.Close(ctx)
+	ipset, err := firewall.NewIPSet(firewall.IPSetOptions{Netns: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var printed syncBuffer
+	for _, set := range []firewall.Set{ipset, firewall.NewDryRun(&printed)} {
+		guard, _ := feed.NewIPGuard(nil, true)
+		a, err := New(Config{Nodes: []Node{{URL: "http://" + srv.Addr().String()}}, Set: set, Query: url.Values{"ttl": {"1h"}}, Guard: guard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(rctx) }()
+		testutil.Eventually(t, "the agent syncs", 10*time.Second, func() bool { return a.Snapshot().Nodes[0].Applied == 2 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ipset.Close()
+	four, six := ns.Run(t, "", "ipset", "list", "dialtrap4"), ns.Run(t, "", "ipset", "list", "dialtrap6")
+	if !strings.Contains(four, "45.134.26.1 timeout") || !strings.Contains(six, "2a0e:8f02:21c0::7 timeout") || strings.Contains(four, "91.92.240.3") {
+		t.Errorf("ipsets:\n%s\n%s", four, six)
+	}
+	out := printed.String()
+	if !strings.Contains(out, "add 45.134.26.1 timeout 3") || !strings.Contains(out, "add 2a0e:8f02:21c0::7 timeout") || strings.Contains(out, "91.92.240.3") {
+		t.Errorf("dry run printed:\n%s", out)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for the dry run's writes and the test's read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func stateOf(t *testing.T, path string) NodeState {
 	t.Helper()

@@ -200,8 +200,10 @@ func TestFirewallInNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ag.cmd.Process.Signal(unix.SIGTERM)
-		ag.cmd.Wait()
+		if ag.cmd.ProcessState == nil {
+			ag.cmd.Process.Signal(unix.SIGTERM)
+			ag.cmd.Wait()
+		}
 		if t.Failed() {
 			t.Logf("agent log:\n%s\nnode log:\n%s", ag.log(), n.log())
 		}
@@ -325,4 +327,31 @@ func TestFirewallInNamespaces(t *testing.T) {
 		t.Errorf("block status: %v\n%s", err, out)
 	}
 	t.Logf("block status:\n%s", out)
+
+	// SIGTERM: the agent exits 0 and leaves its set in place; with --flush-on-exit it
+	// removes its table.
+	ag.cmd.Process.Signal(unix.SIGTERM)
+	if err := ag.cmd.Wait(); err != nil {
+		t.Errorf("agent after SIGTERM: %v\n%s", err, ag.log())
+	}
+	if _, err := f.n.Try("", "nft", "list", "table", "inet", "dialtrap"); err != nil || !inSet(f.n, netVictim) {
+		t.Errorf("the set did not outlive the agent: %v", err)
+	}
+	flusher := &agent{state: ag.state}
+	flusher.cmd = exec.Command("ip", "netns", "exec", f.n.Name, binary, "block", "--node", "http://"+api,
+		"--ttl", fwTTL.String(), "--state-file", ag.state, "--flush-on-exit", "-v")
+	flusher.cmd.Stdout, flusher.cmd.Stderr = flusher, flusher
+	if err := flusher.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the second agent is in step", 10*time.Second, func() bool {
+		return strings.Contains(flusher.log(), "in step with the node")
+	})
+	flusher.cmd.Process.Signal(unix.SIGTERM)
+	if err := flusher.cmd.Wait(); err != nil {
+		t.Errorf("agent with --flush-on-exit after SIGTERM: %v\n%s", err, flusher.log())
+	}
+	if _, err := f.n.Try("", "nft", "list", "table", "inet", "dialtrap"); err == nil {
+		t.Error("--flush-on-exit left the table")
+	}
 }
