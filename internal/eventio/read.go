@@ -395,11 +395,16 @@ func Normalize(r Record, raw []byte, loc *time.Location) (*event.Event, error) {
 	if ip, port, err := splitAddr(r.str("destination_ip"), r.str("destination_port")); err == nil {
 		e.DestinationIP, e.DestinationPort = ip, port
 	}
-	if err := event.Check(e, event.Rules{}); err != nil {
+	// Any age, but not from the future (a day's slack for a wrong --tz): a key stamped years
+	// ahead would stay in every blocklist window until then.
+	if err := event.Check(e, event.Rules{Now: time.Now(), MaxAge: 200 * 365 * 24 * time.Hour, MaxFuture: ImportMaxFuture}); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
+
+// ImportMaxFuture is how far ahead of the clock an imported record may be stamped.
+const ImportMaxFuture = 24 * time.Hour
 
 // clean makes a text field valid UTF-8 and bounds it like a captured one.
 func clean(s string) string {

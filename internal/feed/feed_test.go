@@ -54,6 +54,9 @@ func TestIPGuard(t *testing.T) {
 		{"8.8.8.8", false, false},
 		{"2a00:1450::1", false, false},
 		{"100.64.0.1", false, true},
+		{"64:ff9b::a00:1", false, true}, // NAT64, 6to4 and IPv4-compatible forms: a translator
+		{"2002:a00:1::1", false, true},
+		{"::7f00:1", false, true},
 	} {
 		a := netip.MustParseAddr(c.ip)
 		if g.Protects(a) != c.listed || d.Protects(a) != c.deflt {
@@ -186,6 +189,8 @@ func TestParseQueryRefuses(t *testing.T) {
 		{store.IPAddresses, "source=friends"}, {store.IPAddresses, "ttl=-5s"}, {store.IPAddresses, "ttl=forever"},
 		{store.IPAddresses, "ttl=9999999999"}, {store.IPAddresses, "since=yesterday"},
 		{store.IPAddresses, "format=nft&table=x%3Bflush%20ruleset"}, {store.IPAddresses, "format=ipset&set4=" + strings.Repeat("a", 40)},
+		{store.IPAddresses, "format=nft&table=ip"}, {store.IPAddresses, "format=nft&set4=timeout"}, {store.IPAddresses, "format=ipset&set4=a&set6=a"},
+		{store.IPAddresses, "format=ipset&set4=a.b"},
 	} {
 		v, _ := url.ParseQuery(c.query)
 		if _, err := ParseQuery(c.list, v, now); err == nil {
@@ -211,6 +216,20 @@ func TestScriptsLoad(t *testing.T) {
 		}
 		return b.String()
 	}
+	// A row no capture writes, but a hand-edited database might: it must never reach a script.
+	evil := &event.Event{AppName: event.AppName, Timestamp: event.FormatTime(time.Now()), UUID: "00000000-0000-4000-8000-000000000666",
+		Transport: event.TCP, SourceIP: "2a02::1%x }\nadd rule inet filter input accept\nadd element inet dialtrap blocklist6 { 2a02::2", SourceVerified: true}
+	if err := s.Write(context.Background(), []*event.Event{evil}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"nft", "ipset", "plain", "csv", "json"} {
+		if out := render("format=" + f); strings.Contains(out, "accept") || strings.Contains(out, "2a02::") {
+			t.Errorf("%s feed carries a malformed key:\n%s", f, out)
+		}
+	}
+	// ipset refuses timeouts beyond 24.8 days, and restore stops at the first refusal: the
+	// script caps them, and swaps its sets in only at the end.
+	ns.Run(t, render("format=ipset&ttl=720h"), "ipset", "restore", "-exist")
 	// Loaded twice: the scripts replace what they loaded before.
 	for range 2 {
 		ns.Run(t, render("format=nft&ttl=24h"), "nft", "-f", "-")
@@ -312,7 +331,7 @@ func TestStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := readMsgs(t, r, OpCursor)
-	if ops(got) != "add 193.32.162.5, cursor" || got[0].Timeout != 3601 {
+	if ops(got) != "add 193.32.162.5, cursor" || got[0].Timeout != 3600 { // stamped a second ahead: the TTL, no more
 		t.Errorf("after a write: %s (timeout %d)", ops(got), got[0].Timeout)
 	}
 	cursor := got[len(got)-1].Cursor

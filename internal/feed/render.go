@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
@@ -47,7 +48,19 @@ type Query struct {
 // MaxTTL bounds ttl: a year.
 const MaxTTL = 366 * 24 * time.Hour
 
-var setName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,30}$`)
+// setName is what a table or set name may be: short enough for ipset's 31 bytes with the
+// ".new" of its swap, and never one of nft's words, which its parser would take as syntax.
+var setName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,26}$`)
+
+var nftWords = map[string]bool{"table": true, "set": true, "map": true, "chain": true, "rule": true, "element": true,
+	"ip": true, "ip6": true, "inet": true, "arp": true, "bridge": true, "netdev": true, "add": true, "create": true,
+	"delete": true, "destroy": true, "flush": true, "list": true, "insert": true, "replace": true, "reset": true,
+	"type": true, "flags": true, "timeout": true, "size": true, "policy": true, "hook": true, "priority": true,
+	"counter": true, "drop": true, "accept": true, "reject": true, "elements": true, "define": true, "include": true}
+
+// MaxIPSetTimeout is the longest element timeout ipset takes, in seconds; a script with a
+// longer one fails half-way.
+const MaxIPSetTimeout = 2147483
 
 // ParseQuery reads a feed's parameters: format, since, min_count, verified (only, the
 // default, or any), source (trusted, the default: this node's and trusted peers'; local;
@@ -110,9 +123,12 @@ func ParseQuery(l store.List, v url.Values, now time.Time) (Query, error) {
 		if *p.v == "" {
 			*p.v = p.def
 		}
-		if !setName.MatchString(*p.v) {
-			return q, fmt.Errorf("table and set names are a letter then up to 30 letters, digits, _ . or -, not %q", *p.v)
+		if !setName.MatchString(*p.v) || nftWords[strings.ToLower(*p.v)] {
+			return q, fmt.Errorf("table and set names are a letter then up to 26 letters, digits, _ or -, and no nft keyword, not %q", *p.v)
 		}
+	}
+	if q.Set4 == q.Set6 {
+		return q, fmt.Errorf("set4 and set6 must differ (both %q)", q.Set4)
 	}
 	return q, nil
 }
@@ -152,7 +168,8 @@ func (q Query) Timeout(lastSeen string, now time.Time) time.Duration {
 	if err != nil {
 		return q.TTL
 	}
-	left := t.Add(q.TTL).Sub(now)
+	// A key stamped ahead of the clock (a peer's or an import's) gets no more than the TTL.
+	left := min(t.Add(q.TTL).Sub(now), q.TTL)
 	return max(time.Duration(math.Ceil(left.Seconds()))*time.Second, time.Second)
 }
 
@@ -164,10 +181,25 @@ type Guards struct {
 
 // Allows reports whether a key of list l may be in a feed.
 func (g Guards) Allows(l store.List, key string) bool {
+	_, ok := g.allowed(l, key)
+	return ok
+}
+
+// allowed returns the key as a feed writes it, if it may be in one: a number as stored (only
+// digits pass), an address in its canonical form, parsed anew, so that nothing but an address
+// ever reaches a firewall script, whatever a database row holds.
+func (g Guards) allowed(l store.List, key string) (string, bool) {
 	if l == store.CalledNumbers {
-		return !g.Numbers.Protects(key)
+		return key, !g.Numbers.Protects(key)
 	}
-	return !g.IPs.ProtectsString(key)
+	a, err := netip.ParseAddr(key)
+	if err != nil || a.Zone() != "" || a.Is4In6() || g.IPs.Protects(a) {
+		return "", false
+	}
+	if s := a.String(); s != key {
+		return s, true
+	}
+	return key, true
 }
 
 // ContentType is the media type of a format.
@@ -199,7 +231,8 @@ func Render(ctx context.Context, w io.Writer, src Pager, q Query, g Guards, now 
 			return err
 		}
 		for _, it := range page {
-			if g.Allows(q.List, it.Key) {
+			if key, ok := g.allowed(q.List, it.Key); ok {
+				it.Key = key
 				r.item(it, q.Timeout(it.LastSeen, now))
 			}
 		}
@@ -240,9 +273,12 @@ func newRenderer(w *bufio.Writer, q Query) *renderer {
 	}
 	switch q.Format {
 	case IPSet:
-		fmt.Fprintf(w, "create %s hash:ip family inet hashsize 1024 maxelem 4194304 timeout 0\n", q.Set4)
-		fmt.Fprintf(w, "create %s hash:ip family inet6 hashsize 1024 maxelem 4194304 timeout 0\n", q.Set6)
-		fmt.Fprintf(w, "flush %s\nflush %s\n", q.Set4, q.Set6)
+		// The new list fills sets of its own, swapped in at the end: ipset restore stops at
+		// its first failing line, and the sets in use must never be left half-filled.
+		for _, s := range []struct{ name, family string }{{q.Set4, "inet"}, {q.Set6, "inet6"}} {
+			fmt.Fprintf(w, "create %s hash:ip family %s hashsize 1024 maxelem 4194304 timeout 0\n", s.name, s.family)
+			fmt.Fprintf(w, "create %s.new hash:ip family %s hashsize 1024 maxelem 4194304 timeout 0\nflush %s.new\n", s.name, s.family, s.name)
+		}
 	case NFT:
 		// Declaring the table and sets creates them if missing; the flushes then make the
 		// script a whole replacement, applied by nft -f in one transaction.
@@ -272,11 +308,11 @@ func (r *renderer) item(it store.FeedItem, timeout time.Duration) {
 		}
 		w.WriteString("add ")
 		w.WriteString(set)
-		w.WriteByte(' ')
+		w.WriteString(".new ")
 		w.WriteString(it.Key)
 		if secs > 0 {
 			w.WriteString(" timeout ")
-			w.Write(strconv.AppendInt(r.scratch[:0], secs, 10))
+			w.Write(strconv.AppendInt(r.scratch[:0], min(secs, MaxIPSetTimeout), 10))
 		}
 		w.WriteByte('\n')
 	case NFT:
@@ -333,6 +369,10 @@ func (r *renderer) flushNFT(set string, els *[]string) {
 
 func (r *renderer) end() {
 	switch r.q.Format {
+	case IPSet:
+		for _, s := range []string{r.q.Set4, r.q.Set6} {
+			fmt.Fprintf(r.w, "swap %s.new %s\ndestroy %s.new\n", s, s, s)
+		}
 	case NFT:
 		r.flushNFT(r.q.Set4, &r.v4)
 		r.flushNFT(r.q.Set6, &r.v6)

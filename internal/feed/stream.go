@@ -200,10 +200,11 @@ func (s *streamer) write(m Msg) error {
 }
 
 func (s *streamer) add(it store.FeedItem, now time.Time) error {
-	if !s.o.Guards.Allows(store.IPAddresses, it.Key) {
+	key, ok := s.o.Guards.allowed(store.IPAddresses, it.Key)
+	if !ok {
 		return nil
 	}
-	return s.write(Msg{Op: OpAdd, IP: it.Key, Timeout: int64(s.o.Query.Timeout(it.LastSeen, now) / time.Second)})
+	return s.write(Msg{Op: OpAdd, IP: key, Timeout: int64(s.o.Query.Timeout(it.LastSeen, now) / time.Second)})
 }
 
 // whole sends every key the query selects now.
@@ -228,10 +229,11 @@ func (s *streamer) changes(ctx context.Context, c Cursor, seq int64, now time.Ti
 		f.Since = max(f.Since, event.FormatTime(c.Time.Add(-ttl)))
 		f.Until = event.FormatTime(now.Add(-ttl))
 		return s.pages(ctx, f, store.ByLastSeen, store.FeedItem{}, func(it store.FeedItem) error {
-			if !s.o.Guards.Allows(store.IPAddresses, it.Key) {
+			key, ok := s.o.Guards.allowed(store.IPAddresses, it.Key)
+			if !ok {
 				return nil
 			}
-			return s.write(Msg{Op: OpDel, IP: it.Key})
+			return s.write(Msg{Op: OpDel, IP: key})
 		})
 	}
 	return nil
