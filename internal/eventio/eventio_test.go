@@ -274,3 +274,22 @@ func FuzzNormalizeLine(f *testing.F) {
 		}
 	})
 }
+
+// A record stamped more than a day ahead is skipped: it would sit in every blocklist window
+// until its time came.
+func TestReadRefusesFutureRecords(t *testing.T) {
+	ahead, near := sample(1), sample(2)
+	ahead.Timestamp = event.FormatTime(time.Now().Add(48 * time.Hour))
+	near.Timestamp = event.FormatTime(time.Now().Add(time.Hour))
+	var lines []byte
+	for _, e := range []*event.Event{ahead, near} {
+		b, _ := e.MarshalLine()
+		lines = append(lines, b...)
+	}
+	path := filepath.Join(t.TempDir(), "future.jsonl")
+	os.WriteFile(path, lines, 0o600)
+	got, res := readAll(t, path, Options{})
+	if len(got) != 1 || got[0].UUID != near.UUID || res.Skipped != 1 {
+		t.Errorf("read %d events, skipped %d; want only the one an hour ahead", len(got), res.Skipped)
+	}
+}
