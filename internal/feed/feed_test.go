@@ -299,7 +299,7 @@ func TestStream(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- Serve(ctx, pw, s, StreamOptions{Query: q, Cursor: cursor, Guards: guards(t), Now: nowFn,
-				Poll: 5 * time.Millisecond, Heartbeat: 20 * time.Millisecond})
+				Poll: 5 * time.Millisecond, ExpiryEvery: 5 * time.Millisecond, Heartbeat: 20 * time.Millisecond})
 			pw.Close()
 		}()
 		return bufio.NewReader(pr), func() {
@@ -350,8 +350,10 @@ func TestStream(t *testing.T) {
 	}
 	stop()
 
-	// A cursor of another database, or from the future, gets the whole set.
-	for _, c := range []string{"1.0.0", "garbage", fmt.Sprintf("%s.999.%d", strings.Split(cursor, ".")[0], now.UnixMilli())} {
+	// A cursor of another database, from the future, or of other filters gets the whole set.
+	parts := strings.Split(cursor, ".")
+	for _, c := range []string{"1.0.0.0", "garbage", fmt.Sprintf("%s.999.%d.%s", parts[0], now.UnixMilli(), parts[3]),
+		strings.Join(append(parts[:3:3], "12345"), "."), strings.Join(parts[:3], ".")} {
 		setClock(now)
 		r, stop = start(c)
 		if got := readMsgs(t, r, OpSync); !got[len(got)-1].Full || len(got) != 4 {
@@ -411,7 +413,7 @@ func FuzzIPGuard(f *testing.F) {
 func FuzzFeedQuery(f *testing.F) {
 	for _, s := range []string{"format=nft&ttl=24h&table=edge", "format=ipset&set4=a&set6=b&verified=any", "source=all&min_count=3&since=24h",
 		"format=csv&ttl=999999999999", "table=x%3Bflush%20ruleset&format=nft"} {
-		f.Add(s, "123.456.1700000000000")
+		f.Add(s, "123.456.1700000000000.42")
 	}
 	f.Fuzz(func(t *testing.T, query, cursor string) {
 		v, err := url.ParseQuery(query)

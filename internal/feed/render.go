@@ -43,6 +43,9 @@ type Query struct {
 	TTL        time.Duration
 	Table      string // nft table (inet family)
 	Set4, Set6 string // nft or ipset set names
+	// Selection names what the filters select, as the client wrote them (a relative since
+	// such as 24h stays the same text): a stream's cursor is valid only for the same one.
+	Selection string
 }
 
 // MaxTTL bounds ttl: a year.
@@ -111,6 +114,8 @@ func ParseQuery(l store.List, v url.Values, now time.Time) (Query, error) {
 			return q, err
 		}
 	}
+	q.Selection = fmt.Sprintf("since=%s&min_count=%d&verified=%t&source=%d&ttl=%d",
+		v.Get("since"), q.Filter.MinCount, q.Filter.Verified, q.Filter.Source, q.TTL)
 	q.Table, q.Set4, q.Set6 = v.Get("table"), v.Get("set4"), v.Get("set6")
 	def4, def6 := "blocklist4", "blocklist6"
 	if q.Format == IPSet {

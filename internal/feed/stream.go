@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -45,25 +47,27 @@ type Msg struct {
 	Time    string `json:"time,omitempty"` // the node's clock, event_timestamp layout
 }
 
-// Cursor is a position in a store's changes: the write sequence sent up to, and the node's
-// clock then (expiries after it are still to come).
+// Cursor is a position in a store's changes: the write sequence sent up to, the node's clock
+// then (expiries after it are still to come), and which selection it belongs to (a hash of
+// Query.Selection: a cursor of other filters would resume the wrong set).
 type Cursor struct {
-	Epoch int64
-	Seq   int64
-	Time  time.Time
+	Epoch     int64
+	Seq       int64
+	Time      time.Time
+	Selection uint32
 }
 
 func (c Cursor) String() string {
-	return fmt.Sprintf("%d.%d.%d", c.Epoch, c.Seq, c.Time.UnixMilli())
+	return fmt.Sprintf("%d.%d.%d.%d", c.Epoch, c.Seq, c.Time.UnixMilli(), c.Selection)
 }
 
 // ParseCursor reads a cursor; ok is false for anything else.
 func ParseCursor(s string) (c Cursor, ok bool) {
 	parts := strings.Split(s, ".")
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return c, false
 	}
-	var n [3]int64
+	var n [4]int64
 	for i, p := range parts {
 		v, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || v < 0 {
@@ -71,7 +75,17 @@ func ParseCursor(s string) (c Cursor, ok bool) {
 		}
 		n[i] = v
 	}
-	return Cursor{Epoch: n[0], Seq: n[1], Time: time.UnixMilli(n[2])}, true
+	if n[3] > math.MaxUint32 {
+		return c, false
+	}
+	return Cursor{Epoch: n[0], Seq: n[1], Time: time.UnixMilli(n[2]), Selection: uint32(n[3])}, true
+}
+
+// selectionHash is the Selection of a cursor for q.
+func selectionHash(q Query) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(q.Selection))
+	return h.Sum32()
 }
 
 // StreamSource is what the stream reads (the store).
@@ -87,8 +101,10 @@ type StreamOptions struct {
 	Guards    Guards
 	Heartbeat time.Duration // a line at least this often (default 15 s)
 	Poll      time.Duration // how often the store is asked for changes (default 250 ms)
-	Now       func() time.Time
-	Done      <-chan struct{} // closed when the server shuts down
+	// ExpiryEvery is how often it is asked for keys whose TTL ran out (default 1 s).
+	ExpiryEvery time.Duration
+	Now         func() time.Time
+	Done        <-chan struct{} // closed when the server shuts down
 	// Flush sends what was written to the client; Progress is called after each flush (the
 	// API extends its write deadline while the client reads).
 	Flush    func() error
@@ -107,6 +123,9 @@ func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) 
 	if o.Poll <= 0 {
 		o.Poll = 250 * time.Millisecond
 	}
+	if o.ExpiryEvery <= 0 {
+		o.ExpiryEvery = time.Second
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -116,20 +135,22 @@ func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) 
 		return err
 	}
 	now := o.Now()
+	sel := selectionHash(o.Query)
 	from, resume := ParseCursor(o.Cursor)
-	resume = resume && from.Epoch == epoch && from.Seq <= seq && !from.Time.After(now)
+	resume = resume && from.Epoch == epoch && from.Seq <= seq && !from.Time.After(now) && from.Selection == sel
 	if resume {
-		if err := s.changes(ctx, from, seq, now); err != nil {
+		if err := s.changes(ctx, from, seq, now, now); err != nil {
 			return err
 		}
 	} else if err := s.whole(ctx, now); err != nil {
 		return err
 	}
-	cur := Cursor{epoch, seq, now}
+	cur := Cursor{epoch, seq, now, sel}
 	if err := s.send(Msg{Op: OpSync, Cursor: cur.String(), Full: !resume, Time: event.FormatTime(now)}); err != nil {
 		return err
 	}
 	last := time.Now() // heartbeats keep real time, whatever clock the window is read by
+	lastExpiry := last
 	tick := time.NewTicker(o.Poll)
 	defer tick.Stop()
 	for {
@@ -147,12 +168,23 @@ func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) 
 		if e != epoch {
 			return ErrEpoch
 		}
+		// Expiries are looked for at most once a second (o.ExpiryEvery), new keys at every
+		// poll that sees a new sequence: an idle stream costs the store little. The cursor's
+		// time is that of the last look for expiries.
 		now := o.Now()
 		s.sent = 0
-		if err := s.changes(ctx, cur, seq, now); err != nil {
+		until := cur.Time
+		if time.Since(lastExpiry) >= o.ExpiryEvery {
+			until, lastExpiry = now, time.Now()
+		}
+		if seq == cur.Seq && until == cur.Time {
+			if time.Since(last) < o.Heartbeat {
+				continue
+			}
+		} else if err := s.changes(ctx, cur, seq, until, now); err != nil {
 			return err
 		}
-		cur = Cursor{epoch, seq, now}
+		cur = Cursor{epoch, seq, until, sel}
 		switch {
 		case s.sent > 0:
 			err = s.send(Msg{Op: OpCursor, Cursor: cur.String()})
@@ -214,8 +246,9 @@ func (s *streamer) whole(ctx context.Context, now time.Time) error {
 	})
 }
 
-// changes sends the keys written after cursor c, and those whose TTL ran out since c's time.
-func (s *streamer) changes(ctx context.Context, c Cursor, seq int64, now time.Time) error {
+// changes sends the keys written after cursor c (as live at now), and those whose TTL ran out
+// between c's time and until.
+func (s *streamer) changes(ctx context.Context, c Cursor, seq int64, until, now time.Time) error {
 	if seq > c.Seq {
 		err := s.pages(ctx, s.o.Query.Live(now), store.BySeq, store.FeedItem{Seq: c.Seq + 1}, func(it store.FeedItem) error {
 			return s.add(it, now)
@@ -224,10 +257,10 @@ func (s *streamer) changes(ctx context.Context, c Cursor, seq int64, now time.Ti
 			return err
 		}
 	}
-	if ttl := s.o.Query.TTL; ttl > 0 && now.After(c.Time) {
+	if ttl := s.o.Query.TTL; ttl > 0 && until.After(c.Time) {
 		f := s.o.Query.Filter
 		f.Since = max(f.Since, event.FormatTime(c.Time.Add(-ttl)))
-		f.Until = event.FormatTime(now.Add(-ttl))
+		f.Until = event.FormatTime(until.Add(-ttl))
 		return s.pages(ctx, f, store.ByLastSeen, store.FeedItem{}, func(it store.FeedItem) error {
 			key, ok := s.o.Guards.allowed(store.IPAddresses, it.Key)
 			if !ok {
