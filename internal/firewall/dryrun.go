@@ -129,6 +129,8 @@ func (d *dryRun) Len(ctx context.Context) (v4, v6 int, err error) {
 	return v4, v6, ctx.Err()
 }
 
+func (d *dryRun) Check(ctx context.Context) error { return nil }
+
 func (d *dryRun) Remove(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -50,6 +50,9 @@ type Set interface {
 	// Delete removes the addresses; one that is absent (e.g. already expired by its timeout)
 	// is not an error.
 	Delete(ctx context.Context, addrs []netip.Addr) error
+	// Check reports whether the sets still exist: nil if so, an error wrapping ErrMissing
+	// if a firewall reload or someone else removed them. Cheap: no element is read.
+	Check(ctx context.Context) error
 	// Len counts elements in the v4 and v6 sets (not those whose timeout has passed).
 	Len(ctx context.Context) (v4, v6 int, err error)
 	// Remove deletes what Ensure created (the table / the ipsets); used for --flush-on-exit.
@@ -58,6 +61,10 @@ type Set interface {
 	// Close releases the connection; it leaves the kernel's sets as they are.
 	Close() error
 }
+
+// ErrMissing is wrapped in the error of a change to a set that is gone (a firewall reload, or
+// someone deleted it): Ensure makes it again, empty.
+var ErrMissing = errors.New("the set is missing")
 
 // ErrClosed is returned by the methods of a Set after Close.
 var ErrClosed = errors.New("firewall: set is closed")

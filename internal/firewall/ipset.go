@@ -130,7 +130,7 @@ func (s *IPSet) explain(what, msg string, err error) error {
 		strings.Contains(msg, "Permission denied"):
 		hint = capNetAdmin
 	case strings.Contains(msg, ipsetNoSet):
-		hint = fmt.Sprintf("set %s or %s is missing (destroyed by someone else?): restart the agent, which recreates them and loads the list again", s.o.Set4, s.o.Set6)
+		return fmt.Errorf("firewall: ipset: %s: set %s or %s is missing (destroyed by someone else?): %s: %w: %w", what, s.o.Set4, s.o.Set6, msg, ErrMissing, err)
 	case strings.Contains(msg, "already exists"):
 		hint = "a set of that name exists with other parameters (see 'ipset list -t'): destroy it ('ipset destroy NAME', after removing the rules that use it) or configure other names"
 	case strings.Contains(msg, "in use by a kernel component"):
@@ -265,6 +265,17 @@ func (s *IPSet) Len(ctx context.Context) (v4, v6 int, err error) {
 		return 0, 0, err
 	}
 	return v4, v6, nil
+}
+
+// Check reports whether both sets still exist: nil if so, an error wrapping ErrMissing if
+// not. It reads their headers only.
+func (s *IPSet) Check(ctx context.Context) error {
+	for _, name := range []string{s.o.Set4, s.o.Set6} {
+		if _, err := s.run(ctx, "look up set "+name, nil, "list", "-t", name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Remove destroys both sets; one already gone is no error. It fails while an iptables rule

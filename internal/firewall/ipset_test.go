@@ -208,7 +208,7 @@ func TestIPSetRemove(t *testing.T) {
 	}
 	// Missing sets: Add says what to do.
 	err := s.Add(ctx, []Element{el("192.0.2.1", 0)})
-	if err == nil || !strings.Contains(err.Error(), "restart the agent") {
+	if err == nil || !errors.Is(err, ErrMissing) {
 		t.Errorf("Add without sets: %v", err)
 	}
 	if err := s.Close(); err != nil {
@@ -223,5 +223,29 @@ func TestNewIPSetMissingProgram(t *testing.T) {
 	_, err := NewIPSet(IPSetOptions{Path: "/nonexistent/ipset"})
 	if err == nil || !strings.Contains(err.Error(), "install it") {
 		t.Fatalf("NewIPSet with a missing program: %v", err)
+	}
+}
+
+func TestIPSetCheck(t *testing.T) {
+	ns := newNetns(t)
+	needTool(t, "ipset", "ipset")
+	s, err := NewIPSet(IPSetOptions{Netns: ns.name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Check(ctx); !errors.Is(err, ErrMissing) {
+		t.Errorf("before Ensure: %v, want ErrMissing", err)
+	}
+	if err := s.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Errorf("after Ensure: %v", err)
+	}
+	ns.run(t, "ipset", "destroy", "dialtrap6")
+	if err := s.Check(ctx); !errors.Is(err, ErrMissing) {
+		t.Errorf("after ipset destroy: %v, want ErrMissing", err)
 	}
 }

@@ -494,6 +494,19 @@ func (n *NFT) Len(ctx context.Context) (v4, v6 int, err error) {
 	return v4, v6, err
 }
 
+// Check reports whether both sets still exist (a firewall reload may have flushed them): nil
+// if so, an error wrapping ErrMissing if not. It is cheap: two lookups, no element read.
+func (n *NFT) Check(ctx context.Context) error {
+	return n.do(ctx, func() error {
+		for _, set := range []*nftables.Set{n.set4, n.set6} {
+			if _, err := n.conn.GetSetByName(set.Table, set.Name); err != nil {
+				return n.explain("look up set "+set.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
 // count dumps set's elements over the lasting socket and counts them.
 func (n *NFT) count(set *nftables.Set) (int, error) {
 	if n.nl == nil {
@@ -583,7 +596,7 @@ func (n *NFT) explain(what string, err error) error {
 	case errors.Is(err, os.ErrPermission), isErrno(err, unix.EPERM), isErrno(err, unix.EACCES):
 		hint = capNetAdmin
 	case isErrno(err, unix.ENOENT):
-		hint = fmt.Sprintf("table inet %s, a set or the chain is missing (deleted by 'nft flush ruleset', a firewall reload or another tool?): restart the agent, which recreates them and loads the list again", n.o.Table)
+		return fmt.Errorf("firewall: nft: %s: table inet %s, a set or the chain is missing (deleted by 'nft flush ruleset', a firewall reload or another tool?): %w: %w", what, n.o.Table, ErrMissing, err)
 	case isErrno(err, unix.EEXIST), isErrno(err, unix.EBUSY):
 		hint = fmt.Sprintf("an object of the same name exists with another definition (look with 'nft list table inet %s'): delete it, e.g. 'nft delete table inet %s', or configure other names", n.o.Table, n.o.Table)
 	case isErrno(err, unix.EPROTONOSUPPORT), isErrno(err, unix.EAFNOSUPPORT), isErrno(err, unix.EOPNOTSUPP):

@@ -537,7 +537,7 @@ func TestNFTErrors(t *testing.T) {
 
 	// Before Ensure (or after 'nft flush ruleset'): the sets are missing.
 	err := n.Add(ctx, []Element{el("192.0.2.1", time.Hour)})
-	if err == nil || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "restart the agent") {
+	if err == nil || !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrMissing) {
 		t.Errorf("Add without sets: %v", err)
 	}
 	if _, _, err := n.Len(ctx); err == nil || !strings.Contains(err.Error(), "missing") {
@@ -597,5 +597,29 @@ func TestExplainPermission(t *testing.T) {
 	err := n.explain("add", fmt.Errorf("conn.Receive: %w", &net.OpError{Op: "receive", Err: unix.EPERM}))
 	if !strings.Contains(err.Error(), "needs CAP_NET_ADMIN") || !errors.Is(err, fs.ErrPermission) {
 		t.Fatal(err)
+	}
+}
+
+// Check tells a set that is there from one a firewall reload flushed away.
+func TestNFTCheck(t *testing.T) {
+	ns := newNetns(t)
+	n, err := NewNFT(NFTOptions{NetNS: ns.fd()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx := context.Background()
+	if err := n.Check(ctx); !errors.Is(err, ErrMissing) {
+		t.Errorf("before Ensure: %v, want ErrMissing", err)
+	}
+	if err := n.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Check(ctx); err != nil {
+		t.Errorf("after Ensure: %v", err)
+	}
+	ns.run(t, "nft", "flush", "ruleset")
+	if err := n.Check(ctx); !errors.Is(err, ErrMissing) {
+		t.Errorf("after nft flush ruleset: %v, want ErrMissing", err)
 	}
 }
