@@ -89,6 +89,7 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	minCount := f.Int("min-count", 1, "block an address seen at least this often")
 	neverBlock := f.StringSlice("never-block", nil, "addresses, CIDR prefixes or files of them never put in the set (repeatable)")
 	neverDefaults := f.Bool("never-block-defaults", true, "also never block loopback, private, link-local, multicast, documentation ranges and this host's addresses")
+	maxElements := f.Int("max-elements", 1<<20, "most addresses kept in the set; beyond it new ones are refused and counted")
 	dryRun := f.Bool("dry-run", false, "print the changes instead of making them (needs no privileges)")
 	flushOnExit := f.Bool("flush-on-exit", false, "remove the table (or ipsets) when the agent stops")
 	verbose := f.BoolP("verbose", "v", false, "info logs (connections, syncs)")
@@ -119,9 +120,12 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	}
 	q := url.Values{"ttl": {*ttl}, "verified": {*verified}, "source": {*source}, "min_count": {fmt.Sprint(*minCount)}}
 	// The node checks these too; checking here gives the operator the error at once.
-	if _, err := feed.ParseQuery(0, q, time.Now()); err != nil {
+	parsed, err := feed.ParseQuery(0, q, time.Now())
+	if err != nil {
 		return f.fail(exitUsage, "%v", err)
 	}
+	// What the agent selects: a state file of another selection is not resumed from.
+	fingerprint := fmt.Sprintf("%s never-block=%q defaults=%t", q.Encode(), *neverBlock, *neverDefaults)
 	guard, err := feed.NewIPGuard(*neverBlock, *neverDefaults)
 	if err != nil {
 		return f.fail(exitUsage, "--never-block: %v", err)
@@ -144,7 +148,7 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	defer set.Close()
 	log := newLogger(stderr, &config.Config{Verbose: *verbose, Debug: *debug})
 	agent, err := block.New(block.Config{Nodes: cfgNodes, Set: set, Query: q, Guard: guard,
-		StateFile: sf.statePath(), Log: log})
+		StateFile: sf.statePath(), Log: log, TTL: parsed.TTL, MaxElements: *maxElements, Fingerprint: fingerprint})
 	if err != nil {
 		return f.fail(exitUsage, "%v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -54,6 +55,20 @@ type Config struct {
 	// BatchMax is how many additions are applied in one transaction at most (default 10,000);
 	// a batch is applied as soon as the node marks a consistent point (a cursor line).
 	BatchMax int
+	// TTL is the longest timeout an element gets, and the timeout of one a node sends
+	// without (0: as the nodes send them, which may be none: permanent).
+	TTL time.Duration
+	// MaxElements bounds the addresses the agent keeps in the set (default 1,048,576, an
+	// ipset's maxelem): a hostile node, or a flood of proven sources from one IPv6 /64,
+	// cannot fill the kernel's memory. Beyond it new addresses are refused and counted.
+	MaxElements int
+	// Fingerprint names the agent's selection (query and never-block list): a state file
+	// written under another one holds cursors of another set, and is not resumed from.
+	Fingerprint string
+	// CheckEvery is how often the agent checks that its sets still exist (default 10 s): a
+	// firewall reload ('nft flush ruleset') removes them, and they are then made again and
+	// loaded in full from every node.
+	CheckEvery time.Duration
 }
 
 // NodeState is what the agent knows of one node, as the state file and status show it.
@@ -75,9 +90,12 @@ type NodeState struct {
 
 // State is the state file.
 type State struct {
-	Updated time.Time    `json:"updated"`
-	PID     int          `json:"pid"`
-	Nodes   []*NodeState `json:"nodes"`
+	Updated     time.Time    `json:"updated"`
+	PID         int          `json:"pid"`
+	Fingerprint string       `json:"fingerprint,omitempty"`
+	Reloads     int64        `json:"reloads"` // times the sets were found gone and made again
+	Full        int64        `json:"refused_set_full"`
+	Nodes       []*NodeState `json:"nodes"`
 }
 
 // Agent follows the nodes' streams.
@@ -85,10 +103,14 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex // guards expires, state and set calls
+	mu  sync.Mutex // guards expires, state, gen and set calls
+	gen int64      // bumped when the sets were made again: every stream starts over
+	// cancels end the open streams (by node) when the sets were made again.
+	cancels map[int]context.CancelFunc
 	// expires holds, for each address applied, when its element expires (unix seconds;
 	// math.MaxInt64 for none): 24 bytes an entry, for sets of hundreds of thousands.
 	expires map[[16]byte]int64
+	pruned  int64 // when prune last walked it (unix seconds)
 	state   State
 	saved   time.Time
 }
@@ -106,6 +128,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			ResponseHeaderTimeout: 30 * time.Second, TLSHandshakeTimeout: 10 * time.Second}}
 	}
 	if cfg.Backoff.Min == 0 {
@@ -114,7 +137,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.BatchMax <= 0 {
 		cfg.BatchMax = 10000
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[[16]byte]int64{}}
+	if cfg.MaxElements <= 0 {
+		cfg.MaxElements = 1 << 20
+	}
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = 10 * time.Second
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[[16]byte]int64{}, cancels: map[int]context.CancelFunc{}}
 	old, err := ReadState(cfg.StateFile)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -126,14 +155,18 @@ func New(cfg Config) (*Agent, error) {
 		}
 		ns := &NodeState{URL: n.URL}
 		for _, o := range old.Nodes {
-			if o.URL == n.URL {
+			if o.URL == n.URL && old.Fingerprint == cfg.Fingerprint {
 				ns.Cursor, ns.Bytes, ns.FullSyncs, ns.Reconnects = o.Cursor, o.Bytes, o.FullSyncs, o.Reconnects
 				ns.Adds, ns.Applied, ns.Refused, ns.LastSync, ns.NodeTime = o.Adds, o.Applied, o.Refused, o.LastSync, o.NodeTime
 			}
 		}
 		a.state.Nodes = append(a.state.Nodes, ns)
 	}
-	a.state.PID = os.Getpid()
+	a.state.PID, a.state.Fingerprint = os.Getpid(), cfg.Fingerprint
+	a.state.Reloads = old.Reloads
+	if old.Fingerprint != cfg.Fingerprint && len(old.Nodes) > 0 {
+		a.log.Info("block: the selection changed since the state file was written; every node's set is fetched whole")
+	}
 	return a, nil
 }
 
@@ -159,6 +192,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watch(ctx)
+	}()
 	for i := range a.cfg.Nodes {
 		wg.Add(1)
 		go func() {
@@ -172,11 +210,53 @@ func (a *Agent) Run(ctx context.Context) error {
 	return a.save(true)
 }
 
+// watch checks every CheckEvery that the sets still exist, and makes them again when a
+// firewall reload removed them.
+func (a *Agent) watch(ctx context.Context) {
+	t := time.NewTicker(a.cfg.CheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := a.cfg.Set.Check(ctx); errors.Is(err, firewall.ErrMissing) {
+			a.reload(ctx, err)
+		}
+	}
+}
+
+// errReload ends the streams after the sets were made again: each starts over, whole.
+var errReload = errors.New("the sets were made again: fetching every node's set whole")
+
+// reload makes the sets again after they vanished, forgets what they held and every
+// cursor, so that every stream reconnects and sends its whole set.
+func (a *Agent) reload(ctx context.Context, cause error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.log.Warn("block: the sets are gone (a firewall reload?); making them again and fetching every node's set whole", "err", cause)
+	if err := a.cfg.Set.Ensure(ctx); err != nil {
+		a.log.Error("block: cannot make the sets again", "err", err)
+		return
+	}
+	clear(a.expires)
+	for _, ns := range a.state.Nodes {
+		ns.Cursor = ""
+	}
+	a.gen++
+	a.state.Reloads++
+	for _, cancel := range a.cancels {
+		cancel()
+	}
+	a.save(true)
+}
+
 // Snapshot returns a copy of the agent's state.
 func (a *Agent) Snapshot() State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := State{Updated: a.state.Updated, PID: a.state.PID}
+	s := State{Updated: a.state.Updated, PID: a.state.PID, Fingerprint: a.state.Fingerprint, Reloads: a.state.Reloads, Full: a.state.Full}
 	for _, n := range a.state.Nodes {
 		c := *n
 		s.Nodes = append(s.Nodes, &c)
@@ -202,7 +282,10 @@ func (a *Agent) follow(ctx context.Context, i int) {
 		}
 		a.save(false)
 		a.mu.Unlock()
-		if err != nil {
+		switch {
+		case errors.Is(err, errReload):
+			fails = 0 // not the node's fault: start over at once
+		case err != nil:
 			fails++
 		}
 		wait := a.cfg.Backoff.Delay(max(fails, 1))
@@ -231,11 +314,22 @@ func (c countingReader) Read(p []byte) (int, error) {
 const maxLine = 4096
 
 // stream reads one connection to node i until it ends.
-func (a *Agent) stream(ctx context.Context, i int) error {
+func (a *Agent) stream(parent context.Context, i int) (err error) {
 	node := a.cfg.Nodes[i]
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	a.mu.Lock()
-	cursor := a.state.Nodes[i].Cursor
+	cursor, gen := a.state.Nodes[i].Cursor, a.gen
+	a.cancels[i] = cancel
 	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.cancels, i)
+		a.mu.Unlock()
+		if ctx.Err() != nil && parent.Err() == nil {
+			err = errReload // ended by reload
+		}
+	}()
 	q := url.Values{}
 	for k, v := range a.cfg.Query {
 		q[k] = v
@@ -288,17 +382,17 @@ func (a *Agent) stream(ctx context.Context, i int) error {
 		}
 		switch m.Op {
 		case feed.OpAdd:
-			ip, err := netip.ParseAddr(m.IP)
-			if err != nil || a.cfg.Guard.Protects(ip) || m.Timeout < 0 {
+			el, ok := a.element(m)
+			if !ok {
 				a.mu.Lock()
 				ns.Refused++
 				a.mu.Unlock()
-				a.log.Debug("block: left out an address the node sent", "node", node.URL, "ip", m.IP)
+				a.log.Debug("block: left out an address the node sent", "node", node.URL, "ip", m.IP, "timeout", m.Timeout)
 				continue
 			}
-			batch = append(batch, firewall.Element{Addr: ip.Unmap().WithZone(""), Timeout: time.Duration(m.Timeout) * time.Second})
+			batch = append(batch, el)
 			if len(batch) >= a.cfg.BatchMax {
-				if err := a.apply(ctx, i, batch, "", &m, connBytes); err != nil {
+				if err := a.apply(ctx, i, gen, batch, "", &m, connBytes); err != nil {
 					return err
 				}
 				batch = batch[:0]
@@ -311,7 +405,7 @@ func (a *Agent) stream(ctx context.Context, i int) error {
 				ns.FullSyncs++
 				a.mu.Unlock()
 			}
-			if err := a.apply(ctx, i, batch, m.Cursor, &m, connBytes); err != nil {
+			if err := a.apply(ctx, i, gen, batch, m.Cursor, &m, connBytes); err != nil {
 				return err
 			}
 			batch = batch[:0]
@@ -327,11 +421,28 @@ func (a *Agent) stream(ctx context.Context, i int) error {
 	return errors.New("the node closed the stream")
 }
 
+// element checks an add line: an address (not a protected one) and a timeout within
+// feed.MaxTTL, given the agent's TTL when it has none and cut to it when longer.
+func (a *Agent) element(m feed.Msg) (firewall.Element, bool) {
+	ip, err := netip.ParseAddr(m.IP)
+	if err != nil || ip.Zone() != "" || a.cfg.Guard.Protects(ip) || m.Timeout < 0 || m.Timeout > int64(feed.MaxTTL/time.Second) {
+		return firewall.Element{}, false
+	}
+	timeout := time.Duration(m.Timeout) * time.Second
+	if ttl := a.cfg.TTL; ttl > 0 && (timeout == 0 || timeout > ttl) {
+		timeout = ttl
+	}
+	return firewall.Element{Addr: ip.Unmap(), Timeout: timeout}, true
+}
+
 // apply puts a batch in the set, then records the cursor: a cursor is saved only once what
 // came before it is in the kernel, so a crash between the two costs a re-send, never a gap.
-func (a *Agent) apply(ctx context.Context, i int, batch []firewall.Element, cursor string, m *feed.Msg, connBytes int64) error {
+func (a *Agent) apply(ctx context.Context, i int, gen int64, batch []firewall.Element, cursor string, m *feed.Msg, connBytes int64) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if gen != a.gen {
+		return errReload
+	}
 	ns := a.state.Nodes[i]
 	ns.Adds += int64(len(batch))
 	ns.Bytes += connBytes - ns.LastBytes
@@ -346,8 +457,16 @@ func (a *Agent) apply(ctx context.Context, i int, batch []firewall.Element, curs
 			exp = now.Add(el.Timeout).Unix()
 		}
 		k := el.Addr.As16()
-		if old, ok := a.expires[k]; ok && exp <= old+1 {
+		old, ok := a.expires[k]
+		if ok && exp <= old+1 {
 			continue
+		}
+		if !ok && len(a.expires) >= a.cfg.MaxElements {
+			if a.prune(now.Unix()); len(a.expires) >= a.cfg.MaxElements {
+				a.state.Full++
+				ns.Refused++
+				continue
+			}
 		}
 		a.expires[k] = exp
 		out = append(out, el)
@@ -356,6 +475,12 @@ func (a *Agent) apply(ctx context.Context, i int, batch []firewall.Element, curs
 		if err := a.cfg.Set.Add(ctx, out); err != nil {
 			for _, el := range out {
 				delete(a.expires, el.Addr.As16()) // unknown now: the next add applies it again
+			}
+			if errors.Is(err, firewall.ErrMissing) {
+				a.mu.Unlock()
+				a.reload(ctx, err)
+				a.mu.Lock()
+				return errReload
 			}
 			return fmt.Errorf("apply %d elements: %w", len(out), err)
 		}
@@ -368,14 +493,17 @@ func (a *Agent) apply(ctx context.Context, i int, batch []firewall.Element, curs
 			ns.NodeTime = m.Time
 		}
 	}
-	if len(a.expires) > 4096 && len(a.expires)%1024 == 0 {
-		a.prune(now.Unix())
-	}
+
 	return a.save(len(out) > 0 || m.Op == feed.OpSync)
 }
 
-// prune forgets elements whose timeout has passed (the kernel has dropped them).
+// prune forgets elements whose timeout has passed (the kernel has dropped them), at most
+// once a minute (a full table would otherwise be walked for every refused address).
 func (a *Agent) prune(now int64) {
+	if now-a.pruned < 60 {
+		return
+	}
+	a.pruned = now
 	for ip, exp := range a.expires {
 		if exp < now {
 			delete(a.expires, ip)

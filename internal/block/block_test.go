@@ -3,8 +3,12 @@ package block
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -281,3 +285,109 @@ func TestAgentSurvivesBadNodes(t *testing.T) {
 }
 
 var backoffFast = backoffPolicy(10*time.Millisecond, 50*time.Millisecond)
+
+// A node's lines are checked, not trusted: a timeout beyond a year is refused (it would
+// overflow), none or a longer one than the agent's TTL gets the TTL, and the set holds no
+// more than MaxElements addresses.
+func TestAgentBoundsWhatNodesSend(t *testing.T) {
+	lines := `{"op":"add","ip":"45.1.1.1","timeout":9223372036854775807}
+{"op":"add","ip":"45.1.1.2"}
+{"op":"add","ip":"45.1.1.3","timeout":999999}
+{"op":"add","ip":"45.1.1.4","timeout":60}
+{"op":"add","ip":"45.1.1.5","timeout":60}
+{"op":"add","ip":"45.1.1.6","timeout":60}
+{"op":"sync","cursor":"1.1.1.1","full":true}
+`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, lines)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	var out syncBuffer
+	a, err := New(Config{Nodes: []Node{{URL: srv.URL}}, Set: firewall.NewDryRun(&out), TTL: time.Hour, MaxElements: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	testutil.Eventually(t, "the batch is applied", 5*time.Second, func() bool { return a.Snapshot().Nodes[0].Cursor != "" })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{"add 45.1.1.2 timeout 3600s\n", "add 45.1.1.3 timeout 3600s\n", "add 45.1.1.4 timeout 60s\n", "add 45.1.1.5 timeout 60s\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("applied:\n%s\nwant %q", got, want)
+		}
+	}
+	s := a.Snapshot()
+	if strings.Contains(got, "45.1.1.1") || strings.Contains(got, "45.1.1.6") || s.Full != 1 || s.Nodes[0].Refused != 2 {
+		t.Errorf("applied:\n%s\nrefused %d, over the bound %d; want 45.1.1.1 refused and 45.1.1.6 over the bound of 4", got, s.Nodes[0].Refused, s.Full)
+	}
+}
+
+// A firewall reload ('nft flush ruleset') removes the agent's table: it notices, makes it
+// again, and fetches the whole set from the node.
+func TestAgentSurvivesFirewallReload(t *testing.T) {
+	ns := testutil.NewNetns(t, "blockrl")
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "n.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Write(ctx, []*event.Event{sighting(1, "45.134.26.1", true), sighting(2, "45.134.26.2", true)})
+	srv := startAPI(t, st, "127.0.0.1:0", "")
+	defer srv.Close(ctx)
+	set, err := firewall.NewNFT(firewall.NFTOptions{NetNS: ns.FD()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	a, err := New(Config{Nodes: []Node{{URL: "http://" + srv.Addr().String()}}, Set: set,
+		Query: url.Values{"ttl": {"1h"}}, CheckEvery: 50 * time.Millisecond, Backoff: backoffFast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	has := func() bool {
+		out, err := ns.Try("", "nft", "list", "set", "inet", "dialtrap", "blocklist4")
+		return err == nil && strings.Contains(out, "45.134.26.1") && strings.Contains(out, "45.134.26.2")
+	}
+	testutil.Eventually(t, "the set is loaded", 5*time.Second, has)
+	ns.Run(t, "", "nft", "flush", "ruleset")
+	testutil.Eventually(t, "the set is made and loaded again after the reload", 10*time.Second, has)
+	if s := a.Snapshot(); s.Reloads != 1 || s.Nodes[0].FullSyncs != 2 {
+		t.Errorf("reloads %d full syncs %d, want 1 and 2", s.Reloads, s.Nodes[0].FullSyncs)
+	}
+	if chain := ns.Run(t, "", "nft", "list", "chain", "inet", "dialtrap", "input"); !strings.Contains(chain, "@blocklist4") {
+		t.Errorf("the drop rule was not made again:\n%s", chain)
+	}
+}
+
+// A state file written for another selection (another TTL, filters or never-block list) is
+// not resumed from: its cursors belong to another set.
+func TestAgentStateOfAnotherSelection(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "s.json")
+	os.WriteFile(state, []byte(`{"fingerprint":"ttl=30m","nodes":[{"url":"http://127.0.0.1:1","cursor":"1.2.3.4"}]}`), 0o600)
+	for fp, want := range map[string]string{"ttl=30m": "1.2.3.4", "ttl=24h": ""} {
+		a, err := New(Config{Nodes: []Node{{URL: "http://127.0.0.1:1"}}, Set: firewall.NewDryRun(io.Discard), StateFile: state, Fingerprint: fp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.Snapshot().Nodes[0].Cursor; got != want {
+			t.Errorf("fingerprint %s: cursor %q, want %q", fp, got, want)
+		}
+	}
+}
