@@ -57,6 +57,7 @@ const maxBudgets = 1 << 16
 // address is remembered, and how many are (when the table is full a sixteenth of it, chosen
 // at random, is forgotten: those addresses must prove themselves again).
 const (
+	tagBucket   = time.Hour // a To tag proves its source for one to two hours
 	nonceBucket = 5 * time.Minute
 	provenFor   = time.Hour
 	maxProven   = 1 << 16
@@ -106,9 +107,13 @@ func (b *replyBudget) mac(kind byte, src netip.Addr, bucket int64) []byte {
 	return m.Sum(nil)
 }
 
-// tag is the To tag our replies to src carry: only someone who receives them knows it.
-func (b *replyBudget) tag(src netip.Addr) []byte {
-	return hex.AppendEncode(nil, b.mac('t', src, 0)[:6])
+// tag is the To tag our replies to src carry now: only someone who receives them knows it.
+func (b *replyBudget) tag(src netip.Addr) []byte { return b.tagAt(src, time.Now()) }
+
+// tagAt is the tag of the hour of now: a tag is a proof for an hour or two, so whoever held
+// an address once (a rented cloud address) cannot keep passing for it with an old tag.
+func (b *replyBudget) tagAt(src netip.Addr, now time.Time) []byte {
+	return hex.AppendEncode(nil, b.mac('t', src, now.Unix()/int64(tagBucket/time.Second))[:6])
 }
 
 // nonce is the nonce of the challenge we send src at now.
@@ -136,7 +141,7 @@ func (p proof) any() bool { return p.tag || p.nonce }
 func (b *replyBudget) check(m *Message, src netip.Addr, now time.Time) proof {
 	var p proof
 	if t := toTag(m.To); len(t) > 0 {
-		p.tag = hmac.Equal(t, b.tag(src))
+		p.tag = hmac.Equal(t, b.tagAt(src, now)) || hmac.Equal(t, b.tagAt(src, now.Add(-tagBucket)))
 	}
 	for _, cred := range [][]byte{m.Authorization, m.ProxyAuthorization} {
 		if n := AuthParam(cred, "nonce"); n != nil && b.nonceValid(src, n, now) {

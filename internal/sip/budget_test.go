@@ -144,3 +144,22 @@ func waitFor(t *testing.T, ok func() bool) {
 }
 
 func mustAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// A To tag is a proof for an hour or two, not for the life of the process: whoever held an
+// address once cannot pass for it later with the tag it was given.
+func TestTagExpires(t *testing.T) {
+	b := newReplyBudget(0, 0)
+	src := netip.MustParseAddr("203.0.113.5")
+	now := time.Now()
+	tag := b.tagAt(src, now)
+	echo := func(at time.Time) bool {
+		m := Parse([]byte("ACK sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5;branch=z9hG4bK-1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:100@198.51.100.1>;tag=" + string(tag) + "\r\nCall-ID: x\r\nCSeq: 1 ACK\r\n\r\n"))
+		return b.check(&m, src, at).tag
+	}
+	if !echo(now) || !echo(now.Add(tagBucket)) {
+		t.Error("the tag does not prove its source within the next hour")
+	}
+	if echo(now.Add(2 * tagBucket)) {
+		t.Error("the tag still proves its source two hours on")
+	}
+}
