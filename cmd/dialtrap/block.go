@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -131,14 +129,8 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 		return f.fail(exitUsage, "--never-block: %v", err)
 	}
 	if *neverDefaults {
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if p, ok := a.(*net.IPNet); ok {
-					if ip, ok := netip.AddrFromSlice(p.IP); ok {
-						guard.AddAddr(ip)
-					}
-				}
-			}
+		if err := guard.AddHostAddrs(); err != nil {
+			fmt.Fprintf(stderr, "dialtrap block: %v\n", err)
 		}
 	}
 	set, err := sf.open(*dryRun, stdout)

@@ -92,15 +92,7 @@ func TestAgentFollowsNodeIntoNftables(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- a.Run(rctx) }()
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
+		return runAgent(t, a)
 	}
 	stop := run()
 	count := func() int {
@@ -193,14 +185,9 @@ func TestAgentIPSetAndDryRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- a.Run(rctx) }()
+		stop := runAgent(t, a)
 		testutil.Eventually(t, "the agent syncs", 10*time.Second, func() bool { return a.Snapshot().Nodes[0].Applied == 2 })
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		stop()
 	}
 	ipset.Close()
 	four, six := ns.Run(t, "", "ipset", "list", "dialtrap4"), ns.Run(t, "", "ipset", "list", "dialtrap6")
@@ -268,16 +255,11 @@ func TestAgentSurvivesBadNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	stop := runAgent(t, a)
 	testutil.Eventually(t, "the agent has met each kind of bad answer", 10*time.Second, func() bool {
 		return a.Snapshot().Nodes[0].Reconnects >= 6
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	s := a.Snapshot().Nodes[0]
 	if s.Refused < 2 || s.Applied != 0 || strings.Contains(out.String(), "add ") {
 		t.Errorf("refused %d applied %d, set changes:\n%s", s.Refused, s.Applied, out.String())
@@ -309,14 +291,9 @@ func TestAgentBoundsWhatNodesSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	stop := runAgent(t, a)
 	testutil.Eventually(t, "the batch is applied", 5*time.Second, func() bool { return a.Snapshot().Nodes[0].Cursor != "" })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	got := out.String()
 	for _, want := range []string{"add 45.1.1.2 timeout 3600s\n", "add 45.1.1.3 timeout 3600s\n", "add 45.1.1.4 timeout 60s\n", "add 45.1.1.5 timeout 60s\n"} {
 		if !strings.Contains(got, want) {
@@ -352,15 +329,7 @@ func TestAgentSurvivesFirewallReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(rctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer runAgent(t, a)()
 	has := func() bool {
 		out, err := ns.Try("", "nft", "list", "set", "inet", "dialtrap", "blocklist4")
 		return err == nil && strings.Contains(out, "45.134.26.1") && strings.Contains(out, "45.134.26.2")
@@ -388,6 +357,21 @@ func TestAgentStateOfAnotherSelection(t *testing.T) {
 		}
 		if got := a.Snapshot().Nodes[0].Cursor; got != want {
 			t.Errorf("fingerprint %s: cursor %q, want %q", fp, got, want)
+		}
+	}
+}
+
+// runAgent runs a until the returned stop is called, which checks that Run ended cleanly.
+func runAgent(t *testing.T, a *Agent) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ package feed
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -117,6 +118,23 @@ func (g *IPGuard) Add(p netip.Prefix) {
 func (g *IPGuard) AddAddr(a netip.Addr) {
 	a = a.Unmap().WithZone("")
 	g.Add(netip.PrefixFrom(a, a.BitLen()))
+}
+
+// AddHostAddrs protects every address of this host's interfaces: a probe forged with the
+// host's own address must not make it block itself.
+func (g *IPGuard) AddHostAddrs() error {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("list this host's addresses to keep them off blocklists (name them with --never-block): %w", err)
+	}
+	for _, a := range addrs {
+		if p, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(p.IP); ok {
+				g.AddAddr(ip)
+			}
+		}
+	}
+	return nil
 }
 
 // Len is the number of prefixes protected (as given, before merging).

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -152,22 +151,6 @@ func Shareable(cfg *config.Config, g feed.Guards) func(*event.Event) bool {
 	}
 }
 
-// protectOwnAddrs adds this host's addresses to the never-block list: a probe forged with
-// the node's own address as its source must not make the node block itself.
-func (n *Node) protectOwnAddrs() {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		n.log.Warn("cannot list this host's addresses to keep them off blocklists; name them with --never-block", "err", err)
-		return
-	}
-	for _, a := range addrs {
-		if p, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(p.IP); ok {
-				n.guards.IPs.AddAddr(ip)
-			}
-		}
-	}
-}
 
 // Routes is the one decision on peer events: for each sink (by name), whether events learned
 // from peers reach it. The store keeps them (with where they came
@@ -227,7 +210,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if cfg.NeverBlockDefaults {
-		n.protectOwnAddrs()
+		if err := n.guards.IPs.AddHostAddrs(); err != nil {
+			n.log.Warn(err.Error())
+		}
 	}
 	routes := Routes(cfg)
 	n.hub = hub.New(n.log)
