@@ -151,7 +151,6 @@ func Shareable(cfg *config.Config, g feed.Guards) func(*event.Event) bool {
 	}
 }
 
-
 // Routes is the one decision on peer events: for each sink (by name), whether events learned
 // from peers reach it. The store keeps them (with where they came
 // from); the JSON log and syslog write them only when the operator asks (a remote node must
