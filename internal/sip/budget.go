@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"hash"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,8 @@ const (
 type replyBudget struct {
 	rate  rate.Limit
 	burst int
-	key   []byte // the secret of the To tags and nonces; per process
+	key   []byte    // the secret of the To tags and nonces; per process
+	macs  sync.Pool // HMAC states keyed with key: a proof check makes no garbage but the sum
 
 	mu      sync.Mutex
 	sources map[netip.Prefix]*sourceBudget
@@ -102,9 +104,15 @@ func (b *replyBudget) mac(kind byte, src netip.Addr, bucket int64) []byte {
 	binary.BigEndian.PutUint64(in[1:9], uint64(bucket))
 	a := src.Unmap().As16()
 	copy(in[9:], a[:])
-	m := hmac.New(sha256.New, b.key)
+	m, _ := b.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, b.key)
+	}
+	m.Reset()
 	m.Write(in[:])
-	return m.Sum(nil)
+	sum := m.Sum(nil)
+	b.macs.Put(m)
+	return sum
 }
 
 // tag is the To tag our replies to src carry now: only someone who receives them knows it.

@@ -163,3 +163,32 @@ func TestTagExpires(t *testing.T) {
 		t.Error("the tag still proves its source two hours on")
 	}
 }
+
+// BenchmarkProof is what source verification adds to each UDP request in responsive mode,
+// beside BenchmarkParse of the same message (the baseline): the check of its To tag and
+// credentials, and the proven-address table.
+func BenchmarkProof(b *testing.B) {
+	bud := newReplyBudget(0, 0)
+	src := netip.MustParseAddr("203.0.113.5")
+	for _, c := range []struct{ name, msg string }{
+		{"options-no-tag", "OPTIONS sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5;branch=z9hG4bK-1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:100@198.51.100.1>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nUser-Agent: friendly-scanner\r\n\r\n"},
+		{"ack-with-tag", "ACK sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5;branch=z9hG4bK-1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:100@198.51.100.1>;tag=" + string(bud.tag(src)) + "\r\nCall-ID: x\r\nCSeq: 1 ACK\r\n\r\n"},
+	} {
+		msg := []byte(c.msg)
+		b.Run(c.name+"/parse", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				m := Parse(msg)
+				_ = m.CalledNumber()
+			}
+		})
+		b.Run(c.name+"/proof", func(b *testing.B) {
+			m := Parse(msg)
+			b.ReportAllocs()
+			for b.Loop() {
+				now := time.Now()
+				bud.verify(src, bud.check(&m, src, now).any(), now)
+			}
+		})
+	}
+}
