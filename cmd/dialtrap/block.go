@@ -45,13 +45,13 @@ func (sf *setFlags) statePath() string {
 	return filepath.Join(sf.dataDir, "block-state.json")
 }
 
-func (sf *setFlags) open(dryRun bool, stdout io.Writer) (firewall.Set, error) {
+func (sf *setFlags) open(dryRun bool, maxElem int, stdout io.Writer) (firewall.Set, error) {
 	switch {
 	case dryRun:
 		return firewall.NewDryRun(stdout), nil
 	case sf.ipset:
 		set4, set6 := or(sf.set4, "dialtrap4"), or(sf.set6, "dialtrap6")
-		return firewall.NewIPSet(firewall.IPSetOptions{Set4: set4, Set6: set6})
+		return firewall.NewIPSet(firewall.IPSetOptions{Set4: set4, Set6: set6, MaxElem: maxElem})
 	default:
 		return firewall.NewNFT(firewall.NFTOptions{Table: sf.table, Set4: or(sf.set4, "blocklist4"), Set6: or(sf.set6, "blocklist6"), NoChain: sf.noRule})
 	}
@@ -88,7 +88,7 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	neverBlock := f.StringSlice("never-block", nil, "addresses, CIDR prefixes or files of them never put in the set (repeatable)")
 	neverDefaults := f.Bool("never-block-defaults", true, "also never block loopback, private, link-local, multicast, documentation ranges and this host's addresses")
 	maxElements := f.Int("max-elements", 1<<20, "most addresses kept in the set; beyond it new ones are refused and counted")
-	dryRun := f.Bool("dry-run", false, "print the changes instead of making them (needs no privileges)")
+	dryRun := f.Bool("dry-run", false, "print the changes instead of making them (needs no privileges; no state file is read or written)")
 	flushOnExit := f.Bool("flush-on-exit", false, "remove the table (or ipsets) when the agent stops")
 	verbose := f.BoolP("verbose", "v", false, "info logs (connections, syncs)")
 	debug := f.BoolP("debug", "d", false, "debug logs")
@@ -120,10 +120,17 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	// The node checks these too; checking here gives the operator the error at once.
 	parsed, err := feed.ParseQuery(0, q, time.Now())
 	if err != nil {
-		return f.fail(exitUsage, "%v", err)
+		return f.fail(exitUsage, "--ttl, --verified, --source or --min-count: %v", err)
+	}
+	if *maxElements <= 0 {
+		return f.fail(exitUsage, "--max-elements must be at least 1")
+	}
+	if sf.ipset && parsed.TTL > feed.MaxIPSetTimeout*time.Second {
+		return f.fail(exitUsage, "--ttl %s is beyond what ipset takes (%s): give a shorter one", *ttl, feed.MaxIPSetTimeout*time.Second)
 	}
 	// What the agent selects: a state file of another selection is not resumed from.
-	fingerprint := fmt.Sprintf("%s never-block=%q defaults=%t", q.Encode(), *neverBlock, *neverDefaults)
+	fingerprint := fmt.Sprintf("%s never-block=%q defaults=%t ipset=%t table=%s set4=%s set6=%s",
+		q.Encode(), *neverBlock, *neverDefaults, sf.ipset, sf.table, sf.set4, sf.set6)
 	guard, err := feed.NewIPGuard(*neverBlock, *neverDefaults)
 	if err != nil {
 		return f.fail(exitUsage, "--never-block: %v", err)
@@ -133,14 +140,18 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "dialtrap block: %v\n", err)
 		}
 	}
-	set, err := sf.open(*dryRun, stdout)
+	set, err := sf.open(*dryRun, *maxElements, stdout)
 	if err != nil {
 		return f.fail(exitRuntime, "%v", err)
 	}
 	defer set.Close()
 	log := newLogger(stderr, &config.Config{Verbose: *verbose, Debug: *debug})
+	state := sf.statePath()
+	if *dryRun {
+		state = "" // a dry run changes nothing, its cursors included: it starts whole each time
+	}
 	agent, err := block.New(block.Config{Nodes: cfgNodes, Set: set, Query: q, Guard: guard,
-		StateFile: sf.statePath(), Log: log, TTL: parsed.TTL, MaxElements: *maxElements, Fingerprint: fingerprint})
+		StateFile: state, Log: log, TTL: parsed.TTL, MaxElements: *maxElements, Fingerprint: fingerprint})
 	if err != nil {
 		return f.fail(exitUsage, "%v", err)
 	}
@@ -187,7 +198,7 @@ func runBlockStatus(args []string, stdout, stderr io.Writer) int {
 	running := st.PID > 0 && processAlive(st.PID)
 	fmt.Fprintf(stdout, "agent       pid %d (%s), state written %s ago\n", st.PID, map[bool]string{true: "running", false: "not running"}[running],
 		now.Sub(st.Updated).Round(time.Second))
-	if set, err := sf.open(false, stdout); err != nil {
+	if set, err := sf.open(false, 0, stdout); err != nil {
 		fmt.Fprintf(stdout, "set         unknown: %v\n", err)
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -199,6 +210,9 @@ func runBlockStatus(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stdout, "set         %d addresses (%d IPv4, %d IPv6)\n", v4+v6, v4, v6)
 		}
+	}
+	if st.Full > 0 || st.Reloads > 0 {
+		fmt.Fprintf(stdout, "refused     %d new addresses with the set at --max-elements; sets made again after a reload %d times\n", st.Full, st.Reloads)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tCONNECTED\tLAST SYNC\tLAG\tRECEIVED\tAPPLIED\tREFUSED\tFULL SYNCS\tRECONNECTS\tLAST ERROR")

@@ -29,6 +29,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/firewall"
 	"github.com/dialtrap/dialtrap/internal/fsutil"
+	"github.com/dialtrap/dialtrap/internal/ratelog"
 )
 
 // Node is one node whose stream the agent follows.
@@ -110,9 +111,11 @@ type Agent struct {
 	// expires holds, for each address applied, when its element expires (unix seconds;
 	// math.MaxInt64 for none): 24 bytes an entry, for sets of hundreds of thousands.
 	expires map[[16]byte]int64
-	pruned  int64 // when prune last walked it (unix seconds)
+	pruned  int64       // when prune last walked it (unix seconds)
+	saved   time.Time   // when the state file was last written
+	later   *time.Timer // a write put off to the end of the second
+	warn    *ratelog.Logger
 	state   State
-	saved   time.Time
 }
 
 // New checks cfg and reads the state file, if there is one.
@@ -143,7 +146,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = 10 * time.Second
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[[16]byte]int64{}, cancels: map[int]context.CancelFunc{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[[16]byte]int64{}, cancels: map[int]context.CancelFunc{},
+		warn: ratelog.New(cfg.Log, time.Minute)}
 	old, err := ReadState(cfg.StateFile)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -188,6 +192,20 @@ func ReadState(path string) (State, error) {
 
 // Run creates the set if needed, then follows every node until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	// Sets that are not there (after a reboot, a --flush-on-exit, a firewall reload while the
+	// agent was down) are made empty: the cursors of the state file then describe a set the
+	// kernel no longer holds, and every node's set is fetched whole.
+	if err := a.cfg.Set.Check(ctx); errors.Is(err, firewall.ErrMissing) {
+		a.mu.Lock()
+		for _, ns := range a.state.Nodes {
+			if ns.Cursor != "" {
+				a.log.Info("block: the sets are not there; every node's set is fetched whole", "err", err)
+			}
+			ns.Cursor = ""
+		}
+		clear(a.expires)
+		a.mu.Unlock()
+	}
 	if err := a.cfg.Set.Ensure(ctx); err != nil {
 		return err
 	}
@@ -465,6 +483,8 @@ func (a *Agent) apply(ctx context.Context, i int, gen int64, batch []firewall.El
 			if a.prune(now.Unix()); len(a.expires) >= a.cfg.MaxElements {
 				a.state.Full++
 				ns.Refused++
+				a.warn.Warn("block: the set holds --max-elements addresses; new ones are refused until some expire",
+					"max_elements", a.cfg.MaxElements, "refused_total", a.state.Full)
 				continue
 			}
 		}
@@ -494,7 +514,7 @@ func (a *Agent) apply(ctx context.Context, i int, gen int64, batch []firewall.El
 		}
 	}
 
-	return a.save(len(out) > 0 || m.Op == feed.OpSync)
+	return a.save(false) // at most once a second: a node sending sync lines costs no fsyncs
 }
 
 // prune forgets elements whose timeout has passed (the kernel has dropped them), at most
@@ -514,8 +534,24 @@ func (a *Agent) prune(now int64) {
 // save writes the state file, at most once a second unless forced.
 func (a *Agent) save(force bool) error {
 	now := time.Now()
-	if a.cfg.StateFile == "" || !force && now.Sub(a.saved) < time.Second {
+	if a.cfg.StateFile == "" {
 		return nil
+	}
+	if wait := time.Second - now.Sub(a.saved); !force && wait > 0 {
+		// Written when the second is over (with a.mu held, as here).
+		if a.later == nil {
+			a.later = time.AfterFunc(wait, func() {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				a.later = nil
+				a.save(true)
+			})
+		}
+		return nil
+	}
+	if a.later != nil {
+		a.later.Stop()
+		a.later = nil
 	}
 	a.saved = now
 	a.state.Updated = now

@@ -329,7 +329,7 @@ func TestAgentSurvivesFirewallReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer runAgent(t, a)()
+	stop := runAgent(t, a)
 	has := func() bool {
 		out, err := ns.Try("", "nft", "list", "set", "inet", "dialtrap", "blocklist4")
 		return err == nil && strings.Contains(out, "45.134.26.1") && strings.Contains(out, "45.134.26.2")
@@ -343,6 +343,17 @@ func TestAgentSurvivesFirewallReload(t *testing.T) {
 	if chain := ns.Run(t, "", "nft", "list", "chain", "inet", "dialtrap", "input"); !strings.Contains(chain, "@blocklist4") {
 		t.Errorf("the drop rule was not made again:\n%s", chain)
 	}
+	stop()
+
+	// A reboot (or --flush-on-exit) while the agent is down: its state file holds cursors of
+	// a set that is gone, so it fetches the whole set again rather than resume.
+	ns.Run(t, "", "nft", "flush", "ruleset")
+	stop = runAgent(t, a)
+	testutil.Eventually(t, "the set is loaded again after the agent's restart", 10*time.Second, has)
+	if s := a.Snapshot(); s.Nodes[0].FullSyncs != 3 {
+		t.Errorf("full syncs %d, want 3", s.Nodes[0].FullSyncs)
+	}
+	stop()
 }
 
 // A state file written for another selection (another TTL, filters or never-block list) is

@@ -229,6 +229,8 @@ func TestScriptsLoad(t *testing.T) {
 	}
 	// ipset refuses timeouts beyond 24.8 days, and restore stops at the first refusal: the
 	// script caps them, and swaps its sets in only at the end.
+	// Sets the agent made (dialtrap block --ipset) take the script as they are.
+	ns.Run(t, "", "ipset", "create", "dialtrap4", "hash:ip", "family", "inet", "hashsize", "1024", "maxelem", "1048576", "timeout", "0")
 	ns.Run(t, render("format=ipset&ttl=720h"), "ipset", "restore", "-exist")
 	// Loaded twice: the scripts replace what they loaded before.
 	for range 2 {

@@ -61,6 +61,10 @@ var nftWords = map[string]bool{"table": true, "set": true, "map": true, "chain":
 	"type": true, "flags": true, "timeout": true, "size": true, "policy": true, "hook": true, "priority": true,
 	"counter": true, "drop": true, "accept": true, "reject": true, "elements": true, "define": true, "include": true}
 
+// ipsetMaxElem is the maxelem of the sets an ipset script creates: the same as the agent's
+// (internal/firewall), since ipset restore -exist refuses a create that differs.
+const ipsetMaxElem = 1 << 20
+
 // MaxIPSetTimeout is the longest element timeout ipset takes, in seconds; a script with a
 // longer one fails half-way.
 const MaxIPSetTimeout = 2147483
@@ -281,8 +285,8 @@ func newRenderer(w *bufio.Writer, q Query) *renderer {
 		// The new list fills sets of its own, swapped in at the end: ipset restore stops at
 		// its first failing line, and the sets in use must never be left half-filled.
 		for _, s := range []struct{ name, family string }{{q.Set4, "inet"}, {q.Set6, "inet6"}} {
-			fmt.Fprintf(w, "create %s hash:ip family %s hashsize 1024 maxelem 4194304 timeout 0\n", s.name, s.family)
-			fmt.Fprintf(w, "create %s.new hash:ip family %s hashsize 1024 maxelem 4194304 timeout 0\nflush %s.new\n", s.name, s.family, s.name)
+			fmt.Fprintf(w, "create %s hash:ip family %s hashsize 1024 maxelem %d timeout 0\n", s.name, s.family, ipsetMaxElem)
+			fmt.Fprintf(w, "create %s.new hash:ip family %s hashsize 1024 maxelem %d timeout 0\nflush %s.new\n", s.name, s.family, ipsetMaxElem, s.name)
 		}
 	case NFT:
 		// Declaring the table and sets creates them if missing; the flushes then make the

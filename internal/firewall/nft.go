@@ -494,14 +494,25 @@ func (n *NFT) Len(ctx context.Context) (v4, v6 int, err error) {
 	return v4, v6, err
 }
 
-// Check reports whether both sets still exist (a firewall reload may have flushed them): nil
-// if so, an error wrapping ErrMissing if not. It is cheap: two lookups, no element read.
+// Check reports whether both sets, and (unless NoChain) the two drop rules, are still there
+// (a firewall reload, 'nft flush table', may have removed them): nil if so, an error wrapping
+// ErrMissing if not. It is cheap: a few lookups, no element read.
 func (n *NFT) Check(ctx context.Context) error {
 	return n.do(ctx, func() error {
 		for _, set := range []*nftables.Set{n.set4, n.set6} {
 			if _, err := n.conn.GetSetByName(set.Table, set.Name); err != nil {
 				return n.explain("look up set "+set.Name, err)
 			}
+		}
+		if n.o.NoChain {
+			return nil
+		}
+		rules, err := n.conn.GetRules(n.table, n.chain)
+		if err != nil {
+			return n.explain("list chain "+n.o.Chain, err)
+		}
+		if len(rules) != 2 || !n.isDrop(rules[0], false) || !n.isDrop(rules[1], true) {
+			return fmt.Errorf("firewall: nft: chain %s of table inet %s lacks its drop rules: %w", n.o.Chain, n.o.Table, ErrMissing)
 		}
 		return nil
 	})

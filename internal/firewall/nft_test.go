@@ -618,6 +618,13 @@ func TestNFTCheck(t *testing.T) {
 	if err := n.Check(ctx); err != nil {
 		t.Errorf("after Ensure: %v", err)
 	}
+	ns.run(t, "nft", "flush", "table", "inet", "dialtrap") // the rules go, the sets stay
+	if err := n.Check(ctx); !errors.Is(err, ErrMissing) {
+		t.Errorf("after nft flush table: %v, want ErrMissing", err)
+	}
+	if err := n.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
 	ns.run(t, "nft", "flush", "ruleset")
 	if err := n.Check(ctx); !errors.Is(err, ErrMissing) {
 		t.Errorf("after nft flush ruleset: %v, want ErrMissing", err)
