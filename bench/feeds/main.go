@@ -18,7 +18,6 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -255,28 +254,33 @@ func agent(ctx context.Context, bin, dir string, n int) error {
 
 	state := filepath.Join(os.TempDir(), fmt.Sprintf("dtbench-block-%d.json", os.Getpid()))
 	defer os.Remove(state)
-	ag := inNS(bin, "block", "--node", "http://127.0.0.1:8082", "--state-file", state)
+	// The agent logs "in step with the node" (-v) once the whole set is in the kernel: read
+	// as it is written (the state file is written at most once a second).
+	ag := inNS(bin, "block", "--node", "http://127.0.0.1:8082", "--state-file", state, "-v")
+	logs, err := ag.StderrPipe()
+	if err != nil {
+		return err
+	}
 	start = time.Now()
 	if err := ag.Start(); err != nil {
 		return err
 	}
 	defer func() { ag.Process.Signal(os.Interrupt); ag.Wait() }()
+	syncedAt := make(chan time.Duration, 1)
+	go func() {
+		sc := bufio.NewScanner(logs)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "in step with the node") {
+				syncedAt <- time.Since(start)
+				break
+			}
+		}
+		io.Copy(io.Discard, logs)
+	}()
 	var synced time.Duration
-	for synced == 0 && time.Since(start) < 2*time.Minute {
-		time.Sleep(20 * time.Millisecond)
-		b, err := os.ReadFile(state)
-		if err != nil {
-			continue
-		}
-		var s struct {
-			Nodes []struct {
-				FullSyncs int64 `json:"full_syncs"`
-				Applied   int64 `json:"elements_applied"`
-			} `json:"nodes"`
-		}
-		if json.Unmarshal(b, &s) == nil && len(s.Nodes) == 1 && s.Nodes[0].FullSyncs == 1 && s.Nodes[0].Applied >= int64(n) {
-			synced = time.Since(start)
-		}
+	select {
+	case synced = <-syncedAt:
+	case <-time.After(2 * time.Minute):
 	}
 	if synced == 0 {
 		return fmt.Errorf("the agent did not sync within 2 minutes")
