@@ -95,6 +95,8 @@ type Config struct {
 	authed func(*http.Request)
 	// done is closed when the server shuts down: change streams end.
 	done <-chan struct{}
+	// changes reads the change sequence for all change streams (the Server runs it).
+	changes *feed.Watcher
 }
 
 // Contract texts.
@@ -314,6 +316,9 @@ type Server struct {
 	guard  *connGuard
 	served chan error
 	done   chan struct{} // closed by Close: change streams end
+	// stopWatch ends the change watcher's goroutine; watched is closed when it has.
+	stopWatch context.CancelFunc
+	watched   chan struct{}
 	// Handlers hold a read lock while they run; Close takes the write lock, so that no
 	// handler reads the store once Close has returned.
 	mu     sync.RWMutex
@@ -324,6 +329,9 @@ type Server struct {
 func New(cfg Config) *Server {
 	s := &Server{guard: newConnGuard(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.Token != ""), done: make(chan struct{})}
 	cfg.done = s.done
+	if cfg.Feeds != nil {
+		cfg.changes = feed.NewWatcher(cfg.Feeds, cfg.FeedPoll)
+	}
 	cfg.authed = func(r *http.Request) {
 		if c := connOf(r); c != nil {
 			s.guard.authed(c)
@@ -359,6 +367,15 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ln = guardedListener{ln, s.guard}
 	s.cfg.Store.PrepareLookups()
+	if w := s.cfg.changes; w != nil {
+		var wctx context.Context
+		wctx, s.stopWatch = context.WithCancel(context.Background())
+		s.watched = make(chan struct{})
+		go func() {
+			defer close(s.watched)
+			w.Run(wctx)
+		}()
+	}
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.hs.Serve(s.ln) }()
 	return nil
@@ -387,6 +404,10 @@ func (s *Server) Close(ctx context.Context) error {
 		err = errors.Join(err, serr)
 	}
 	s.served = nil
+	if s.stopWatch != nil {
+		s.stopWatch()
+		<-s.watched
+	}
 	// Handlers of connections cut off see their request context cancelled and end soon.
 	done := make(chan struct{})
 	go func() {

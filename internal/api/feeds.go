@@ -65,7 +65,7 @@ func (h *handler) feedStream(w http.ResponseWriter, r *http.Request) {
 	s.extend()
 	err := feed.Serve(r.Context(), s.w, h.cfg.Feeds, feed.StreamOptions{
 		Query: q, Cursor: v.Get("cursor"), Guards: h.cfg.Guards, Heartbeat: heartbeat,
-		Poll: h.cfg.FeedPoll, Now: h.cfg.Now, Done: h.cfg.done,
+		Poll: h.cfg.FeedPoll, Now: h.cfg.Now, Done: h.cfg.done, Changes: h.cfg.changes,
 		Flush: func() error {
 			if err := s.w.Flush(); err != nil {
 				return err

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -442,4 +444,65 @@ func FuzzFeedQuery(f *testing.F) {
 			}
 		}
 	})
+}
+
+// countingSource counts the change-sequence reads of a store.
+type countingSource struct {
+	*sqlite.Store
+	reads atomic.Int64
+}
+
+func (c *countingSource) ChangeSeq(ctx context.Context) (int64, int64, error) {
+	c.reads.Add(1)
+	return c.Store.ChangeSeq(ctx)
+}
+
+// With a Watcher, twenty idle streams cost one sequence read a poll, not twenty; a write
+// still reaches every one of them.
+func TestWatcherSharesThePolling(t *testing.T) {
+	src := &countingSource{Store: fixture(t)}
+	w := NewWatcher(src, 20*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); w.Run(ctx) }()
+	q, _ := ParseQuery(store.IPAddresses, url.Values{"verified": {"any"}}, now)
+	const streams = 20
+	got := make(chan string, streams)
+	var wg sync.WaitGroup
+	for range streams {
+		pr, pw := io.Pipe()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			Serve(ctx, pw, src, StreamOptions{Query: q, Guards: guards(t), Changes: w, Heartbeat: time.Hour, Now: func() time.Time { return now }})
+			pw.Close()
+		}()
+		go func() {
+			r := bufio.NewReader(pr)
+			readMsgs(t, r, OpSync)
+			adds := readMsgs(t, r, OpCursor)
+			got <- ops(adds)
+			io.Copy(io.Discard, pr)
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // 25 polls
+	before := src.reads.Load()
+	if before > streams+30 {
+		t.Errorf("%d sequence reads for %d streams in 25 polls: the polling is not shared", before, streams)
+	}
+	src.Write(context.Background(), []*event.Event{{AppName: event.AppName, Timestamp: event.FormatTime(now),
+		UUID: "00000000-0000-4000-8000-000000000200", Transport: event.TCP, SourceIP: "193.32.162.9", SourceVerified: true}})
+	for range streams {
+		select {
+		case g := <-got:
+			if g != "add 193.32.162.9, cursor" {
+				t.Errorf("a stream got %s", g)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a stream was not woken by the write")
+		}
+	}
+	cancel()
+	wg.Wait()
+	<-watched
 }

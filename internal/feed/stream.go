@@ -10,6 +10,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
@@ -105,6 +106,9 @@ type StreamOptions struct {
 	ExpiryEvery time.Duration
 	Now         func() time.Time
 	Done        <-chan struct{} // closed when the server shuts down
+	// Changes, when set, reads the change sequence for every stream at once (one query a
+	// poll however many streams are open); else each stream asks the store every Poll.
+	Changes *Watcher
 	// Flush sends what was written to the client; Progress is called after each flush (the
 	// API extends its write deadline while the client reads).
 	Flush    func() error
@@ -151,17 +155,34 @@ func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) 
 	}
 	last := time.Now() // heartbeats keep real time, whatever clock the window is read by
 	lastExpiry := last
-	tick := time.NewTicker(o.Poll)
+	every := o.Poll
+	if o.Changes != nil {
+		every = o.ExpiryEvery // woken by the watcher for changes; the ticker is for expiries
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
+		var changed <-chan struct{}
+		if o.Changes != nil {
+			_, _, changed, _ = o.Changes.Current()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-o.Done:
 			return nil
 		case <-tick.C:
+		case <-changed:
 		}
-		e, seq, err := src.ChangeSeq(ctx)
+		var e, seq int64
+		if o.Changes != nil {
+			e, seq, _, err = o.Changes.Current()
+			if e == 0 && err == nil {
+				continue // not read yet
+			}
+		} else {
+			e, seq, err = src.ChangeSeq(ctx)
+		}
 		if err != nil {
 			return err
 		}
@@ -297,4 +318,56 @@ func (s *streamer) pages(ctx context.Context, f store.FeedFilter, o store.FeedOr
 			s.o.Progress()
 		}
 	}
+}
+
+// Watcher reads a store's change sequence for all the streams of a server: one query a poll,
+// however many streams are open, and a stream wakes only when the sequence moves.
+type Watcher struct {
+	src  StreamSource
+	poll time.Duration
+
+	mu         sync.Mutex
+	epoch, seq int64
+	err        error
+	changed    chan struct{} // closed, and replaced, when epoch, seq or err change
+}
+
+// NewWatcher returns a watcher of src that polls every poll (default 250 ms) once Run runs.
+func NewWatcher(src StreamSource, poll time.Duration) *Watcher {
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	return &Watcher{src: src, poll: poll, changed: make(chan struct{})}
+}
+
+// Run polls until ctx ends.
+func (w *Watcher) Run(ctx context.Context) {
+	t := time.NewTicker(w.poll)
+	defer t.Stop()
+	for {
+		e, s, err := w.src.ChangeSeq(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		w.mu.Lock()
+		if e != w.epoch || s != w.seq || (err == nil) != (w.err == nil) {
+			w.epoch, w.seq, w.err = e, s, err
+			close(w.changed)
+			w.changed = make(chan struct{})
+		}
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Current returns the last sequence read (epoch 0 before the first), and a channel closed at
+// the next change.
+func (w *Watcher) Current() (epoch, seq int64, changed <-chan struct{}, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.epoch, w.seq, w.changed, w.err
 }
