@@ -114,6 +114,7 @@ type Agent struct {
 	pruned  int64       // when prune last walked it (unix seconds)
 	saved   time.Time   // when the state file was last written
 	later   *time.Timer // a write put off to the end of the second
+	writes  int         // state file writes, for tests
 	warn    *ratelog.Logger
 	state   State
 }
@@ -554,6 +555,7 @@ func (a *Agent) save(force bool) error {
 		a.later = nil
 	}
 	a.saved = now
+	a.writes++
 	a.state.Updated = now
 	b, err := json.MarshalIndent(a.state, "", "  ")
 	if err != nil {

@@ -386,3 +386,34 @@ func runAgent(t *testing.T, a *Agent) (stop func()) {
 		}
 	}
 }
+
+// A node sending sync lines as fast as it can costs at most a state file write a second.
+func TestAgentStateWritesBounded(t *testing.T) {
+	var lines strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&lines, "{\"op\":\"add\",\"ip\":\"45.2.%d.%d\",\"timeout\":60}\n{\"op\":\"sync\",\"cursor\":\"1.%d.1.1\"}\n", i/256, i%256, i)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, lines.String())
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	a, err := New(Config{Nodes: []Node{{URL: srv.URL}}, Set: firewall.NewDryRun(io.Discard), StateFile: filepath.Join(t.TempDir(), "s.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stop := runAgent(t, a)
+	testutil.Eventually(t, "every line is applied", 10*time.Second, func() bool { return a.Snapshot().Nodes[0].Applied == 5000 })
+	stop()
+	a.mu.Lock()
+	writes := a.writes
+	a.mu.Unlock()
+	if limit := int(time.Since(start)/time.Second) + 3; writes > limit {
+		t.Errorf("%d state file writes for 5,000 sync lines in %s, want at most %d", writes, time.Since(start).Round(time.Millisecond), limit)
+	}
+	if s, err := ReadState(a.cfg.StateFile); err != nil || s.Nodes[0].Cursor != "1.4999.1.1" {
+		t.Errorf("the last cursor is not the one written at exit: %+v %v", s.Nodes, err)
+	}
+}

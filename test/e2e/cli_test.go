@@ -313,3 +313,41 @@ func TestReadOnlyDataDirectory(t *testing.T) {
 		}
 	}
 }
+
+// The agent's flags as an operator meets them: bad values exit 2 with the flag named; a dry
+// run needs no privileges, prints instead of changing, and keeps no state file.
+func TestBlockCommandLine(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"block", "--node", "http://127.0.0.1:1", "--ttl", "9000h"}, "--ttl"},
+		{[]string{"block", "--node", "http://127.0.0.1:1", "--max-elements", "0"}, "--max-elements"},
+		{[]string{"block", "--node", "http://127.0.0.1:1", "--ipset", "--ttl", "720h"}, "ipset"},
+		{[]string{"block", "--node", "ftp://x"}, "http(s)://"},
+		{[]string{"block", "--node", "http://a", "--node", "http://b", "--node-token-file", "/x"}, "one per node"},
+	} {
+		code, _, errOut := dialtrap(t, c.args...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, %q; want 2 naming %q", c.args, code, errOut, c.want)
+		}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "block", "--dry-run", "--node", "http://127.0.0.1:1", "--data-dir", dir)
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("dry run after SIGTERM: %v", err)
+	}
+	if !strings.Contains(out.String(), "ensure") {
+		t.Errorf("dry run printed %q", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "block-state.json")); err == nil {
+		t.Error("the dry run wrote a state file: a real run would resume from its cursors")
+	}
+}
