@@ -546,7 +546,7 @@ func TestWriteCountDuplicatesInABatch(t *testing.T) {
 
 // undoV6 turns a database of schema 6 back into one of schema 5.
 func undoV6() []string {
-	q := []string{"DROP INDEX ip_addresses_seq", "DROP INDEX called_numbers_seq",
+	q := []string{"DROP INDEX ip_addresses_seq",
 		"ALTER TABLE events DROP COLUMN source_verified", "DELETE FROM totals WHERE name IN ('change_seq', 'epoch')"}
 	for _, t := range []string{"ip_addresses", "called_numbers"} {
 		for _, c := range []string{"verified_count", "verified_local", "verified_trusted", "seq"} {

@@ -156,8 +156,7 @@ var migrations = []migration{
 	ALTER TABLE called_numbers ADD COLUMN verified_count INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE called_numbers ADD COLUMN verified_local INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE called_numbers ADD COLUMN verified_trusted INTEGER NOT NULL DEFAULT 0;
-	ALTER TABLE called_numbers ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
-	CREATE INDEX called_numbers_seq ON called_numbers(seq);
+	ALTER TABLE called_numbers ADD COLUMN seq INTEGER NOT NULL DEFAULT 0; -- no index: no number stream reads it yet
 	INSERT INTO totals VALUES ('change_seq', 0);
 	INSERT INTO totals VALUES ('epoch', abs(random()) % 9007199254740991 + 1);`},
 }
