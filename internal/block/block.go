@@ -51,7 +51,10 @@ type Config struct {
 	// StateFile keeps each node's cursor and the agent's counters (JSON, written atomically).
 	StateFile string
 	Log       *slog.Logger
-	Client    *http.Client // default: no overall timeout (streams are long), 10 s to connect
+	Client    *http.Client // default: no overall timeout (streams are long), DialTimeout to connect
+	// DialTimeout bounds a connection attempt to a node (default 10 s): a node behind a
+	// firewall that drops the SYN must not hold the agent for the kernel's minutes.
+	DialTimeout time.Duration
 	Backoff   backoff.Policy
 	// BatchMax is how many additions are applied in one transaction at most (default 10,000);
 	// a batch is applied as soon as the node marks a consistent point (a cursor line).
@@ -130,9 +133,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			ResponseHeaderTimeout: 30 * time.Second, TLSHandshakeTimeout: 10 * time.Second}}
 	}
 	if cfg.Backoff.Min == 0 {

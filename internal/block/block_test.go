@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/event"
@@ -416,4 +417,48 @@ func TestAgentStateWritesBounded(t *testing.T) {
 	if s, err := ReadState(a.cfg.StateFile); err != nil || s.Nodes[0].Cursor != "1.4999.1.1" {
 		t.Errorf("the last cursor is not the one written at exit: %+v %v", s.Nodes, err)
 	}
+}
+
+// A node whose SYNs go unanswered (a firewall dropping them; here a listener whose backlog is
+// full and that never accepts) costs a connection attempt DialTimeout, then the back-off, not
+// the kernel's minutes.
+func TestAgentConnectTimeout(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	// Fill the backlog: later SYNs are dropped and their connects hang.
+	for range 4 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+	}
+	if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Skip("this kernel still accepts connections on a full backlog")
+	}
+	a, err := New(Config{Nodes: []Node{{URL: "http://" + addr}}, Set: firewall.NewDryRun(io.Discard),
+		DialTimeout: 300 * time.Millisecond, Backoff: backoffFast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stop := runAgent(t, a)
+	testutil.Eventually(t, "attempts time out and are retried", 5*time.Second, func() bool { return a.Snapshot().Nodes[0].Reconnects >= 3 })
+	stop()
+	if e := a.Snapshot().Nodes[0].LastError; !strings.Contains(e, "timeout") {
+		t.Errorf("last error %q, want a timeout", e)
+	}
+	t.Logf("3 attempts in %s", time.Since(start).Round(time.Millisecond))
 }
