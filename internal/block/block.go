@@ -55,7 +55,7 @@ type Config struct {
 	// DialTimeout bounds a connection attempt to a node (default 10 s): a node behind a
 	// firewall that drops the SYN must not hold the agent for the kernel's minutes.
 	DialTimeout time.Duration
-	Backoff   backoff.Policy
+	Backoff     backoff.Policy
 	// BatchMax is how many additions are applied in one transaction at most (default 10,000);
 	// a batch is applied as soon as the node marks a consistent point (a cursor line).
 	BatchMax int
