@@ -14,7 +14,7 @@ import (
 // for, streamed page by page, never-block entries left out.
 func (h *handler) feedList(l store.List) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		_, q, ok := h.feedQuery(w, r, l)
+		_, q, ok := h.feedQuery(w, r, l, false)
 		if !ok {
 			return
 		}
@@ -31,7 +31,7 @@ func (h *handler) feedList(l store.List) http.HandlerFunc {
 // feedStream serves /feeds/stream: the address set, then its changes as they happen (see
 // feed.Serve for the lines), until the client or the server goes.
 func (h *handler) feedStream(w http.ResponseWriter, r *http.Request) {
-	v, q, ok := h.feedQuery(w, r, store.IPAddresses)
+	v, q, ok := h.feedQuery(w, r, store.IPAddresses, true)
 	if !ok {
 		return
 	}
@@ -80,9 +80,9 @@ func (h *handler) feedStream(w http.ResponseWriter, r *http.Request) {
 	h.endFeed(r, s, err)
 }
 
-// feedQuery reads a feed request's parameters (the stream's format is ndjson, its own); it
+// feedQuery reads a feed request's parameters (a stream's format is ndjson, its own); it
 // answers the request itself when they are not valid.
-func (h *handler) feedQuery(w http.ResponseWriter, r *http.Request, l store.List) (url.Values, feed.Query, bool) {
+func (h *handler) feedQuery(w http.ResponseWriter, r *http.Request, l store.List, stream bool) (url.Values, feed.Query, bool) {
 	if h.cfg.Feeds == nil {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
 		return nil, feed.Query{}, false
@@ -92,7 +92,7 @@ func (h *handler) feedQuery(w http.ResponseWriter, r *http.Request, l store.List
 		h.badRequest(w, r, err)
 		return nil, feed.Query{}, false
 	}
-	if r.URL.Path == "/feeds/stream" {
+	if stream {
 		if f := v.Get("format"); f != "" && f != "ndjson" {
 			h.badFeedRequest(w, r, errors.New("the stream's format is ndjson"))
 			return nil, feed.Query{}, false

@@ -137,16 +137,6 @@ func (g *IPGuard) AddHostAddrs() error {
 	return nil
 }
 
-// Len is the number of prefixes protected (as given, before merging).
-func (g *IPGuard) Len() int {
-	if g == nil {
-		return 0
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.prefixes)
-}
-
 // compiled returns the merged ranges, making them after a change.
 func (g *IPGuard) compiled() []addrRange {
 	if r := g.ranges.Load(); r != nil {

@@ -114,7 +114,7 @@ func ParseQuery(l store.List, v url.Values, now time.Time) (Query, error) {
 		return q, fmt.Errorf("source must be local, trusted or all, not %q", v.Get("source"))
 	}
 	if s := v.Get("ttl"); s != "" {
-		if q.TTL, err = ParseTTL(s); err != nil {
+		if q.TTL, err = parseTTL(s); err != nil {
 			return q, err
 		}
 	}
@@ -142,8 +142,8 @@ func ParseQuery(l store.List, v url.Values, now time.Time) (Query, error) {
 	return q, nil
 }
 
-// ParseTTL reads a duration ("24h", "90m") or whole seconds; 0 means no expiry.
-func ParseTTL(s string) (time.Duration, error) {
+// parseTTL reads a duration ("24h", "90m") or whole seconds; 0 means no expiry.
+func parseTTL(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		n, nerr := strconv.ParseInt(s, 10, 64)
@@ -186,12 +186,6 @@ func (q Query) Timeout(lastSeen string, now time.Time) time.Duration {
 type Guards struct {
 	IPs     *IPGuard
 	Numbers *NumberGuard
-}
-
-// Allows reports whether a key of list l may be in a feed.
-func (g Guards) Allows(l store.List, key string) bool {
-	_, ok := g.allowed(l, key)
-	return ok
 }
 
 // allowed returns the key as a feed writes it, if it may be in one: a number as stored (only
