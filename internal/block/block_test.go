@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -179,7 +178,7 @@ func TestAgentIPSetAndDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var printed syncBuffer
+	var printed testutil.SyncBuffer
 	for _, set := range []firewall.Set{ipset, firewall.NewDryRun(&printed)} {
 		guard, _ := feed.NewIPGuard(nil, true)
 		a, err := New(Config{Nodes: []Node{{URL: "http://" + srv.Addr().String()}}, Set: set, Query: url.Values{"ttl": {"1h"}}, Guard: guard})
@@ -200,19 +199,6 @@ func TestAgentIPSetAndDryRun(t *testing.T) {
 		t.Errorf("dry run printed:\n%s", out)
 	}
 }
-
-// syncBuffer is a strings.Builder safe for the dry run's writes and the test's read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func stateOf(t *testing.T, path string) NodeState {
 	t.Helper()
@@ -287,7 +273,7 @@ func TestAgentBoundsWhatNodesSend(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer srv.Close()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	a, err := New(Config{Nodes: []Node{{URL: srv.URL}}, Set: firewall.NewDryRun(&out), TTL: time.Hour, MaxElements: 4})
 	if err != nil {
 		t.Fatal(err)

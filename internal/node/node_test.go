@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,28 +38,10 @@ func load(t *testing.T, args ...string) *config.Config {
 	return cfg
 }
 
-// logBuffer collects a node's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startNode starts a node in this process and closes it when the test ends.
-func startNode(t *testing.T, cfg *config.Config) (*Node, *logBuffer) {
+func startNode(t *testing.T, cfg *config.Config) (*Node, *testutil.SyncBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testutil.SyncBuffer{}
 	n, err := New(cfg, Options{Version: "test", Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +355,7 @@ func TestStaleReadyFile(t *testing.T) {
 // it captures.
 func TestStartupSummaryIsTheOnlyLine(t *testing.T) {
 	cfg := load(t, "-a", "-p", "-j")
-	var logs logBuffer
+	var logs testutil.SyncBuffer
 	n, err := New(cfg, Options{Version: "9.9.9", Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: LevelNotice}))})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"path/filepath"
@@ -82,4 +83,23 @@ func (r *SyslogReceiver) Has(s string) bool {
 		}
 	}
 	return false
+}
+
+// SyncBuffer collects what concurrent writers write (a logger, a dry run, a child process's
+// output) for a test to read.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

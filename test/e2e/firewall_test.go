@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -150,12 +149,10 @@ func spoof(t *testing.T, ns *testutil.Netns, src, dst netip.AddrPort, payloads [
 type agent struct {
 	cmd   *exec.Cmd
 	state string
-	mu    sync.Mutex
-	out   strings.Builder
+	out   testutil.SyncBuffer
 }
 
-func (a *agent) Write(p []byte) (int, error) { a.mu.Lock(); defer a.mu.Unlock(); return a.out.Write(p) }
-func (a *agent) log() string                 { a.mu.Lock(); defer a.mu.Unlock(); return a.out.String() }
+func (a *agent) log() string { return a.out.String() }
 
 func (a *agent) nodeState(t *testing.T) block.NodeState {
 	t.Helper()
@@ -195,7 +192,7 @@ func TestFirewallInNamespaces(t *testing.T) {
 	ag := &agent{state: filepath.Join(t.TempDir(), "block-state.json")}
 	ag.cmd = exec.Command("ip", "netns", "exec", f.n.Name, binary, "block", "--node", "http://"+api,
 		"--ttl", fwTTL.String(), "--state-file", ag.state, "-v")
-	ag.cmd.Stdout, ag.cmd.Stderr = ag, ag
+	ag.cmd.Stdout, ag.cmd.Stderr = &ag.out, &ag.out
 	if err := ag.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +337,7 @@ func TestFirewallInNamespaces(t *testing.T) {
 	flusher := &agent{state: ag.state}
 	flusher.cmd = exec.Command("ip", "netns", "exec", f.n.Name, binary, "block", "--node", "http://"+api,
 		"--ttl", fwTTL.String(), "--state-file", ag.state, "--flush-on-exit", "-v")
-	flusher.cmd.Stdout, flusher.cmd.Stderr = flusher, flusher
+	flusher.cmd.Stdout, flusher.cmd.Stderr = &flusher.out, &flusher.out
 	if err := flusher.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -705,28 +706,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestFullSpoolDropsOldestLogsAndCounts(t *testing.T) {
 	rv := newReceiver(t)
 	rv.srv.Close() // down for the whole test
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	cfg := testConfig(t, rv.srv.URL)
 	cfg.SpoolMax = 256 << 10
 	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
