@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: the real attack tools the
 # end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban,
-# iproute2, nftables and ipset for the firewall tests, and a pinned
+# iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio for the BGP
+# and policy-agent tests, and a pinned
 # staticcheck. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -18,6 +19,11 @@ command -v fail2ban-server >/dev/null 2>&1 || need_apt+=(fail2ban)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ipset >/dev/null 2>&1 || need_apt+=(ipset)
+# BGP tests peer with real speakers on loopback: BIRD 2 and gobgpd (its CLI is the baseline of
+# the announcement benchmark). The SIP policy agent is tested behind a real Kamailio.
+command -v bird >/dev/null 2>&1 || need_apt+=(bird2)
+command -v gobgpd >/dev/null 2>&1 || need_apt+=(gobgpd)
+command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
 
 if ((${#need_apt[@]})); then
 	echo "test-deps: installing ${need_apt[*]} with apt-get" >&2
