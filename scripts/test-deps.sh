@@ -31,6 +31,11 @@ if ((${#need_apt[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+	# The tests start their own daemons on their own ports; the packages' services (where a
+	# service manager started them) would hold 5060 and 179.
+	for svc in kamailio bird gobgpd; do
+		$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+	done
 fi
 
 gobin="$(go env GOPATH)/bin"
