@@ -1,0 +1,321 @@
+package policy
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/sip"
+)
+
+// outcome is the result of one decision.
+type outcome uint8
+
+const (
+	allow      outcome = iota // neither number nor caller known-bad
+	denyNumber                // the dialled number is known-bad
+	denySource                // the caller's address is known-bad
+	failed                    // the store could not answer: FailClosed says what to do
+	invalid                   // the Request-URI is not one we can answer with a redirect
+	nOutcomes
+)
+
+var outcomeNames = [nOutcomes]string{"allow", "deny_number", "deny_source", "error", "invalid"}
+
+// verdict is a decision with what the Reason header says about it.
+type verdict struct {
+	outcome outcome
+	number  string // the dialled number as looked up
+	matched string // the stored number it matched (national match), or ""
+	ip      netip.Addr
+	count   int64
+}
+
+// decide looks up the dialled number and the caller's address. A known-bad number is
+// reported first (the caller is then not looked up); a lookup error only decides when the
+// other lookup found nothing bad.
+func (a *Agent) decide(ctx context.Context, number string, callers []netip.Addr) verdict {
+	var v verdict
+	v.number = number
+	var lookupErr error
+	if number != "" && !a.cfg.NumberGuard.Protects(number) {
+		matched, count, err := a.badNumber(ctx, number)
+		if err != nil {
+			lookupErr = err
+		} else if count > 0 {
+			v.outcome, v.matched, v.count = denyNumber, matched, count
+			return v
+		}
+	}
+	for _, ip := range callers {
+		if a.cfg.IPGuard.Protects(ip) {
+			continue
+		}
+		count, err := a.badIP(ctx, ip)
+		if err != nil {
+			lookupErr = err
+			continue
+		}
+		if count > 0 {
+			v.outcome, v.ip, v.count = denySource, ip, count
+			return v
+		}
+	}
+	if lookupErr != nil {
+		a.warn.Warn("policy lookup failed; calls are "+a.failMode()+" until the store answers again",
+			"err", lookupErr)
+		v.outcome = failed
+	}
+	return v
+}
+
+func (a *Agent) failMode() string {
+	if a.cfg.FailClosed {
+		return "refused (--policy-fail-closed)"
+	}
+	return "let through (fail open)"
+}
+
+// badNumber returns the stored number that makes n known-bad and its count (0: not bad).
+// With National it sums the counts of every national match, as GET /numbers/{n} does;
+// numbers the guard protects never count.
+func (a *Agent) badNumber(ctx context.Context, n string) (matched string, count int64, err error) {
+	if !a.cfg.National || !event.ValidNumber(n) {
+		agg, ok, err := a.cfg.Lookups.Number(ctx, n)
+		if err != nil || !ok {
+			return "", 0, err
+		}
+		if agg.Count < a.cfg.MinCount || (a.cfg.VerifiedOnly && agg.Verified == 0) {
+			return "", 0, nil
+		}
+		return n, agg.Count, nil
+	}
+	aggs, err := a.cfg.Lookups.MatchNumbers(ctx, n)
+	if err != nil {
+		return "", 0, err
+	}
+	var total, verified, best int64
+	for _, agg := range aggs {
+		if agg.Key != n && a.cfg.NumberGuard.Protects(agg.Key) {
+			continue
+		}
+		total += agg.Count
+		verified += agg.Verified
+		if agg.Count > best || matched == "" {
+			matched, best = agg.Key, agg.Count
+		}
+	}
+	if total < a.cfg.MinCount || total == 0 || (a.cfg.VerifiedOnly && verified == 0) {
+		return "", 0, nil
+	}
+	return matched, total, nil
+}
+
+func (a *Agent) badIP(ctx context.Context, ip netip.Addr) (int64, error) {
+	agg, ok, err := a.cfg.Lookups.IP(ctx, addrString(ip))
+	if err != nil || !ok {
+		return 0, err
+	}
+	if agg.Count < a.cfg.MinCount || (a.cfg.VerifiedOnly && agg.Verified == 0) {
+		return 0, nil
+	}
+	return agg.Count, nil
+}
+
+// maxCallers bounds the addresses one request may make us look up.
+const maxCallers = maxCallerHeaders + 1
+
+// callerAddrs returns the caller's addresses: every caller header that holds an IP (a proxy
+// that appends its own header after one the caller forged leaves two: checking both means a
+// forged one can only add to what is checked), else the bottom-most Via's received=, else its
+// sent-by host if that is an IP. Never the packet's sender: that is the PBX.
+func callerAddrs(m *sip.Message, sc *scan, buf *[maxCallers]netip.Addr) []netip.Addr {
+	out := buf[:0]
+	for i := range sc.ncallers {
+		if ip, ok := parseIP(sc.callers[i]); ok {
+			out = append(out, ip)
+		}
+	}
+	if len(out) > 0 || m.NVia == 0 {
+		return out
+	}
+	_, bottom := splitVias(m.Via[m.NVia-1])
+	if ip, ok := viaSource(bottom); ok {
+		out = append(out, ip)
+	}
+	return out
+}
+
+// handle answers one message from src: it appends the reply to out and returns it with the
+// address to send it to (UDP), or returns nil when nothing is to be sent.
+func (a *Agent) handle(raw []byte, src netip.AddrPort, udp bool, out []byte) ([]byte, netip.AddrPort) {
+	start := time.Now()
+	m := sip.Parse(raw)
+	switch m.Kind {
+	case sip.Response:
+		a.st.dropped[dropResponse].Add(1)
+		return nil, src
+	case sip.Garbage:
+		a.st.dropped[dropUnparsable].Add(1)
+		return nil, src
+	}
+	sc := scanHeaders(raw, a.cfg.CallerHeader)
+	if m.NVia == 0 || sc.vias > sip.MaxVia || m.From == nil || m.To == nil || m.CallID == nil || m.CSeq == nil {
+		// Without these no reply can find its way back or be matched to the request.
+		a.st.dropped[dropUnparsable].Add(1)
+		return nil, src
+	}
+	r := reply{m: &m, src: src, udp: udp}
+	method := string(m.Method) // no allocation: compared, not kept
+	a.st.countMethod(method)
+	switch method {
+	case "ACK":
+		return nil, src // the answer to our final response: nothing to say
+	case "CANCEL":
+		return r.build(out, 200, "OK"), r.dest()
+	case "INVITE", "MESSAGE", "OPTIONS":
+	default:
+		return r.build(out, 405, "Method Not Allowed"), r.dest()
+	}
+	uri := m.RequestURI
+	if !uriChars(uri) {
+		a.st.decisions[invalid].Add(1)
+		return r.build(out, 400, "Bad Request"), r.dest()
+	}
+	if !hasSchemePrefix(uri) {
+		a.st.decisions[invalid].Add(1)
+		return r.build(out, 416, "Unsupported URI Scheme"), r.dest()
+	}
+	user := sip.UserPart(uri)
+	if method == "OPTIONS" && len(user) == 0 {
+		// An OPTIONS to the agent itself is a keep-alive ping (Kamailio's dispatcher sends them).
+		return r.build(out, 200, "OK"), r.dest()
+	}
+	var number string
+	if len(user) > 0 {
+		number = dialled(user)
+	}
+	var cbuf [maxCallers]netip.Addr
+	callers := callerAddrs(&m, &sc, &cbuf)
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.LookupTimeout)
+	v := a.decide(ctx, number, callers)
+	cancel()
+	a.st.decisions[v.outcome].Add(1)
+	out = a.respond(&r, out, v)
+	a.st.latency.record(time.Since(start))
+	if v.outcome == denyNumber || v.outcome == denySource {
+		a.logDeny(v, method)
+	}
+	return out, r.dest()
+}
+
+func (a *Agent) logDeny(v verdict, method string) {
+	if !a.log.Enabled(context.Background(), -4) { // slog.LevelDebug: per-call lines are debug only
+		return
+	}
+	a.log.Debug("policy refused a call", "method", method, "decision", outcomeNames[v.outcome],
+		"number", v.number, "matched", v.matched, "caller", v.ip, "count", v.count)
+}
+
+// respond builds the reply a verdict calls for.
+func (a *Agent) respond(r *reply, out []byte, v verdict) []byte {
+	ans := answer{code: 302, phrase: "Moved Temporarily", contact: r.m.RequestURI, v: v, failClosed: a.cfg.FailClosed}
+	switch {
+	case v.outcome == allow:
+		ans.decision = decisionAllow
+		return r.write(out, &ans)
+	case v.outcome == failed && !a.cfg.FailClosed:
+		ans.decision, ans.cause = decisionError, 0
+		return r.write(out, &ans)
+	}
+	ans.decision, ans.cause = decisionHeader(v.outcome), a.reasonCause()
+	switch {
+	case a.cfg.DenyURI != "":
+		ans.contact = a.denyURI
+	case a.cfg.Deny == 404:
+		ans.code, ans.phrase, ans.contact = 404, "Not Found", nil
+	default:
+		ans.code, ans.phrase, ans.contact = 403, "Forbidden", nil
+	}
+	return r.write(out, &ans)
+}
+
+// reasonCause is the cause of the Reason header on a refusal: the status a refusal has, or
+// 403 for a redirect to the IVR (the call was forbidden; the IVR only says so).
+func (a *Agent) reasonCause() int {
+	if a.cfg.DenyURI != "" {
+		return 403
+	}
+	return a.cfg.Deny
+}
+
+var (
+	decisionAllow = []byte("allow")
+	decisionError = []byte("error")
+)
+
+func decisionHeader(o outcome) []byte {
+	switch o {
+	case denyNumber:
+		return []byte("deny_number")
+	case denySource:
+		return []byte("deny_source")
+	}
+	return decisionError
+}
+
+// appendReasonText writes what the Reason header's text says, from values that passed
+// through safeText: no quote, backslash or control character can reach the header.
+func appendReasonText(b []byte, v verdict, failClosed bool) []byte {
+	b = append(b, "dialtrap: "...)
+	switch v.outcome {
+	case denyNumber:
+		b = append(b, "number "...)
+		b = appendSafe(b, v.number)
+		if v.matched != "" && v.matched != v.number {
+			b = append(b, " matches known-bad "...)
+			b = appendSafe(b, v.matched)
+		} else {
+			b = append(b, " is known-bad"...)
+		}
+	case denySource:
+		b = append(b, "caller "...)
+		b = v.ip.AppendTo(b)
+		b = append(b, " is known-bad"...)
+	case failed:
+		if failClosed {
+			return append(b, "lookup failed, call refused (fail closed)"...)
+		}
+		return append(b, "lookup failed, call let through (fail open)"...)
+	}
+	b = append(b, " ("...)
+	b = strconv.AppendInt(b, v.count, 10)
+	if v.count == 1 {
+		return append(b, " report)"...)
+	}
+	return append(b, " reports)"...)
+}
+
+// maxSafe is the most of one value the Reason text echoes.
+const maxSafe = 32
+
+// appendSafe appends s for a quoted string: characters a dialled number is made of pass,
+// anything else becomes '?', and more than maxSafe bytes are cut with "...".
+func appendSafe(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if i == maxSafe {
+			return append(b, "..."...)
+		}
+		c := s[i]
+		switch {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case c == '+' || c == '*' || c == '#' || c == '.' || c == '-' || c == '_' || c == ':':
+		default:
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	return b
+}
