@@ -37,9 +37,9 @@ var knownBad = []sighting{
 	{"45.134.26.1", "0046812118532", 2, true},
 	{"185.53.88.4", "+4990012345", 12, true},
 	{"91.92.240.3", "+441632960123", 1, false}, // one unverified sighting
-	{"80.94.95.200", "911", 3, true},          // an emergency number is never denied
-	{"10.9.9.9", "0046812118599", 1, true},    // a private source (the guard protects 10/8)
-	{"127.0.0.66", "0046812118598", 2, true},  // the loopback alias of the Kamailio test
+	{"80.94.95.200", "911", 3, true},           // an emergency number is never denied
+	{"10.9.9.9", "0046812118599", 1, true},     // a private source (the guard protects 10/8)
+	{"127.0.0.66", "0046812118598", 2, true},   // the loopback alias of the Kamailio test
 }
 
 // newStore returns a real SQLite store holding the sightings.
@@ -438,7 +438,7 @@ func TestDropped(t *testing.T) {
 		"",
 		"\x00\x01\x02 garbage",
 		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-		"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060\r\n\r\n",                                   // a response
+		"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060\r\n\r\n",                                                // a response
 		"INVITE sip:1@x SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:1@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n", // no Via
 		request("INVITE", "sip:0046812110000@pbx", cl.port(), strings.TrimSuffix(strings.Repeat("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-x\r\n", 16), "\r\n")),
 		request("INVITE", "sip:0046812110000@pbx", cl.port(), "X-Pad: "+strings.Repeat("a", 3000)), // over MaxMessage
