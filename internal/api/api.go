@@ -73,6 +73,10 @@ type Config struct {
 	// Peers returns what /peers shows (the peer-to-peer node's report); nil when this node
 	// does not take part (-p off).
 	Peers func() any
+	// BGP and Policy return what /bgp and /policy show (the blackhole speaker's and the SIP
+	// policy agent's status and counters); nil when that part is off on this node.
+	BGP    func(ctx context.Context) any
+	Policy func() any
 	// KernelDrops, when set, is how many UDP datagrams the kernel dropped before capture read
 	// them since the node started; /stats shows it as udp_receive_drops.
 	KernelDrops func() uint64
@@ -157,6 +161,8 @@ func Handler(cfg Config) http.Handler {
 	m.HandleFunc("/sip-methods", h.top(store.SIPMethods, "sip_methods", "sip_method"))
 	m.HandleFunc("/user-agents", h.top(store.UserAgents, "user_agents", "user_agent"))
 	m.HandleFunc("/peers", h.peers)
+	m.HandleFunc("/bgp", h.bgp)
+	m.HandleFunc("/policy", h.policy)
 	m.HandleFunc("/feeds/ip-addresses", h.feedList(store.IPAddresses))
 	m.HandleFunc("/feeds/numbers", h.feedList(store.CalledNumbers))
 	m.HandleFunc("/feeds/stream", h.feedStream)

@@ -124,6 +124,8 @@ func TestContract(t *testing.T) {
 		{"ip-found", "GET", "/ip-addresses/192.0.2.10"},
 		{"ip-from-peers", "GET", "/ip-addresses/203.0.113.9"},
 		{"peers-off", "GET", "/peers"},
+		{"bgp-off", "GET", "/bgp"},
+		{"policy-off", "GET", "/policy"},
 		{"ip6-found", "GET", "/ip-addresses/2001:DB8:0::5"},
 		{"ip-mapped", "GET", "/ip-addresses/::ffff:198.51.100.7"},
 		{"ip-missing", "GET", "/ip-addresses/8.8.8.8"},
@@ -377,6 +379,28 @@ func getJSON(t *testing.T, u string, v any) {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("%s: %v", u, err)
+	}
+}
+
+// /bgp and /policy show their part's status when it runs.
+func TestBGPAndPolicyRoutes(t *testing.T) {
+	srv := httptest.NewServer(Handler(Config{Store: seed(t), Version: "1",
+		BGP:    func(ctx context.Context) any { return map[string]any{"announced": 3} },
+		Policy: func() any { return map[string]any{"decisions": map[string]int{"allow": 2}} }}))
+	defer srv.Close()
+	for path, want := range map[string]string{
+		"/bgp":    "{\n  \"announced\": 3\n}",
+		"/policy": "{\n  \"decisions\": {\n    \"allow\": 2\n  }\n}",
+	} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != want {
+			t.Errorf("%s: %d %s, want 200 %s", path, resp.StatusCode, body, want)
+		}
 	}
 }
 

@@ -555,3 +555,21 @@ func (h *handler) peers(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, h.cfg.Peers())
 }
+
+// bgp shows the blackhole speaker: sessions, announced prefixes, counters.
+func (h *handler) bgp(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.BGP == nil {
+		writeError(w, http.StatusNotFound, "The BGP blackhole speaker is off on this node (start it with --bgp-neighbor).")
+		return
+	}
+	writeJSON(w, http.StatusOK, h.cfg.BGP(r.Context()))
+}
+
+// policy shows the SIP policy agent: its addresses and decisions by outcome.
+func (h *handler) policy(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Policy == nil {
+		writeError(w, http.StatusNotFound, "The SIP policy agent is off on this node (start it with --policy-addr).")
+		return
+	}
+	writeJSON(w, http.StatusOK, h.cfg.Policy())
+}
