@@ -36,6 +36,9 @@ import (
 type Node struct {
 	URL   string // the node's API base, e.g. https://trap1.example.net:8082
 	Token string // its --api-token, or ""
+	// Open, when set, reads the change stream in-process instead (a node feeding its own
+	// BGP speaker); URL then only names it in logs and the state.
+	Open func(ctx context.Context, query url.Values) (io.ReadCloser, error)
 }
 
 // Config is what the agent needs.
@@ -161,7 +164,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	for _, n := range cfg.Nodes {
 		u, err := url.Parse(n.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if n.Open == nil && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
 			return nil, fmt.Errorf("--node %q: give the node's API as http(s)://host:port", n.URL)
 		}
 		ns := &NodeState{URL: n.URL}
@@ -362,29 +365,11 @@ func (a *Agent) stream(parent context.Context, i int) (err error) {
 	if cursor != "" {
 		q.Set("cursor", cursor)
 	}
-	u := strings.TrimRight(node.URL, "/") + "/feeds/stream?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	body, err := a.open(ctx, node, q)
 	if err != nil {
 		return err
 	}
-	if node.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+node.Token)
-	}
-	resp, err := a.cfg.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		switch resp.StatusCode {
-		case http.StatusUnauthorized:
-			return fmt.Errorf("the node refused the token (401): set the node's --api-token with --api-token or --node-token-file")
-		case http.StatusNotFound:
-			return fmt.Errorf("the node has no /feeds/stream (404): is it a dialtrap node with -a, of a version with feeds?")
-		}
-		return fmt.Errorf("the node answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
+	defer body.Close()
 	var connBytes int64
 	a.mu.Lock()
 	ns := a.state.Nodes[i]
@@ -393,9 +378,9 @@ func (a *Agent) stream(parent context.Context, i int) (err error) {
 	a.log.Info("block: following the node", "node", node.URL, "resume", cursor != "")
 	// A watchdog: without a line for 3 heartbeats' worth (45 s by default) the connection is
 	// dead even if TCP has not noticed.
-	idle := time.AfterFunc(time.Minute, func() { resp.Body.Close() })
+	idle := time.AfterFunc(time.Minute, func() { body.Close() })
 	defer idle.Stop()
-	sc := bufio.NewScanner(countingReader{resp.Body, &connBytes})
+	sc := bufio.NewScanner(countingReader{body, &connBytes})
 	sc.Buffer(make([]byte, 0, maxLine), maxLine)
 	var batch []firewall.Element
 	now := time.Now()
@@ -444,6 +429,37 @@ func (a *Agent) stream(parent context.Context, i int) (err error) {
 		return fmt.Errorf("read the stream: %w", err)
 	}
 	return errors.New("the node closed the stream")
+}
+
+// open starts one stream from node, over HTTP or in-process.
+func (a *Agent) open(ctx context.Context, node Node, q url.Values) (io.ReadCloser, error) {
+	if node.Open != nil {
+		return node.Open(ctx, q)
+	}
+	u := strings.TrimRight(node.URL, "/") + "/feeds/stream?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if node.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+node.Token)
+	}
+	resp, err := a.cfg.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			return nil, fmt.Errorf("the node refused the token (401): set the node's --api-token with --api-token or --node-token-file")
+		case http.StatusNotFound:
+			return nil, fmt.Errorf("the node has no /feeds/stream (404): is it a dialtrap node with -a, of a version with feeds?")
+		}
+		return nil, fmt.Errorf("the node answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return resp.Body, nil
 }
 
 // element checks an add line: an address (not a protected one) and a timeout within

@@ -103,6 +103,27 @@ type Config struct {
 	// P2PShareUnverified shares events whose source address is not proven (passive UDP).
 	P2PShareUnverified bool
 
+	// BGP blackhole speaker (off unless BGPNeighbor or BGPListen is set).
+	BGPASN         uint32
+	BGPRouterID    string
+	BGPListen      string
+	BGPNeighbor    []string // "ADDRESS as ASN [port N] [password-file PATH] [ttl-security] [multihop N] [passive]"
+	BGPNextHop     []string // one IPv4 and/or one IPv6
+	BGPCommunity   []string // ASN:VALUE, added to BLACKHOLE and NO_EXPORT
+	BGPMaxPrefixes int
+	BGPTTL         time.Duration
+	BGPVerified    string // only, any
+	BGPSource      string // trusted, local, all
+	BGPMinCount    int
+
+	// SIP policy agent (off unless PolicyAddr is set).
+	PolicyAddr         string
+	PolicyDeny         string // 403, 404, or a sip:/sips:/tel: URI to redirect to
+	PolicyMinCount     int
+	PolicyVerifiedOnly bool
+	PolicyCallerHeader string
+	PolicyFailClosed   bool
+
 	// Capture tuning.
 	SIPMaxConns       int
 	SIPMaxConnsPerIP  int
@@ -178,6 +199,24 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.BoolVar(&c.NeverBlockDefaults, "never-block-defaults", true, "also never block loopback, private, shared, link-local, multicast and documentation ranges and this host's own addresses (=false to opt out)")
 	fs.StringSliceVar(&c.NeverBlockNumber, "never-block-number", nil, "numbers (or prefixes ending in *) never put in a number feed, beside emergency and short numbers (repeatable)")
 	fs.BoolVar(&c.P2PShareUnverified, "p2p-share-unverified", false, "also share events whose source address is not proven (passive-mode UDP, which anyone can forge)")
+
+	fs.Uint32Var(&c.BGPASN, "bgp-asn", 0, "BGP blackhole speaker: this speaker's AS number (often the routers' own, for iBGP)")
+	fs.StringVar(&c.BGPRouterID, "bgp-router-id", "", "BGP router ID: an IPv4 address unique among the routers (usually this host's)")
+	fs.StringVar(&c.BGPListen, "bgp-listen", "", "accept BGP sessions on this host:port too (empty: only connect out to the neighbours)")
+	fs.StringSliceVar(&c.BGPNeighbor, "bgp-neighbor", nil, "a router to announce blocked addresses to: \"ADDRESS as ASN [port N] [password-file PATH] [ttl-security] [multihop N] [passive] [local ADDRESS]\" (repeatable); turns the speaker on")
+	fs.StringSliceVar(&c.BGPNextHop, "bgp-next-hop", nil, "next hop of the announcements: one IPv4 and one IPv6 address the routers send to a discard interface (default 192.0.2.1 and 100::1)")
+	fs.StringSliceVar(&c.BGPCommunity, "bgp-community", nil, "more communities (ASN:VALUE) beside BLACKHOLE 65535:666 and NO_EXPORT, e.g. your provider's blackhole community")
+	fs.IntVar(&c.BGPMaxPrefixes, "bgp-max-prefixes", 10000, "most addresses announced at once (keep it under the routers' max-prefix limit); beyond it new ones wait, counted")
+	fs.DurationVar(&c.BGPTTL, "bgp-ttl", 24*time.Hour, "how long an address stays announced after it was last seen")
+	fs.StringVar(&c.BGPVerified, "bgp-verified", "only", "announce only addresses that proved they are not forged (only), or any")
+	fs.StringVar(&c.BGPSource, "bgp-source", "trusted", "whose sightings count for BGP: trusted (own and trusted peers'), local, all")
+	fs.IntVar(&c.BGPMinCount, "bgp-min-count", 1, "announce an address seen at least this often")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "", "run the SIP policy agent on this host:port, UDP and TCP (e.g. 127.0.0.1:5070): a PBX sends it INVITEs and gets 302 (go ahead) or a refusal")
+	fs.StringVar(&c.PolicyDeny, "policy-deny", "403", "the policy agent's answer to a known-bad number or caller: 403, 404, or a sip: URI to redirect the call to (an IVR)")
+	fs.IntVar(&c.PolicyMinCount, "policy-min-count", 1, "the policy agent refuses a number or caller seen at least this often")
+	fs.BoolVar(&c.PolicyVerifiedOnly, "policy-verified-only", false, "the policy agent refuses a caller address only when its sightings include a proven (unforgeable) one")
+	fs.StringVar(&c.PolicyCallerHeader, "policy-caller-header", "X-Dialtrap-Caller", "header a PBX puts the caller's IP address in (else the bottom Via is used)")
+	fs.BoolVar(&c.PolicyFailClosed, "policy-fail-closed", false, "refuse calls when the store cannot be read (default: let them through)")
 
 	fs.IntVar(&c.SIPMaxConns, "sip-max-conns", 4096, "most concurrent SIP TCP/TLS connections")
 	fs.IntVar(&c.SIPMaxConnsPerIP, "sip-max-conns-per-ip", 64, "most concurrent SIP TCP/TLS connections from one IP")
@@ -490,6 +529,17 @@ func (c *Config) validate() error {
 	}
 	if c.QueueMaxBytes < 16<<20 {
 		errs = append(errs, errors.New("--queue-max-bytes must be at least 16777216 (16 MiB)"))
+	}
+	if c.BGPMaxPrefixes < 1 || c.BGPMinCount < 1 || c.PolicyMinCount < 1 {
+		errs = append(errs, errors.New("--bgp-max-prefixes, --bgp-min-count and --policy-min-count must be at least 1"))
+	}
+	if c.BGPTTL < 0 {
+		errs = append(errs, errors.New("--bgp-ttl cannot be negative"))
+	}
+	if c.PolicyAddr != "" {
+		if _, port, err := net.SplitHostPort(c.PolicyAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("--policy-addr %q is not host:port (for example 127.0.0.1:5070)", c.PolicyAddr))
+		}
 	}
 	if c.SIPIdleTimeout <= 0 || c.SIPMessageTimeout <= 0 {
 		errs = append(errs, errors.New("--sip-idle-timeout and --sip-message-timeout must be positive"))
