@@ -13,8 +13,11 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/firewall"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
+// Tests run one at a time: GoBGP keeps route selection options in package variables that
+// every server writes when it starts (a data race between two servers in one process).
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
@@ -50,7 +53,7 @@ func els(timeout time.Duration, addrs ...string) []firewall.Element {
 	return out
 }
 
-func keys(m map[string]route) []string {
+func keys(m map[string]testutil.Route) []string {
 	var out []string
 	for k := range m {
 		out = append(out, k)
@@ -77,28 +80,28 @@ func TestAnnounceToBird(t *testing.T) {
 			if tc.ibgp {
 				peerASN = 65000
 			}
-			o := birdOptions{ASN: peerASN, PeerASN: 65000}
+			o := testutil.BirdOptions{ASN: peerASN, PeerASN: 65000}
 			cfg := Config{Communities: []uint32{64512<<16 | 666}, NextHop4: netip.MustParseAddr("192.0.2.66"), NextHop6: netip.MustParseAddr("100::66")}
 			if tc.listen {
-				o.PeerPort = freeTCPPort(t, "127.0.0.1")
+				o.PeerPort = testutil.FreeTCPPort(t, "127.0.0.1")
 				cfg.Listen = fmt.Sprintf("127.0.0.1:%d", o.PeerPort)
 			}
-			b := startBird(t, o)
+			b := testutil.StartBird(t, o)
 			n := Neighbor{Address: netip.MustParseAddr(b.Addr), ASN: peerASN, Port: uint16(b.Port), Passive: tc.listen}
 			cfg.Neighbors = []Neighbor{n}
 			s := newSpeaker(t, cfg)
 			ctx := context.Background()
 			// BIRD waits a few seconds before it connects; the short-lived element below
 			// must not expire before the session is up.
-			b.waitFor("the session", 20*time.Second, b.established)
+			b.WaitFor("the session", 20*time.Second, b.Established)
 			if err := s.Add(ctx, els(time.Hour, "198.51.100.7", "203.0.113.9", "45.1.2.3", "2001:db8::5", "2a00:1::1")); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Add(ctx, els(1500*time.Millisecond, "45.9.9.9")); err != nil {
 				t.Fatal(err)
 			}
-			b.waitFor("6 routes", 15*time.Second, func() bool { return b.count() == 6 })
-			rs := b.routes()
+			b.WaitFor("6 routes", 15*time.Second, func() bool { return b.Count() == 6 })
+			rs := b.Routes()
 			want := []string{"198.51.100.7/32", "2001:db8::5/128", "203.0.113.9/32", "2a00:1::1/128", "45.1.2.3/32", "45.9.9.9/32"}
 			if got := keys(rs); !slices.Equal(got, want) {
 				t.Fatalf("router has %v, want %v", got, want)
@@ -118,7 +121,7 @@ func TestAnnounceToBird(t *testing.T) {
 				}
 			}
 			// Expiry withdraws.
-			b.waitFor("the expired route withdrawn", 5*time.Second, func() bool { _, ok := b.routes()["45.9.9.9/32"]; return !ok })
+			b.WaitFor("the expired route withdrawn", 5*time.Second, func() bool { _, ok := b.Routes()["45.9.9.9/32"]; return !ok })
 			if st := s.Status(ctx); st.Expired != 1 || st.Announced != 5 {
 				t.Fatalf("after expiry: expired %d announced %d, want 1 and 5", st.Expired, st.Announced)
 			}
@@ -130,8 +133,8 @@ func TestAnnounceToBird(t *testing.T) {
 			if err := s.SetGuard(g); err != nil {
 				t.Fatal(err)
 			}
-			b.waitFor("the allowlisted route withdrawn", 5*time.Second, func() bool { return b.count() == 4 })
-			if _, ok := b.routes()["45.1.2.3/32"]; ok {
+			b.WaitFor("the allowlisted route withdrawn", 5*time.Second, func() bool { return b.Count() == 4 })
+			if _, ok := b.Routes()["45.1.2.3/32"]; ok {
 				t.Fatal("allowlisted 45.1.2.3 still announced")
 			}
 			s.Add(ctx, els(time.Hour, "45.1.2.4"))
@@ -139,9 +142,9 @@ func TestAnnounceToBird(t *testing.T) {
 				t.Fatalf("refused_never_block %d allowlisted %d, want 1 and 1", st.RefusedGuarded, st.Allowlisted)
 			}
 			// A session reset re-announces the whole set.
-			b.run("restart trap")
-			b.waitFor("the session back", 20*time.Second, b.established)
-			b.waitFor("4 routes after the reset", 10*time.Second, func() bool { return b.count() == 4 })
+			b.Run("restart trap")
+			b.WaitFor("the session back", 20*time.Second, b.Established)
+			b.WaitFor("4 routes after the reset", 10*time.Second, func() bool { return b.Count() == 4 })
 			st := s.Status(ctx)
 			if len(st.Peers) != 1 || st.Peers[0].State != "established" || st.SessionsUp < 2 || st.SessionsDown < 1 {
 				t.Fatalf("status after reset: %+v", st)
@@ -150,7 +153,7 @@ func TestAnnounceToBird(t *testing.T) {
 			if err := s.Delete(ctx, []netip.Addr{netip.MustParseAddr("2001:db8::5")}); err != nil {
 				t.Fatal(err)
 			}
-			b.waitFor("the deleted route withdrawn", 5*time.Second, func() bool { return b.count() == 3 })
+			b.WaitFor("the deleted route withdrawn", 5*time.Second, func() bool { return b.Count() == 3 })
 		})
 	}
 }
@@ -158,7 +161,7 @@ func TestAnnounceToBird(t *testing.T) {
 // TestMaxPrefixes: beyond --bgp-max-prefixes nothing new is announced; a slot freed by a
 // withdrawal is used again.
 func TestMaxPrefixes(t *testing.T) {
-	b := startBird(t, birdOptions{ASN: 65001, PeerASN: 65000})
+	b := testutil.StartBird(t, testutil.BirdOptions{ASN: 65001, PeerASN: 65000})
 	s := newSpeaker(t, Config{MaxPrefixes: 5, Neighbors: []Neighbor{{Address: netip.MustParseAddr(b.Addr), ASN: 65001, Port: uint16(b.Port)}}})
 	ctx := context.Background()
 	var addrs []string
@@ -168,7 +171,7 @@ func TestMaxPrefixes(t *testing.T) {
 	if err := s.Add(ctx, els(time.Hour, addrs...)); err != nil {
 		t.Fatal(err)
 	}
-	b.waitFor("5 routes", 15*time.Second, func() bool { return b.count() == 5 })
+	b.WaitFor("5 routes", 15*time.Second, func() bool { return b.Count() == 5 })
 	// A refresh of an announced address is not refused.
 	if err := s.Add(ctx, els(2*time.Hour, "45.0.0.1")); err != nil {
 		t.Fatal(err)
@@ -178,12 +181,12 @@ func TestMaxPrefixes(t *testing.T) {
 		t.Fatalf("announced %d refused %d, want 5 and 5", st.Announced, st.RefusedMax)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if n := b.count(); n != 5 {
+	if n := b.Count(); n != 5 {
 		t.Fatalf("router holds %d routes, want 5", n)
 	}
 	s.Delete(ctx, []netip.Addr{netip.MustParseAddr("45.0.0.1")})
 	s.Add(ctx, els(time.Hour, "45.0.0.10"))
-	b.waitFor("the freed slot used", 5*time.Second, func() bool { _, ok := b.routes()["45.0.0.10/32"]; return ok && b.count() == 5 })
+	b.WaitFor("the freed slot used", 5*time.Second, func() bool { _, ok := b.Routes()["45.0.0.10/32"]; return ok && b.Count() == 5 })
 }
 
 // TestMD5AndTTLSecurity: the session comes up with a TCP MD5 password and GTSM on both ends,
@@ -191,24 +194,24 @@ func TestMaxPrefixes(t *testing.T) {
 func TestMD5AndTTLSecurity(t *testing.T) {
 	// iBGP: BIRD treats an eBGP session without multihop as a direct link and refuses a
 	// next hop off its interfaces, which loopback cannot give it.
-	b := startBird(t, birdOptions{ASN: 65000, PeerASN: 65000, Password: "s3cret", TTLSecurity: true})
+	b := testutil.StartBird(t, testutil.BirdOptions{ASN: 65000, PeerASN: 65000, Password: "s3cret", TTLSecurity: true})
 	n := Neighbor{Address: netip.MustParseAddr(b.Addr), ASN: 65000, Port: uint16(b.Port), Password: "s3cret", TTLSecurity: true}
 	s := newSpeaker(t, Config{Neighbors: []Neighbor{n}})
 	s.Add(context.Background(), els(time.Hour, "45.3.3.3"))
-	b.waitFor("the route over an authenticated session", 15*time.Second, func() bool { return b.count() == 1 })
+	b.WaitFor("the route over an authenticated session", 15*time.Second, func() bool { return b.Count() == 1 })
 
-	b2 := startBird(t, birdOptions{ASN: 65001, PeerASN: 65000, Password: "other"})
+	b2 := testutil.StartBird(t, testutil.BirdOptions{ASN: 65001, PeerASN: 65000, Password: "other"})
 	n2 := Neighbor{Address: netip.MustParseAddr(b2.Addr), ASN: 65001, Port: uint16(b2.Port), Password: "s3cret"}
 	newSpeaker(t, Config{Neighbors: []Neighbor{n2}})
 	// And GTSM is really on: a speaker that sends with the default TTL is not heard.
-	b3 := startBird(t, birdOptions{ASN: 65000, PeerASN: 65000, TTLSecurity: true})
+	b3 := testutil.StartBird(t, testutil.BirdOptions{ASN: 65000, PeerASN: 65000, TTLSecurity: true})
 	n3 := Neighbor{Address: netip.MustParseAddr(b3.Addr), ASN: 65000, Port: uint16(b3.Port)}
 	newSpeaker(t, Config{Neighbors: []Neighbor{n3}})
 	time.Sleep(3 * time.Second)
-	if b2.established() {
+	if b2.Established() {
 		t.Fatal("a session with a wrong MD5 password came up")
 	}
-	if b3.established() {
+	if b3.Established() {
 		t.Fatal("a session to a router with TTL security came up from a speaker without it")
 	}
 }

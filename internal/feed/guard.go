@@ -114,6 +114,18 @@ func (g *IPGuard) Add(p netip.Prefix) {
 	g.ranges.Store(nil)
 }
 
+// Replace makes g protect what from protects, at once for every reader of g (a reload of
+// the never-block list while it is in use).
+func (g *IPGuard) Replace(from *IPGuard) {
+	from.mu.Lock()
+	ps := slices.Clone(from.prefixes)
+	from.mu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.prefixes = ps
+	g.ranges.Store(nil)
+}
+
 // AddAddr protects one address.
 func (g *IPGuard) AddAddr(a netip.Addr) {
 	a = a.Unmap().WithZone("")

@@ -7,21 +7,27 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dialtrap/dialtrap/internal/api"
+	"github.com/dialtrap/dialtrap/internal/bgp"
+	"github.com/dialtrap/dialtrap/internal/block"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/feed"
@@ -32,6 +38,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/sink/syslog"
 	"github.com/dialtrap/dialtrap/internal/sink/webhook"
 	"github.com/dialtrap/dialtrap/internal/sip"
+	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -72,6 +79,8 @@ type Node struct {
 	peer    *peer.Node
 	api     *api.Server
 	sip     *sip.Server
+	bgp     *bgp.Speaker // nil unless --bgp-neighbor or --bgp-listen
+	bgpFeed *block.Agent // keeps the speaker in step with the store
 
 	// closers undo what Start did, in reverse order; each gets the time it may take.
 	closers []closer
@@ -122,6 +131,11 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 	if n.guards.Numbers, err = feed.NewNumberGuard(cfg.NeverBlockNumber); err != nil {
 		return nil, fmt.Errorf("--never-block-number: %w", err)
 	}
+	if len(cfg.BGPNeighbor) > 0 || cfg.BGPListen != "" {
+		if n.bgp, err = newSpeaker(cfg, n.guards.IPs, o.Log); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.WebhookURL != "" {
 		wh, err := webhook.New(webhook.Config{
 			URL: cfg.WebhookURL, UserAgent: event.AppName + "/" + o.Version,
@@ -138,6 +152,118 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		n.webhook = wh
 	}
 	return n, nil
+}
+
+// newSpeaker checks the --bgp-* options and makes the speaker (not started).
+func newSpeaker(cfg *config.Config, guard *feed.IPGuard, log *slog.Logger) (*bgp.Speaker, error) {
+	bc := bgp.Config{ASN: cfg.BGPASN, Listen: cfg.BGPListen, MaxPrefixes: cfg.BGPMaxPrefixes, Guard: guard, Log: log}
+	if cfg.BGPRouterID != "" {
+		var err error
+		if bc.RouterID, err = netip.ParseAddr(cfg.BGPRouterID); err != nil {
+			return nil, fmt.Errorf("--bgp-router-id %q: give an IPv4 address", cfg.BGPRouterID)
+		}
+	}
+	for _, s := range cfg.BGPNeighbor {
+		nb, err := bgp.ParseNeighbor(s)
+		if err != nil {
+			return nil, err
+		}
+		bc.Neighbors = append(bc.Neighbors, nb)
+	}
+	var err error
+	if bc.NextHop4, bc.NextHop6, err = bgp.ParseNextHops(cfg.BGPNextHop); err != nil {
+		return nil, err
+	}
+	for _, c := range cfg.BGPCommunity {
+		v, err := bgp.ParseCommunity(c)
+		if err != nil {
+			return nil, fmt.Errorf("--bgp-community: %w", err)
+		}
+		bc.Communities = append(bc.Communities, v)
+	}
+	if _, err := feed.ParseQuery(store.IPAddresses, bgpQuery(cfg), time.Now()); err != nil {
+		return nil, fmt.Errorf("--bgp-verified, --bgp-source or --bgp-min-count: %w", err)
+	}
+	return bgp.New(bc)
+}
+
+// bgpQuery selects what the speaker announces, as a feed query.
+func bgpQuery(cfg *config.Config) url.Values {
+	return url.Values{"ttl": {cfg.BGPTTL.String()}, "verified": {cfg.BGPVerified}, "source": {cfg.BGPSource},
+		"min_count": {strconv.Itoa(cfg.BGPMinCount)}}
+}
+
+// localStream serves the store's change stream in-process, for the node's own speaker.
+func (n *Node) localStream(ctx context.Context, q url.Values) (io.ReadCloser, error) {
+	fq, err := feed.ParseQuery(store.IPAddresses, q, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		bw := bufio.NewWriterSize(pw, 64<<10)
+		err := feed.Serve(ctx, bw, n.store, feed.StreamOptions{Query: fq, Cursor: q.Get("cursor"), Guards: n.guards, Flush: bw.Flush})
+		if err == nil {
+			err = io.EOF
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr, nil
+}
+
+// startBGP starts the speaker and the agent that feeds it from the store.
+func (n *Node) startBGP(ctx context.Context) error {
+	if err := n.bgp.Start(ctx); err != nil {
+		return err
+	}
+	n.onClose("bgp", 5*time.Second, func(context.Context) error { return n.bgp.Close() })
+	agent, err := block.New(block.Config{
+		Nodes: []block.Node{{URL: "local", Open: n.localStream}},
+		Set:   n.bgp, Query: bgpQuery(&n.cfg), Guard: n.guards.IPs, Log: n.log,
+		TTL: n.cfg.BGPTTL, MaxElements: n.cfg.BGPMaxPrefixes, Fingerprint: "bgp",
+	})
+	if err != nil {
+		return err
+	}
+	n.bgpFeed = agent
+	actx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := agent.Run(actx); err != nil && actx.Err() == nil {
+			n.log.Error("bgp: the speaker no longer follows the store", "err", err)
+		}
+	}()
+	n.onClose("bgp feed", 5*time.Second, func(ctx context.Context) error {
+		cancel()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	return nil
+}
+
+// ReloadNeverBlock reads the never-block lists again (their files may have changed) and
+// applies them at once: the speaker withdraws what they now protect, and feeds, shares and
+// the policy agent use the new lists from the next request on.
+func (n *Node) ReloadNeverBlock() error {
+	g, err := feed.NewIPGuard(n.cfg.NeverBlock, n.cfg.NeverBlockDefaults)
+	if err != nil {
+		return fmt.Errorf("--never-block: %w (the old list stays in force)", err)
+	}
+	if n.cfg.NeverBlockDefaults {
+		if err := g.AddHostAddrs(); err != nil {
+			n.log.Warn(err.Error())
+		}
+	}
+	n.guards.IPs.Replace(g)
+	if n.bgp != nil {
+		return n.bgp.Reguard()
+	}
+	return nil
 }
 
 // Shareable decides which events go to peers, published or served to catch-up: never a
@@ -316,6 +442,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		n.sip = sip.New(scfg) // started last, once the API serves
 	}
+	if n.bgp != nil {
+		if err := n.startBGP(ctx); err != nil {
+			return err
+		}
+	}
 	if cfg.API {
 		acfg := api.Config{
 			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
@@ -325,6 +456,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		if n.peer != nil {
 			acfg.Peers = func() any { return n.peer.Report() }
+		}
+		if n.bgp != nil {
+			acfg.BGP = func(ctx context.Context) any { return n.bgpStatus(ctx) }
 		}
 		if n.sip != nil {
 			acfg.KernelDrops = n.sip.KernelDrops
@@ -391,6 +525,22 @@ func (n *Node) Addrs() Addrs {
 		}
 	}
 	return a
+}
+
+// BGPStatus is what /bgp shows: the speaker and the stream that feeds it.
+type BGPStatus struct {
+	bgp.Status
+	Feed *block.NodeState `json:"feed,omitempty"`
+}
+
+func (n *Node) bgpStatus(ctx context.Context) BGPStatus {
+	st := BGPStatus{Status: n.bgp.Status(ctx)}
+	if n.bgpFeed != nil {
+		if s := n.bgpFeed.Snapshot(); len(s.Nodes) == 1 {
+			st.Feed = s.Nodes[0]
+		}
+	}
+	return st
 }
 
 // NodeID is created_by_node_id of this node's events (known after Start).

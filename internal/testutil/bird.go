@@ -1,4 +1,6 @@
-package bgp
+// BIRD harness: a real BGP router on loopback for the speaker's tests.
+
+package testutil
 
 import (
 	"bufio"
@@ -12,20 +14,19 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
-// bird is a real BIRD 2 router on loopback, peering with the speaker under test.
-type bird struct {
-	t    *testing.T
+// Bird is a real BIRD 2 router on loopback, peering with the speaker under test.
+type Bird struct {
+	t    testing.TB
 	sock string
 	Addr string // the router's address (127.0.0.2)
 	Port int    // its BGP port
 	ASN  uint32
 }
 
-type birdOptions struct {
+// BirdOptions configure StartBird.
+type BirdOptions struct {
 	ASN, PeerASN uint32
 	PeerPort     int    // the speaker's listen port, when the router connects (0: the speaker connects)
 	Password     string // TCP MD5
@@ -33,15 +34,15 @@ type birdOptions struct {
 	Limit        int // import limit (max prefixes, action block)
 }
 
-// startBird runs bird in the foreground with its own config, socket and pid file, peering
+// StartBird runs bird in the foreground with its own config, socket and pid file, peering
 // with a speaker at 127.0.0.1.
-func startBird(t *testing.T, o birdOptions) *bird {
+func StartBird(t testing.TB, o BirdOptions) *Bird {
 	t.Helper()
 	if _, err := exec.LookPath("bird"); err != nil {
 		t.Fatalf("bird not installed (scripts/test-deps.sh installs Debian's bird2): %v", err)
 	}
 	dir := t.TempDir()
-	b := &bird{t: t, sock: filepath.Join(dir, "bird.ctl"), Addr: "127.0.0.2", Port: freeTCPPort(t, "127.0.0.2"), ASN: o.ASN}
+	b := &Bird{t: t, sock: filepath.Join(dir, "bird.ctl"), Addr: "127.0.0.2", Port: FreeTCPPort(t, "127.0.0.2"), ASN: o.ASN}
 	var opts []string
 	if o.PeerPort == 0 {
 		opts = append(opts, "passive;")
@@ -68,6 +69,7 @@ protocol device {}
 protocol bgp trap {
 	local 127.0.0.2 port %d as %d;
 	%s
+	connect delay time 1;
 	connect retry time 1;
 	error wait time 1, 2;
 	ipv4 { import all; export none; gateway recursive; %s };
@@ -79,7 +81,7 @@ protocol bgp trap {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("bird", "-f", "-c", path, "-s", b.sock, "-P", filepath.Join(dir, "bird.pid"))
-	out := &testutil.SyncBuffer{}
+	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -93,7 +95,7 @@ protocol bgp trap {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := b.try("show status"); err == nil {
+		if _, err := b.Try("show status"); err == nil {
 			return b
 		}
 		if time.Now().After(deadline) {
@@ -103,7 +105,8 @@ protocol bgp trap {
 	}
 }
 
-func freeTCPPort(t *testing.T, host string) int {
+// FreeTCPPort is a TCP port free on host now.
+func FreeTCPPort(t testing.TB, host string) int {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -113,8 +116,8 @@ func freeTCPPort(t *testing.T, host string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// try runs one birdc command on the control socket.
-func (b *bird) try(cmd string) (string, error) {
+// Try runs one birdc command on the control socket.
+func (b *Bird) Try(cmd string) (string, error) {
 	out, err := exec.Command("birdc", "-s", b.sock, cmd).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("birdc %s: %v: %s", cmd, err, out)
@@ -122,17 +125,18 @@ func (b *bird) try(cmd string) (string, error) {
 	return string(out), nil
 }
 
-func (b *bird) run(cmd string) string {
+// Run is Try, failing the test on error.
+func (b *Bird) Run(cmd string) string {
 	b.t.Helper()
-	out, err := b.try(cmd)
+	out, err := b.Try(cmd)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	return out
 }
 
-// route is one prefix in the router's table.
-type route struct {
+// Route is one prefix in the router's table.
+type Route struct {
 	Prefix      string
 	NextHop     string
 	Communities []string // (65535,666) form
@@ -144,12 +148,12 @@ var (
 	reHop   = regexp.MustCompile(`BGP\.next_hop:\s+(\S+)`)
 )
 
-// routes reads `show route all` of the protocol: every prefix with its communities.
-func (b *bird) routes() map[string]route {
+// Routes reads `show route all` of the protocol: every prefix with its communities.
+func (b *Bird) Routes() map[string]Route {
 	b.t.Helper()
-	out := b.run("show route all protocol trap")
-	rs := map[string]route{}
-	var cur *route
+	out := b.Run("show route all protocol trap")
+	rs := map[string]Route{}
+	var cur *Route
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
@@ -157,7 +161,7 @@ func (b *bird) routes() map[string]route {
 			if cur != nil {
 				rs[cur.Prefix] = *cur
 			}
-			cur = &route{Prefix: m[1]}
+			cur = &Route{Prefix: m[1]}
 			continue
 		}
 		if cur == nil {
@@ -180,12 +184,12 @@ func (b *bird) routes() map[string]route {
 
 var reCount = regexp.MustCompile(`(\d+) of \d+ routes`)
 
-// count is how many routes the protocol has in the router's tables (both families).
-func (b *bird) count() int {
+// Count is how many routes the protocol has in the router's tables (both families).
+func (b *Bird) Count() int {
 	b.t.Helper()
 	n := 0
 	for _, table := range []string{"master4", "master6"} {
-		out := b.run("show route count table " + table + " protocol trap")
+		out := b.Run("show route count table " + table + " protocol trap")
 		if m := reCount.FindStringSubmatch(out); m != nil {
 			v, _ := strconv.Atoi(m[1])
 			n += v
@@ -194,18 +198,19 @@ func (b *bird) count() int {
 	return n
 }
 
-// established reports whether the session with the speaker is up.
-func (b *bird) established() bool {
-	out, err := b.try("show protocols trap")
+// Established reports whether the session with the speaker is up.
+func (b *Bird) Established() bool {
+	out, err := b.Try("show protocols trap")
 	return err == nil && strings.Contains(out, "Established")
 }
 
-func (b *bird) waitFor(what string, d time.Duration, ok func() bool) {
+// WaitFor polls ok until it holds, failing the test after d.
+func (b *Bird) WaitFor(what string, d time.Duration, ok func() bool) {
 	b.t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
-			b.t.Fatalf("bird: %s not within %s; protocols:\n%s", what, d, b.run("show protocols all trap"))
+			b.t.Fatalf("bird: %s not within %s; protocols:\n%s", what, d, b.Run("show protocols all trap"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
