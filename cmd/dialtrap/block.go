@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -101,20 +100,9 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	if len(*nodes) == 0 {
 		return f.fail(exitUsage, "give at least one --node URL (a node's REST API)")
 	}
-	if len(*tokenFiles) > 0 && len(*tokenFiles) != len(*nodes) {
-		return f.fail(exitUsage, "--node-token-file given %d times for %d --node: give one per node, in the same order", len(*tokenFiles), len(*nodes))
-	}
-	var cfgNodes []block.Node
-	for i, u := range *nodes {
-		n := block.Node{URL: u, Token: *token}
-		if len(*tokenFiles) > 0 {
-			b, err := os.ReadFile((*tokenFiles)[i])
-			if err != nil {
-				return f.fail(exitUsage, "--node-token-file: %v", err)
-			}
-			n.Token = strings.TrimSpace(string(b))
-		}
-		cfgNodes = append(cfgNodes, n)
+	cfgNodes, code := nodeList(f, *nodes, *token, *tokenFiles)
+	if code >= 0 {
+		return code
 	}
 	q := url.Values{"ttl": {*ttl}, "verified": {*verified}, "source": {*source}, "min_count": {fmt.Sprint(*minCount)}}
 	// The node checks these too; checking here gives the operator the error at once.

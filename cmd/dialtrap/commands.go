@@ -42,7 +42,7 @@ type subcommand struct {
 var subcommands map[string]subcommand
 
 // subcommandOrder is the order dialtrap -h lists them in.
-var subcommandOrder = []string{"check", "export", "import", "peers", "version", "block"}
+var subcommandOrder = []string{"check", "export", "import", "peers", "version", "block", "bgp"}
 
 func init() {
 	subcommands = map[string]subcommand{
@@ -52,6 +52,7 @@ func init() {
 		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
 		"version": {"version                   name, version, commit and Go version", runVersion},
 		"block":   {"block --node URL [flags]  firewall agent: nodes' blocklists into nftables or ipset; block status", runBlock},
+		"bgp":     {"bgp --node URL [flags]    BGP blackhole speaker: nodes' blocklists announced to routers; bgp status", runBGP},
 	}
 }
 

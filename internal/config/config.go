@@ -200,17 +200,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringSliceVar(&c.NeverBlockNumber, "never-block-number", nil, "numbers (or prefixes ending in *) never put in a number feed, beside emergency and short numbers (repeatable)")
 	fs.BoolVar(&c.P2PShareUnverified, "p2p-share-unverified", false, "also share events whose source address is not proven (passive-mode UDP, which anyone can forge)")
 
-	fs.Uint32Var(&c.BGPASN, "bgp-asn", 0, "BGP blackhole speaker: this speaker's AS number (often the routers' own, for iBGP)")
-	fs.StringVar(&c.BGPRouterID, "bgp-router-id", "", "BGP router ID: an IPv4 address unique among the routers (usually this host's)")
-	fs.StringVar(&c.BGPListen, "bgp-listen", "", "accept BGP sessions on this host:port too (empty: only connect out to the neighbours)")
-	fs.StringSliceVar(&c.BGPNeighbor, "bgp-neighbor", nil, "a router to announce blocked addresses to: \"ADDRESS as ASN [port N] [password-file PATH] [ttl-security] [multihop N] [passive] [local ADDRESS]\" (repeatable); turns the speaker on")
-	fs.StringSliceVar(&c.BGPNextHop, "bgp-next-hop", nil, "next hop of the announcements: one IPv4 and one IPv6 address the routers send to a discard interface (default 192.0.2.1 and 100::1)")
-	fs.StringSliceVar(&c.BGPCommunity, "bgp-community", nil, "more communities (ASN:VALUE) beside BLACKHOLE 65535:666 and NO_EXPORT, e.g. your provider's blackhole community")
-	fs.IntVar(&c.BGPMaxPrefixes, "bgp-max-prefixes", 10000, "most addresses announced at once (keep it under the routers' max-prefix limit); beyond it new ones wait, counted")
-	fs.DurationVar(&c.BGPTTL, "bgp-ttl", 24*time.Hour, "how long an address stays announced after it was last seen")
-	fs.StringVar(&c.BGPVerified, "bgp-verified", "only", "announce only addresses that proved they are not forged (only), or any")
-	fs.StringVar(&c.BGPSource, "bgp-source", "trusted", "whose sightings count for BGP: trusted (own and trusted peers'), local, all")
-	fs.IntVar(&c.BGPMinCount, "bgp-min-count", 1, "announce an address seen at least this often")
+	AddBGPFlags(fs, c)
 	fs.StringVar(&c.PolicyAddr, "policy-addr", "", "run the SIP policy agent on this host:port, UDP and TCP (e.g. 127.0.0.1:5070): a PBX sends it INVITEs and gets 302 (go ahead) or a refusal")
 	fs.StringVar(&c.PolicyDeny, "policy-deny", "403", "the policy agent's answer to a known-bad number or caller: 403, 404, or a sip: URI to redirect the call to (an IVR)")
 	fs.IntVar(&c.PolicyMinCount, "policy-min-count", 1, "the policy agent refuses a number or caller seen at least this often")
@@ -233,6 +223,22 @@ func flagSet(c *Config) *pflag.FlagSet {
 
 	fs.BoolP("help", "h", false, "print this help")
 	return fs
+}
+
+// AddBGPFlags declares the --bgp-* options: the node's and dialtrap bgp's, one set of names
+// so that one config file and environment serve both.
+func AddBGPFlags(fs *pflag.FlagSet, c *Config) {
+	fs.Uint32Var(&c.BGPASN, "bgp-asn", 0, "BGP blackhole speaker: this speaker's AS number (often the routers' own, for iBGP)")
+	fs.StringVar(&c.BGPRouterID, "bgp-router-id", "", "BGP router ID: an IPv4 address unique among the routers (usually this host's)")
+	fs.StringVar(&c.BGPListen, "bgp-listen", "", "accept BGP sessions on this host:port too (empty: only connect out to the neighbours)")
+	fs.StringSliceVar(&c.BGPNeighbor, "bgp-neighbor", nil, "a router to announce blocked addresses to: \"ADDRESS as ASN [port N] [password-file PATH] [ttl-security] [multihop N] [passive] [local ADDRESS]\" (repeatable); turns the speaker on")
+	fs.StringSliceVar(&c.BGPNextHop, "bgp-next-hop", nil, "next hop of the announcements: one IPv4 and one IPv6 address the routers send to a discard interface (default 192.0.2.1 and 100::1)")
+	fs.StringSliceVar(&c.BGPCommunity, "bgp-community", nil, "more communities (ASN:VALUE) beside BLACKHOLE 65535:666 and NO_EXPORT, e.g. your provider's blackhole community")
+	fs.IntVar(&c.BGPMaxPrefixes, "bgp-max-prefixes", 10000, "most addresses announced at once (keep it under the routers' max-prefix limit); beyond it new ones wait, counted")
+	fs.DurationVar(&c.BGPTTL, "bgp-ttl", 24*time.Hour, "how long an address stays announced after it was last seen")
+	fs.StringVar(&c.BGPVerified, "bgp-verified", "only", "announce only addresses that proved they are not forged (only), or any")
+	fs.StringVar(&c.BGPSource, "bgp-source", "trusted", "whose sightings count for BGP: trusted (own and trusted peers'), local, all")
+	fs.IntVar(&c.BGPMinCount, "bgp-min-count", 1, "announce an address seen at least this often")
 }
 
 // EnvName is the environment variable for a long option name.

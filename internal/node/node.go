@@ -132,7 +132,7 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		return nil, fmt.Errorf("--never-block-number: %w", err)
 	}
 	if len(cfg.BGPNeighbor) > 0 || cfg.BGPListen != "" {
-		if n.bgp, err = newSpeaker(cfg, n.guards.IPs, o.Log); err != nil {
+		if n.bgp, err = NewSpeaker(cfg, n.guards.IPs, o.Log); err != nil {
 			return nil, err
 		}
 	}
@@ -155,7 +155,7 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 }
 
 // newSpeaker checks the --bgp-* options and makes the speaker (not started).
-func newSpeaker(cfg *config.Config, guard *feed.IPGuard, log *slog.Logger) (*bgp.Speaker, error) {
+func NewSpeaker(cfg *config.Config, guard *feed.IPGuard, log *slog.Logger) (*bgp.Speaker, error) {
 	bc := bgp.Config{ASN: cfg.BGPASN, Listen: cfg.BGPListen, MaxPrefixes: cfg.BGPMaxPrefixes, Guard: guard, Log: log}
 	if cfg.BGPRouterID != "" {
 		var err error
@@ -181,14 +181,14 @@ func newSpeaker(cfg *config.Config, guard *feed.IPGuard, log *slog.Logger) (*bgp
 		}
 		bc.Communities = append(bc.Communities, v)
 	}
-	if _, err := feed.ParseQuery(store.IPAddresses, bgpQuery(cfg), time.Now()); err != nil {
+	if _, err := feed.ParseQuery(store.IPAddresses, BGPQuery(cfg), time.Now()); err != nil {
 		return nil, fmt.Errorf("--bgp-verified, --bgp-source or --bgp-min-count: %w", err)
 	}
 	return bgp.New(bc)
 }
 
 // bgpQuery selects what the speaker announces, as a feed query.
-func bgpQuery(cfg *config.Config) url.Values {
+func BGPQuery(cfg *config.Config) url.Values {
 	return url.Values{"ttl": {cfg.BGPTTL.String()}, "verified": {cfg.BGPVerified}, "source": {cfg.BGPSource},
 		"min_count": {strconv.Itoa(cfg.BGPMinCount)}}
 }
@@ -219,7 +219,7 @@ func (n *Node) startBGP(ctx context.Context) error {
 	n.onClose("bgp", 5*time.Second, func(context.Context) error { return n.bgp.Close() })
 	agent, err := block.New(block.Config{
 		Nodes: []block.Node{{URL: "local", Open: n.localStream}},
-		Set:   n.bgp, Query: bgpQuery(&n.cfg), Guard: n.guards.IPs, Log: n.log,
+		Set:   n.bgp, Query: BGPQuery(&n.cfg), Guard: n.guards.IPs, Log: n.log,
 		TTL: n.cfg.BGPTTL, MaxElements: n.cfg.BGPMaxPrefixes, Fingerprint: "bgp",
 	})
 	if err != nil {
