@@ -119,8 +119,11 @@ type Speaker struct {
 	ensured bool
 	// routes holds, for each announced address, when it is withdrawn (unix ms; MaxInt64
 	// for never); due orders them by that time (entries refreshed since are skipped).
-	routes      map[netip.Addr]int64
-	due         expiryHeap
+	routes map[netip.Addr]int64
+	due    expiryHeap
+	// waiting holds addresses refused at MaxPrefixes (with their withdrawal times): they are
+	// announced as room frees up, unless they expire first. At most MaxPrefixes of them.
+	waiting     map[netip.Addr]int64
 	v4, v6      int
 	guard       *feed.IPGuard
 	up          map[netip.Addr]bool // neighbours with an established session
@@ -203,7 +206,7 @@ func New(cfg Config) (*Speaker, error) {
 		cfg: cfg, log: cfg.Log, guard: cfg.Guard,
 		attr4:  []bgp.PathAttributeInterface{origin, nh4, community},
 		attr6:  []bgp.PathAttributeInterface{origin, mp6, community},
-		routes: map[netip.Addr]int64{}, up: map[netip.Addr]bool{},
+		routes: map[netip.Addr]int64{}, up: map[netip.Addr]bool{}, waiting: map[netip.Addr]int64{},
 		warn: ratelog.New(cfg.Log, time.Minute),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -371,6 +374,11 @@ func (s *Speaker) Add(ctx context.Context, els []firewall.Element) error {
 	if s.closed {
 		return firewall.ErrClosed
 	}
+	return s.add(els)
+}
+
+// add announces (s.mu held).
+func (s *Speaker) add(els []firewall.Element) error {
 	now := s.cfg.Now().UnixMilli()
 	var paths []*apiutil.Path
 	for _, el := range els {
@@ -389,8 +397,11 @@ func (s *Speaker) Add(ctx context.Context, els []firewall.Element) error {
 		if _, ok := s.routes[a]; !ok {
 			if len(s.routes) >= s.cfg.MaxPrefixes {
 				s.counters.refusedCap.Add(1)
-				s.warn.Warn("bgp: --bgp-max-prefixes reached; new addresses are not announced until some are withdrawn",
-					"max_prefixes", s.cfg.MaxPrefixes, "refused_total", s.counters.refusedCap.Load())
+				if _, ok := s.waiting[a]; ok || len(s.waiting) < s.cfg.MaxPrefixes {
+					s.waiting[a] = exp
+				}
+				s.warn.Warn("bgp: --bgp-max-prefixes reached; new addresses wait until some are withdrawn",
+					"max_prefixes", s.cfg.MaxPrefixes, "refused_total", s.counters.refusedCap.Load(), "waiting", len(s.waiting))
 				continue
 			}
 			paths = append(paths, s.path(a, false))
@@ -459,7 +470,31 @@ func (s *Speaker) withdraw(addrs []netip.Addr, counter *atomic.Int64) error {
 		return fmt.Errorf("withdraw %d prefixes: %w", len(paths), err)
 	}
 	counter.Add(int64(len(paths)))
-	return nil
+	return s.admitWaiting()
+}
+
+// admitWaiting announces waiting addresses while there is room (s.mu held).
+func (s *Speaker) admitWaiting() error {
+	if len(s.waiting) == 0 || len(s.routes) >= s.cfg.MaxPrefixes {
+		return nil
+	}
+	now := s.cfg.Now().UnixMilli()
+	var els []firewall.Element
+	for a, exp := range s.waiting {
+		if len(s.routes)+len(els) >= s.cfg.MaxPrefixes {
+			break
+		}
+		delete(s.waiting, a)
+		if exp <= now {
+			continue
+		}
+		el := firewall.Element{Addr: a}
+		if exp != math.MaxInt64 {
+			el.Timeout = time.Duration(exp-now) * time.Millisecond
+		}
+		els = append(els, el)
+	}
+	return s.add(els)
 }
 
 // Len counts the announced prefixes.
@@ -509,6 +544,11 @@ func (s *Speaker) reguard() error {
 			out = append(out, a)
 		}
 	}
+	for a := range s.waiting {
+		if s.guard.Protects(a) {
+			delete(s.waiting, a)
+		}
+	}
 	if len(out) > 0 {
 		s.log.Info("bgp: withdrawing addresses now on the never-block list", "count", len(out))
 	}
@@ -553,6 +593,11 @@ func (s *Speaker) expire() {
 			}
 		}
 		heap.Init(&s.due)
+	}
+	for a, at := range s.waiting {
+		if at <= now {
+			delete(s.waiting, a)
+		}
 	}
 	if err := s.withdraw(out, &s.counters.expired); err != nil {
 		s.warn.Warn("bgp: cannot withdraw expired prefixes", "err", err)
@@ -608,6 +653,7 @@ type Status struct {
 	Expired        int64        `json:"expired_total"`
 	Allowlisted    int64        `json:"allowlisted_total"` // withdrawn when the never-block list grew
 	RefusedMax     int64        `json:"refused_max_prefixes_total"`
+	Waiting        int          `json:"waiting"` // refused at the cap, announced when room frees up
 	RefusedGuarded int64        `json:"refused_never_block_total"`
 	SessionsUp     int64        `json:"sessions_established_total"`
 	SessionsDown   int64        `json:"sessions_lost_total"`
@@ -619,7 +665,7 @@ func (s *Speaker) Status(ctx context.Context) Status {
 	s.mu.Lock()
 	st := Status{ASN: s.cfg.ASN, RouterID: s.cfg.RouterID.String(), MaxPrefixes: s.cfg.MaxPrefixes,
 		NextHops:  []string{s.cfg.NextHop4.String(), s.cfg.NextHop6.String()},
-		Announced: len(s.routes), AnnouncedIPv4: s.v4, AnnouncedIPv6: s.v6}
+		Announced: len(s.routes), AnnouncedIPv4: s.v4, AnnouncedIPv6: s.v6, Waiting: len(s.waiting)}
 	srv, live := s.srv, s.started && !s.closed
 	s.mu.Unlock()
 	for _, c := range s.attr4[2].(*bgp.PathAttributeCommunities).Value {

@@ -177,16 +177,22 @@ func TestMaxPrefixes(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := s.Status(ctx)
-	if st.Announced != 5 || st.RefusedMax != 5 {
-		t.Fatalf("announced %d refused %d, want 5 and 5", st.Announced, st.RefusedMax)
+	if st.Announced != 5 || st.RefusedMax != 5 || st.Waiting != 5 {
+		t.Fatalf("announced %d refused %d waiting %d, want 5, 5, 5", st.Announced, st.RefusedMax, st.Waiting)
 	}
 	time.Sleep(300 * time.Millisecond)
 	if n := b.Count(); n != 5 {
 		t.Fatalf("router holds %d routes, want 5", n)
 	}
+	// A withdrawal frees a slot: a waiting address takes it.
 	s.Delete(ctx, []netip.Addr{netip.MustParseAddr("45.0.0.1")})
-	s.Add(ctx, els(time.Hour, "45.0.0.10"))
-	b.WaitFor("the freed slot used", 5*time.Second, func() bool { _, ok := b.Routes()["45.0.0.10/32"]; return ok && b.Count() == 5 })
+	b.WaitFor("a waiting address announced", 5*time.Second, func() bool {
+		_, gone := b.Routes()["45.0.0.1/32"]
+		return !gone && b.Count() == 5
+	})
+	if st := s.Status(ctx); st.Announced != 5 || st.Waiting != 4 {
+		t.Fatalf("after the withdrawal: announced %d waiting %d, want 5 and 4", st.Announced, st.Waiting)
+	}
 }
 
 // TestMD5AndTTLSecurity: the session comes up with a TCP MD5 password and GTSM on both ends,
