@@ -32,6 +32,9 @@ type BirdOptions struct {
 	Password     string // TCP MD5
 	TTLSecurity  bool
 	Limit        int // import limit (max prefixes, action block)
+	// Netns runs the router inside this namespace (BIRD refuses loopback prefixes, so a
+	// test whose attackers need real-looking addresses gives them to a namespace's lo).
+	Netns *Netns
 }
 
 // StartBird runs bird in the foreground with its own config, socket and pid file, peering
@@ -80,7 +83,11 @@ protocol bgp trap {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("bird", "-f", "-c", path, "-s", b.sock, "-P", filepath.Join(dir, "bird.pid"))
+	args := []string{"bird", "-f", "-c", path, "-s", b.sock, "-P", filepath.Join(dir, "bird.pid")}
+	cmd := exec.Command(args[0], args[1:]...)
+	if o.Netns != nil {
+		cmd = o.Netns.Cmd(args...)
+	}
 	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
