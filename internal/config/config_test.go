@@ -135,6 +135,11 @@ func TestErrors(t *testing.T) {
 		{"config key config", []string{"-g", writeFile(t, "config = \"x\"\n")}, env(), "unknown key \"config\""},
 		{"bad config type", []string{"-g", writeFile(t, "sip-max-conns = \"many\"\n")}, env(), "sip-max-conns"},
 		{"bad toml", []string{"-g", writeFile(t, "sip-addr = \n")}, env(), "read config file"},
+		{"no prefixes", []string{"--bgp-max-prefixes", "0"}, env(), "--bgp-max-prefixes"},
+		{"negative bgp ttl", []string{"--bgp-ttl", "-1h"}, env(), "--bgp-ttl"},
+		{"bad asn", []string{"--bgp-asn", "4294967296"}, env(), "bgp-asn"},
+		{"bad policy addr", nil, env("DIALTRAP_POLICY_ADDR", "5070"), "--policy-addr"},
+		{"no policy count", []string{"--policy-min-count", "0"}, env(), "--policy-min-count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,6 +148,25 @@ func TestErrors(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// Neighbours hold spaces, not commas: a list of them is a plain list in every source.
+func TestBGPNeighbourLists(t *testing.T) {
+	want := []string{"192.0.2.1 as 65001 ttl-security", "2001:db8::1 as 65002 port 1179"}
+	for name, tc := range map[string]struct {
+		args []string
+		env  func(string) (string, bool)
+	}{
+		"flags":       {[]string{"--bgp-neighbor", want[0], "--bgp-neighbor", want[1]}, env()},
+		"comma flag":  {[]string{"--bgp-neighbor", want[0] + "," + want[1]}, env()},
+		"environment": {nil, env("DIALTRAP_BGP_NEIGHBOR", want[0]+","+want[1])},
+		"toml list":   {[]string{"-g", writeFile(t, "bgp-neighbor = [\""+want[0]+"\", \""+want[1]+"\"]\nbgp-asn = 65000\n")}, env()},
+	} {
+		c, err := Load(tc.args, tc.env)
+		if err != nil || !reflect.DeepEqual(c.BGPNeighbor, want) {
+			t.Errorf("%s: %q, %v; want %q", name, c.BGPNeighbor, err, want)
+		}
 	}
 }
 
