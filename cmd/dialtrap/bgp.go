@@ -95,7 +95,7 @@ func runBGP(args []string, stdout, stderr io.Writer) int {
 	}
 	// No cursors are kept: a new process starts with an empty RIB and fetches every set whole.
 	agent, err := block.New(block.Config{Nodes: cfgNodes, Set: speaker, Query: node.BGPQuery(&cfg), Guard: guard,
-		Log: log, TTL: cfg.BGPTTL}) // the speaker holds the cap and its waiting list
+		Log: log, TTL: cfg.BGPTTL, Name: "bgp"}) // the speaker holds the cap and its waiting list
 	if err != nil {
 		return f.fail(exitUsage, "%v", err)
 	}

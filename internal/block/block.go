@@ -76,6 +76,8 @@ type Config struct {
 	// firewall reload ('nft flush ruleset') removes them, and they are then made again and
 	// loaded in full from every node.
 	CheckEvery time.Duration
+	// Name starts the agent's log lines (default "block"; "bgp" for the speaker's feed).
+	Name string
 }
 
 // NodeState is what the agent knows of one node, as the state file and status show it.
@@ -156,6 +158,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = 10 * time.Second
 	}
+	if cfg.Name == "" {
+		cfg.Name = "block"
+	}
 	a := &Agent{cfg: cfg, log: cfg.Log, expires: map[[16]byte]int64{}, cancels: map[int]context.CancelFunc{},
 		warn: ratelog.New(cfg.Log, time.Minute)}
 	old, err := ReadState(cfg.StateFile)
@@ -179,7 +184,7 @@ func New(cfg Config) (*Agent, error) {
 	a.state.PID, a.state.Fingerprint = os.Getpid(), cfg.Fingerprint
 	a.state.Reloads = old.Reloads
 	if old.Fingerprint != cfg.Fingerprint && len(old.Nodes) > 0 {
-		a.log.Info("block: the selection changed since the state file was written; every node's set is fetched whole")
+		a.log.Info(a.cfg.Name + ": the selection changed since the state file was written; every node's set is fetched whole")
 	}
 	return a, nil
 }
@@ -209,7 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mu.Lock()
 		for _, ns := range a.state.Nodes {
 			if ns.Cursor != "" {
-				a.log.Info("block: the sets are not there; every node's set is fetched whole", "err", err)
+				a.log.Info(a.cfg.Name+": the sets are not there; every node's set is fetched whole", "err", err)
 			}
 			ns.Cursor = ""
 		}
@@ -263,9 +268,9 @@ var errReload = errors.New("the sets were made again: fetching every node's set 
 func (a *Agent) reload(ctx context.Context, cause error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.log.Warn("block: the sets are gone (a firewall reload?); making them again and fetching every node's set whole", "err", cause)
+	a.log.Warn(a.cfg.Name+": the sets are gone (a firewall reload?); making them again and fetching every node's set whole", "err", cause)
 	if err := a.cfg.Set.Ensure(ctx); err != nil {
-		a.log.Error("block: cannot make the sets again", "err", err)
+		a.log.Error(a.cfg.Name+": cannot make the sets again", "err", err)
 		return
 	}
 	clear(a.expires)
@@ -317,7 +322,7 @@ func (a *Agent) follow(ctx context.Context, i int) {
 			fails++
 		}
 		wait := a.cfg.Backoff.Delay(max(fails, 1))
-		a.log.Warn("block: stream from the node ended; reconnecting", "node", node.URL, "err", err, "retry_in", wait.Round(time.Millisecond))
+		a.log.Warn(a.cfg.Name+": stream from the node ended; reconnecting", "node", node.URL, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
@@ -375,7 +380,7 @@ func (a *Agent) stream(parent context.Context, i int) (err error) {
 	ns := a.state.Nodes[i]
 	ns.Connected, ns.LastError, ns.LastBytes = true, "", 0
 	a.mu.Unlock()
-	a.log.Info("block: following the node", "node", node.URL, "resume", cursor != "")
+	a.log.Info(a.cfg.Name+": following the node", "node", node.URL, "resume", cursor != "")
 	// A watchdog: without a line for 3 heartbeats' worth (45 s by default) the connection is
 	// dead even if TCP has not noticed.
 	idle := time.AfterFunc(time.Minute, func() { body.Close() })
@@ -397,7 +402,7 @@ func (a *Agent) stream(parent context.Context, i int) (err error) {
 				a.mu.Lock()
 				ns.Refused++
 				a.mu.Unlock()
-				a.log.Debug("block: left out an address the node sent", "node", node.URL, "ip", m.IP, "timeout", m.Timeout)
+				a.log.Debug(a.cfg.Name+": left out an address the node sent", "node", node.URL, "ip", m.IP, "timeout", m.Timeout)
 				continue
 			}
 			batch = append(batch, el)
@@ -420,7 +425,7 @@ func (a *Agent) stream(parent context.Context, i int) (err error) {
 			}
 			batch = batch[:0]
 			if m.Op == feed.OpSync {
-				a.log.Info("block: in step with the node", "node", node.URL, "full", m.Full,
+				a.log.Info(a.cfg.Name+": in step with the node", "node", node.URL, "full", m.Full,
 					"took", time.Since(now).Round(time.Millisecond), "bytes", connBytes)
 			}
 		}
@@ -506,7 +511,7 @@ func (a *Agent) apply(ctx context.Context, i int, gen int64, batch []firewall.El
 			if a.prune(now.Unix()); len(a.expires) >= a.cfg.MaxElements {
 				a.state.Full++
 				ns.Refused++
-				a.warn.Warn("block: the set holds --max-elements addresses; new ones are refused until some expire",
+				a.warn.Warn(a.cfg.Name+": the set holds --max-elements addresses; new ones are refused until some expire",
 					"max_elements", a.cfg.MaxElements, "refused_total", a.state.Full)
 				continue
 			}
@@ -584,7 +589,7 @@ func (a *Agent) save(force bool) error {
 		return err
 	}
 	if err := fsutil.WriteFileAtomic(a.cfg.StateFile, append(b, '\n'), 0o644); err != nil {
-		a.log.Warn("block: cannot write the state file; a restart will fetch the whole sets again", "file", a.cfg.StateFile, "err", err)
+		a.log.Warn(a.cfg.Name+": cannot write the state file; a restart will fetch the whole sets again", "file", a.cfg.StateFile, "err", err)
 	}
 	return nil
 }

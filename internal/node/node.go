@@ -220,7 +220,7 @@ func (n *Node) startBGP(ctx context.Context) error {
 	agent, err := block.New(block.Config{
 		Nodes: []block.Node{{URL: "local", Open: n.localStream}},
 		Set:   n.bgp, Query: BGPQuery(&n.cfg), Guard: n.guards.IPs, Log: n.log,
-		TTL: n.cfg.BGPTTL, Fingerprint: "bgp", // the speaker holds the cap (--bgp-max-prefixes) and its waiting list
+		TTL: n.cfg.BGPTTL, Fingerprint: "bgp", Name: "bgp", // the speaker holds the cap (--bgp-max-prefixes) and its waiting list
 	})
 	if err != nil {
 		return err
