@@ -275,6 +275,7 @@ func sipp(work, target string, rate, calls int) (result, error) {
 	switch {
 	case errors.As(err, &ee):
 		r.exit = ee.ExitCode()
+		fmt.Fprintf(os.Stderr, "sipp exited %d at %d/s; its last words:\n%s\n", r.exit, rate, tailOf(out.String(), 600))
 	case err != nil:
 		return r, fmt.Errorf("sipp: %w\n%s", err, out.String())
 	}
