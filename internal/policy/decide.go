@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"time"
@@ -212,7 +213,7 @@ func (a *Agent) handle(raw []byte, src netip.AddrPort, udp bool, out []byte) ([]
 }
 
 func (a *Agent) logDeny(v verdict, method string) {
-	if !a.log.Enabled(context.Background(), -4) { // slog.LevelDebug: per-call lines are debug only
+	if !a.log.Enabled(context.Background(), slog.LevelDebug) { // per-call lines are debug only
 		return
 	}
 	a.log.Debug("policy refused a call", "method", method, "decision", outcomeNames[v.outcome],
