@@ -34,6 +34,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/peer"
+	"github.com/dialtrap/dialtrap/internal/policy"
 	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
 	"github.com/dialtrap/dialtrap/internal/sink/syslog"
 	"github.com/dialtrap/dialtrap/internal/sink/webhook"
@@ -79,8 +80,9 @@ type Node struct {
 	peer    *peer.Node
 	api     *api.Server
 	sip     *sip.Server
-	bgp     *bgp.Speaker // nil unless --bgp-neighbor or --bgp-listen
-	bgpFeed *block.Agent // keeps the speaker in step with the store
+	bgp     *bgp.Speaker  // nil unless --bgp-neighbor or --bgp-listen
+	bgpFeed *block.Agent  // keeps the speaker in step with the store
+	policy  *policy.Agent // nil unless --policy-addr
 
 	// closers undo what Start did, in reverse order; each gets the time it may take.
 	closers []closer
@@ -103,6 +105,9 @@ type Addrs struct {
 	API    string   `json:"api,omitempty"`
 	PeerID string   `json:"peer_id,omitempty"`
 	P2P    []string `json:"p2p,omitempty"` // multiaddrs with /p2p/<peer ID>
+	// The SIP policy agent's listeners (--policy-addr).
+	PolicyUDP string `json:"policy_udp,omitempty"`
+	PolicyTCP string `json:"policy_tcp,omitempty"`
 }
 
 // New checks what can be checked without touching anything: it opens no file and no socket
@@ -134,6 +139,11 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 	if len(cfg.BGPNeighbor) > 0 || cfg.BGPListen != "" {
 		if n.bgp, err = NewSpeaker(cfg, n.guards.IPs, o.Log); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.PolicyAddr != "" {
+		if _, _, err := policy.ParseDeny(cfg.PolicyDeny); err != nil {
+			return nil, fmt.Errorf("--policy-deny: %w", err)
 		}
 	}
 	if cfg.WebhookURL != "" {
@@ -243,6 +253,28 @@ func (n *Node) startBGP(ctx context.Context) error {
 			return ctx.Err()
 		}
 	})
+	return nil
+}
+
+// startPolicy starts the SIP policy agent on the store's lookups.
+func (n *Node) startPolicy(ctx context.Context) error {
+	cfg := &n.cfg
+	code, uri, _ := policy.ParseDeny(cfg.PolicyDeny) // checked by New
+	a, err := policy.New(policy.Config{
+		Addr: cfg.PolicyAddr, Lookups: n.store, National: cfg.NumberMatch == "national",
+		MinCount: int64(cfg.PolicyMinCount), VerifiedOnly: cfg.PolicyVerifiedOnly,
+		IPGuard: n.guards.IPs, NumberGuard: n.guards.Numbers, Deny: code, DenyURI: uri,
+		CallerHeader: cfg.PolicyCallerHeader, FailClosed: cfg.PolicyFailClosed, Log: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.store.PrepareLookups() // the Bloom filters answer most misses without SQLite
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	n.policy = a
+	n.onClose("policy agent", 5*time.Second, a.Close)
 	return nil
 }
 
@@ -447,6 +479,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if cfg.PolicyAddr != "" {
+		if err := n.startPolicy(ctx); err != nil {
+			return err
+		}
+	}
 	if cfg.API {
 		acfg := api.Config{
 			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
@@ -459,6 +496,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		if n.bgp != nil {
 			acfg.BGP = func(ctx context.Context) any { return n.bgpStatus(ctx) }
+		}
+		if n.policy != nil {
+			acfg.Policy = func() any { return n.policy.Status() }
 		}
 		if n.sip != nil {
 			acfg.KernelDrops = n.sip.KernelDrops
@@ -518,6 +558,9 @@ func (n *Node) Addrs() Addrs {
 	}
 	if n.api != nil {
 		a.API = str(n.api.Addr())
+	}
+	if n.policy != nil {
+		a.PolicyUDP, a.PolicyTCP = str(n.policy.UDPAddr()), str(n.policy.TCPAddr())
 	}
 	if n.peer != nil {
 		if addrs := n.peer.Addrs(); len(addrs) > 0 {
@@ -642,6 +685,12 @@ func (n *Node) summary() []any {
 	}
 	if n.webhook != nil {
 		attrs = append(attrs, "webhook", webhook.LogURL(n.cfg.WebhookURL))
+	}
+	if n.bgp != nil {
+		attrs = append(attrs, "bgp_neighbors", len(n.cfg.BGPNeighbor), "bgp_max_prefixes", n.cfg.BGPMaxPrefixes)
+	}
+	if n.policy != nil {
+		attrs = append(attrs, "policy_udp", a.PolicyUDP, "policy_tcp", a.PolicyTCP, "policy_deny", n.cfg.PolicyDeny)
 	}
 	return attrs
 }
