@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
 
@@ -78,6 +79,13 @@ func (f *filter) full() bool { return f.added.Load() > f.capacity }
 type keyFilter struct {
 	list struct{ table, key string }
 	cur  atomic.Pointer[filter] // nil: not built, or being rebuilt; lookups ask SQLite
+	// matchKeys adds each key's national-match keys (event.NumberKeys) too, so that a
+	// national lookup that matches nothing is answered without SQLite. They contain ':',
+	// which no stored number does, so they never stand for a number.
+	matchKeys bool
+	// perRow is how many filter entries a row made at the last build (1 without match
+	// keys): the next filter is sized by it.
+	perRow float64
 
 	// Guarded by keyFilters.mu.
 	pending *filter // being built: the writer adds to it too
@@ -97,10 +105,20 @@ func (k *keyFilter) addAll(m aggregates) {
 	f := k.cur.Load()
 	for key := range m {
 		if f != nil {
-			f.add(key)
+			k.addTo(f, key)
 		}
 		if k.pending != nil {
-			k.pending.add(key)
+			k.addTo(k.pending, key)
+		}
+	}
+}
+
+// addTo adds a stored key, and its match keys where k keeps them, to f.
+func (k *keyFilter) addTo(f *filter, key string) {
+	f.add(key)
+	if k.matchKeys {
+		for _, mk := range event.NumberKeys(key) {
+			f.add(mk)
 		}
 	}
 }
@@ -138,6 +156,7 @@ func (s *Store) PrepareLookups() {
 // process wrote, rebuilding a filter that another writer or growth has made stale.
 func (s *Store) startFilters() {
 	s.keys.ip.list, s.keys.num.list = lists[store.IPAddresses], lists[store.CalledNumbers]
+	s.keys.num.matchKeys = true
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopCheck, s.checkDone = cancel, make(chan struct{})
 	go func() {
@@ -199,7 +218,13 @@ func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
 		s.keys.mu.Unlock()
 		return err
 	}
-	f := newFilter(totals[i])
+	if k.perRow < 1 {
+		k.perRow = 1
+		if k.matchKeys {
+			k.perRow = 5 // a typical dialled number has four match keys; measured below
+		}
+	}
+	f := newFilter(int64(float64(totals[i]) * k.perRow))
 	k.pending, k.delta = f, 0
 	s.keys.mu.Unlock()
 	defer func() {
@@ -218,12 +243,15 @@ func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
 		if err := rows.Scan(&key); err != nil {
 			return err
 		}
-		f.add(key)
+		k.addTo(f, key)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
 	s.keys.mu.Lock()
+	if rows := totals[i] + k.delta; rows > 0 {
+		k.perRow = max(1, float64(f.added.Load())/float64(rows))
+	}
 	k.expect, k.known = totals[i]+k.delta, true
 	k.cur.Store(f)
 	s.keys.mu.Unlock()

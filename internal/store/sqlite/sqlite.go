@@ -232,6 +232,10 @@ type Store struct {
 	// Lookups are prepared on the read pool: parsing the SQL cost as much as running it.
 	lookupIP  *sql.Stmt
 	lookupNum *sql.Stmt
+	// matchNums are the national-match queries by number of match keys, prepared on first
+	// use (a PBX's policy agent asks one per call).
+	matchMu   sync.Mutex
+	matchNums map[int]*sql.Stmt
 
 	version   int  // schema version: the current one, but for a database opened read-only
 	snapshots bool // the bulk pool can make temporary tables (a store opened for writing)
@@ -1105,22 +1109,61 @@ func scanAggregates(rows *sql.Rows, fn func(store.Aggregate) error, wrap func(er
 // its national-match keys (an index probe per key).
 func (s *Store) MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, error) {
 	keys := event.NumberQueryKeys(n)
+	// The number filter also holds every stored number's match keys: most numbers a PBX
+	// asks about match nothing, and are answered here.
+	maybe := s.keys.num.mayContain(n)
+	for _, k := range keys {
+		maybe = maybe || s.keys.num.mayContain(k)
+	}
+	if !maybe {
+		return nil, nil
+	}
+	st, err := s.matchStmt(ctx, len(keys))
+	if err != nil {
+		return nil, fmt.Errorf("match number %s in %s: %w", n, s.path, err)
+	}
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, n)
-	q := `SELECT called_number, ` + s.aggregateColumns() + ` FROM called_numbers WHERE called_number = ?`
-	if len(keys) > 0 {
-		q += ` OR called_number IN (SELECT called_number FROM number_keys WHERE match_key IN (?` +
-			strings.Repeat(",?", len(keys)-1) + `))`
-		for _, k := range keys {
-			args = append(args, k)
-		}
+	for _, k := range keys {
+		args = append(args, k)
 	}
-	q += ` ORDER BY last_seen DESC, called_number DESC`
-	out, err := readAggregates(ctx, s.r, q, args...)
+	out, err := readAggregates(ctx, stmtQuerier{st}, "", args...)
 	if err != nil {
 		return nil, fmt.Errorf("match number %s in %s: %w", n, s.path, err)
 	}
 	return out, nil
+}
+
+// matchStmt returns the national-match query for nkeys match keys, prepared once.
+func (s *Store) matchStmt(ctx context.Context, nkeys int) (*sql.Stmt, error) {
+	s.matchMu.Lock()
+	defer s.matchMu.Unlock()
+	if st := s.matchNums[nkeys]; st != nil {
+		return st, nil
+	}
+	q := `SELECT called_number, ` + s.aggregateColumns() + ` FROM called_numbers WHERE called_number = ?`
+	if nkeys > 0 {
+		q += ` OR called_number IN (SELECT called_number FROM number_keys WHERE match_key IN (?` +
+			strings.Repeat(",?", nkeys-1) + `))`
+	}
+	q += ` ORDER BY last_seen DESC, called_number DESC`
+	st, err := s.r.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if s.matchNums == nil {
+		s.matchNums = map[int]*sql.Stmt{}
+	}
+	s.matchNums[nkeys] = st
+	return st, nil
+}
+
+// stmtQuerier runs a prepared statement where a querier is expected (the query string is
+// the statement's own).
+type stmtQuerier struct{ st *sql.Stmt }
+
+func (q stmtQuerier) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
+	return q.st.QueryContext(ctx, args...)
 }
 
 // Top returns the most frequent values of a dimension since the hour of since.
@@ -1254,6 +1297,12 @@ func (s *Store) Close() error {
 		<-s.checkDone
 	}
 	var errs []error
+	s.matchMu.Lock()
+	for _, st := range s.matchNums {
+		st.Close()
+	}
+	s.matchNums = nil
+	s.matchMu.Unlock()
 	if s.r != nil {
 		errs = append(errs, s.r.Close(), s.bulk.Close())
 		if s.snap != nil {
