@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -425,4 +426,77 @@ func TestOneNodePerDataDirectory(t *testing.T) {
 		cfg.DataDir, cfg.DBFile = dir, filepath.Join(dir, "dialtrap.db")
 		startNode(t, cfg)
 	}
+}
+
+// A node with the BGP speaker and the policy agent: both answer in the API, the agent's
+// addresses are known, and Close leaves no goroutine of either (GoBGP's included). A bad
+// option is refused by New, a taken port by Start, which closes what it opened.
+func TestBGPAndPolicyLifecycle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a BGP neighbour that never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	bgpArgs := []string{"--bgp-asn", "65000", "--bgp-router-id", "127.0.0.1", "--bgp-neighbor", fmt.Sprintf("127.0.0.2 as 65001 port %d", port)}
+	cfg := load(t, append([]string{"-a", "--policy-addr", "127.0.0.1:0"}, bgpArgs...)...)
+	n, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a := n.Addrs()
+	if a.PolicyUDP == "" || a.PolicyTCP == "" {
+		t.Fatalf("no policy agent addresses: %+v", a)
+	}
+	for _, route := range []string{"/bgp", "/policy"} {
+		resp, err := http.Get("http://" + a.API + route)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s", route, resp.Status)
+		}
+	}
+	if err := n.ReloadNeverBlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t)
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bgp-neighbor", "127.0.0.2 as 65001"}, "--bgp-asn"},
+		{[]string{"--bgp-asn", "1", "--bgp-neighbor", "127.0.0.2 as 65001"}, "--bgp-router-id"},
+		{append(bgpArgs, "--bgp-neighbor", "router1 as 2"), "not an IP address"},
+		{append(bgpArgs, "--bgp-next-hop", "::1,::2"), "two IPv6"},
+		{append(bgpArgs, "--bgp-community", "65536:1"), "--bgp-community"},
+		{append(bgpArgs, "--bgp-verified", "maybe"), "--bgp-verified"},
+		{[]string{"--policy-addr", "127.0.0.1:0", "--policy-deny", "http://ivr"}, "--policy-deny"},
+	} {
+		if _, err := New(load(t, tc.args...), Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%q): %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	n, err = New(load(t, "--policy-addr", taken.Addr().String()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "--policy-addr") {
+		t.Fatalf("Start with the policy port taken: %v, want an error naming --policy-addr", err)
+	}
+	n.Close(context.Background())
+	goleak.VerifyNone(t)
 }
