@@ -57,6 +57,7 @@ bench: build
 ## the same set by its own CLI (gobgp mrt inject) in the same run (see bench/README.md)
 bench-bgp:
 	$(GO) test -run '^$$' -bench Announce100k -benchtime 1x -count 3 -timeout 20m ./internal/bgp
+	$(GO) test -run '^$$' -bench BGPFullSync -benchtime 1x -count 3 -timeout 20m ./internal/node
 
 ## bench-policy: the SIP policy agent at 10,000 INVITE/s from SIPp and at SIPp's ceiling,
 ## exact and national match, against a bare 302 responder (see docs/policy-agent.md)

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var loopback = []string{"--sip-addr", "127.0.0.1:0", "--sip-tls-addr", "127.0.0.1:0",
 	"--api-addr", "127.0.0.1:0", "--p2p-addr", "/ip4/127.0.0.1/tcp/0"}
 
-func load(t *testing.T, args ...string) *config.Config {
+func load(t testing.TB, args ...string) *config.Config {
 	t.Helper()
 	cfg, err := config.Load(append(append([]string{"--data-dir", t.TempDir()}, loopback...), args...),
 		func(string) (string, bool) { return "", false })
