@@ -123,6 +123,9 @@ type Config struct {
 	PolicyVerifiedOnly bool
 	PolicyCallerHeader string
 	PolicyFailClosed   bool
+	PolicySource       string   // trusted, local, all
+	PolicyTrustedHops  int      // Vias at the top that are the operator's proxies
+	PolicyAllow        []string // CIDRs of the PBXs that may ask
 
 	// Capture tuning.
 	SIPMaxConns       int
@@ -207,6 +210,9 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.BoolVar(&c.PolicyVerifiedOnly, "policy-verified-only", false, "the policy agent refuses a caller address only when its sightings include a proven (unforgeable) one")
 	fs.StringVar(&c.PolicyCallerHeader, "policy-caller-header", "X-Dialtrap-Caller", "header a PBX puts the caller's IP address in (else the bottom Via is used)")
 	fs.BoolVar(&c.PolicyFailClosed, "policy-fail-closed", false, "refuse calls when the store cannot be read (default: let them through)")
+	fs.StringVar(&c.PolicySource, "policy-source", "trusted", "whose sightings make the policy agent refuse: trusted (own and trusted peers'), local, all (any peer could then choose which calls you refuse)")
+	fs.IntVar(&c.PolicyTrustedHops, "policy-trusted-hops", 1, "Via headers at the top that are your own proxies, the one asking included: the next Via is the caller's")
+	fs.StringSliceVar(&c.PolicyAllow, "policy-allow", nil, "addresses or CIDR prefixes of the PBXs and proxies that may ask the policy agent (default: anyone who can reach it)")
 
 	fs.IntVar(&c.SIPMaxConns, "sip-max-conns", 4096, "most concurrent SIP TCP/TLS connections")
 	fs.IntVar(&c.SIPMaxConnsPerIP, "sip-max-conns-per-ip", 64, "most concurrent SIP TCP/TLS connections from one IP")
@@ -541,6 +547,14 @@ func (c *Config) validate() error {
 	}
 	if c.BGPTTL < 0 {
 		errs = append(errs, errors.New("--bgp-ttl cannot be negative"))
+	}
+	switch c.PolicySource {
+	case "trusted", "local", "all":
+	default:
+		errs = append(errs, fmt.Errorf("--policy-source %q: use trusted, local or all", c.PolicySource))
+	}
+	if c.PolicyTrustedHops < 1 || c.PolicyTrustedHops > 8 {
+		errs = append(errs, errors.New("--policy-trusted-hops must be between 1 and 8"))
 	}
 	if c.PolicyAddr != "" {
 		if _, port, err := net.SplitHostPort(c.PolicyAddr); err != nil || port == "" {

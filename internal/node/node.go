@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -145,6 +146,9 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		if _, _, err := policy.ParseDeny(cfg.PolicyDeny); err != nil {
 			return nil, fmt.Errorf("--policy-deny: %w", err)
 		}
+		if _, err := parsePrefixes(cfg.PolicyAllow); err != nil {
+			return nil, fmt.Errorf("--policy-allow: %w", err)
+		}
 	}
 	if cfg.WebhookURL != "" {
 		wh, err := webhook.New(webhook.Config{
@@ -260,11 +264,13 @@ func (n *Node) startBGP(ctx context.Context) error {
 func (n *Node) startPolicy(ctx context.Context) error {
 	cfg := &n.cfg
 	code, uri, _ := policy.ParseDeny(cfg.PolicyDeny) // checked by New
+	allow, _ := parsePrefixes(cfg.PolicyAllow)       // checked by New
 	a, err := policy.New(policy.Config{
 		Addr: cfg.PolicyAddr, Lookups: n.store, National: cfg.NumberMatch == "national",
-		MinCount: int64(cfg.PolicyMinCount), VerifiedOnly: cfg.PolicyVerifiedOnly,
+		MinCount: int64(cfg.PolicyMinCount), VerifiedOnly: cfg.PolicyVerifiedOnly, Source: policySource(cfg.PolicySource),
 		IPGuard: n.guards.IPs, NumberGuard: n.guards.Numbers, Deny: code, DenyURI: uri,
-		CallerHeader: cfg.PolicyCallerHeader, FailClosed: cfg.PolicyFailClosed, Log: n.log,
+		CallerHeader: cfg.PolicyCallerHeader, FailClosed: cfg.PolicyFailClosed, TrustedHops: cfg.PolicyTrustedHops,
+		Allow: allow, Log: n.log,
 	})
 	if err != nil {
 		return err
@@ -275,7 +281,40 @@ func (n *Node) startPolicy(ctx context.Context) error {
 	}
 	n.policy = a
 	n.onClose("policy agent", 5*time.Second, a.Close)
+	if len(allow) == 0 && !isLoopback(a.TCPAddr().String()) {
+		n.log.Warn("the SIP policy agent listens beyond loopback without --policy-allow: anyone who can reach it can ask, and have its answers sent to an address they forge",
+			"addr", cfg.PolicyAddr)
+	}
 	return nil
+}
+
+// policySource reads --policy-source (checked by config).
+func policySource(s string) store.Source {
+	switch s {
+	case "local":
+		return store.SourceLocal
+	case "all":
+		return store.SourceAll
+	}
+	return store.SourceTrusted
+}
+
+// parsePrefixes reads addresses and CIDR prefixes.
+func parsePrefixes(entries []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, e := range entries {
+		e = strings.TrimSpace(e)
+		if p, err := netip.ParsePrefix(e); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(e)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", e)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // ReloadNeverBlock reads the never-block lists again (their files may have changed) and

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/sip"
+	"github.com/dialtrap/dialtrap/internal/store"
 )
 
 // outcome is the result of one decision.
@@ -79,6 +80,27 @@ func (a *Agent) failMode() string {
 	return "let through (fail open)"
 }
 
+// eligible says whether an aggregate's sightings count under Config.Source and
+// VerifiedOnly, and how many there are.
+func (a *Agent) eligible(agg store.Aggregate) (count int64, ok bool) {
+	var verified int64
+	switch a.cfg.Source {
+	case store.SourceLocal:
+		count, verified = agg.Local, agg.VerifiedLocal
+	case store.SourceAll:
+		count, verified = agg.Count, agg.Verified
+	default: // trusted: seen here or by a trusted peer, as the feeds select
+		if agg.Local == 0 && agg.TrustedPeers == 0 {
+			return 0, false
+		}
+		count, verified = agg.Count, agg.VerifiedLocal+agg.VerifiedTrusted
+	}
+	if count == 0 || (a.cfg.VerifiedOnly && verified == 0) {
+		return 0, false
+	}
+	return count, true
+}
+
 // badNumber returns the stored number that makes n known-bad and its count (0: not bad).
 // With National it sums the counts of every national match, as GET /numbers/{n} does;
 // numbers the guard protects never count.
@@ -88,27 +110,31 @@ func (a *Agent) badNumber(ctx context.Context, n string) (matched string, count 
 		if err != nil || !ok {
 			return "", 0, err
 		}
-		if agg.Count < a.cfg.MinCount || (a.cfg.VerifiedOnly && agg.Verified == 0) {
+		c, ok := a.eligible(agg)
+		if !ok || c < a.cfg.MinCount {
 			return "", 0, nil
 		}
-		return n, agg.Count, nil
+		return n, c, nil
 	}
 	aggs, err := a.cfg.Lookups.MatchNumbers(ctx, n)
 	if err != nil {
 		return "", 0, err
 	}
-	var total, verified, best int64
+	var total, best int64
 	for _, agg := range aggs {
 		if agg.Key != n && a.cfg.NumberGuard.Protects(agg.Key) {
 			continue
 		}
-		total += agg.Count
-		verified += agg.Verified
-		if agg.Count > best || matched == "" {
-			matched, best = agg.Key, agg.Count
+		c, ok := a.eligible(agg)
+		if !ok {
+			continue
+		}
+		total += c
+		if c > best || matched == "" {
+			matched, best = agg.Key, c
 		}
 	}
-	if total < a.cfg.MinCount || total == 0 || (a.cfg.VerifiedOnly && verified == 0) {
+	if total == 0 || total < a.cfg.MinCount {
 		return "", 0, nil
 	}
 	return matched, total, nil
@@ -119,32 +145,32 @@ func (a *Agent) badIP(ctx context.Context, ip netip.Addr) (int64, error) {
 	if err != nil || !ok {
 		return 0, err
 	}
-	if agg.Count < a.cfg.MinCount || (a.cfg.VerifiedOnly && agg.Verified == 0) {
+	c, ok := a.eligible(agg)
+	if !ok || c < a.cfg.MinCount {
 		return 0, nil
 	}
-	return agg.Count, nil
+	return c, nil
 }
 
 // maxCallers bounds the addresses one request may make us look up.
-const maxCallers = maxCallerHeaders + 1
+const maxCallers = maxCallerHeaders + maxViaAddrs
 
-// callerAddrs returns the caller's addresses: every caller header that holds an IP (a proxy
-// that appends its own header after one the caller forged leaves two: checking both means a
-// forged one can only add to what is checked), else the bottom-most Via's received=, else its
-// sent-by host if that is an IP. Never the packet's sender: that is the PBX.
-func callerAddrs(m *sip.Message, sc *scan, buf *[maxCallers]netip.Addr) []netip.Addr {
+// callerAddrs returns the caller's addresses: the last caller headers that hold an IP (a
+// proxy appends its own after any the caller forged), and every address the Via below the
+// trusted proxies' names (its received=, which the first proxy adds when the caller's
+// sent-by was not where the request came from, and its sent-by). All are checked, so a
+// value the caller forged can only add to what is checked. Never the packet's sender: that
+// is the PBX or proxy asking.
+func (a *Agent) callerAddrs(m *sip.Message, sc *scan, buf *[maxCallers]netip.Addr) []netip.Addr {
 	out := buf[:0]
-	for i := range sc.ncallers {
-		if ip, ok := parseIP(sc.callers[i]); ok {
+	n := min(sc.ncallers, maxCallerHeaders)
+	for i := range n {
+		if ip, ok := parseIP(sc.callers[(sc.ncallers-n+i)%maxCallerHeaders]); ok {
 			out = append(out, ip)
 		}
 	}
-	if len(out) > 0 || m.NVia == 0 {
-		return out
-	}
-	_, bottom := splitVias(m.Via[m.NVia-1])
-	if ip, ok := viaSource(bottom); ok {
-		out = append(out, ip)
+	if v, ok := nthVia(m.Via[:m.NVia], a.cfg.TrustedHops); ok {
+		out = viaAddrs(out, v)
 	}
 	return out
 }
@@ -199,7 +225,7 @@ func (a *Agent) handle(raw []byte, src netip.AddrPort, udp bool, out []byte) ([]
 		number = dialled(user)
 	}
 	var cbuf [maxCallers]netip.Addr
-	callers := callerAddrs(&m, &sc, &cbuf)
+	callers := a.callerAddrs(&m, &sc, &cbuf)
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.LookupTimeout)
 	v := a.decide(ctx, number, callers)
 	cancel()

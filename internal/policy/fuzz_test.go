@@ -131,14 +131,30 @@ func FuzzCaller(f *testing.F) {
 		if len(first) > len(b) || len(last) > len(b) {
 			t.Fatal("split grew")
 		}
-		check(viaSource(last))
+		for _, ip := range viaAddrs(nil, last) {
+			check(ip, true)
+		}
+		if len(viaAddrs(nil, first)) > maxViaAddrs {
+			t.Fatalf("viaAddrs(%q) returned more than %d", first, maxViaAddrs)
+		}
+		for k := range 3 {
+			if v, ok := nthVia([][]byte{b, b}, k); ok && !bytes.Contains(b, v) {
+				t.Fatalf("nthVia(%q, %d) = %q, not a part of it", s, k, v)
+			}
+		}
 		v := parseVia(first)
 		if v.port < 0 || v.port > 65535 || !bytes.HasSuffix(first, v.params) {
 			t.Fatalf("parseVia(%q) = %+v", first, v)
 		}
 		_, _ = v.param("received")
-		if strings.ContainsAny(dialled(b), "\r\n") != strings.ContainsAny(s, "\r\n") {
-			t.Fatalf("dialled(%q) changed line breaks", s)
+		// What the Reason header echoes of a dialled string is always safe in a quoted
+		// string, escapes decoded or not; a number is digits after an optional '+'.
+		d := dialled(b)
+		if safe := string(appendSafe(nil, d)); strings.ContainsAny(safe, "\r\n\"\\") {
+			t.Fatalf("dialled(%q) = %q echoes as %q", s, d, safe)
+		}
+		if event.ValidNumber(d) != (strings.Trim(d, "+0123456789") == "" && strings.Trim(d, "+") != "" && strings.LastIndexByte(d, '+') <= 0) {
+			t.Fatalf("dialled(%q) = %q: neither a number nor a name", s, d)
 		}
 	})
 }

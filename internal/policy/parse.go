@@ -61,14 +61,15 @@ func line(b []byte, off int) ([]byte, int) {
 	return l, off + i + 1
 }
 
-// maxCallerHeaders bounds how many caller headers a message may carry that are all checked.
+// maxCallerHeaders bounds how many caller headers are checked: the last ones, since proxies
+// append theirs after any the caller sent.
 const maxCallerHeaders = 4
 
 // scan is what one pass over the headers finds beyond sip.Parse.
 type scan struct {
-	callers  [maxCallerHeaders][]byte
-	ncallers int
-	vias     int // Via header lines (sip.Parse keeps only sip.MaxVia of them)
+	callers  [maxCallerHeaders][]byte // a ring: the last maxCallerHeaders of them
+	ncallers int                      // all seen
+	vias     int                      // Via header lines (sip.Parse keeps only sip.MaxVia of them)
 }
 
 func scanHeaders(b []byte, callerHeader string) scan {
@@ -83,10 +84,8 @@ func scanHeaders(b []byte, callerHeader string) scan {
 		case len(name) == 1 && name[0]|0x20 == 'v', len(name) == 3 && bytes.EqualFold(name, []byte("via")):
 			s.vias++
 		case len(name) == len(callerHeader) && bytes.EqualFold(name, []byte(callerHeader)):
-			if s.ncallers < maxCallerHeaders {
-				s.callers[s.ncallers] = val
-				s.ncallers++
-			}
+			s.callers[s.ncallers%maxCallerHeaders] = val
+			s.ncallers++
 		}
 	}
 }
@@ -235,16 +234,78 @@ func (v via) param(name string) (val []byte, ok bool) {
 	return nil, false
 }
 
-// viaSource returns the caller's address as the bottom-most Via says it: its received=
-// parameter, else its sent-by host if that is an IP literal.
-func viaSource(bottom []byte) (netip.Addr, bool) {
-	v := parseVia(bottom)
-	if r, ok := v.param("received"); ok {
-		if ip, ok := parseIP(r); ok {
-			return ip, true
+// maxViaAddrs bounds the addresses one Via may make us check: its sent-by host and its
+// received= parameters (the proxy's, and any the caller wrote itself).
+const maxViaAddrs = 3
+
+// viaAddrs appends every address a via-parm names: each received= parameter (a proxy that
+// marks a Via appends its own after any the sender wrote) and the sent-by host if it is an IP
+// literal. Checking them all means a value the caller forged can only add to what is checked.
+func viaAddrs(out []netip.Addr, raw []byte) []netip.Addr {
+	v := parseVia(raw)
+	n := 0
+	add := func(ip netip.Addr) {
+		if n < maxViaAddrs {
+			out = append(out, ip)
+			n++
 		}
 	}
-	return parseIP(v.host)
+	p := v.params
+	for len(p) > 0 && p[0] == ';' {
+		p = p[1:]
+		end := bytes.IndexByte(p, ';')
+		if end < 0 {
+			end = len(p)
+		}
+		k, val, _ := bytes.Cut(p[:end], []byte("="))
+		p = p[end:]
+		if bytes.EqualFold(bytes.TrimSpace(k), []byte("received")) {
+			if ip, ok := parseIP(bytes.TrimSpace(val)); ok {
+				add(ip)
+			}
+		}
+	}
+	if ip, ok := parseIP(v.host); ok {
+		add(ip)
+	}
+	return out
+}
+
+// maxTrustedHops bounds Config.TrustedHops.
+const maxTrustedHops = 8
+
+// nthVia returns the via-parm at index n from the top, across Via header lines and the
+// comma-separated values within them.
+func nthVia(lines [][]byte, n int) ([]byte, bool) {
+	for _, line := range lines {
+		start, inQuote := 0, false
+		for i := 0; i <= len(line); i++ {
+			if i < len(line) {
+				switch line[i] {
+				case '"':
+					inQuote = !inQuote
+					continue
+				case '\\':
+					if inQuote {
+						i++
+					}
+					continue
+				case ',':
+					if inQuote {
+						continue
+					}
+				default:
+					continue
+				}
+			}
+			if n == 0 {
+				return bytes.TrimSpace(line[start:i]), true
+			}
+			n--
+			start = i + 1
+		}
+	}
+	return nil, false
 }
 
 // hasSchemePrefix reports whether u starts with sip:, sips: or tel: (any case).
@@ -286,28 +347,72 @@ func isToken(b []byte) bool {
 	return true
 }
 
-// dialled normalises the user part of the Request-URI for lookups: the visual separators a
-// tel: URI may carry ("+49-900-123", "(0)") are dropped when what remains is a number;
-// anything else is looked up as sent.
+// dialled normalises the user part of the Request-URI for lookups: percent escapes are
+// undone (%34 is 4, as RFC 3261 says and carriers decode); a user part with letters is a
+// name and is returned as it is (never looked up: no stored number has letters); otherwise
+// the number is its digits, with a leading '+' and without a "(0)" after it: separators,
+// '#', '*', ',' and '/' do not change what a carrier dials.
 func dialled(user []byte) string {
+	d := percentDecode(user)
 	n := 0
-	for _, c := range user {
+	for _, c := range d {
 		switch {
 		case c >= '0' && c <= '9':
 			n++
-		case c == '+' || c == '-' || c == '.' || c == '(' || c == ')':
-		default:
-			return string(user)
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			return string(d) // a name (alice, service): never a number the store could hold
 		}
 	}
 	if n == 0 {
-		return string(user)
+		return string(d)
 	}
-	out := make([]byte, 0, len(user))
-	for i, c := range user {
+	// "+49 (0)30 ..." writes the national trunk prefix that an international call leaves out.
+	if len(d) > 0 && d[0] == '+' {
+		if i := bytes.Index(d, []byte("(0)")); i > 0 {
+			d = append(d[:i:i], d[i+3:]...)
+		}
+	}
+	// What a carrier dials is the digits: visual separators, and the '#', '*', ',' or '/'
+	// a dial string may carry, do not change the target.
+	out := make([]byte, 0, len(d))
+	for i, c := range d {
 		if (c >= '0' && c <= '9') || (c == '+' && i == 0) {
 			out = append(out, c)
 		}
 	}
 	return string(out)
+}
+
+// percentDecode undoes RFC 3261's escapes in a user part (%34 is '4'); a malformed escape
+// stays as it is.
+func percentDecode(b []byte) []byte {
+	if bytes.IndexByte(b, '%') < 0 {
+		return bytes.Clone(b)
+	}
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] == '%' && i+2 < len(b) {
+			if h, ok1 := unhex(b[i+1]); ok1 {
+				if l, ok2 := unhex(b[i+2]); ok2 {
+					out = append(out, h<<4|l)
+					i += 2
+					continue
+				}
+			}
+		}
+		out = append(out, b[i])
+	}
+	return out
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }

@@ -39,6 +39,7 @@ const DefaultCallerHeader = "X-Dialtrap-Caller"
 const (
 	DefaultLookupTimeout  = 200 * time.Millisecond
 	DefaultMaxConns       = 1024
+	DefaultMaxConnsPerIP  = 64
 	DefaultMaxMessage     = 64 << 10
 	DefaultIdleTimeout    = 60 * time.Second
 	DefaultMessageTimeout = 5 * time.Second
@@ -58,6 +59,18 @@ type Config struct {
 	MinCount int64
 	// VerifiedOnly counts a number or IP only when a sighting had a proven source address.
 	VerifiedOnly bool
+	// Source says whose sightings make a number or an address known-bad: this node's own and
+	// its trusted peers' (store.SourceTrusted, the default, as the feeds), only its own, or
+	// any peer's. With peer-to-peer on, SourceAll lets any peer choose which calls are refused.
+	Source store.Source
+	// TrustedHops is how many Via headers at the top belong to proxies the operator runs, the
+	// one asking included (default 1): the Via below them is the caller's as the first of
+	// them received it, marked with received= where the caller's own sent-by differed. Every
+	// address that Via names is checked, beside the caller headers.
+	TrustedHops int
+	// Allow lists the sources that may ask (the PBXs, SBCs, proxies); others get no answer,
+	// counted. Empty: anyone who can reach the address.
+	Allow []netip.Prefix
 	// IPGuard and NumberGuard are the never-block lists: a protected source or number is
 	// never denied. A nil IPGuard protects nothing; a nil NumberGuard still protects
 	// emergency and short numbers (feed.NewNumberGuard(nil)).
@@ -77,6 +90,7 @@ type Config struct {
 	// size of one message (UDP too), how long a connection may sit idle, and how long one
 	// message may take to arrive once it has begun.
 	MaxConns       int
+	MaxConnsPerIP  int // TCP connections one address may hold (DefaultMaxConnsPerIP)
 	MaxMessage     int
 	IdleTimeout    time.Duration
 	MessageTimeout time.Duration
@@ -113,6 +127,20 @@ func checkDenyURI(s string) error {
 	return nil
 }
 
+// allowed reports whether src may ask.
+func (a *Agent) allowed(src netip.Addr) bool {
+	if len(a.cfg.Allow) == 0 {
+		return true
+	}
+	src = src.Unmap()
+	for _, p := range a.cfg.Allow {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
 // Agent is the policy agent. Its lifecycle is New (no side effects), Start, Close; Close is
 // safe after a failed Start.
 type Agent struct {
@@ -127,6 +155,7 @@ type Agent struct {
 	udp    *net.UDPConn
 	tcp    *net.TCPListener
 	conns  map[net.Conn]struct{}
+	perIP  map[netip.Addr]int // open TCP connections by source address
 	closed bool
 
 	wg sync.WaitGroup
@@ -177,6 +206,18 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.MaxConnsPerIP <= 0 {
+		cfg.MaxConnsPerIP = min(DefaultMaxConnsPerIP, cfg.MaxConns)
+	}
+	if cfg.TrustedHops <= 0 {
+		cfg.TrustedHops = 1
+	}
+	if cfg.TrustedHops > maxTrustedHops {
+		return nil, fmt.Errorf("policy trusted hops %d: at most %d proxies can stand between a caller and the agent", cfg.TrustedHops, maxTrustedHops)
+	}
+	for i, p := range cfg.Allow {
+		cfg.Allow[i] = p.Masked()
+	}
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = DefaultMaxMessage
 	}
@@ -198,7 +239,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, warn: ratelog.New(cfg.Log, 10*time.Second), conns: map[net.Conn]struct{}{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, warn: ratelog.New(cfg.Log, 10*time.Second), conns: map[net.Conn]struct{}{},
+		perIP: map[netip.Addr]int{}}
 	if cfg.DenyURI != "" {
 		a.denyURI = []byte(cfg.DenyURI)
 	}

@@ -202,8 +202,23 @@ func statusOf(reply string) int {
 	return m.StatusCode
 }
 
+// peerSighting stores one verified event as a peer reported it.
+func peerSighting(t *testing.T, s *sqlite.Store, ip, number, peer string, trusted bool) {
+	t.Helper()
+	e := event.New(event.Origin{AppVersion: "test", NodeID: "other-node", Method: event.Responsive, Transport: event.TCP,
+		Source: netip.AddrPortFrom(netip.MustParseAddr(ip), 5060), Dest: netip.MustParseAddrPort("198.51.100.1:5060"), Verified: true},
+		time.Now().Add(-time.Minute), number, "INVITE", "friendly-scanner", []byte("INVITE sip:"+number+"@198.51.100.1 SIP/2.0\r\n\r\n"))
+	e.FromPeer, e.Peer, e.Trusted = true, peer, trusted
+	if err := s.Write(context.Background(), []*event.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDecisions(t *testing.T) {
 	db := newStore(t, knownBad)
+	// What peers reported: an untrusted one names a number and a caller, a trusted one others.
+	peerSighting(t, db, "203.0.113.50", "+493012345678", "12D3KooWEvilPeer", false)
+	peerSighting(t, db, "203.0.113.51", "+493012345679", "12D3KooWFriend", true)
 	const clean = "sip:0046812110000@pbx.example.com;user=phone"
 	for _, c := range []struct {
 		name     string
@@ -250,12 +265,35 @@ func TestDecisions(t *testing.T) {
 			extra: []string{"X-Dialtrap-Caller: 198.51.100.77", "X-Dialtrap-Caller: 45.134.26.1"}, status: 403, decision: "deny_source"},
 		{name: "bad caller in bottom Via received", ruri: clean,
 			extra: []string{"Via: SIP/2.0/UDP phone.example.com:5060;branch=z9hG4bK-ua;received=185.53.88.4;rport=40000"}, status: 403, decision: "deny_source"},
-		{name: "bad caller as bottom Via host", ruri: clean,
+		{name: "bad caller as the caller's Via host", ruri: clean,
+			extra: []string{"Via: SIP/2.0/TCP 185.53.88.4:5060;branch=z9hG4bK-ua"}, status: 403, decision: "deny_source"},
+		{name: "bad caller behind two trusted proxies", cfg: Config{TrustedHops: 2}, ruri: clean,
 			extra: []string{"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-b, SIP/2.0/TCP 185.53.88.4:5060;branch=z9hG4bK-ua"}, status: 403, decision: "deny_source"},
-		{name: "header wins over Via", ruri: clean,
-			extra: []string{"Via: SIP/2.0/UDP 185.53.88.4:5060;branch=z9hG4bK-ua", "X-Dialtrap-Caller: 198.51.100.77"}, status: 302, decision: "allow"},
-		{name: "only the bottom Via counts", ruri: clean,
-			extra: []string{"Via: SIP/2.0/UDP 185.53.88.4:5060;branch=z9hG4bK-b", "Via: SIP/2.0/UDP 198.51.100.77:5060;branch=z9hG4bK-ua"}, status: 302, decision: "allow"},
+		{name: "a Via below the trusted hops' is the caller's", ruri: clean,
+			extra: []string{"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-b, SIP/2.0/TCP 185.53.88.4:5060;branch=z9hG4bK-ua"}, status: 302, decision: "allow"},
+		{name: "header and Via are both checked", ruri: clean,
+			extra: []string{"Via: SIP/2.0/UDP 185.53.88.4:5060;branch=z9hG4bK-ua", "X-Dialtrap-Caller: 198.51.100.77"}, status: 403, decision: "deny_source"},
+		{name: "a Via the caller forged below its own does not hide it", ruri: clean,
+			extra: []string{"Via: SIP/2.0/UDP 185.53.88.4:5060;branch=z9hG4bK-b", "Via: SIP/2.0/UDP 198.51.100.77:5060;branch=z9hG4bK-ua"}, status: 403, decision: "deny_source"},
+		{name: "a received= the caller forged does not hide the proxy's", ruri: clean,
+			extra: []string{"Via: SIP/2.0/UDP 198.51.100.77:5060;received=198.51.100.77;branch=z9hG4bK-ua;received=185.53.88.4"}, status: 403, decision: "deny_source"},
+		{name: "four forged headers do not push out the proxy's", ruri: clean,
+			extra: []string{"X-Dialtrap-Caller: 198.51.100.71", "X-Dialtrap-Caller: 198.51.100.72", "X-Dialtrap-Caller: 198.51.100.73",
+				"X-Dialtrap-Caller: 198.51.100.74", "X-Dialtrap-Caller: 45.134.26.1"}, status: 403, decision: "deny_source"},
+		{name: "untrusted peer's number does not count", ruri: "sip:+493012345678@pbx", status: 302, decision: "allow"},
+		{name: "untrusted peer's caller does not count", ruri: clean, extra: []string{"X-Dialtrap-Caller: 203.0.113.50"}, status: 302, decision: "allow"},
+		{name: "untrusted peer's number with source all", cfg: Config{Source: store.SourceAll}, ruri: "sip:+493012345678@pbx", status: 403, decision: "deny_number"},
+		{name: "trusted peer's number counts", ruri: "sip:+493012345679@pbx", status: 403, decision: "deny_number"},
+		{name: "trusted peer's number, source local", cfg: Config{Source: store.SourceLocal}, ruri: "sip:+493012345679@pbx", status: 302, decision: "allow"},
+		{name: "trusted peer's caller counts", ruri: clean, extra: []string{"X-Dialtrap-Caller: 203.0.113.51"}, status: 403, decision: "deny_source"},
+		{name: "percent-encoded plus, national", cfg: Config{National: true}, ruri: "sip:%2B4990012345@pbx", status: 403, decision: "deny_number"},
+		{name: "percent-encoded digit, national", cfg: Config{National: true}, ruri: "sip:00%34990012345@pbx", status: 403, decision: "deny_number"},
+		{name: "percent-encoded digit, exact", ruri: "sip:%2B%34990012345@pbx", status: 403, decision: "deny_number"},
+		{name: "dial string with a hash", ruri: "sip:+4990012345%23@pbx", status: 403, decision: "deny_number"},
+		{name: "dial string with a slash and a comma", ruri: "sip:+49,900/12345@pbx", status: 403, decision: "deny_number"},
+		{name: "tel URI with (0)", ruri: "tel:+49(0)90012345", status: 403, decision: "deny_number"},
+		{name: "tel URI with separators and (0)", ruri: "tel:+49-(0)900-12345", status: 403, decision: "deny_number"},
+		{name: "a name is not a number", ruri: "sip:alice0046812118532@pbx", status: 302, decision: "allow"},
 		{name: "protected caller", cfg: Config{IPGuard: guard(t, "10.0.0.0/8")}, ruri: clean, extra: []string{"X-Dialtrap-Caller: 10.9.9.9"}, status: 302, decision: "allow"},
 		{name: "unprotected private caller", ruri: clean, extra: []string{"X-Dialtrap-Caller: 10.9.9.9"}, status: 403, decision: "deny_source"},
 		{name: "bad number and bad caller: the number is named", ruri: "sip:0046812118532@pbx", extra: []string{"X-Dialtrap-Caller: 185.53.88.4"}, status: 403, decision: "deny_number"},
@@ -467,7 +505,7 @@ func TestReplyGolden(t *testing.T) {
 	}{
 		{"allow", Config{}, request("INVITE", "sip:0046812110000@pbx.example.com;user=phone", 5062)},
 		{"deny-number", Config{National: true}, request("INVITE", "sip:004990012345@pbx.example.com", 5062)},
-		{"deny-source-ivr", Config{DenyURI: "sip:ivr@ivr.example.com"}, request("INVITE", "sip:0046812110000@pbx.example.com", 5062,
+		{"deny-source-ivr", Config{DenyURI: "sip:ivr@ivr.example.com", TrustedHops: 2}, request("INVITE", "sip:0046812110000@pbx.example.com", 5062,
 			`Via: SIP/2.0/TLS 198.51.100.9:5061;branch=z9hG4bK-ua, SIP/2.0/UDP [2001:db8::1]:5060;received=185.53.88.4;branch=z9hG4bK-ua2`)},
 		{"to-tag-kept", Config{}, strings.Replace(request("INVITE", "sip:0046812110000@pbx.example.com", 5062), "To: <sip:0046812110000@pbx.example.com>", "To: <sip:0046812110000@pbx.example.com>;tag=have", 1)},
 		{"no-rport", Config{}, strings.Replace(request("CANCEL", "sip:0046812110000@pbx.example.com", 5062), ";rport", ";received=192.0.2.1", 1)},

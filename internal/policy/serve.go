@@ -61,6 +61,10 @@ func (a *Agent) serveUDP() {
 			a.warn.Warn("policy agent: UDP read failed", "err", err)
 			continue
 		}
+		if !a.allowed(src.Addr()) {
+			a.st.dropped[dropNotAllowed].Add(1)
+			continue
+		}
 		if n > a.cfg.MaxMessage {
 			a.st.dropped[dropTooLarge].Add(1)
 			continue
@@ -107,11 +111,22 @@ func (a *Agent) admit(c net.Conn) bool {
 	if a.closed {
 		return false
 	}
+	ip := addrPort(c.RemoteAddr()).Addr()
+	if !a.allowed(ip) {
+		a.st.dropped[dropNotAllowed].Add(1)
+		return false
+	}
 	if len(a.conns) >= a.cfg.MaxConns {
 		a.st.dropped[dropConnLimit].Add(1)
 		a.warn.Warn("policy agent: TCP connection refused: limit reached", "from", c.RemoteAddr().String(), "max", a.cfg.MaxConns)
 		return false
 	}
+	if a.perIP[ip] >= a.cfg.MaxConnsPerIP {
+		a.st.dropped[dropConnPerIP].Add(1)
+		a.warn.Warn("policy agent: TCP connection refused: this address holds its share", "from", ip, "max_per_ip", a.cfg.MaxConnsPerIP)
+		return false
+	}
+	a.perIP[ip]++
 	a.conns[c] = struct{}{}
 	a.st.conns.Add(1)
 	return true
@@ -122,6 +137,10 @@ func (a *Agent) release(c net.Conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.conns, c)
+	ip := addrPort(c.RemoteAddr()).Addr()
+	if a.perIP[ip]--; a.perIP[ip] <= 0 {
+		delete(a.perIP, ip)
+	}
 	a.st.conns.Add(-1)
 }
 

@@ -16,6 +16,8 @@ const (
 	dropTCPIdle             // TCP connection idle for IdleTimeout: closed
 	dropTCPSlow             // TCP message not whole within MessageTimeout: closed
 	dropTCPBadLength        // TCP message with an unreadable Content-Length: closed
+	dropNotAllowed          // from a source outside Allow: no answer
+	dropConnPerIP           // TCP connection refused: MaxConnsPerIP open from that address
 	nDrops
 )
 
@@ -65,7 +67,7 @@ type Latency struct {
 	MaxMicros float64 `json:"max_us"`
 }
 
-var dropNames = [nDrops]string{"unparsable", "responses", "too_large", "tcp_conn_limit", "tcp_oversize", "tcp_idle", "tcp_message_timeout", "tcp_bad_length"}
+var dropNames = [nDrops]string{"unparsable", "responses", "too_large", "tcp_conn_limit", "tcp_oversize", "tcp_idle", "tcp_message_timeout", "tcp_bad_length", "not_allowed", "tcp_conn_per_ip_limit"}
 
 // Status returns the counters and the latency of recent decisions.
 func (a *Agent) Status() Status {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -171,4 +172,70 @@ func TestTCPLimits(t *testing.T) {
 			d["tcp_idle"] >= 1 && d["tcp_conn_limit"] == 1 && d["unparsable"] == 1
 	})
 	t.Log(a.Status().Dropped)
+}
+
+// One address holds at most MaxConnsPerIP connections, so it cannot take every slot; the
+// others are still served.
+func TestTCPConnectionsPerAddress(t *testing.T) {
+	a := startAgent(t, Config{MaxConns: 8, MaxConnsPerIP: 2, IdleTimeout: 10 * time.Second})
+	for range 2 {
+		dialTCP(t, a)
+	}
+	testutil.Eventually(t, "two connections admitted", 2*time.Second, func() bool { return a.Status().TCPConnections == 2 })
+	third := dialTCP(t, a)
+	third.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := third.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a third connection from the same address was served")
+	}
+	if got := a.Status().Dropped["tcp_conn_per_ip_limit"]; got != 1 {
+		t.Fatalf("tcp_conn_per_ip_limit = %d, want 1", got)
+	}
+	// Another address still gets in.
+	c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9)}, Timeout: 2 * time.Second}).Dial("tcp", a.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(tcpRequest("sip:0046812110000@pbx", sdp))); err != nil {
+		t.Fatal(err)
+	}
+	if r := readReplies(t, c, 1)[0]; !strings.HasPrefix(r, "SIP/2.0 302") {
+		t.Fatalf("the other address got %q", r)
+	}
+}
+
+// Sources outside --policy-allow get no answer, over UDP or TCP, and are counted.
+func TestAllowList(t *testing.T) {
+	a := startAgent(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.9/32")}})
+	cl := newClient(t, a) // from 127.0.0.1: not allowed
+	if _, err := cl.conn.WriteToUDP([]byte(request("INVITE", "sip:0046812110000@pbx", cl.port())), cl.to); err != nil {
+		t.Fatal(err)
+	}
+	cl.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, _, err := cl.conn.ReadFromUDP(make([]byte, 4096)); err == nil {
+		t.Fatalf("a source outside the allow list got %d bytes", n)
+	}
+	c := dialTCP(t, a)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a TCP connection from outside the allow list was served")
+	}
+	if got := a.Status().Dropped["not_allowed"]; got != 2 {
+		t.Fatalf("not_allowed = %d, want 2", got)
+	}
+	// The allowed address is answered.
+	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	msg := request("INVITE", "sip:0046812110000@pbx", u.LocalAddr().(*net.UDPAddr).Port)
+	msg = strings.Replace(msg, "Via: SIP/2.0/UDP 127.0.0.1:", "Via: SIP/2.0/UDP 127.0.0.9:", 1)
+	u.WriteToUDP([]byte(msg), cl.to)
+	u.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 4096)
+	n, _, err := u.ReadFromUDP(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 302") {
+		t.Fatalf("the allowed source got %q, %v", buf[:n], err)
+	}
 }

@@ -29,7 +29,7 @@ type Aggregate struct {
 	TrustedPeers int64
 	// Verified counts sightings whose source address was proven (event.SourceVerified), from
 	// anywhere; VerifiedLocal those this node captured, VerifiedTrusted those from peers
-	// trusted when they reported them (written, not read back by lookups).
+	// trusted when they reported them.
 	Verified        int64
 	VerifiedLocal   int64
 	VerifiedTrusted int64

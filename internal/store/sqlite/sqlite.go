@@ -892,7 +892,8 @@ func (s *Store) lookupSQL(table, key string) string {
 
 func (s *Store) lookup(ctx context.Context, st *sql.Stmt, val string) (store.Aggregate, bool, error) {
 	a := store.Aggregate{Key: val}
-	err := st.QueryRowContext(ctx, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers, &a.Verified)
+	err := st.QueryRowContext(ctx, val).Scan(&a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers, &a.Verified,
+		&a.VerifiedLocal, &a.VerifiedTrusted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Aggregate{}, false, nil
 	}
@@ -906,9 +907,9 @@ func (s *Store) lookup(ctx context.Context, st *sql.Stmt, val string) (store.Agg
 // may be older than verification: its keys have no verified sightings).
 func (s *Store) aggregateColumns() string {
 	if s.version < 6 {
-		return `first_seen, last_seen, seen_count, local_count, peers, trusted_peers, 0`
+		return `first_seen, last_seen, seen_count, local_count, peers, trusted_peers, 0, 0, 0`
 	}
-	return `first_seen, last_seen, seen_count, local_count, peers, trusted_peers, verified_count`
+	return `first_seen, last_seen, seen_count, local_count, peers, trusted_peers, verified_count, verified_local, verified_trusted`
 }
 
 // lists maps a store.List to its table and key column.
@@ -1092,7 +1093,8 @@ func scanAggregates(rows *sql.Rows, fn func(store.Aggregate) error, wrap func(er
 	defer rows.Close()
 	for rows.Next() {
 		var a store.Aggregate
-		if err := rows.Scan(&a.Key, &a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers, &a.Verified); err != nil {
+		if err := rows.Scan(&a.Key, &a.FirstSeen, &a.LastSeen, &a.Count, &a.Local, &a.Peers, &a.TrustedPeers, &a.Verified,
+			&a.VerifiedLocal, &a.VerifiedTrusted); err != nil {
 			return wrap(err)
 		}
 		if err := fn(a); err != nil {
