@@ -69,7 +69,7 @@ func runBGP(args []string, stdout, stderr io.Writer) int {
 	if len(*nodes) == 0 {
 		return f.fail(exitUsage, "give at least one --node URL (a node's REST API)")
 	}
-	if len(cfg.BGPNeighbor) == 0 && cfg.BGPListen == "" {
+	if len(cfg.BGPNeighbor) == 0 {
 		return f.fail(exitUsage, "give at least one --bgp-neighbor \"ADDRESS as ASN\"")
 	}
 	if cfg.BGPMaxPrefixes < 1 || cfg.BGPMinCount < 1 || cfg.BGPTTL < 0 {

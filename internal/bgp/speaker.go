@@ -75,6 +75,14 @@ type Config struct {
 	// MaxPrefixes caps what is announced (the routers' max-prefix limit should be above it):
 	// beyond it new addresses are refused and counted until some are withdrawn.
 	MaxPrefixes int
+	// MaxPerIPv6Net caps the /128s announced from one /64 (default 16): one host with a /64
+	// of its own could otherwise fill MaxPrefixes with proven addresses and keep every other
+	// attacker out. Beyond it an address is refused and counted.
+	MaxPerIPv6Net int
+	// MaxReceived is how many routes a router may send per address family before the
+	// session is closed (default 100): the speaker refuses them all, but a router that sends
+	// a full table by mistake would still cost memory.
+	MaxReceived int
 	// Guard is never announced; SetGuard changes it and withdraws what it now protects.
 	Guard *feed.IPGuard
 	// ConnectRetry is the wait between connection attempts to a neighbour (default 5 s).
@@ -125,6 +133,7 @@ type Speaker struct {
 	// announced as room frees up, unless they expire first. At most MaxPrefixes of them.
 	waiting     map[netip.Addr]int64
 	v4, v6      int
+	perNet      map[[8]byte]int // announced /128s by /64
 	guard       *feed.IPGuard
 	up          map[netip.Addr]bool // neighbours with an established session
 	started     bool
@@ -136,8 +145,8 @@ type Speaker struct {
 }
 
 type counters struct {
-	announced, withdrawn, expired, unguarded, refusedCap, refusedGuard atomic.Int64
-	sessionsUp, sessionsDown                                           atomic.Int64
+	announced, withdrawn, expired, unguarded, refusedCap, refusedGuard, refusedNet atomic.Int64
+	sessionsUp, sessionsDown                                                       atomic.Int64
 }
 
 // New checks cfg; Start begins peering.
@@ -148,8 +157,9 @@ func New(cfg Config) (*Speaker, error) {
 	if !cfg.RouterID.Is4() {
 		return nil, errors.New("--bgp-router-id: give an IPv4 address unique among your routers (usually this host's address)")
 	}
-	if len(cfg.Neighbors) == 0 && cfg.Listen == "" {
-		return nil, errors.New("no BGP neighbour: give at least one --bgp-neighbor")
+	if len(cfg.Neighbors) == 0 {
+		// Even with --bgp-listen: a router that is not a configured neighbour is refused.
+		return nil, errors.New("no BGP neighbour: give at least one --bgp-neighbor (routers that are not neighbours are refused, --bgp-listen or not)")
 	}
 	if !cfg.NextHop4.IsValid() {
 		cfg.NextHop4 = DefaultNextHop4
@@ -165,6 +175,12 @@ func New(cfg Config) (*Speaker, error) {
 	}
 	if cfg.ConnectRetry <= 0 {
 		cfg.ConnectRetry = 5 * time.Second
+	}
+	if cfg.MaxPerIPv6Net <= 0 {
+		cfg.MaxPerIPv6Net = 16
+	}
+	if cfg.MaxReceived <= 0 {
+		cfg.MaxReceived = 100
 	}
 	if cfg.HoldTime <= 0 {
 		cfg.HoldTime = 90 * time.Second
@@ -206,7 +222,7 @@ func New(cfg Config) (*Speaker, error) {
 		cfg: cfg, log: cfg.Log, guard: cfg.Guard,
 		attr4:  []bgp.PathAttributeInterface{origin, nh4, community},
 		attr6:  []bgp.PathAttributeInterface{origin, mp6, community},
-		routes: map[netip.Addr]int64{}, up: map[netip.Addr]bool{}, waiting: map[netip.Addr]int64{},
+		routes: map[netip.Addr]int64{}, up: map[netip.Addr]bool{}, waiting: map[netip.Addr]int64{}, perNet: map[[8]byte]int{},
 		warn: ratelog.New(cfg.Log, time.Minute),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -282,7 +298,9 @@ func (s *Speaker) Start(ctx context.Context) error {
 
 func (s *Speaker) peer(n Neighbor) *api.Peer {
 	fam := func(afi api.Family_Afi) *api.AfiSafi {
-		return &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}
+		f := &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}
+		return &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true},
+			PrefixLimits: &api.PrefixLimit{Family: f, MaxPrefixes: uint32(s.cfg.MaxReceived)}}
 	}
 	p := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: n.Address.String(), PeerAsn: n.ASN, AuthPassword: n.Password,
@@ -395,6 +413,10 @@ func (s *Speaker) add(els []firewall.Element) error {
 			exp = now + el.Timeout.Milliseconds()
 		}
 		if _, ok := s.routes[a]; !ok {
+			if a.Is6() && s.perNet[net64(a)] >= s.cfg.MaxPerIPv6Net {
+				s.counters.refusedNet.Add(1)
+				continue
+			}
 			if len(s.routes) >= s.cfg.MaxPrefixes {
 				s.counters.refusedCap.Add(1)
 				if _, ok := s.waiting[a]; ok || len(s.waiting) < s.cfg.MaxPrefixes {
@@ -409,6 +431,7 @@ func (s *Speaker) add(els []firewall.Element) error {
 				s.v4++
 			} else {
 				s.v6++
+				s.perNet[net64(a)]++
 			}
 		}
 		s.routes[a] = exp
@@ -437,9 +460,20 @@ func (s *Speaker) forget(a netip.Addr) {
 	delete(s.routes, a)
 	if a.Is4() {
 		s.v4--
-	} else {
-		s.v6--
+		return
 	}
+	s.v6--
+	if k := net64(a); s.perNet[k] <= 1 {
+		delete(s.perNet, k)
+	} else {
+		s.perNet[k]--
+	}
+}
+
+// net64 is the /64 an IPv6 address is in.
+func net64(a netip.Addr) [8]byte {
+	b := a.As16()
+	return [8]byte(b[:8])
 }
 
 // Delete withdraws the addresses; one not announced is not an error.
@@ -457,6 +491,7 @@ func (s *Speaker) withdraw(addrs []netip.Addr, counter *atomic.Int64) error {
 	var paths []*apiutil.Path
 	for _, a := range addrs {
 		a = a.Unmap().WithZone("")
+		delete(s.waiting, a) // withdrawn means not announced later either
 		if _, ok := s.routes[a]; !ok {
 			continue
 		}
@@ -511,6 +546,7 @@ func (s *Speaker) Remove(ctx context.Context) error {
 	if s.closed || !s.started {
 		return nil
 	}
+	clear(s.waiting) // nothing waits for room in a speaker that is emptied
 	all := make([]netip.Addr, 0, len(s.routes))
 	for a := range s.routes {
 		all = append(all, a)
@@ -655,6 +691,7 @@ type Status struct {
 	RefusedMax     int64        `json:"refused_max_prefixes_total"`
 	Waiting        int          `json:"waiting"` // refused at the cap, announced when room frees up
 	RefusedGuarded int64        `json:"refused_never_block_total"`
+	RefusedNet     int64        `json:"refused_ipv6_net_total"` // beyond MaxPerIPv6Net in one /64
 	SessionsUp     int64        `json:"sessions_established_total"`
 	SessionsDown   int64        `json:"sessions_lost_total"`
 	Peers          []PeerStatus `json:"peers"`
@@ -674,6 +711,7 @@ func (s *Speaker) Status(ctx context.Context) Status {
 	c := &s.counters
 	st.Announcements, st.Withdrawals, st.Expired, st.Allowlisted = c.announced.Load(), c.withdrawn.Load(), c.expired.Load(), c.unguarded.Load()
 	st.RefusedMax, st.RefusedGuarded, st.SessionsUp, st.SessionsDown = c.refusedCap.Load(), c.refusedGuard.Load(), c.sessionsUp.Load(), c.sessionsDown.Load()
+	st.RefusedNet = c.refusedNet.Load()
 	st.Peers = []PeerStatus{}
 	if !live {
 		return st

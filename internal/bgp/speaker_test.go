@@ -267,3 +267,75 @@ func TestParseCommunity(t *testing.T) {
 		}
 	}
 }
+
+// idleNeighbor is a neighbour that never answers: the speaker's RIB works without a session.
+func idleNeighbor(t *testing.T) []Neighbor {
+	return []Neighbor{{Address: netip.MustParseAddr("127.0.0.2"), ASN: 65001, Port: uint16(testutil.FreeTCPPort(t, "127.0.0.2"))}}
+}
+
+// One IPv6 /64 cannot fill the cap: beyond MaxPerIPv6Net its addresses are refused, and an
+// IPv4 attacker still gets in.
+func TestIPv6NetCap(t *testing.T) {
+	s := newSpeaker(t, Config{MaxPrefixes: 30, MaxPerIPv6Net: 16, Neighbors: idleNeighbor(t)})
+	ctx := context.Background()
+	var addrs []string
+	for i := range 40 {
+		addrs = append(addrs, fmt.Sprintf("2a01:0:0:1::%x", i+1))
+	}
+	if err := s.Add(ctx, els(time.Hour, append(addrs, "2a01:0:0:2::1", "45.1.1.1")...)); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Status(ctx)
+	if st.AnnouncedIPv6 != 17 || st.AnnouncedIPv4 != 1 || st.RefusedNet != 24 || st.Waiting != 0 {
+		t.Fatalf("v6 %d v4 %d refused_ipv6_net %d waiting %d; want 17, 1, 24, 0", st.AnnouncedIPv6, st.AnnouncedIPv4, st.RefusedNet, st.Waiting)
+	}
+	// A withdrawal in the /64 makes room for one more of it.
+	s.Delete(ctx, []netip.Addr{netip.MustParseAddr("2a01:0:0:1::1")})
+	s.Add(ctx, els(time.Hour, "2a01:0:0:1::99"))
+	if st := s.Status(ctx); st.AnnouncedIPv6 != 17 || st.RefusedNet != 24 {
+		t.Fatalf("after a withdrawal: v6 %d refused %d; want 17 and 24", st.AnnouncedIPv6, st.RefusedNet)
+	}
+}
+
+// Delete and Remove also forget waiting addresses: a deleted address is never announced
+// later, and an emptied speaker announces nothing.
+func TestDeleteForgetsWaiting(t *testing.T) {
+	s := newSpeaker(t, Config{MaxPrefixes: 1, Neighbors: idleNeighbor(t)})
+	ctx := context.Background()
+	s.Add(ctx, els(time.Hour, "45.0.0.1"))
+	s.Add(ctx, els(time.Hour, "45.0.0.2")) // waits
+	s.Delete(ctx, []netip.Addr{netip.MustParseAddr("45.0.0.2")})
+	s.Delete(ctx, []netip.Addr{netip.MustParseAddr("45.0.0.1")})
+	if st := s.Status(ctx); st.Announced != 0 || st.Waiting != 0 {
+		t.Fatalf("after deleting both: announced %d waiting %d", st.Announced, st.Waiting)
+	}
+	s.Add(ctx, els(time.Hour, "45.0.0.3"))
+	s.Add(ctx, els(time.Hour, "45.0.0.4")) // waits
+	if err := s.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(ctx); st.Announced != 0 || st.Waiting != 0 {
+		t.Fatalf("after Remove: announced %d waiting %d", st.Announced, st.Waiting)
+	}
+}
+
+// A router that sends more routes than MaxReceived loses the session (and says why in the
+// status): a full table sent by mistake must not fill the node's memory.
+func TestReceivedRoutesCapped(t *testing.T) {
+	var routes []string
+	for i := range 5 {
+		routes = append(routes, fmt.Sprintf("198.18.%d.0/24", i))
+	}
+	b := testutil.StartBird(t, testutil.BirdOptions{ASN: 65001, PeerASN: 65000, Export: routes[:2]})
+	s := newSpeaker(t, Config{MaxReceived: 3, Neighbors: []Neighbor{{Address: netip.MustParseAddr(b.Addr), ASN: 65001, Port: uint16(b.Port)}}})
+	b.WaitFor("the session with a router sending two routes", 20*time.Second, b.Established)
+	s.Add(context.Background(), els(time.Hour, "45.2.2.2"))
+	b.WaitFor("the route", 10*time.Second, func() bool { return b.Count() == 1 })
+
+	b2 := testutil.StartBird(t, testutil.BirdOptions{ASN: 65001, PeerASN: 65000, Export: routes})
+	s2 := newSpeaker(t, Config{MaxReceived: 3, Neighbors: []Neighbor{{Address: netip.MustParseAddr(b2.Addr), ASN: 65001, Port: uint16(b2.Port)}}})
+	testutil.Eventually(t, "the session closed for too many routes", 20*time.Second, func() bool {
+		st := s2.Status(context.Background())
+		return st.SessionsUp >= 1 && len(st.Peers) == 1 && st.Peers[0].State != "established"
+	})
+}

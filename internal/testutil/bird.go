@@ -31,7 +31,8 @@ type BirdOptions struct {
 	PeerPort     int    // the speaker's listen port, when the router connects (0: the speaker connects)
 	Password     string // TCP MD5
 	TTLSecurity  bool
-	Limit        int // import limit (max prefixes, action block)
+	Limit        int      // import limit (max prefixes, action block)
+	Export       []string // IPv4 prefixes the router sends the speaker (static blackhole routes)
 	// Netns runs the router inside this namespace (BIRD refuses loopback prefixes, so a
 	// test whose attackers need real-looking addresses gives them to a namespace's lo).
 	Netns *Netns
@@ -67,18 +68,27 @@ func StartBird(t testing.TB, o BirdOptions) *Bird {
 	if o.Limit > 0 {
 		limit = fmt.Sprintf("import limit %d action block;", o.Limit)
 	}
+	export4, static := "export none;", ""
+	if len(o.Export) > 0 {
+		export4 = "export where proto = \"sent\";"
+		static = "protocol static sent {\n\tipv4;\n"
+		for _, p := range o.Export {
+			static += "\troute " + p + " blackhole;\n"
+		}
+		static += "}\n"
+	}
 	cfg := fmt.Sprintf(`router id 127.0.0.2;
 protocol device {}
-protocol bgp trap {
+%sprotocol bgp trap {
 	local 127.0.0.2 port %d as %d;
 	%s
 	connect delay time 1;
 	connect retry time 1;
 	error wait time 1, 2;
-	ipv4 { import all; export none; gateway recursive; %s };
+	ipv4 { import all; %s gateway recursive; %s };
 	ipv6 { import all; export none; gateway recursive; %s };
 }
-`, b.Port, o.ASN, strings.Join(opts, "\n\t"), limit, limit)
+`, static, b.Port, o.ASN, strings.Join(opts, "\n\t"), export4, limit, limit)
 	path := filepath.Join(dir, "bird.conf")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
