@@ -120,7 +120,12 @@ var ErrEpoch = errors.New("the node's database changed: reconnect for the whole 
 
 // Serve writes the change stream to w until ctx ends or o.Done is closed (nil), or a write
 // fails.
-func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) error {
+func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) (err error) {
+	defer func() {
+		if ctx.Err() != nil {
+			err = nil // ended as asked (the client left, or the caller stopped it) mid-query
+		}
+	}()
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 15 * time.Second
 	}
