@@ -72,8 +72,8 @@ func runBGP(args []string, stdout, stderr io.Writer) int {
 	if len(cfg.BGPNeighbor) == 0 {
 		return f.fail(exitUsage, "give at least one --bgp-neighbor \"ADDRESS as ASN\"")
 	}
-	if cfg.BGPMaxPrefixes < 1 || cfg.BGPMinCount < 1 || cfg.BGPTTL < 0 {
-		return f.fail(exitUsage, "--bgp-max-prefixes and --bgp-min-count must be at least 1, --bgp-ttl not negative")
+	if cfg.BGPMaxPrefixes < 1 || cfg.BGPMinCount < 1 || cfg.BGPMaxPerNet6 < 1 || cfg.BGPMaxReceived < 1 || cfg.BGPTTL < 0 {
+		return f.fail(exitUsage, "--bgp-max-prefixes, --bgp-max-per-ipv6-net, --bgp-max-received and --bgp-min-count must be at least 1, --bgp-ttl not negative")
 	}
 	cfgNodes, code := nodeList(f, *nodes, *token, *tokenFiles)
 	if code >= 0 {

@@ -111,6 +111,8 @@ type Config struct {
 	BGPNextHop     []string // one IPv4 and/or one IPv6
 	BGPCommunity   []string // ASN:VALUE, added to BLACKHOLE and NO_EXPORT
 	BGPMaxPrefixes int
+	BGPMaxPerNet6  int // /128s announced from one IPv6 /64
+	BGPMaxReceived int // routes a router may send per family before its session is closed
 	BGPTTL         time.Duration
 	BGPVerified    string // only, any
 	BGPSource      string // trusted, local, all
@@ -241,6 +243,8 @@ func AddBGPFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringSliceVar(&c.BGPNextHop, "bgp-next-hop", nil, "next hop of the announcements: one IPv4 and one IPv6 address the routers send to a discard interface (default 192.0.2.1 and 100::1)")
 	fs.StringSliceVar(&c.BGPCommunity, "bgp-community", nil, "more communities (ASN:VALUE) beside BLACKHOLE 65535:666 and NO_EXPORT, e.g. your provider's blackhole community")
 	fs.IntVar(&c.BGPMaxPrefixes, "bgp-max-prefixes", 10000, "most addresses announced at once (keep it under the routers' max-prefix limit); beyond it new ones wait, counted")
+	fs.IntVar(&c.BGPMaxPerNet6, "bgp-max-per-ipv6-net", 16, "most /128s announced from one IPv6 /64 (one host with a /64 must not fill --bgp-max-prefixes)")
+	fs.IntVar(&c.BGPMaxReceived, "bgp-max-received", 100, "routes a router may send per address family before the speaker closes its session (it refuses them all anyway)")
 	fs.DurationVar(&c.BGPTTL, "bgp-ttl", 24*time.Hour, "how long an address stays announced after it was last seen")
 	fs.StringVar(&c.BGPVerified, "bgp-verified", "only", "announce only addresses that proved they are not forged (only), or any")
 	fs.StringVar(&c.BGPSource, "bgp-source", "trusted", "whose sightings count for BGP: trusted (own and trusted peers'), local, all")
@@ -542,8 +546,8 @@ func (c *Config) validate() error {
 	if c.QueueMaxBytes < 16<<20 {
 		errs = append(errs, errors.New("--queue-max-bytes must be at least 16777216 (16 MiB)"))
 	}
-	if c.BGPMaxPrefixes < 1 || c.BGPMinCount < 1 || c.PolicyMinCount < 1 {
-		errs = append(errs, errors.New("--bgp-max-prefixes, --bgp-min-count and --policy-min-count must be at least 1"))
+	if c.BGPMaxPrefixes < 1 || c.BGPMinCount < 1 || c.PolicyMinCount < 1 || c.BGPMaxPerNet6 < 1 || c.BGPMaxReceived < 1 {
+		errs = append(errs, errors.New("--bgp-max-prefixes, --bgp-max-per-ipv6-net, --bgp-max-received, --bgp-min-count and --policy-min-count must be at least 1"))
 	}
 	if c.BGPTTL < 0 {
 		errs = append(errs, errors.New("--bgp-ttl cannot be negative"))

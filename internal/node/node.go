@@ -170,7 +170,8 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 
 // newSpeaker checks the --bgp-* options and makes the speaker (not started).
 func NewSpeaker(cfg *config.Config, guard *feed.IPGuard, log *slog.Logger) (*bgp.Speaker, error) {
-	bc := bgp.Config{ASN: cfg.BGPASN, Listen: cfg.BGPListen, MaxPrefixes: cfg.BGPMaxPrefixes, Guard: guard, Log: log}
+	bc := bgp.Config{ASN: cfg.BGPASN, Listen: cfg.BGPListen, MaxPrefixes: cfg.BGPMaxPrefixes, MaxPerIPv6Net: cfg.BGPMaxPerNet6,
+		MaxReceived: cfg.BGPMaxReceived, Guard: guard, Log: log}
 	if cfg.BGPRouterID != "" {
 		var err error
 		if bc.RouterID, err = netip.ParseAddr(cfg.BGPRouterID); err != nil {
