@@ -500,3 +500,31 @@ func TestBusyListIs503(t *testing.T) {
 		}
 	}
 }
+
+// A national lookup's verified_count is the sum over the numbers it matched, as its count is.
+func TestNationalVerifiedCount(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var batch []*event.Event
+	for i, n := range []string{"+46812345678", "0046812345678", "0046812345678"} {
+		batch = append(batch, &event.Event{AppName: event.AppName, AppVersion: "test", Timestamp: "2026-11-23 10:00:00.000000000",
+			UUID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i+1), NodeID: "node", CollectedMethod: event.Responsive,
+			Transport: event.TCP, SourceIP: "203.0.113.5", SourcePort: 5060, DestinationIP: "127.0.0.1", DestinationPort: 5060,
+			CalledNumber: n, SIPMethod: "INVITE", SIPUserAgent: "x", SIPMessage: "INVITE", SourceVerified: true})
+	}
+	if err := st.Write(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, st, "", false)
+	var got struct {
+		Count    string `json:"seen_count"`
+		Verified int64  `json:"verified_count"`
+	}
+	getJSON(t, srv.URL+"/numbers/46812345678?match=national", &got)
+	if got.Count != "3" || got.Verified != 3 {
+		t.Fatalf("national lookup: seen_count %s verified_count %d, want 3 and 3", got.Count, got.Verified)
+	}
+}

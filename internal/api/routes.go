@@ -336,6 +336,7 @@ func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found,
 		f.Local = f.Local || a.Local > 0
 		f.Peers = max(f.Peers, a.Peers)
 		f.TrustedPeers = max(f.TrustedPeers, a.TrustedPeers)
+		f.Verified += a.Verified
 		f.Matched = append(f.Matched, number{a.Key, a.LastSeen, count(a.Count), provenanceOf(a)})
 	}
 	f.Count = count(total)

@@ -124,6 +124,20 @@ func checkDenyURI(s string) error {
 	if !uriChars([]byte(s)) {
 		return fmt.Errorf("policy deny URI %q: it may hold no spaces, control characters, quotes or angle brackets (write the bare URI)", s)
 	}
+	// Something a proxy can send the call to: a host for sip:/sips:, a number for tel:.
+	_, rest, _ := strings.Cut(s, ":")
+	if hasPrefixFold([]byte(s), "tel:") {
+		if !strings.ContainsAny(rest, "0123456789") {
+			return fmt.Errorf("policy deny URI %q: a tel: URI needs a number (e.g. tel:+4930123456)", s)
+		}
+		return nil
+	}
+	if _, host, ok := strings.Cut(rest, "@"); ok {
+		rest = host
+	}
+	if host, _, _ := strings.Cut(rest, ";"); strings.Trim(host, ":[]") == "" {
+		return fmt.Errorf("policy deny URI %q: give the IVR's host, e.g. sip:fraud-ivr@10.0.0.5:5080", s)
+	}
 	return nil
 }
 

@@ -615,7 +615,9 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{"", 403, "", true}, {"403", 403, "", true}, {"404", 404, "", true},
 		{"sip:ivr@10.0.0.5:5080", 0, "sip:ivr@10.0.0.5:5080", true}, {"tel:+4930123", 0, "tel:+4930123", true},
+		{"sips:[2001:db8::5]:5061", 0, "sips:[2001:db8::5]:5061", true}, {"sip:ivr.example.com;transport=tcp", 0, "sip:ivr.example.com;transport=tcp", true},
 		{"500", 0, "", false}, {"ivr", 0, "", false}, {"sip:a b", 0, "", false},
+		{"sip:", 0, "", false}, {"sip:ivr@", 0, "", false}, {"sips:;transport=tls", 0, "", false}, {"tel:", 0, "", false}, {"tel:+", 0, "", false},
 	} {
 		code, uri, err := ParseDeny(c.in)
 		if (err == nil) != c.ok || code != c.code || uri != c.uri {
