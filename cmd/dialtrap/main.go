@@ -77,6 +77,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if err := runNode(ctx, cfg, log); err != nil {
 		fmt.Fprintf(stderr, "dialtrap: %v\n", err) // once: the log does not repeat it
+		if errors.As(err, new(node.ConfigError)) {
+			return exitUsage
+		}
 		return exitRuntime
 	}
 	return exitOK

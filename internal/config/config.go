@@ -207,10 +207,10 @@ func flagSet(c *Config) *pflag.FlagSet {
 
 	AddBGPFlags(fs, c)
 	fs.StringVar(&c.PolicyAddr, "policy-addr", "", "run the SIP policy agent on this host:port, UDP and TCP (e.g. 127.0.0.1:5070): a PBX sends it INVITEs and gets 302 (go ahead) or a refusal")
-	fs.StringVar(&c.PolicyDeny, "policy-deny", "403", "the policy agent's answer to a known-bad number or caller: 403, 404, or a sip: URI to redirect the call to (an IVR)")
+	fs.StringVar(&c.PolicyDeny, "policy-deny", "403", "the policy agent's answer to a known-bad number or caller: 403, 404, or a sip:, sips: or tel: URI to redirect the call to (an IVR)")
 	fs.IntVar(&c.PolicyMinCount, "policy-min-count", 1, "the policy agent refuses a number or caller seen at least this often")
-	fs.BoolVar(&c.PolicyVerifiedOnly, "policy-verified-only", false, "the policy agent refuses a caller address only when its sightings include a proven (unforgeable) one")
-	fs.StringVar(&c.PolicyCallerHeader, "policy-caller-header", "X-Dialtrap-Caller", "header a PBX puts the caller's IP address in (else the bottom Via is used)")
+	fs.BoolVar(&c.PolicyVerifiedOnly, "policy-verified-only", false, "the policy agent counts a number or caller address only when its sightings include a proven (unforgeable) one")
+	fs.StringVar(&c.PolicyCallerHeader, "policy-caller-header", "X-Dialtrap-Caller", "header a PBX puts the caller's IP address in; checked beside the Via below --policy-trusted-hops")
 	fs.BoolVar(&c.PolicyFailClosed, "policy-fail-closed", false, "refuse calls when the store cannot be read (default: let them through)")
 	fs.StringVar(&c.PolicySource, "policy-source", "trusted", "whose sightings make the policy agent refuse: trusted (own and trusted peers'), local, all (any peer could then choose which calls you refuse)")
 	fs.IntVar(&c.PolicyTrustedHops, "policy-trusted-hops", 1, "Via headers at the top that are your own proxies, the one asking included: the next Via is the caller's")
@@ -549,8 +549,8 @@ func (c *Config) validate() error {
 	if c.BGPMaxPrefixes < 1 || c.BGPMinCount < 1 || c.PolicyMinCount < 1 || c.BGPMaxPerNet6 < 1 || c.BGPMaxReceived < 1 {
 		errs = append(errs, errors.New("--bgp-max-prefixes, --bgp-max-per-ipv6-net, --bgp-max-received, --bgp-min-count and --policy-min-count must be at least 1"))
 	}
-	if c.BGPTTL < 0 {
-		errs = append(errs, errors.New("--bgp-ttl cannot be negative"))
+	if c.BGPTTL < 0 || c.BGPTTL > 8784*time.Hour { // feed.MaxTTL: a year
+		errs = append(errs, errors.New("--bgp-ttl must be from 0 (never withdrawn by time) to 8784h (a year)"))
 	}
 	switch c.PolicySource {
 	case "trusted", "local", "all":

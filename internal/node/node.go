@@ -113,7 +113,23 @@ type Addrs struct {
 
 // New checks what can be checked without touching anything: it opens no file and no socket
 // and starts no goroutine.
-func New(cfg *config.Config, o Options) (*Node, error) {
+func New(cfg *config.Config, o Options) (n *Node, err error) {
+	defer func() {
+		if err != nil {
+			err = ConfigError{err}
+		}
+	}()
+	return newNode(cfg, o)
+}
+
+// ConfigError is an error of New: the configuration is wrong (the command line, the
+// environment or the file), not the machine; the command exits with its usage status.
+type ConfigError struct{ Err error }
+
+func (e ConfigError) Error() string { return e.Err.Error() }
+func (e ConfigError) Unwrap() error { return e.Err }
+
+func newNode(cfg *config.Config, o Options) (*Node, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}

@@ -80,25 +80,30 @@ func (a *Agent) failMode() string {
 	return "let through (fail open)"
 }
 
-// eligible says whether an aggregate's sightings count under Config.Source and
-// VerifiedOnly, and how many there are.
+// eligible says whether an aggregate counts under Config.Source and VerifiedOnly, and its
+// count, as the feeds select: seen here (local), here or by a trusted peer (trusted), or by
+// anyone (all); and with a proven sighting from those sources when VerifiedOnly. The count
+// compared with MinCount is every sighting, as the feeds' min_count is.
 func (a *Agent) eligible(agg store.Aggregate) (count int64, ok bool) {
 	var verified int64
 	switch a.cfg.Source {
 	case store.SourceLocal:
-		count, verified = agg.Local, agg.VerifiedLocal
+		if agg.Local == 0 {
+			return 0, false
+		}
+		verified = agg.VerifiedLocal
 	case store.SourceAll:
-		count, verified = agg.Count, agg.Verified
-	default: // trusted: seen here or by a trusted peer, as the feeds select
+		verified = agg.Verified
+	default:
 		if agg.Local == 0 && agg.TrustedPeers == 0 {
 			return 0, false
 		}
-		count, verified = agg.Count, agg.VerifiedLocal+agg.VerifiedTrusted
+		verified = agg.VerifiedLocal + agg.VerifiedTrusted
 	}
-	if count == 0 || (a.cfg.VerifiedOnly && verified == 0) {
+	if agg.Count == 0 || (a.cfg.VerifiedOnly && verified == 0) {
 		return 0, false
 	}
-	return count, true
+	return agg.Count, true
 }
 
 // badNumber returns the stored number that makes n known-bad and its count (0: not bad).

@@ -213,7 +213,12 @@ func TestStartupErrors(t *testing.T) {
 		{"garbage certificate", []string{"--sip-addr", free, "-t", garbage, "-k", garbage}, nil, 1, "check -t/-k"},
 		{"bad env value", []string{"--sip-addr", free}, []string{"DIALTRAP_SIP_MAX_CONNS=lots"}, 2, "DIALTRAP_SIP_MAX_CONNS"},
 		{"database is a directory", []string{"--sip-addr", free, "-f", dir}, nil, 1, "database"},
-		{"postgres not yet", []string{"--sip-addr", free, "--store", "postgres://127.0.0.1/x"}, nil, 1, "--store sqlite"},
+		{"postgres not yet", []string{"--sip-addr", free, "--store", "postgres://127.0.0.1/x"}, nil, 2, "--store sqlite"},
+		{"BGP without router id", []string{"--sip-addr", free, "--bgp-asn", "65000", "--bgp-neighbor", "127.0.0.2 as 65001"}, nil, 2, "--bgp-router-id"},
+		{"BGP neighbour without AS", []string{"--sip-addr", free, "--bgp-asn", "65000", "--bgp-router-id", "127.0.0.1", "--bgp-neighbor", "127.0.0.2"}, nil, 2, "as ASN"},
+		{"BGP TTL over a year", []string{"--sip-addr", free, "--bgp-ttl", "9000h"}, nil, 2, "--bgp-ttl"},
+		{"policy deny status", []string{"--sip-addr", free, "--policy-addr", free, "--policy-deny", "500"}, nil, 2, "--policy-deny"},
+		{"policy port in use", []string{"--sip-addr", free, "--policy-addr", busy.LocalAddr().String()}, nil, 1, "--policy-addr"},
 	}
 	for _, tt := range tests {
 		// The error is printed once, at any log level: not by the log and again on exit.
