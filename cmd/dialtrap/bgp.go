@@ -117,6 +117,8 @@ func runBGP(args []string, stdout, stderr io.Writer) int {
 	}
 	done := make(chan error, 1)
 	go func() { done <- agent.Run(ctx) }()
+	log.Log(ctx, node.LevelNotice, "dialtrap bgp running", "asn", cfg.BGPASN, "router_id", cfg.BGPRouterID,
+		"neighbors", len(cfg.BGPNeighbor), "nodes", len(cfgNodes), "max_prefixes", cfg.BGPMaxPrefixes, "status_file", path)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -146,8 +148,9 @@ func runBGP(args []string, stdout, stderr io.Writer) int {
 			if err := speaker.Reguard(); err != nil {
 				log.Error("bgp: withdraw what the never-block list now protects", "err", err)
 			} else {
-				log.Info("bgp: never-block list reloaded")
+				log.Log(ctx, node.LevelNotice, "bgp: never-block list reloaded")
 			}
+			agent.Resync() // what the list no longer protects is announced again
 			writeStatus()
 		}
 	}
@@ -188,7 +191,7 @@ func runBGPStatus(args []string, stdout, stderr io.Writer) int {
 	path := bgpStatusPath(*dataDir, *statusFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return f.fail(exitRuntime, "no status file at %s: is dialtrap bgp running with this --data-dir or --status-file?", path)
+		return f.fail(exitRuntime, "no status file at %s: is dialtrap bgp running with this --data-dir or --status-file? (a node's own speaker shows its status at GET /bgp on its API)", path)
 	}
 	if err != nil {
 		return f.fail(exitRuntime, "%v", err)
@@ -233,5 +236,8 @@ func runBGPStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", n.URL, yesNo(n.Connected && running), last, byteSize(n.Bytes), n.Applied, n.Refused, n.LastError)
 	}
 	tw.Flush()
+	if !running {
+		return exitRuntime // for monitoring: the speaker is not running, whatever the file says
+	}
 	return exitOK
 }

@@ -155,7 +155,7 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 			if err := n.ReloadNeverBlock(); err != nil {
 				log.Error("reload the never-block list after SIGHUP", "err", err)
 			} else {
-				log.Info("never-block list reloaded")
+				log.Log(ctx, node.LevelNotice, "never-block list reloaded")
 			}
 		}
 	}

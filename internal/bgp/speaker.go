@@ -136,6 +136,10 @@ type Speaker struct {
 	perNet      map[[8]byte]int // announced /128s by /64
 	guard       *feed.IPGuard
 	up          map[netip.Addr]bool // neighbours with an established session
+	upSince     map[netip.Addr]time.Time
+	downSince   map[netip.Addr]time.Time // since the session was lost, or since Start
+	lastErr     map[netip.Addr]string    // why the session last went down or was refused
+	warned      map[netip.Addr]time.Time // when "no session" was last logged
 	started     bool
 	closed      bool
 	stop        chan struct{}
@@ -223,6 +227,7 @@ func New(cfg Config) (*Speaker, error) {
 		attr4:  []bgp.PathAttributeInterface{origin, nh4, community},
 		attr6:  []bgp.PathAttributeInterface{origin, mp6, community},
 		routes: map[netip.Addr]int64{}, up: map[netip.Addr]bool{}, waiting: map[netip.Addr]int64{}, perNet: map[[8]byte]int{},
+		upSince: map[netip.Addr]time.Time{}, downSince: map[netip.Addr]time.Time{}, lastErr: map[netip.Addr]string{}, warned: map[netip.Addr]time.Time{},
 		warn: ratelog.New(cfg.Log, time.Minute),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -236,9 +241,12 @@ func (s *Speaker) Start(ctx context.Context) error {
 	if s.started || s.closed {
 		return errors.New("bgp: Start called twice, or after Close")
 	}
+	// GoBGP logs at info the one thing an operator needs when a router refuses the speaker,
+	// the NOTIFICATION (bad peer AS, say): notes reads it for the status, and passes on only
+	// GoBGP's warnings and errors.
 	lvl := &slog.LevelVar{}
-	lvl.Set(slog.LevelWarn) // GoBGP's own chatter stays out of the node's log unless it matters
-	s.srv = server.NewBgpServer(server.LoggerOption(s.log.With("component", "gobgp"), lvl))
+	lvl.Set(slog.LevelInfo)
+	s.srv = server.NewBgpServer(server.LoggerOption(slog.New(&notes{next: s.log.With("component", "gobgp").Handler(), s: s}), lvl))
 	go s.srv.Serve()
 	global := &api.Global{Asn: s.cfg.ASN, RouterId: s.cfg.RouterID.String(), ListenPort: -1}
 	if s.cfg.Listen != "" {
@@ -292,6 +300,9 @@ func (s *Speaker) Start(ctx context.Context) error {
 		}
 	}
 	s.started = true
+	for _, n := range s.cfg.Neighbors {
+		s.downSince[n.Address] = time.Now()
+	}
 	go s.expiry()
 	return nil
 }
@@ -330,9 +341,22 @@ func (s *Speaker) peerEvent(e *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 	}
 	addr, as := e.Peer.State.NeighborAddress, e.Peer.State.PeerASN
 	up := e.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED
+	why := e.Peer.State.DisconnectMessage
+	if why == "" && e.Peer.State.DisconnectReason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED {
+		why = strings.ToLower(strings.TrimPrefix(e.Peer.State.DisconnectReason.String(), "DISCONNECT_REASON_"))
+	}
 	s.mu.Lock()
 	was := s.up[addr]
 	s.up[addr] = up
+	if up {
+		s.upSince[addr] = time.Now()
+	} else if was {
+		s.downSince[addr] = time.Now()
+	}
+	// Only a fall back to idle is a failure (idle to active, say, is the next try).
+	if why != "" && e.Peer.State.SessionState == bgp.BGP_FSM_IDLE {
+		s.lastErr[addr] = why
+	}
 	s.mu.Unlock()
 	switch {
 	case up && !was:
@@ -343,6 +367,84 @@ func (s *Speaker) peerEvent(e *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 		s.log.Warn("bgp: session down; the router drops the routes this speaker announced until it is back", "neighbor", addr, "as", as,
 			"reason", e.Peer.State.DisconnectMessage)
 	}
+}
+
+// notes is the slog handler GoBGP logs to: it records NOTIFICATIONs sent to and received from
+// each neighbour as its last error, and passes warnings and errors on to the speaker's log.
+type notes struct {
+	next  slog.Handler
+	s     *Speaker
+	attrs []slog.Attr // from With: GoBGP names the neighbour (Key) in its per-peer logger
+}
+
+func (h *notes) Enabled(ctx context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+func (h *notes) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "sent notification" || r.Message == "received notification" {
+		var key string
+		var code, sub int64
+		read := func(a slog.Attr) bool {
+			switch a.Key {
+			case "Key":
+				key = a.Value.String()
+			case "Code":
+				code, _ = strconv.ParseInt(a.Value.String(), 10, 64)
+			case "Subcode":
+				sub, _ = strconv.ParseInt(a.Value.String(), 10, 64)
+			}
+			return true
+		}
+		for _, a := range h.attrs {
+			read(a)
+		}
+		r.Attrs(read)
+		if addr, err := netip.ParseAddr(key); err == nil {
+			dir := "sent"
+			if r.Message == "received notification" {
+				dir = "received"
+			}
+			h.s.mu.Lock()
+			h.s.lastErr[addr] = dir + " notification: " + notificationText(code, sub)
+			h.s.mu.Unlock()
+		}
+	}
+	if r.Level < slog.LevelWarn || !h.next.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.next.Handle(ctx, r)
+}
+
+func (h *notes) WithAttrs(as []slog.Attr) slog.Handler {
+	return &notes{next: h.next.WithAttrs(as), s: h.s, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+func (h *notes) WithGroup(name string) slog.Handler {
+	return &notes{next: h.next.WithGroup(name), s: h.s, attrs: h.attrs}
+}
+
+// notificationText names a BGP NOTIFICATION's error (RFC 4271 section 4.5, RFC 4486).
+func notificationText(code, sub int64) string {
+	codes := map[int64]string{1: "message header error", 2: "OPEN message error", 3: "UPDATE message error",
+		4: "hold timer expired", 5: "finite state machine error", 6: "cease"}
+	subs := map[[2]int64]string{
+		{2, 1}: "unsupported version number", {2, 2}: "bad peer AS (check the AS numbers on both sides)",
+		{2, 3}: "bad BGP identifier (--bgp-router-id)", {2, 4}: "unsupported optional parameter",
+		{2, 6}: "unacceptable hold time", {2, 7}: "unsupported capability",
+		{6, 1}: "maximum number of prefixes reached (--bgp-max-received, or the router's limit)", {6, 2}: "administrative shutdown",
+		{6, 3}: "peer de-configured", {6, 4}: "administrative reset", {6, 5}: "connection rejected",
+		{6, 6}: "other configuration change", {6, 7}: "connection collision resolution", {6, 8}: "out of resources",
+	}
+	text := codes[code]
+	if text == "" {
+		text = fmt.Sprintf("error code %d", code)
+	}
+	if st, ok := subs[[2]int64{code, sub}]; ok {
+		return text + ", " + st
+	}
+	if sub != 0 {
+		return fmt.Sprintf("%s, subcode %d", text, sub)
+	}
+	return text
 }
 
 // Announced returns how many prefixes are announced.
@@ -606,12 +708,35 @@ func (s *Speaker) expiry() {
 	}
 }
 
+// noSessionAfter is how long a neighbour may be without a session before it is logged.
+const noSessionAfter = 30 * time.Second
+
+// checkSessions warns, at most every 5 minutes for each, of neighbours without a session for
+// noSessionAfter: a router that refuses the speaker (wrong AS, password, address) is
+// otherwise silent. Called with s.mu held.
+func (s *Speaker) checkSessions(now time.Time) {
+	for _, n := range s.cfg.Neighbors {
+		a := n.Address
+		if s.up[a] || now.Sub(s.downSince[a]) < noSessionAfter || now.Sub(s.warned[a]) < 5*time.Minute {
+			continue
+		}
+		s.warned[a] = now
+		why := s.lastErr[a]
+		if why == "" {
+			why = "no answer (is the router up, and configured with this speaker as a neighbour?)"
+		}
+		s.log.Warn("bgp: no session with the neighbour; nothing is blackholed there until it comes up",
+			"neighbor", a, "as", n.ASN, "for", now.Sub(s.downSince[a]).Round(time.Second), "last_error", why)
+	}
+}
+
 func (s *Speaker) expire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
+	s.checkSessions(time.Now())
 	now := s.cfg.Now().UnixMilli()
 	var out []netip.Addr
 	for len(s.due) > 0 && s.due[0].at <= now {
@@ -724,6 +849,11 @@ func (s *Speaker) Status(ctx context.Context) Status {
 			ps.Received = state.GetMessages().GetReceived().GetUpdate()
 			ps.Sent = state.GetMessages().GetSent().GetUpdate()
 			ps.LastError = state.GetDisconnectMessage()
+		}
+		if a, err := netip.ParseAddr(ps.Address); err == nil && ps.LastError == "" {
+			s.mu.Lock()
+			ps.LastError = s.lastErr[a]
+			s.mu.Unlock()
 		}
 		if ts := p.GetTimers().GetState(); ts != nil && ps.State == "established" && ts.GetUptime() != nil {
 			ps.Since = ts.GetUptime().AsTime()

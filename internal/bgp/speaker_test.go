@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -338,4 +339,23 @@ func TestReceivedRoutesCapped(t *testing.T) {
 		st := s2.Status(context.Background())
 		return st.SessionsUp >= 1 && len(st.Peers) == 1 && st.Peers[0].State != "established"
 	})
+}
+
+// A router that refuses the session says why in the status (here: the AS number the speaker
+// was given is not the router's).
+func TestRefusedSessionShowsWhy(t *testing.T) {
+	b := testutil.StartBird(t, testutil.BirdOptions{ASN: 65001, PeerASN: 65000})
+	s := newSpeaker(t, Config{Neighbors: []Neighbor{{Address: netip.MustParseAddr(b.Addr), ASN: 65002, Port: uint16(b.Port)}}})
+	var why string
+	testutil.Eventually(t, "a last error for the refused session", 20*time.Second, func() bool {
+		st := s.Status(context.Background())
+		if len(st.Peers) == 1 {
+			why = st.Peers[0].LastError
+		}
+		return why != ""
+	})
+	if !strings.Contains(why, "bad peer AS") {
+		t.Errorf("last error %q does not name the AS mismatch", why)
+	}
+	t.Logf("last error: %s", why)
 }

@@ -285,6 +285,21 @@ func (a *Agent) reload(ctx context.Context, cause error) {
 	a.save(true)
 }
 
+// Resync makes every stream start over with the node's whole set (a never-block list that
+// shrank lets addresses back in; the changes since a cursor would not send them again).
+func (a *Agent) Resync() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.expires)
+	for _, ns := range a.state.Nodes {
+		ns.Cursor = ""
+	}
+	a.gen++
+	for _, cancel := range a.cancels {
+		cancel()
+	}
+}
+
 // Snapshot returns a copy of the agent's state.
 func (a *Agent) Snapshot() State {
 	a.mu.Lock()
@@ -322,7 +337,12 @@ func (a *Agent) follow(ctx context.Context, i int) {
 			fails++
 		}
 		wait := a.cfg.Backoff.Delay(max(fails, 1))
-		a.log.Warn(a.cfg.Name+": stream from the node ended; reconnecting", "node", node.URL, "err", err, "retry_in", wait.Round(time.Millisecond))
+		if errors.Is(err, errReload) {
+			a.log.Info(a.cfg.Name+": fetching the node's whole set again", "node", node.URL)
+		} else {
+			// Once a minute at most: a node that is down for an hour is one line a minute.
+			a.warn.Warn(a.cfg.Name+": stream from the node ended; reconnecting", "node", node.URL, "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return

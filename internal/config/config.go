@@ -310,6 +310,7 @@ func Load(args []string, getenv func(string) (string, bool)) (*Config, error) {
 		c.JSONLog = true
 	}
 	c.resolvePaths(fs)
+	c.Notices = append(c.Notices, offNotices(fs, c)...)
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -468,6 +469,40 @@ func tomlString(v any) (string, error) {
 	}
 }
 
+// offNotices names options given for a part that is off: the speaker without a
+// --bgp-neighbor, the policy agent without --policy-addr.
+func offNotices(fs *pflag.FlagSet, c *Config) []string {
+	var bgp, pol []string
+	fs.Visit(func(f *pflag.Flag) { // the options set by any source (fill marks them changed)
+		switch {
+		case strings.HasPrefix(f.Name, "bgp-") && f.Name != "bgp-neighbor" && len(c.BGPNeighbor) == 0:
+			bgp = append(bgp, "--"+f.Name)
+		case strings.HasPrefix(f.Name, "policy-") && f.Name != "policy-addr" && c.PolicyAddr == "":
+			pol = append(pol, "--"+f.Name)
+		}
+	})
+	var out []string
+	if len(bgp) > 0 {
+		out = append(out, fmt.Sprintf("%s set but no --bgp-neighbor: the BGP speaker is off", strings.Join(bgp, ", ")))
+	}
+	if len(pol) > 0 {
+		out = append(out, fmt.Sprintf("%s set but no --policy-addr: the SIP policy agent is off", strings.Join(pol, ", ")))
+	}
+	return out
+}
+
+// samePort reports whether two listen addresses of one protocol would collide: the same port
+// and hosts that overlap (equal, or one a wildcard).
+func samePort(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
+}
+
 // resolvePaths places the default database and JSON log in the data directory. Paths the
 // operator named stay relative to the working directory, as a shell user expects.
 func (c *Config) resolvePaths(fs *pflag.FlagSet) {
@@ -559,6 +594,12 @@ func (c *Config) validate() error {
 	}
 	if c.PolicyTrustedHops < 1 || c.PolicyTrustedHops > 8 {
 		errs = append(errs, errors.New("--policy-trusted-hops must be between 1 and 8"))
+	}
+	if c.PolicyAddr != "" && !c.SIPDisable && samePort(c.PolicyAddr, c.SIPAddr) {
+		errs = append(errs, fmt.Errorf("--policy-addr %s and --sip-addr %s share a port: give the policy agent its own (e.g. 127.0.0.1:5070)", c.PolicyAddr, c.SIPAddr))
+	}
+	if c.PolicyAddr != "" && c.API && samePort(c.PolicyAddr, c.APIAddr) {
+		errs = append(errs, fmt.Errorf("--policy-addr %s and --api-addr %s share a port: give the policy agent its own", c.PolicyAddr, c.APIAddr))
 	}
 	if c.PolicyAddr != "" {
 		if _, port, err := net.SplitHostPort(c.PolicyAddr); err != nil || port == "" {

@@ -140,6 +140,10 @@ func TestErrors(t *testing.T) {
 		{"bad asn", []string{"--bgp-asn", "4294967296"}, env(), "bgp-asn"},
 		{"bad policy addr", nil, env("DIALTRAP_POLICY_ADDR", "5070"), "--policy-addr"},
 		{"no policy count", []string{"--policy-min-count", "0"}, env(), "--policy-min-count"},
+		{"policy on the SIP port", []string{"--policy-addr", "127.0.0.1:5060"}, env(), "share a port"},
+		{"policy on the API port", []string{"-a", "--policy-addr", "127.0.0.1:8082"}, env(), "share a port"},
+		{"policy source", []string{"--policy-source", "peers"}, env(), "--policy-source"},
+		{"policy hops", []string{"--policy-trusted-hops", "0"}, env(), "--policy-trusted-hops"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +171,24 @@ func TestBGPNeighbourLists(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(c.BGPNeighbor, want) {
 			t.Errorf("%s: %q, %v; want %q", name, c.BGPNeighbor, err, want)
 		}
+	}
+}
+
+// Options of a part that is off are named in a notice.
+func TestOffPartNotices(t *testing.T) {
+	c, err := Load([]string{"--bgp-asn", "65000", "--policy-deny", "404"}, env("DIALTRAP_BGP_ROUTER_ID", "192.0.2.10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(c.Notices, "\n")
+	for _, want := range []string{"--bgp-asn, --bgp-router-id set but no --bgp-neighbor", "--policy-deny set but no --policy-addr"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("notices %q lack %q", got, want)
+		}
+	}
+	c, err = Load([]string{"--bgp-asn", "65000", "--bgp-neighbor", "192.0.2.1 as 65001", "--policy-addr", "127.0.0.1:5070", "--policy-deny", "404"}, env())
+	if err != nil || len(c.Notices) != 0 {
+		t.Fatalf("notices with both parts on: %q, %v", c.Notices, err)
 	}
 }
 

@@ -349,7 +349,9 @@ func (n *Node) ReloadNeverBlock() error {
 	}
 	n.guards.IPs.Replace(g)
 	if n.bgp != nil {
-		return n.bgp.Reguard()
+		err := n.bgp.Reguard()
+		n.bgpFeed.Resync() // what the list no longer protects is announced again
+		return err
 	}
 	return nil
 }

@@ -287,7 +287,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		if port == "0" {
 			tcpAddr = net.JoinHostPort(host, strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port))
 		}
-		ln, err := lc.Listen(ctx, "tcp", tcpAddr)
+		ln, err := lc.Listen(ctx, "tcp"+family(tcpAddr), tcpAddr)
 		if err == nil {
 			a.udp, a.tcp = udp, ln.(*net.TCPListener)
 			break

@@ -28,7 +28,7 @@ func listenUDP(ctx context.Context, addr string, rcvbuf int, log *slog.Logger) (
 			}
 		})
 	}}
-	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	pc, err := lc.ListenPacket(ctx, "udp"+family(addr), addr)
 	if err != nil {
 		return nil, fmt.Errorf("policy agent: listen on UDP %s: %w (stop what uses that port or choose another with --policy-addr)", addr, err)
 	}
@@ -44,6 +44,16 @@ func listenUDP(ctx context.Context, addr string, rcvbuf int, log *slog.Logger) (
 		})
 	}
 	return conn, nil
+}
+
+// family is "4" for an IPv4 host (0.0.0.0 included, which Go would otherwise bind as the
+// dual-stack wildcard), else "" (both).
+func family(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if ip, perr := netip.ParseAddr(host); err == nil && perr == nil && ip.Is4() {
+		return "4"
+	}
+	return ""
 }
 
 // serveUDP reads, decides and answers datagrams until the socket is closed. Several run on

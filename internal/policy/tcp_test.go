@@ -239,3 +239,16 @@ func TestAllowList(t *testing.T) {
 		t.Fatalf("the allowed source got %q, %v", buf[:n], err)
 	}
 }
+
+// 0.0.0.0 is IPv4 only (Go would bind it as the dual-stack wildcard); an empty host is both.
+func TestListenFamily(t *testing.T) {
+	for addr, want := range map[string]string{"0.0.0.0:5070": "4", "127.0.0.1:0": "4", ":5070": "", "[::]:5070": "", "[::1]:0": "", "localhost:5070": ""} {
+		if got := family(addr); got != want {
+			t.Errorf("family(%q) = %q, want %q", addr, got, want)
+		}
+	}
+	a := startAgent(t, Config{Addr: "0.0.0.0:0"})
+	if _, err := net.DialTimeout("tcp6", "[::1]:"+strconv.Itoa(a.TCPAddr().(*net.TCPAddr).Port), time.Second); err == nil {
+		t.Error("an agent on 0.0.0.0 accepted an IPv6 connection")
+	}
+}
