@@ -119,6 +119,10 @@ func TestBGPBlackholeNode(t *testing.T) {
 	if st := getBGP(t, ns, n); st.Allowlisted != 1 || st.Waiting != 0 {
 		t.Fatalf("/bgp after the reload: %+v", st)
 	}
+	// Taken off the list again, it is back in the running: the cap is full, so it waits.
+	os.WriteFile(nb, []byte("# nobody\n"), 0o644)
+	n.cmd.Process.Signal(syscall.SIGHUP)
+	testutil.Eventually(t, "the address taken off the list waiting again", 10*time.Second, func() bool { return getBGP(t, ns, n).Waiting == 1 })
 	// A session reset: the router learns the whole set again.
 	bird.Run("restart trap")
 	bird.WaitFor("the set re-announced after a reset", 20*time.Second, func() bool {
