@@ -30,7 +30,11 @@ func askPolicy(t *testing.T, agent, number, scenario string) (bool, string) {
 	}
 	want := html.EscapeString(regexp.QuoteMeta("sip:" + number + "@" + agent))
 	sf := filepath.Join(t.TempDir(), scenario)
-	os.WriteFile(sf, []byte(strings.ReplaceAll(string(b), "sip:[service]@[remote_ip]:[remote_port]&gt;$", want+"&gt;$")), 0o644)
+	const generic = "sip:[^@]+@[^&gt;]+&gt;$"
+	if scenario == "policy_302.xml" && !strings.Contains(string(b), generic) {
+		t.Fatalf("%s no longer holds the Contact pattern the test makes exact", scenario)
+	}
+	os.WriteFile(sf, []byte(strings.ReplaceAll(string(b), generic, want+"&gt;$")), 0o644)
 	cmd := exec.CommandContext(ctx, "sipp", "-sf", sf, "-s", number, "-m", "1", "-t", "u1",
 		"-i", "127.0.0.1", "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1", agent)
 	cmd.Dir = t.TempDir()
