@@ -205,6 +205,10 @@ func New(cfg Config) (*Agent, error) {
 	if !isToken([]byte(cfg.CallerHeader)) || len(cfg.CallerHeader) > 64 {
 		return nil, fmt.Errorf("policy caller header %q is not a SIP header name (letters, digits, '-'; e.g. %s)", cfg.CallerHeader, DefaultCallerHeader)
 	}
+	switch strings.ToLower(cfg.CallerHeader) {
+	case "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m", "route", "record-route":
+		return nil, fmt.Errorf("policy caller header %q is a header SIP itself uses: name one of your own, e.g. %s", cfg.CallerHeader, DefaultCallerHeader)
+	}
 	if cfg.MinCount < 0 {
 		return nil, fmt.Errorf("policy minimum count %d: give 1 or more", cfg.MinCount)
 	}

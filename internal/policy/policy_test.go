@@ -599,6 +599,7 @@ func TestNewValidates(t *testing.T) {
 		{"URI in brackets", Config{Lookups: db, Addr: ":0", DenyURI: "<sip:ivr@x>"}, "sip:"},
 		{"header name", Config{Lookups: db, Addr: ":0", CallerHeader: "X Caller:"}, "header name"},
 		{"min count", Config{Lookups: db, Addr: ":0", MinCount: -1}, "minimum"},
+		{"Via as caller header", Config{Lookups: db, Addr: ":0", CallerHeader: "Via"}, "SIP itself uses"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := New(c.cfg)
