@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -345,9 +346,16 @@ func TestReceivedRoutesCapped(t *testing.T) {
 // was given is not the router's).
 func TestRefusedSessionShowsWhy(t *testing.T) {
 	b := testutil.StartBird(t, testutil.BirdOptions{ASN: 65001, PeerASN: 65000})
-	s := newSpeaker(t, Config{Neighbors: []Neighbor{{Address: netip.MustParseAddr(b.Addr), ASN: 65002, Port: uint16(b.Port)}}})
+	logs := &testutil.SyncBuffer{}
+	s := newSpeaker(t, Config{Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Neighbors: []Neighbor{{Address: netip.MustParseAddr(b.Addr), ASN: 65002, Port: uint16(b.Port)}}})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("speaker log:\n%s", logs.String())
+		}
+	})
 	var why string
-	testutil.Eventually(t, "a last error for the refused session", 20*time.Second, func() bool {
+	testutil.Eventually(t, "a last error for the refused session", 45*time.Second, func() bool {
 		st := s.Status(context.Background())
 		if len(st.Peers) == 1 {
 			why = st.Peers[0].LastError
