@@ -56,7 +56,7 @@ func (r *reply) write(out []byte, ans *answer) []byte {
 	b = appendClean(b, m.From)
 	b = append(b, "\r\nTo: "...)
 	b = appendClean(b, m.To)
-	if !hasTag(m.To) {
+	if !sip.HasTag(m.To) {
 		b = append(b, ";tag="...)
 		b = appendTag(b, m)
 	}
@@ -168,23 +168,6 @@ func (r *reply) dest() netip.AddrPort {
 		port = uint16(v.port)
 	}
 	return netip.AddrPortFrom(r.src.Addr(), port)
-}
-
-// hasTag reports whether a To value carries a tag parameter outside its URI.
-func hasTag(v []byte) bool {
-	if gt := bytes.LastIndexByte(v, '>'); gt >= 0 {
-		v = v[gt:]
-	}
-	for {
-		semi := bytes.IndexByte(v, ';')
-		if semi < 0 {
-			return false
-		}
-		v = v[semi+1:]
-		if hasPrefixFold(bytes.TrimLeft(v, " \t"), "tag=") {
-			return true
-		}
-	}
 }
 
 // appendTag appends a To tag made from the request's Call-ID, From and top Via (FNV-1a):

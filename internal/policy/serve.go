@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dialtrap/dialtrap/internal/sip"
 )
 
 // listenUDP binds addr with a large receive buffer, so a burst of calls is not dropped by the
@@ -121,7 +122,7 @@ func (a *Agent) admit(c net.Conn) bool {
 	if a.closed {
 		return false
 	}
-	ip := addrPort(c.RemoteAddr()).Addr()
+	ip := sip.AddrPort(c.RemoteAddr()).Addr()
 	if !a.allowed(ip) {
 		a.st.dropped[dropNotAllowed].Add(1)
 		return false
@@ -147,7 +148,7 @@ func (a *Agent) release(c net.Conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.conns, c)
-	ip := addrPort(c.RemoteAddr()).Addr()
+	ip := sip.AddrPort(c.RemoteAddr()).Addr()
 	if a.perIP[ip]--; a.perIP[ip] <= 0 {
 		delete(a.perIP, ip)
 	}
@@ -161,7 +162,7 @@ var connBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 // until the peer closes, idles for IdleTimeout, takes longer than MessageTimeout to send a
 // message it has begun, or sends one over MaxMessage (its framing is then lost).
 func (a *Agent) serveConn(c net.Conn) {
-	src := addrPort(c.RemoteAddr())
+	src := sip.AddrPort(c.RemoteAddr())
 	bp := connBufs.Get().(*[]byte)
 	base := *bp
 	defer func() {
@@ -248,7 +249,7 @@ var (
 // message is incomplete, and an error when it cannot fit in limit bytes or its length is
 // unreadable: the stream cannot be framed after that.
 func frame(buf []byte, limit int) (int, error) {
-	end := headerEnd(buf)
+	end := sip.HeaderEnd(buf)
 	if end < 0 {
 		if len(buf) > limit {
 			return 0, errTooLarge
@@ -270,32 +271,4 @@ func frame(buf []byte, limit int) (int, error) {
 		return 0, nil
 	}
 	return total, nil
-}
-
-// headerEnd returns the length of the header section including its empty line, or -1.
-func headerEnd(b []byte) int {
-	for i := 0; ; {
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
-		switch {
-		case i < len(b) && b[i] == '\n':
-			return i + 1
-		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
-			return i + 2
-		}
-	}
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.AddrPort()
-	case *net.UDPAddr:
-		return a.AddrPort()
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
 }

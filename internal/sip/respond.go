@@ -123,7 +123,7 @@ func (r *Responder) build(m *Message, src netip.AddrPort, st status, tag []byte)
 	b = appendHeader(b, "From", m.From)
 	b = append(b, "To: "...)
 	b = append(b, m.To...)
-	if st.code > 100 && !hasTag(m.To) {
+	if st.code > 100 && !HasTag(m.To) {
 		b = append(b, ";tag="...)
 		b = append(b, tag...)
 	}
@@ -211,8 +211,8 @@ func appendTopVia(b, via []byte, src netip.AddrPort) []byte {
 	return append(b, others...)
 }
 
-// hasTag reports whether a To/From value already carries a tag parameter outside its URI.
-func hasTag(v []byte) bool {
+// HasTag reports whether a To/From value already carries a tag parameter outside its URI.
+func HasTag(v []byte) bool {
 	if gt := bytes.LastIndexByte(v, '>'); gt >= 0 {
 		v = v[gt:]
 	}

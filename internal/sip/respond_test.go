@@ -60,7 +60,7 @@ func TestRepliesEchoTransaction(t *testing.T) {
 			if !bytes.HasPrefix(m.To, req.To) {
 				t.Errorf("%s: To %q does not echo %q", name, m.To, req.To)
 			}
-			if m.StatusCode > 100 && !hasTag(m.To) {
+			if m.StatusCode > 100 && !HasTag(m.To) {
 				t.Errorf("%s: final reply To %q has no tag", name, m.To)
 			}
 			if !bytes.Contains(m.Via[0], []byte(";received=192.0.2.77")) {

@@ -199,7 +199,7 @@ func TestTCPFraming(t *testing.T) {
 		}
 		rd = append(rd, tmp[:n]...)
 		for {
-			end := headerEnd(rd)
+			end := HeaderEnd(rd)
 			if end < 0 {
 				break
 			}

@@ -24,7 +24,7 @@ func (s *Server) acceptLoop(ln net.Listener, transport string) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		src := addrPort(c.RemoteAddr())
+		src := AddrPort(c.RemoteAddr())
 		// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d: one host is one source, and
 		// so is one IPv6 /64 (one subscriber's addresses).
 		ip := netsource.Of(src.Addr())
@@ -75,7 +75,7 @@ func (s *Server) release(c net.Conn, ip netip.Prefix) {
 // serveStream reads SIP messages framed by Content-Length until the peer closes, goes idle,
 // or takes longer than MessageTimeout to send one message (a byte-a-second trickle).
 func (s *Server) serveStream(c net.Conn, transport string, src netip.AddrPort) {
-	dst := addrPort(c.LocalAddr())
+	dst := AddrPort(c.LocalAddr())
 	if tc, ok := c.(*tls.Conn); ok {
 		_ = tc.SetDeadline(time.Now().Add(s.cfg.MessageTimeout))
 		if err := tc.Handshake(); err != nil {
@@ -139,7 +139,7 @@ func (s *Server) serveStream(c net.Conn, transport string, src netip.AddrPort) {
 // frame returns the first whole message in buf: headers up to the empty line, then
 // Content-Length bytes of body (none if the header is absent, as for most probes).
 func frame(buf []byte) (msg []byte, m Message, ok bool) {
-	end := headerEnd(buf)
+	end := HeaderEnd(buf)
 	if end < 0 {
 		return nil, Message{}, false
 	}
@@ -154,8 +154,8 @@ func frame(buf []byte) (msg []byte, m Message, ok bool) {
 	return buf[:total], m, true
 }
 
-// headerEnd returns the length of the header section including its empty line, or -1.
-func headerEnd(b []byte) int {
+// HeaderEnd returns the length of the header section including its empty line, or -1.
+func HeaderEnd(b []byte) int {
 	for i := 0; ; {
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {
@@ -171,7 +171,8 @@ func headerEnd(b []byte) int {
 	}
 }
 
-func addrPort(a net.Addr) netip.AddrPort {
+// AddrPort is a connection's address as a netip.AddrPort (the policy agent's too).
+func AddrPort(a net.Addr) netip.AddrPort {
 	switch a := a.(type) {
 	case *net.TCPAddr:
 		return a.AddrPort()
