@@ -1,0 +1,216 @@
+// Package payload finds attack payloads that scanners put in SIP requests — SQL injection
+// aimed at the billing and CDR databases behind a PBX, shell commands, format strings, and
+// script for the web pages that show call logs — in the Request-URI and the headers. The rules
+// are a small list of substrings, matched case-insensitively after percent escapes are
+// undone; testdata/corpus.tsv holds the true and false positives they are measured on.
+package payload
+
+import (
+	"bytes"
+)
+
+// Kinds of payload.
+const (
+	SQLi   = "sqli"
+	Shell  = "shell"
+	Format = "format"
+	Script = "script"
+)
+
+// Finding is one payload: its kind and where it was (request-uri, or a header's name in
+// lower case).
+type Finding struct {
+	Kind  string
+	Where string
+}
+
+type rule struct {
+	kind string
+	pat  string // lower case
+}
+
+// rules are substrings no honest SIP value holds. Each is specific on its own: a lone quote
+// or semicolon is not (display names and parameters have them).
+var rules = []rule{
+	{SQLi, "' or '"}, {SQLi, "' or 1"}, {SQLi, "\" or \""}, {SQLi, "' or \""}, {SQLi, " or 1=1"}, {SQLi, "'or'"},
+	{SQLi, "union select"}, {SQLi, "union all select"}, {SQLi, "'; drop "}, {SQLi, "';drop "}, {SQLi, "; drop table"}, {SQLi, ";drop table"},
+	{SQLi, "sleep("}, {SQLi, "benchmark("}, {SQLi, "waitfor delay"}, {SQLi, "xp_cmdshell"}, {SQLi, "information_schema"},
+	{SQLi, "' and '"}, {SQLi, "'--"}, {SQLi, "' --"}, {SQLi, "';--"}, {SQLi, "' #"}, {SQLi, "select * from"},
+	{SQLi, "' and 1="}, {SQLi, "or 'x'='x"},
+	{Shell, "$("}, {Shell, "${ifs}"}, {Shell, ";wget "}, {Shell, "; wget "}, {Shell, "|wget "}, {Shell, "&& wget"},
+	{Shell, ";curl "}, {Shell, "; curl "}, {Shell, "|curl "}, {Shell, "&& curl"}, {Shell, "/bin/sh"}, {Shell, "/bin/bash"},
+	{Shell, "| sh"}, {Shell, "|sh"}, {Shell, "nc -e"}, {Shell, "/etc/passwd"}, {Shell, ";cat "}, {Shell, "; cat "},
+	{Shell, "`id`"}, {Shell, "`uname"}, {Shell, ";id;"}, {Shell, "chmod +x"}, {Shell, "tftp -g"},
+	{Format, "%n"}, {Format, "%s%s"}, {Format, "%x%x"}, {Format, "%p%p"}, {Format, "%08x"}, {Format, "%s%p"},
+	{Script, "<script"}, {Script, "javascript:"}, {Script, "onerror="}, {Script, "onload="}, {Script, "<img "},
+	{Script, "<svg"}, {Script, "<iframe"}, {Script, "alert("}, {Script, "document.cookie"},
+}
+
+// maxScan bounds how much of one value is looked at.
+const maxScan = 1024
+
+// Detect returns the payloads in raw (a request: start line and headers; the body is not
+// looked at), at most one per kind and place, appended to out.
+func Detect(raw []byte, out []Finding) []Finding {
+	var buf [maxScan]byte // one scratch buffer for every value (zeroed once)
+	end := bytes.Index(raw, []byte("\r\n\r\n"))
+	if end < 0 {
+		if end = bytes.Index(raw, []byte("\n\n")); end < 0 {
+			end = len(raw)
+		}
+	}
+	head := raw[:end]
+	first := bytes.IndexByte(head, '\n')
+	if first < 0 {
+		first = len(head)
+	}
+	// The Request-URI: between the first and the last space of the start line.
+	start := bytes.TrimRight(head[:first], "\r")
+	if i, j := bytes.IndexByte(start, ' '), bytes.LastIndexByte(start, ' '); i > 0 && j > i {
+		out = scan(&buf, start[i+1:j], "request-uri", out)
+	}
+	rest := head[min(first+1, len(head)):]
+	for len(rest) > 0 {
+		nl := bytes.IndexByte(rest, '\n')
+		line := rest
+		if nl >= 0 {
+			line, rest = rest[:nl], rest[nl+1:]
+		} else {
+			rest = nil
+		}
+		line = bytes.TrimRight(line, "\r")
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			continue
+		}
+		out = scan(&buf, line[colon+1:], headerName(bytes.TrimSpace(line[:colon])), out)
+	}
+	return out
+}
+
+// headerName is a header's name for a Finding: lower case, compact forms expanded; headers
+// outside the list are "other" (no allocation for what a scanner makes up).
+func headerName(n []byte) string {
+	for _, h := range []string{"from", "to", "contact", "user-agent", "call-id", "via", "cseq", "subject", "authorization",
+		"proxy-authorization", "refer-to", "referred-by", "p-asserted-identity", "remote-party-id", "diversion"} {
+		if len(n) == len(h) && bytes.EqualFold(n, []byte(h)) {
+			return h
+		}
+	}
+	if len(n) == 1 {
+		switch n[0] | 0x20 {
+		case 'f':
+			return "from"
+		case 't':
+			return "to"
+		case 'm':
+			return "contact"
+		case 'i':
+			return "call-id"
+		case 'v':
+			return "via"
+		case 's':
+			return "subject"
+		}
+	}
+	return "other"
+}
+
+// scan matches the rules against v, lower-cased and with percent escapes undone.
+func scan(buf *[maxScan]byte, v []byte, where string, out []Finding) []Finding {
+	n := 0
+	for i := 0; i < len(v) && n < len(buf); i++ {
+		c := v[i]
+		if c == '%' && i+2 < len(v) {
+			if h, ok := unhex(v[i+1]); ok {
+				if l, ok := unhex(v[i+2]); ok {
+					c = h<<4 | l
+					i += 2
+				}
+			}
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[n] = c
+		n++
+	}
+	s := buf[:n]
+	var found [4]bool
+	// Each position is tried only against the rules that start with its byte: a value is
+	// read once, whatever the number of rules.
+	for i := range s {
+		for _, ri := range byFirst[s[i]] {
+			r := rules[ri]
+			k := kindIndex(r.kind)
+			if !found[k] && bytes.HasPrefix(s[i:], []byte(r.pat)) {
+				found[k] = true
+				out = append(out, Finding{Kind: r.kind, Where: where})
+			}
+		}
+	}
+	// A format string is looked for as sent: with escapes undone, "%25n" would be one.
+	if bytes.IndexByte(v, '%') >= 0 {
+		for _, r := range rules {
+			if r.kind == Format && !found[2] && containsFold(v, r.pat) {
+				found[2] = true
+				out = append(out, Finding{Kind: Format, Where: where})
+			}
+		}
+	}
+	return out
+}
+
+// byFirst lists, for each byte, the rules (not format strings) whose pattern starts with it.
+var byFirst = func() (t [256][]int) {
+	for i, r := range rules {
+		if r.kind != Format {
+			t[r.pat[0]] = append(t[r.pat[0]], i)
+		}
+	}
+	return t
+}()
+
+// containsFold reports whether s contains sub (lower case), ASCII case-insensitively.
+func containsFold(s []byte, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for ; j < len(sub); j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != sub[j] {
+				break
+			}
+		}
+		if j == len(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func kindIndex(k string) int {
+	switch k {
+	case SQLi:
+		return 0
+	case Shell:
+		return 1
+	case Format:
+		return 2
+	}
+	return 3
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
