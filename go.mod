@@ -11,6 +11,7 @@ require (
 	github.com/libp2p/go-libp2p-pubsub v0.19.0
 	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42
 	github.com/multiformats/go-multiaddr v0.16.1
+	github.com/nyaruka/phonenumbers v1.8.1
 	github.com/osrg/gobgp/v4 v4.8.0
 	github.com/spf13/pflag v1.0.10
 	go.uber.org/goleak v1.3.0
