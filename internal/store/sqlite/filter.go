@@ -105,10 +105,29 @@ func (k *keyFilter) addAll(m aggregates) {
 	f := k.cur.Load()
 	for key := range m {
 		if f != nil {
-			k.addTo(f, key)
+			f.add(key)
 		}
 		if k.pending != nil {
-			k.addTo(k.pending, key)
+			k.pending.add(key)
+		}
+	}
+}
+
+// addMatchKeys adds the match keys of numbers the batch stored for the first time (those
+// stored before are in the filter already). Called with mu held.
+func (k *keyFilter) addMatchKeys(added []string) {
+	if !k.matchKeys {
+		return
+	}
+	f := k.cur.Load()
+	for _, n := range added {
+		for _, mk := range event.NumberKeys(n) {
+			if f != nil {
+				f.add(mk)
+			}
+			if k.pending != nil {
+				k.pending.add(mk)
+			}
 		}
 	}
 }

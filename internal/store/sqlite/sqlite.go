@@ -689,9 +689,11 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 		return 0, fmt.Errorf("update number aggregates in %s: %w", s.path, err)
 	}
 	if len(nums) > 0 {
-		if err := s.addNumberKeys(ctx, tx); err != nil {
+		added, err := s.addNumberKeys(ctx, tx)
+		if err != nil {
 			return 0, fmt.Errorf("update number match keys in %s: %w", s.path, err)
 		}
+		s.keys.num.addMatchKeys(added) // before the commit, as addAll below
 	}
 	if err := peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
 		return 0, fmt.Errorf("update peer sightings in %s: %w", s.path, err)
@@ -815,19 +817,17 @@ func (m keyPeers) write(ctx context.Context, st *sql.Stmt) error {
 
 // addNumberKeys stores the match keys of the numbers this transaction added, which the
 // called_numbers_added trigger noted in new_numbers.
-func (s *Store) addNumberKeys(ctx context.Context, tx *sql.Tx) error {
+// It returns them.
+func (s *Store) addNumberKeys(ctx context.Context, tx *sql.Tx) ([]string, error) {
 	added, err := queryStrings(ctx, tx, `SELECT called_number FROM new_numbers`)
-	if err != nil {
-		return err
-	}
-	if len(added) == 0 {
-		return nil
+	if err != nil || len(added) == 0 {
+		return nil, err
 	}
 	if err := insertKeys(ctx, tx.StmtContext(ctx, s.insertKey), added); err != nil {
-		return err
+		return nil, err
 	}
 	_, err = tx.ExecContext(ctx, `DELETE FROM new_numbers`)
-	return err
+	return added, err
 }
 
 type countKey struct {
