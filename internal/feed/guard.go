@@ -56,7 +56,7 @@ func NewIPGuard(entries []string, defaults bool) (*IPGuard, error) {
 		if e == "" {
 			continue
 		}
-		if p, ok := parsePrefix(e); ok {
+		if p, ok := ParsePrefix(e); ok {
 			g.Add(p)
 			continue
 		}
@@ -67,7 +67,9 @@ func NewIPGuard(entries []string, defaults bool) (*IPGuard, error) {
 	return g, nil
 }
 
-func parsePrefix(s string) (netip.Prefix, bool) {
+// ParsePrefix reads an address (as its host prefix, IPv4-mapped unmapped, zone dropped) or a
+// CIDR prefix (masked).
+func ParsePrefix(s string) (netip.Prefix, bool) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), true
 	}
@@ -90,7 +92,7 @@ func (g *IPGuard) addFile(path string) error {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		p, ok := parsePrefix(s)
+		p, ok := ParsePrefix(s)
 		if !ok {
 			return fmt.Errorf("never-block file %s line %d: %q is not an address or CIDR prefix", path, line, s)
 		}

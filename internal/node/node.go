@@ -316,20 +316,15 @@ func policySource(s string) store.Source {
 	return store.SourceTrusted
 }
 
-// parsePrefixes reads addresses and CIDR prefixes.
+// parsePrefixes reads addresses and CIDR prefixes, as the never-block list does.
 func parsePrefixes(entries []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, e := range entries {
-		e = strings.TrimSpace(e)
-		if p, err := netip.ParsePrefix(e); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(e)
-		if err != nil || a.Zone() != "" {
+		p, ok := feed.ParsePrefix(strings.TrimSpace(e))
+		if !ok {
 			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", e)
 		}
-		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		out = append(out, p)
 	}
 	return out, nil
 }
