@@ -5,6 +5,7 @@ package testutil
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -122,15 +123,30 @@ protocol device {}
 	}
 }
 
-// FreeTCPPort is a TCP port free on host now.
+// FreeTCPPort is a TCP port free on host now, below Linux's ephemeral range (32768 on): a
+// daemon the test starts binds it a moment later, and a port the kernel hands out for ":0"
+// listeners and outgoing connections of tests running beside it could be taken by then (BIRD
+// then reports "No listening socket").
 func FreeTCPPort(t testing.TB, host string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		// Free on the wildcard too (another test's listener on ":port" would block it), then
+		// on host (one bound to host alone).
+		w, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		w.Close()
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free TCP port between 20000 and 32000")
+	return 0
 }
 
 // Try runs one birdc command on the control socket.
