@@ -68,6 +68,10 @@ const (
 	// maxMessageLength bounds sip_message_length: a stream message is read up to 64 KiB, and
 	// an import may carry longer ones from other tools.
 	maxMessageLength = 1 << 30
+	// maxLabel bounds a tool name and a payload's kind and place; maxPayloads the findings
+	// of one event (four kinds in the Request-URI and a few dozen headers at most).
+	maxLabel    = 32
+	maxPayloads = 64
 )
 
 // Check is the one validator of events, whatever their source: captured, imported or received
@@ -102,6 +106,17 @@ func Check(e *Event, r Rules) error {
 	} {
 		if len(f.v) > maxStoredText || !utf8.ValidString(f.v) {
 			return invalid(ReasonSchema, "%s is longer than %d bytes or not UTF-8", f.name, maxStoredText)
+		}
+	}
+	if len(e.Tool) > maxLabel || !label(e.Tool) {
+		return invalid(ReasonSchema, "tool %q is not a short lower-case name", e.Tool)
+	}
+	if len(e.Payload) > maxPayloads {
+		return invalid(ReasonSchema, "payload lists %d findings, more than %d", len(e.Payload), maxPayloads)
+	}
+	for _, p := range e.Payload {
+		if p.Kind == "" || len(p.Kind) > maxLabel || !label(p.Kind) || p.Where == "" || len(p.Where) > maxLabel || !label(p.Where) {
+			return invalid(ReasonSchema, "payload finding %q in %q is not a short lower-case name", p.Kind, p.Where)
 		}
 	}
 	t, err := ParseTime(e.Timestamp)
@@ -159,6 +174,17 @@ func Check(e *Event, r Rules) error {
 // payload captured in one, can hold and still be shown and stored safely.
 func printable(s string) bool {
 	return utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
+}
+
+// label is what names the tools and payload kinds and places: lower-case letters, digits
+// and dashes (empty is allowed: no tool known).
+func label(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // sipToken is the SIP method grammar (RFC 3261 token), or empty for a non-SIP packet.

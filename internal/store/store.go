@@ -129,3 +129,18 @@ type FeedItem struct {
 	// Seq is the change sequence of the write that last touched the key: it only grows.
 	Seq int64
 }
+
+// NumberInfo is what a dialled string says about the call a scanner tried to make (see
+// internal/numberintel): the dial-out prefix ("" for none), the target behind it (E.164 when
+// the numbering plan knows it), the target's country and type (premium-rate, mobile...).
+type NumberInfo struct {
+	Prefix, Target, Country, Type string
+}
+
+// Labeler derives what the statistics count that an event does not carry itself: the
+// country of its source and the target of its number. The store calls it as it writes, off
+// the capture path; it must be safe for concurrent use.
+type Labeler interface {
+	Country(ip string) string
+	Number(n string) NumberInfo
+}
