@@ -523,7 +523,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			MaxConns: cfg.SIPMaxConns, MaxConnsPerIP: cfg.SIPMaxConnsPerIP,
 			IdleTimeout: cfg.SIPIdleTimeout, MessageTimeout: cfg.SIPMessageTimeout,
 			ReadBuffer: cfg.SIPReadBuffer, ReplyRate: cfg.SIPReplyRate, ReplyBurst: cfg.SIPReplyBurst,
-			Log: n.log, Publish: n.hub.Publish, Enrich: intel.Enrich,
+			Log: n.log, Publish: n.hub.Publish,
+		}
+		if cfg.Enrich {
+			scfg.Enrich = intel.Enrich
 		}
 		if cfg.SIPTLS {
 			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, n.log); err != nil {
