@@ -190,7 +190,7 @@ func TestSinkCountersReadFromTheHub(t *testing.T) {
 	}
 	fams, _ := scrape(t, m.Handler())
 	for name, want := range map[string]float64{
-		"dialtrap_sink_queue_events":        3,
+		"dialtrap_sink_queue_events":         3,
 		"dialtrap_sink_events_dropped_total": 2,
 		"dialtrap_sink_write_errors_total":   0,
 	} {
