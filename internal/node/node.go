@@ -2,8 +2,11 @@
 // log, syslog, webhook), the hub between them, peer-to-peer sharing, the REST API and the SIP
 // listeners. It starts them so that nothing produces an event before everything that takes
 // events is in place, closes them in the reverse order so that every queued event is written,
-// and decides in one place where events learned from peers go (routes). Its lifecycle is New
-// (no side effects), Start, Close; Close is safe after a failed or partial Start.
+// and decides in one place where events learned from peers go (routes). With --metrics it
+// makes the node's Prometheus registry (internal/metrics), counts this node's captures (not
+// peer events) on their way to the hub, times the store's writes and hands the API /metrics.
+// Its lifecycle is New (no side effects), Start, Close; Close is safe after a failed or
+// partial Start.
 package node
 
 import (
