@@ -24,6 +24,9 @@ type Analytics interface {
 	// Campaigns calls fn for the campaigns last seen at or after o.Since, newest first.
 	Campaigns(ctx context.Context, o store.ListOptions, fn func(store.Campaign) error) error
 	CountCampaigns(ctx context.Context, since string) (int64, error)
+	// TopNumbers returns the most called numbers among those last seen at or after since
+	// (all their calls counted), at most limit, and how many numbers that is.
+	TopNumbers(ctx context.Context, since string, limit int) ([]store.ValueCount, int64, error)
 	// Timeline counts events per step from the start of from's step to until.
 	Timeline(ctx context.Context, from, until time.Time, step time.Duration) ([]store.TimeCount, error)
 }
@@ -102,6 +105,30 @@ func (h *handler) tools(w http.ResponseWriter, r *http.Request) {
 		doc = append(doc, field{"since", hourStart(q.opts.Since)})
 	}
 	writeJSON(w, http.StatusOK, append(doc, field{"tools_total", distinct}, field{"tools", items}))
+}
+
+// numbers serves /stats/numbers: the most called numbers among those last seen since.
+func (h *handler) numbers(w http.ResponseWriter, r *http.Request) {
+	if h.analyticsOff(w) {
+		return
+	}
+	q, limit, ok := h.statsQuery(w, r)
+	if !ok {
+		return
+	}
+	vals, distinct, err := h.cfg.Analytics.TopNumbers(r.Context(), q.opts.Since, limit)
+	if err != nil {
+		h.storeFailed(w, r, err)
+		return
+	}
+	if q.none {
+		vals = nil
+	}
+	doc := jsonObject{}
+	if q.opts.Since != "" {
+		doc = append(doc, field{"since", q.opts.Since})
+	}
+	writeJSON(w, http.StatusOK, append(doc, field{"called_numbers_total", distinct}, field{"called_numbers", valueCounts(vals, "called_number")}))
 }
 
 type target struct {

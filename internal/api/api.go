@@ -88,7 +88,7 @@ type Config struct {
 	MaxConns          int
 	MaxConnsPerSource int
 
-	// Analytics serves /stats/targets, /stats/timeline and /campaigns (nil: they answer
+	// Analytics serves /stats/numbers, /stats/targets, /stats/timeline and /campaigns (nil: they answer
 	// 404); NumberInfo, when set, reads a dialled number for /numbers/{n} (number_info).
 	Analytics  Analytics
 	NumberInfo func(n string) numberintel.Info
@@ -179,7 +179,7 @@ func Handler(cfg Config) http.Handler {
 	m.HandleFunc("/stats/tools", h.tools)
 	m.HandleFunc("/stats/countries", h.top(store.Countries, "countries", "country"))
 	m.HandleFunc("/stats/prefixes", h.top(store.Prefixes, "prefixes", "prefix"))
-	m.HandleFunc("/stats/numbers", h.top(store.Numbers, "called_numbers", "called_number"))
+	m.HandleFunc("/stats/numbers", h.numbers)
 	m.HandleFunc("/stats/payloads", h.top(store.Payloads, "payloads", "payload"))
 	m.HandleFunc("/stats/target-countries", h.top(store.TargetCountries, "target_countries", "country"))
 	m.HandleFunc("/stats/targets", h.targets)

@@ -68,8 +68,6 @@ const (
 	Countries
 	// Prefixes counts events with a number by its dial-out prefix ("none" for none).
 	Prefixes
-	// Numbers counts events by called number (NOT_FOUND and empty ones are left out).
-	Numbers
 	// Payloads counts attack payloads as "kind@where" (sqli@to).
 	Payloads
 	// TargetCountries counts events with a number by the country of its target.

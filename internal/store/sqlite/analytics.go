@@ -85,7 +85,6 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 	if !store.CountsAsNumber(e.CalledNumber) {
 		return
 	}
-	counts[countKey{store.Numbers, h, countedValue(e.CalledNumber)}]++
 	if l == nil {
 		return
 	}
@@ -241,6 +240,38 @@ func parsePayload(s string) ([]event.Payload, error) {
 		return nil, fmt.Errorf("stored payload %q is not JSON: %w", s, err)
 	}
 	return p, nil
+}
+
+// TopNumbers returns the most called numbers among those last seen at or after since, with
+// every call they had, and how many numbers that is. The per-key aggregate answers it: a
+// count of each number per hour would grow with the numbers a scan invents.
+func (s *Store) TopNumbers(ctx context.Context, since string, limit int) ([]store.ValueCount, int64, error) {
+	distinct, err := s.Count(ctx, store.CalledNumbers, since)
+	if err != nil {
+		return nil, 0, err
+	}
+	lim := int64(-1)
+	if limit > 0 {
+		lim = int64(limit)
+	}
+	rows, err := s.bulk.QueryContext(ctx, `SELECT called_number, seen_count FROM called_numbers
+		WHERE last_seen >= ? ORDER BY seen_count DESC, called_number LIMIT ?`, since, lim)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the most called numbers from %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	var out []store.ValueCount
+	for rows.Next() {
+		var v store.ValueCount
+		if err := rows.Scan(&v.Value, &v.Count); err != nil {
+			return nil, 0, fmt.Errorf("read the most called numbers from %s: %w", s.path, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read the most called numbers from %s: %w", s.path, err)
+	}
+	return out, distinct, nil
 }
 
 // Targets calls fn for the targets selected by o, most called first.

@@ -193,6 +193,7 @@ var migrations = []migration{
 		last_seen      TEXT NOT NULL,
 		seen_count     INTEGER NOT NULL
 	);
+	CREATE INDEX called_numbers_count ON called_numbers(seen_count);
 	CREATE INDEX campaigns_source ON campaigns(source_ip, tool, last_seen);
 	CREATE INDEX campaigns_last_seen ON campaigns(last_seen);`},
 }
