@@ -18,6 +18,9 @@ import (
 // counts are left out (and campaigns have no country).
 func (s *Store) SetLabeler(l store.Labeler) { s.labeler = l }
 
+// minuteLayout is the prefix of an event_timestamp that names its minute.
+const minuteLayout = "2006-01-02 15:04"
+
 type analyticsStmts struct {
 	minute, target, dialled                 *sql.Stmt
 	findCampaign, newCampaign, growCampaign *sql.Stmt
@@ -131,7 +134,11 @@ func (s *Store) writeAnalytics(ctx context.Context, tx *sql.Tx, a analytics, new
 	}
 	st := tx.StmtContext(ctx, s.analytics.minute)
 	for m, n := range a.minutes {
-		if _, err := st.ExecContext(ctx, m, n); err != nil {
+		t, err := time.Parse(minuteLayout, m)
+		if err != nil {
+			continue // not an event_timestamp: Check lets no such event in
+		}
+		if _, err := st.ExecContext(ctx, t.Unix()/60, n); err != nil {
 			return err
 		}
 	}
@@ -254,8 +261,14 @@ func (s *Store) TopNumbers(ctx context.Context, since string, limit int) ([]stor
 	if limit > 0 {
 		lim = int64(limit)
 	}
-	rows, err := s.bulk.QueryContext(ctx, `SELECT called_number, seen_count FROM called_numbers
-		WHERE last_seen >= ? ORDER BY seen_count DESC, called_number LIMIT ?`, since, lim)
+	// Without a window the count index gives the top at once; SQLite would otherwise filter
+	// through last_seen first and sort every number.
+	where := "WHERE last_seen >= ?1"
+	if since == "" {
+		where = ""
+	}
+	rows, err := s.bulk.QueryContext(ctx, `SELECT called_number, seen_count FROM called_numbers `+where+`
+		ORDER BY seen_count DESC, called_number LIMIT ?2`, since, lim)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read the most called numbers from %s: %w", s.path, err)
 	}
@@ -281,7 +294,7 @@ func (s *Store) Targets(ctx context.Context, o store.TargetOptions, fn func(stor
 		lim = int64(o.Limit)
 	}
 	rows, err := s.bulk.QueryContext(ctx, `SELECT target, country, type, first_seen, last_seen, seen_count, dialled_count
-		FROM targets WHERE last_seen >= ? AND first_seen >= ? ORDER BY seen_count DESC, target LIMIT ? OFFSET ?`,
+		FROM targets `+targetWhere(o)+` ORDER BY seen_count DESC, target LIMIT ?3 OFFSET ?4`,
 		o.Since, o.FirstSince, lim, o.Offset)
 	if err != nil {
 		return fmt.Errorf("read targets from %s: %w", s.path, err)
@@ -307,11 +320,26 @@ func (s *Store) Targets(ctx context.Context, o store.TargetOptions, fn func(stor
 	return nil
 }
 
+// targetWhere selects by ?1 (last seen since) and ?2 (first seen since) only where they are
+// set, so that without them SQLite walks the count index instead of sorting every target.
+func targetWhere(o store.TargetOptions) string {
+	var c []string
+	if o.Since != "" {
+		c = append(c, "last_seen >= ?1")
+	}
+	if o.FirstSince != "" {
+		c = append(c, "first_seen >= ?2")
+	}
+	if len(c) == 0 {
+		return "WHERE ?1 = ?1 AND ?2 = ?2" // both parameters still bound
+	}
+	return "WHERE " + strings.Join(c, " AND ") + " AND ?1 = ?1 AND ?2 = ?2"
+}
+
 // CountTargets returns how many targets o selects (its Limit and Offset aside).
 func (s *Store) CountTargets(ctx context.Context, o store.TargetOptions) (int64, error) {
 	var n int64
-	if err := s.bulk.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE last_seen >= ? AND first_seen >= ?`,
-		o.Since, o.FirstSince).Scan(&n); err != nil {
+	if err := s.bulk.QueryRowContext(ctx, `SELECT count(*) FROM targets `+targetWhere(o), o.Since, o.FirstSince).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count targets in %s: %w", s.path, err)
 	}
 	return n, nil
@@ -376,9 +404,9 @@ func (s *Store) CountCampaigns(ctx context.Context, since string) (int64, error)
 // bucket present (zero-filled). step is a whole number of minutes.
 func (s *Store) Timeline(ctx context.Context, from, until time.Time, step time.Duration) ([]store.TimeCount, error) {
 	from, until = from.UTC().Truncate(step), until.UTC()
-	const minute = "2006-01-02 15:04"
-	rows, err := s.bulk.QueryContext(ctx, `SELECT minute, seen_count FROM minute_counts WHERE minute >= ? AND minute <= ?`,
-		from.Format(minute), until.Format(minute))
+	rows, err := s.bulk.QueryContext(ctx, `SELECT (minute - ?1) / ?3 AS b, sum(seen_count)
+		FROM minute_counts WHERE minute BETWEEN ?1 AND ?2 GROUP BY b`,
+		from.Unix()/60, until.Unix()/60, int64(step/time.Minute))
 	if err != nil {
 		return nil, fmt.Errorf("read the timeline from %s: %w", s.path, err)
 	}
@@ -386,17 +414,12 @@ func (s *Store) Timeline(ctx context.Context, from, until time.Time, step time.D
 	n := int(until.Sub(from)/step) + 1
 	counts := make([]int64, n)
 	for rows.Next() {
-		var m string
-		var c int64
-		if err := rows.Scan(&m, &c); err != nil {
+		var b, c int64
+		if err := rows.Scan(&b, &c); err != nil {
 			return nil, fmt.Errorf("read the timeline from %s: %w", s.path, err)
 		}
-		t, err := time.Parse(minute, m)
-		if err != nil {
-			continue // written by this code as that layout; an edited row is left out
-		}
-		if i := int(t.Sub(from) / step); i >= 0 && i < n {
-			counts[i] += c
+		if b >= 0 && b < int64(n) {
+			counts[b] += c
 		}
 	}
 	if err := rows.Err(); err != nil {

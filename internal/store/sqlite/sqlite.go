@@ -168,10 +168,11 @@ var migrations = []migration{
 	ALTER TABLE events ADD COLUMN ua_spoofed INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE events ADD COLUMN payload TEXT NOT NULL DEFAULT '';
 	CREATE TABLE minute_counts (
-		minute     TEXT PRIMARY KEY, -- YYYY-MM-DD HH:MM
+		minute     INTEGER PRIMARY KEY, -- Unix time / 60
 		seen_count INTEGER NOT NULL
-	) WITHOUT ROWID;
-	INSERT INTO minute_counts SELECT substr(event_timestamp, 1, 16), count(*) FROM events GROUP BY 1;
+	);
+	INSERT INTO minute_counts SELECT unixepoch(substr(event_timestamp, 1, 16) || ':00') / 60 AS m, count(*)
+		FROM events WHERE m IS NOT NULL GROUP BY m;
 	CREATE TABLE targets (
 		target        TEXT PRIMARY KEY,
 		country       TEXT NOT NULL,
