@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/feed"
+	"github.com/dialtrap/dialtrap/internal/numberintel"
 	"github.com/dialtrap/dialtrap/internal/ratelog"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
@@ -84,6 +85,11 @@ type Config struct {
 	// address, an IPv6 /64); defaults 4096 and 64. See conns.go.
 	MaxConns          int
 	MaxConnsPerSource int
+
+	// Analytics serves /stats/targets, /stats/timeline and /campaigns (nil: they answer
+	// 404); NumberInfo, when set, reads a dialled number for /numbers/{n} (number_info).
+	Analytics  Analytics
+	NumberInfo func(n string) numberintel.Info
 
 	// Feeds serves the blocklist routes under /feeds/ (nil: they answer 404); Guards are the
 	// never-block lists they apply; FeedPoll is how often a change stream asks the store for
@@ -177,6 +183,15 @@ func Handler(cfg Config) http.Handler {
 	m.HandleFunc("/stats", h.stats)
 	m.HandleFunc("/sip-methods", h.top(store.SIPMethods, "sip_methods", "sip_method"))
 	m.HandleFunc("/user-agents", h.top(store.UserAgents, "user_agents", "user_agent"))
+	m.HandleFunc("/stats/tools", h.tools)
+	m.HandleFunc("/stats/countries", h.top(store.Countries, "countries", "country"))
+	m.HandleFunc("/stats/prefixes", h.top(store.Prefixes, "prefixes", "prefix"))
+	m.HandleFunc("/stats/numbers", h.top(store.Numbers, "called_numbers", "called_number"))
+	m.HandleFunc("/stats/payloads", h.top(store.Payloads, "payloads", "payload"))
+	m.HandleFunc("/stats/target-countries", h.top(store.TargetCountries, "target_countries", "country"))
+	m.HandleFunc("/stats/targets", h.targets)
+	m.HandleFunc("/stats/timeline", h.timeline)
+	m.HandleFunc("/campaigns", h.campaigns)
 	m.HandleFunc("/peers", h.peers)
 	m.HandleFunc("/bgp", h.bgp)
 	m.HandleFunc("/policy", h.policy)

@@ -270,6 +270,8 @@ type found struct {
 	provenance
 	Match   string   `json:"match,omitempty"`
 	Matched []number `json:"matched_numbers,omitempty"`
+	// NumberInfo is what the number says: prefix, target, its country and type.
+	NumberInfo *numberInfo `json:"number_info,omitempty"`
 }
 
 // provenance says where a key was seen: by this node's own trap, and by how many peers
@@ -369,6 +371,10 @@ func (h *handler) number(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		writeMessage(w, http.StatusNotFound, msgNoNumber)
+		return
+	}
+	if f.NumberInfo, err = h.numberInfo(r.Context(), n); err != nil {
+		h.storeFailed(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, f)

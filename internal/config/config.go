@@ -69,6 +69,7 @@ type Config struct {
 	APIAddr           string
 	APIToken          string
 	NumberMatch       string // exact or national: the default match of number lookups
+	HomeCountry       string // ISO region national dial strings are read in (analytics)
 	DataDir           string
 	Store             string
 	WebhookTokenURL   string
@@ -180,6 +181,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringVar(&c.APIAddr, "api-addr", DefaultAPIAddr, "REST API listen address")
 	fs.StringVar(&c.APIToken, "api-token", "", "require 'Authorization: Bearer <token>' on the API (except /health-check)")
 	fs.StringVar(&c.NumberMatch, "number-match", "exact", "default match of number lookups: exact, or national (also +, 00, 011, 9011, 900, 9... prefixed forms)")
+	fs.StringVar(&c.HomeCountry, "home-country", "", "ISO 3166 code of the country the trap poses in (DE): numbers dialled without an international prefix are read as its national numbers in the analytics")
 	fs.StringVar(&c.DataDir, "data-dir", ".", "directory for the node id, keys, certificate and default database")
 	fs.StringVar(&c.Store, "store", "sqlite", "event store: sqlite, or a postgres:// URL")
 	fs.StringVar(&c.WebhookTokenURL, "webhook-token-url", "", "OAuth2 client-credentials token endpoint")
@@ -539,6 +541,9 @@ func (c *Config) validate() error {
 	if c.Store != "sqlite" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
 		errs = append(errs, fmt.Errorf("--store %q: use sqlite or a postgres:// URL", c.Store))
 	}
+	if c.HomeCountry != "" && !validRegion(c.HomeCountry) {
+		errs = append(errs, fmt.Errorf("--home-country %q: use a two-letter ISO 3166 code such as DE or US", c.HomeCountry))
+	}
 	if c.NumberMatch != "exact" && c.NumberMatch != "national" {
 		errs = append(errs, fmt.Errorf("--number-match %q: use exact or national", c.NumberMatch))
 	}
@@ -613,4 +618,9 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("--sip-idle-timeout and --sip-message-timeout must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// validRegion is a two-letter upper-case region code.
+func validRegion(s string) bool {
+	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
 }

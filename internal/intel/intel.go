@@ -48,27 +48,33 @@ const cacheSize = 1 << 16
 type Labeler struct {
 	home string
 	mu   sync.Mutex
-	nums map[string]store.NumberInfo
+	nums map[string]numberintel.Info
 }
 
 // NewLabeler returns a Labeler reading national numbers as in region home.
 func NewLabeler(home string) *Labeler {
-	return &Labeler{home: home, nums: make(map[string]store.NumberInfo)}
+	return &Labeler{home: home, nums: make(map[string]numberintel.Info)}
 }
 
 // Country returns the ISO code of ip's country, or geo.Unknown.
 func (l *Labeler) Country(ip string) string { return geo.CountryOf(ip) }
 
-// Number returns what the dialled string n says, from the cache when it was seen lately.
+// Number returns what the dialled string n says (store.Labeler).
 func (l *Labeler) Number(n string) store.NumberInfo {
+	a := l.Analyze(n)
+	return store.NumberInfo{Prefix: a.Prefix, Target: a.Target, Country: a.Country, Type: a.Type}
+}
+
+// Analyze is numberintel.Analyze in the labeler's home region, from the cache when n was
+// seen lately: what the store counts and /numbers/{n} shows.
+func (l *Labeler) Analyze(n string) numberintel.Info {
 	l.mu.Lock()
 	info, ok := l.nums[n]
 	l.mu.Unlock()
 	if ok {
 		return info
 	}
-	a := numberintel.Analyze(n, l.home)
-	info = store.NumberInfo{Prefix: a.Prefix, Target: a.Target, Country: a.Country, Type: a.Type}
+	info = numberintel.Analyze(n, l.home)
 	l.mu.Lock()
 	if len(l.nums) >= cacheSize {
 		clear(l.nums) // cheaper than an LRU, and a scan's numbers come back within a batch
@@ -77,6 +83,3 @@ func (l *Labeler) Number(n string) store.NumberInfo {
 	l.mu.Unlock()
 	return info
 }
-
-// Analyze is numberintel.Analyze in the labeler's home region: what /numbers/{n} shows.
-func (l *Labeler) Analyze(n string) numberintel.Info { return numberintel.Analyze(n, l.home) }

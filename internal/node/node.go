@@ -80,6 +80,7 @@ type Node struct {
 
 	nodeID  string
 	store   *sqlite.Store
+	labeler *intel.Labeler // countries and number targets for the analytics
 	jsonlog *jsonlog.Log
 	hub     *hub.Hub
 	peer    *peer.Node
@@ -444,6 +445,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.store, err = sqlite.Open(ctx, cfg.DBFile); err != nil {
 		return err
 	}
+	n.labeler = intel.NewLabeler(cfg.HomeCountry)
+	n.store.SetLabeler(n.labeler)
 	n.onClose("store", 15*time.Second, func(context.Context) error { return n.store.Close() })
 	// The store gets the deepest queue and back-pressure: capture must not lose what it can
 	// keep. Queues are bounded in events and in bytes (--queue-max-bytes).
@@ -557,6 +560,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			National: cfg.NumberMatch == "national", Log: n.log,
 			MaxConns: cfg.APIMaxConns, MaxConnsPerSource: cfg.APIMaxConnsPerIP,
 			Feeds: n.store, Guards: n.guards,
+			Analytics: n.store, NumberInfo: n.labeler.Analyze,
 		}
 		if n.peer != nil {
 			acfg.Peers = func() any { return n.peer.Report() }

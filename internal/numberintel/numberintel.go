@@ -47,6 +47,13 @@ var types = map[phonenumbers.PhoneNumberType]string{
 // still split from its prefix when one was dialled: "+" and its digits, not E.164.
 func Analyze(dialled, home string) Info {
 	info := Info{Dialled: dialled, Target: dialled}
+	// Only what a dial string holds: digits and the separators people write between them.
+	// An injection payload in the To URI ("1' OR '1'='1") is no number.
+	if strings.ContainsFunc(dialled, func(r rune) bool {
+		return (r < '0' || r > '9') && !strings.ContainsRune("+ -.()/", r)
+	}) {
+		return info
+	}
 	d := strings.Map(func(r rune) rune {
 		if r >= '0' && r <= '9' || r == '+' {
 			return r

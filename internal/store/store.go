@@ -8,6 +8,7 @@ package store
 
 import (
 	"errors"
+	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
 )
@@ -59,7 +60,69 @@ const (
 	SIPMethods Dimension = iota
 	UserAgents
 	Transports
+	// Tools counts events by the tool their shape names ("unknown" for none), SpoofedTools
+	// only those whose User-Agent named another.
+	Tools
+	SpoofedTools
+	// Countries counts events by their source's country (ISO 3166 alpha-2, ZZ unknown).
+	Countries
+	// Prefixes counts events with a number by its dial-out prefix ("none" for none).
+	Prefixes
+	// Numbers counts events by called number (NOT_FOUND and empty ones are left out).
+	Numbers
+	// Payloads counts attack payloads as "kind@where" (sqli@to).
+	Payloads
+	// TargetCountries counts events with a number by the country of its target.
+	TargetCountries
 )
+
+// Values standing in for an empty one in the counts.
+const (
+	UnknownTool = "unknown"
+	NoPrefix    = "none"
+)
+
+// Target summarises every call to one target number, whatever prefix it was dialled behind.
+type Target struct {
+	Target    string // E.164 when the numbering plan knows it, else the digits dialled
+	Country   string
+	Type      string
+	FirstSeen string
+	LastSeen  string
+	Count     int64
+	Dialled   int64 // distinct dialled strings that reached it
+}
+
+// TargetOptions select part of the target list, most called first.
+type TargetOptions struct {
+	Since      string // last seen at or after this event_timestamp
+	FirstSince string // first seen at or after this event_timestamp: "fresh" targets
+	Limit      int
+	Offset     int
+}
+
+// Campaign is a run of events from one source by one tool without a pause longer than
+// CampaignGap.
+type Campaign struct {
+	ID        int64
+	SourceIP  string
+	Country   string
+	Tool      string
+	UserAgent string // of its first event
+	FirstSeen string
+	LastSeen  string
+	Count     int64
+}
+
+// CampaignGap is the longest pause inside one campaign: a scanner that comes back after
+// more than this starts a new one.
+const CampaignGap = 30 * time.Minute
+
+// TimeCount is how many events fell in one time bucket.
+type TimeCount struct {
+	Time  string // start of the bucket, event_timestamp layout
+	Count int64
+}
 
 // ValueCount is how many events carried one value of a dimension.
 type ValueCount struct {

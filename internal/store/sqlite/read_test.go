@@ -557,10 +557,16 @@ func TestWriteCountDuplicatesInABatch(t *testing.T) {
 	}
 }
 
-// undoV6 turns a database of schema 6 back into one of schema 5.
+// undoV7 turns a database of schema 7 back into one of schema 6.
+func undoV7() []string {
+	return []string{"ALTER TABLE events DROP COLUMN tool", "ALTER TABLE events DROP COLUMN ua_spoofed",
+		"ALTER TABLE events DROP COLUMN payload", "DROP TABLE minute_counts", "DROP TABLE targets", "DROP TABLE campaigns"}
+}
+
+// undoV6 turns a database of schema 7 back into one of schema 5.
 func undoV6() []string {
-	q := []string{"DROP INDEX ip_addresses_seq",
-		"ALTER TABLE events DROP COLUMN source_verified", "DELETE FROM totals WHERE name IN ('change_seq', 'epoch')"}
+	q := append(undoV7(), "DROP INDEX ip_addresses_seq",
+		"ALTER TABLE events DROP COLUMN source_verified", "DELETE FROM totals WHERE name IN ('change_seq', 'epoch')")
 	for _, t := range []string{"ip_addresses", "called_numbers"} {
 		for _, c := range []string{"verified_count", "verified_local", "verified_trusted", "seq"} {
 			q = append(q, "ALTER TABLE "+t+" DROP COLUMN "+c)

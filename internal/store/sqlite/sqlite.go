@@ -159,6 +159,42 @@ var migrations = []migration{
 	ALTER TABLE called_numbers ADD COLUMN seq INTEGER NOT NULL DEFAULT 0; -- no index: no number stream reads it yet
 	INSERT INTO totals VALUES ('change_seq', 0);
 	INSERT INTO totals VALUES ('epoch', abs(random()) % 9007199254740991 + 1);`},
+
+	// 7: what analytics read: each event's tool, spoofed User-Agent and payloads (JSON); events
+	// per minute (the timeline); targets, the numbers behind the dial-out prefixes; campaigns,
+	// runs of one source's events by one tool. Counts by country, prefix and target are not
+	// computed for events stored before (the data to derive them came with this version).
+	{sql: `ALTER TABLE events ADD COLUMN tool TEXT NOT NULL DEFAULT '';
+	ALTER TABLE events ADD COLUMN ua_spoofed INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE events ADD COLUMN payload TEXT NOT NULL DEFAULT '';
+	CREATE TABLE minute_counts (
+		minute     TEXT PRIMARY KEY, -- YYYY-MM-DD HH:MM
+		seen_count INTEGER NOT NULL
+	) WITHOUT ROWID;
+	INSERT INTO minute_counts SELECT substr(event_timestamp, 1, 16), count(*) FROM events GROUP BY 1;
+	CREATE TABLE targets (
+		target        TEXT PRIMARY KEY,
+		country       TEXT NOT NULL,
+		type          TEXT NOT NULL,
+		first_seen    TEXT NOT NULL,
+		last_seen     TEXT NOT NULL,
+		seen_count    INTEGER NOT NULL,
+		dialled_count INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX targets_count ON targets(seen_count);
+	CREATE INDEX targets_first_seen ON targets(first_seen);
+	CREATE TABLE campaigns (
+		id             INTEGER PRIMARY KEY,
+		source_ip      TEXT NOT NULL,
+		tool           TEXT NOT NULL,
+		country        TEXT NOT NULL,
+		sip_user_agent TEXT NOT NULL,
+		first_seen     TEXT NOT NULL,
+		last_seen      TEXT NOT NULL,
+		seen_count     INTEGER NOT NULL
+	);
+	CREATE INDEX campaigns_source ON campaigns(source_ip, tool, last_seen);
+	CREATE INDEX campaigns_last_seen ON campaigns(last_seen);`},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -228,6 +264,12 @@ type Store struct {
 	insertKey   *sql.Stmt
 	insertPeer  *sql.Stmt
 	upsertCount *sql.Stmt
+	analytics   analyticsStmts
+
+	// labeler gives events' countries and number targets (SetLabeler); nil leaves them out.
+	labeler store.Labeler
+	// campaigns remembers the open campaign of recent (source, tool) pairs (writer only).
+	campaigns map[campaignKey]openCampaign
 
 	// Lookups are prepared on the read pool: parsing the SQL cost as much as running it.
 	lookupIP  *sql.Stmt
@@ -256,12 +298,15 @@ var insertSizes = []int{64, 8, 1}
 const eventColumns = `event_uuid, event_timestamp, app_name, app_version, created_by_node_id,
 	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
 	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope, sip_message_length,
-	source_verified`
+	source_verified, tool, ua_spoofed, payload`
 
 // readColumns are eventColumns as a database of this store's schema version has them: one
 // opened read-only may be a version behind (see minReadVersion).
 func (s *Store) readColumns() string {
 	cols := eventColumns
+	if s.version < 7 {
+		cols = strings.Replace(cols, "tool, ua_spoofed, payload", "'', 0, ''", 1)
+	}
 	if s.version < 6 {
 		cols = strings.Replace(cols, "source_verified", "0", 1)
 	}
@@ -279,7 +324,7 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
 	return b.String()
@@ -576,6 +621,20 @@ func (s *Store) prepare(ctx context.Context) error {
 		ON CONFLICT DO UPDATE SET trusted = 1 WHERE excluded.trusted > trusted`)
 	s.upsertCount = prep(`INSERT INTO event_counts (dimension, hour, value, seen_count) VALUES (?,?,?,?)
 		ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`)
+	s.analytics = analyticsStmts{
+		minute: prep(`INSERT INTO minute_counts (minute, seen_count) VALUES (?,?)
+			ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`),
+		target: prep(`INSERT INTO targets (target, country, type, first_seen, last_seen, seen_count) VALUES (?,?,?,?,?,?)
+			ON CONFLICT DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),
+				last_seen = max(last_seen, excluded.last_seen), seen_count = seen_count + excluded.seen_count`),
+		dialled: prep(`UPDATE targets SET dialled_count = dialled_count + 1 WHERE target = ?`),
+		findCampaign: prep(`SELECT id, first_seen, last_seen FROM campaigns WHERE source_ip = ? AND tool = ?
+			ORDER BY last_seen DESC LIMIT 1`),
+		newCampaign: prep(`INSERT INTO campaigns (source_ip, tool, country, sip_user_agent, first_seen, last_seen, seen_count)
+			VALUES (?,?,?,?,?,?,?)`),
+		growCampaign: prep(`UPDATE campaigns SET first_seen = min(first_seen, ?2), last_seen = max(last_seen, ?3),
+			seen_count = seen_count + ?4 WHERE id = ?1`),
+	}
 	if err != nil {
 		return fmt.Errorf("prepare statements on %s: %w", s.path, err)
 	}
@@ -616,6 +675,11 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	// check for other writers sees this batch either wholly or not at all.
 	s.keys.mu.Lock()
 	defer s.keys.mu.Unlock()
+	defer func() {
+		if err != nil {
+			s.campaigns = nil // it may remember campaigns the rollback removed
+		}
+	}()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin write to %s: %w", s.path, err)
@@ -626,7 +690,8 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
-	args := make([]any, 0, 20*insertSizes[0])
+	args := make([]any, 0, 23*insertSizes[0])
+	an := analytics{}
 	peers := keyPeers{}
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
 	counted := make(map[string]struct{}, len(batch))      // UUIDs of this batch already counted
@@ -645,7 +710,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
 				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
 				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
-				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified)
+				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, payloadJSON(e.Payload))
 		}
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
 		if err != nil {
@@ -672,6 +737,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 				peers.add(e)
 			}
 			counts.add(e)
+			an.add(e, s.labeler, counts)
 		}
 	}
 	// Every key this batch touches gets the batch's change sequence: a blocklist stream
@@ -688,18 +754,23 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	if err := nums.write(ctx, tx.StmtContext(ctx, s.upsertNum), seq); err != nil {
 		return 0, fmt.Errorf("update number aggregates in %s: %w", s.path, err)
 	}
+	var newNumbers []string
 	if len(nums) > 0 {
 		added, err := s.addNumberKeys(ctx, tx)
 		if err != nil {
 			return 0, fmt.Errorf("update number match keys in %s: %w", s.path, err)
 		}
 		s.keys.num.addMatchKeys(added) // before the commit, as addAll below
+		newNumbers = added
 	}
 	if err := peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
 		return 0, fmt.Errorf("update peer sightings in %s: %w", s.path, err)
 	}
 	if err := counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
 		return 0, fmt.Errorf("update statistics in %s: %w", s.path, err)
+	}
+	if err := s.writeAnalytics(ctx, tx, an, newNumbers); err != nil {
+		return 0, fmt.Errorf("update analytics in %s: %w", s.path, err)
 	}
 	after, err := readTotals(ctx, tx)
 	if err != nil {
@@ -1268,11 +1339,15 @@ func (s *Store) readEvents(ctx context.Context, q string, args ...any) ([]*event
 	for rows.Next() {
 		var e event.Event
 		var id int64
+		var payload string
 		if err := rows.Scan(&id, &e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
 			&e.CollectedMethod, &e.Transport, &e.SourceIP, &e.SourcePort, &e.DestinationIP,
 			&e.DestinationPort, &e.CalledNumber, &e.SIPMethod, &e.SIPUserAgent, &e.SIPMessage,
-			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength, &e.SourceVerified); err != nil {
+			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength, &e.SourceVerified, &e.Tool, &e.UASpoofed, &payload); err != nil {
 			return nil, nil, err
+		}
+		if e.Payload, err = parsePayload(payload); err != nil {
+			return nil, nil, fmt.Errorf("event %s: %w", e.UUID, err)
 		}
 		events, ids = append(events, &e), append(ids, id)
 	}

@@ -1,0 +1,379 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
+)
+
+// SetLabeler sets what derives events' source countries and number targets for the
+// statistics, targets and campaigns. Call it before the first Write; without one, those
+// counts are left out (and campaigns have no country).
+func (s *Store) SetLabeler(l store.Labeler) { s.labeler = l }
+
+type analyticsStmts struct {
+	minute, target, dialled                 *sql.Stmt
+	findCampaign, newCampaign, growCampaign *sql.Stmt
+}
+
+type campaignKey struct{ ip, tool string }
+
+// openCampaign is the last campaign of a (source, tool) pair as this writer left it.
+type openCampaign struct {
+	id          int64
+	first, last string
+}
+
+// maxOpenCampaigns bounds the campaigns remembered: a flood from many sources costs a
+// database read per new source, never unbounded memory.
+const maxOpenCampaigns = 1 << 16
+
+// run is a batch's events from one source by one tool, in time order.
+type run struct {
+	country, agent string
+	times          []string
+}
+
+// analytics is what one batch adds to the analytic tables.
+type analytics struct {
+	minutes map[string]int64
+	targets map[string]*store.Target
+	runs    map[campaignKey]*run
+	// numberTargets maps the batch's numbers to their targets (for dialled_count).
+	numberTargets map[string]string
+}
+
+func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts) {
+	if a.minutes == nil {
+		*a = analytics{minutes: map[string]int64{}, targets: map[string]*store.Target{},
+			runs: map[campaignKey]*run{}, numberTargets: map[string]string{}}
+	}
+	if len(e.Timestamp) >= 16 {
+		a.minutes[e.Timestamp[:16]]++
+	}
+	h := store.HourOf(e.Timestamp)
+	tool := e.Tool
+	if tool == "" {
+		tool = store.UnknownTool
+	}
+	counts[countKey{store.Tools, h, tool}]++
+	if e.UASpoofed {
+		counts[countKey{store.SpoofedTools, h, tool}]++
+	}
+	for _, p := range e.Payload {
+		counts[countKey{store.Payloads, h, countedValue(p.Kind + "@" + p.Where)}]++
+	}
+	country := ""
+	if l != nil {
+		country = l.Country(e.SourceIP)
+		counts[countKey{store.Countries, h, country}]++
+	}
+	k := campaignKey{e.SourceIP, tool}
+	r := a.runs[k]
+	if r == nil {
+		r = &run{country: country, agent: countedValue(e.SIPUserAgent)}
+		a.runs[k] = r
+	}
+	r.times = append(r.times, e.Timestamp)
+	if !store.CountsAsNumber(e.CalledNumber) {
+		return
+	}
+	counts[countKey{store.Numbers, h, countedValue(e.CalledNumber)}]++
+	if l == nil {
+		return
+	}
+	info := l.Number(e.CalledNumber)
+	prefix := info.Prefix
+	if prefix == "" {
+		prefix = store.NoPrefix
+	}
+	counts[countKey{store.Prefixes, h, prefix}]++
+	if !isTarget(info.Target) {
+		return
+	}
+	if info.Country != "" {
+		counts[countKey{store.TargetCountries, h, info.Country}]++
+	}
+	a.numberTargets[e.CalledNumber] = info.Target
+	t := a.targets[info.Target]
+	if t == nil {
+		t = &store.Target{Target: info.Target, Country: info.Country, Type: info.Type, FirstSeen: e.Timestamp, LastSeen: e.Timestamp}
+		a.targets[info.Target] = t
+	}
+	t.FirstSeen, t.LastSeen = min(t.FirstSeen, e.Timestamp), max(t.LastSeen, e.Timestamp)
+	t.Count++
+}
+
+// isTarget says whether a target is a number worth a row: digits, perhaps after a +, at
+// least three of them (an extension a scanner enumerates counts; a name does not).
+func isTarget(t string) bool {
+	d := strings.TrimPrefix(t, "+")
+	if len(d) < 3 || len(d) > 32 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) writeAnalytics(ctx context.Context, tx *sql.Tx, a analytics, newNumbers []string) error {
+	if a.minutes == nil {
+		return nil
+	}
+	st := tx.StmtContext(ctx, s.analytics.minute)
+	for m, n := range a.minutes {
+		if _, err := st.ExecContext(ctx, m, n); err != nil {
+			return err
+		}
+	}
+	st = tx.StmtContext(ctx, s.analytics.target)
+	for _, t := range a.targets {
+		if _, err := st.ExecContext(ctx, t.Target, t.Country, t.Type, t.FirstSeen, t.LastSeen, t.Count); err != nil {
+			return err
+		}
+	}
+	st = tx.StmtContext(ctx, s.analytics.dialled)
+	for _, n := range newNumbers {
+		if t, ok := a.numberTargets[n]; ok {
+			if _, err := st.ExecContext(ctx, t); err != nil {
+				return err
+			}
+		}
+	}
+	return s.writeCampaigns(ctx, tx, a.runs)
+}
+
+// writeCampaigns adds each run to the campaign it continues, or starts one: a pause longer
+// than CampaignGap, inside the batch or since the last event stored, starts a new one.
+func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaignKey]*run) error {
+	if s.campaigns == nil || len(s.campaigns) > maxOpenCampaigns {
+		s.campaigns = map[campaignKey]openCampaign{}
+	}
+	find := tx.StmtContext(ctx, s.analytics.findCampaign)
+	grow := tx.StmtContext(ctx, s.analytics.growCampaign)
+	add := tx.StmtContext(ctx, s.analytics.newCampaign)
+	// The cache is updated only once the transaction's statements succeeded; a failed batch
+	// is retried whole, and the cache must not remember rows it rolled back.
+	pending := map[campaignKey]openCampaign{}
+	for k, r := range runs {
+		slices.Sort(r.times)
+		open, ok := s.campaigns[k]
+		if !ok {
+			err := find.QueryRowContext(ctx, k.ip, k.tool).Scan(&open.id, &open.first, &open.last)
+			switch {
+			case err == sql.ErrNoRows:
+			case err != nil:
+				return fmt.Errorf("find the campaign of %s: %w", k.ip, err)
+			default:
+				ok = true
+			}
+		}
+		for len(r.times) > 0 {
+			// The leading part of the run within the gap of each event before it.
+			n := 1
+			for n < len(r.times) && !apart(r.times[n-1], r.times[n]) {
+				n++
+			}
+			first, last := r.times[0], r.times[n-1]
+			if ok && !apart(open.last, first) && !apart(last, open.first) {
+				if _, err := grow.ExecContext(ctx, open.id, first, last, n); err != nil {
+					return err
+				}
+				open.first, open.last = min(open.first, first), max(open.last, last)
+			} else {
+				res, err := add.ExecContext(ctx, k.ip, k.tool, r.country, r.agent, first, last, n)
+				if err != nil {
+					return err
+				}
+				id, err := res.LastInsertId()
+				if err != nil {
+					return err
+				}
+				open, ok = openCampaign{id: id, first: first, last: last}, true
+			}
+			r.times = r.times[n:]
+		}
+		pending[k] = open
+	}
+	for k, o := range pending {
+		s.campaigns[k] = o
+	}
+	return nil
+}
+
+// apart says whether b is more than CampaignGap after a (timestamps in event layout).
+func apart(a, b string) bool {
+	ta, err1 := event.ParseTime(a)
+	tb, err2 := event.ParseTime(b)
+	if err1 != nil || err2 != nil {
+		return a != b
+	}
+	return tb.Sub(ta) > store.CampaignGap
+}
+
+func payloadJSON(p []event.Payload) string {
+	if len(p) == 0 {
+		return ""
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "" // two strings a field: cannot fail
+	}
+	return string(b)
+}
+
+func parsePayload(s string) ([]event.Payload, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var p []event.Payload
+	if err := json.Unmarshal([]byte(s), &p); err != nil {
+		return nil, fmt.Errorf("stored payload %q is not JSON: %w", s, err)
+	}
+	return p, nil
+}
+
+// Targets calls fn for the targets selected by o, most called first.
+func (s *Store) Targets(ctx context.Context, o store.TargetOptions, fn func(store.Target) error) error {
+	lim := int64(-1)
+	if o.Limit > 0 {
+		lim = int64(o.Limit)
+	}
+	rows, err := s.bulk.QueryContext(ctx, `SELECT target, country, type, first_seen, last_seen, seen_count, dialled_count
+		FROM targets WHERE last_seen >= ? AND first_seen >= ? ORDER BY seen_count DESC, target LIMIT ? OFFSET ?`,
+		o.Since, o.FirstSince, lim, o.Offset)
+	if err != nil {
+		return fmt.Errorf("read targets from %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	var page []store.Target
+	for rows.Next() {
+		var t store.Target
+		if err := rows.Scan(&t.Target, &t.Country, &t.Type, &t.FirstSeen, &t.LastSeen, &t.Count, &t.Dialled); err != nil {
+			return fmt.Errorf("read targets from %s: %w", s.path, err)
+		}
+		page = append(page, t)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read targets from %s: %w", s.path, err)
+	}
+	rows.Close()
+	for _, t := range page {
+		if err := fn(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CountTargets returns how many targets o selects (its Limit and Offset aside).
+func (s *Store) CountTargets(ctx context.Context, o store.TargetOptions) (int64, error) {
+	var n int64
+	if err := s.bulk.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE last_seen >= ? AND first_seen >= ?`,
+		o.Since, o.FirstSince).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count targets in %s: %w", s.path, err)
+	}
+	return n, nil
+}
+
+// Target returns one target's row; ok is false when it was never called.
+func (s *Store) Target(ctx context.Context, target string) (t store.Target, ok bool, err error) {
+	err = s.r.QueryRowContext(ctx, `SELECT target, country, type, first_seen, last_seen, seen_count, dialled_count
+		FROM targets WHERE target = ?`, target).Scan(&t.Target, &t.Country, &t.Type, &t.FirstSeen, &t.LastSeen, &t.Count, &t.Dialled)
+	if err == sql.ErrNoRows {
+		return t, false, nil
+	}
+	if err != nil {
+		return t, false, fmt.Errorf("look up target %s in %s: %w", target, s.path, err)
+	}
+	return t, true, nil
+}
+
+// Campaigns calls fn for the campaigns last seen at or after since, newest first, and
+// returns how many there are.
+func (s *Store) Campaigns(ctx context.Context, o store.ListOptions, fn func(store.Campaign) error) error {
+	lim := int64(-1)
+	if o.Limit > 0 {
+		lim = int64(o.Limit)
+	}
+	rows, err := s.bulk.QueryContext(ctx, `SELECT id, source_ip, country, tool, sip_user_agent, first_seen, last_seen, seen_count
+		FROM campaigns WHERE last_seen >= ? ORDER BY last_seen DESC, id DESC LIMIT ? OFFSET ?`, o.Since, lim, o.Offset)
+	if err != nil {
+		return fmt.Errorf("read campaigns from %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	var page []store.Campaign
+	for rows.Next() {
+		var c store.Campaign
+		if err := rows.Scan(&c.ID, &c.SourceIP, &c.Country, &c.Tool, &c.UserAgent, &c.FirstSeen, &c.LastSeen, &c.Count); err != nil {
+			return fmt.Errorf("read campaigns from %s: %w", s.path, err)
+		}
+		page = append(page, c)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read campaigns from %s: %w", s.path, err)
+	}
+	rows.Close()
+	for _, c := range page {
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CountCampaigns returns how many campaigns were last seen at or after since.
+func (s *Store) CountCampaigns(ctx context.Context, since string) (int64, error) {
+	var n int64
+	if err := s.bulk.QueryRowContext(ctx, `SELECT count(*) FROM campaigns WHERE last_seen >= ?`, since).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count campaigns in %s: %w", s.path, err)
+	}
+	return n, nil
+}
+
+// Timeline returns the events per step from the minute of from to until, oldest first, every
+// bucket present (zero-filled). step is a whole number of minutes.
+func (s *Store) Timeline(ctx context.Context, from, until time.Time, step time.Duration) ([]store.TimeCount, error) {
+	from, until = from.UTC().Truncate(step), until.UTC()
+	const minute = "2006-01-02 15:04"
+	rows, err := s.bulk.QueryContext(ctx, `SELECT minute, seen_count FROM minute_counts WHERE minute >= ? AND minute <= ?`,
+		from.Format(minute), until.Format(minute))
+	if err != nil {
+		return nil, fmt.Errorf("read the timeline from %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	n := int(until.Sub(from)/step) + 1
+	counts := make([]int64, n)
+	for rows.Next() {
+		var m string
+		var c int64
+		if err := rows.Scan(&m, &c); err != nil {
+			return nil, fmt.Errorf("read the timeline from %s: %w", s.path, err)
+		}
+		t, err := time.Parse(minute, m)
+		if err != nil {
+			continue // written by this code as that layout; an edited row is left out
+		}
+		if i := int(t.Sub(from) / step); i >= 0 && i < n {
+			counts[i] += c
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the timeline from %s: %w", s.path, err)
+	}
+	out := make([]store.TimeCount, n)
+	for i := range out {
+		out[i] = store.TimeCount{Time: event.FormatTime(from.Add(time.Duration(i) * step)), Count: counts[i]}
+	}
+	return out, nil
+}
