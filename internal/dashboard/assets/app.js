@@ -350,7 +350,11 @@
     const ni = d.number_info;
     if (ni) {
       parts.push(el('p', 'What the number is', 'muted'));
-      parts.push(dl([['Dialled', ni.dialled], ['Dial-out prefix', ni.prefix], ['Target', ni.target], ['E.164', ni.e164], ['Country', ni.country], ['Type', ni.type]]));
+      parts.push(dl([
+        ['Dialled', ni.dialled], ['Dial-out prefix', ni.prefix || 'none'], ['Target', ni.target],
+        ['Valid E.164', ni.e164 === undefined ? '' : (ni.e164 ? 'yes' : 'no')], ['Country', ni.country], ['Type', ni.type],
+        ['Target probed', ni.target_seen_count !== undefined ? num(ni.target_seen_count) + (Number(ni.target_seen_count) === 1 ? ' time' : ' times') + (ni.fresh ? ' (new in the last 24 h)' : '') : ''],
+      ]));
     }
     if (Array.isArray(d.matched_numbers) && d.matched_numbers.length) {
       parts.push(el('p', 'Also dialled as: ' + d.matched_numbers.map((m) => m.called_number).join(', '), 'muted'));

@@ -137,7 +137,7 @@ func render(t *topology) ([]byte, error) {
 		}
 		for _, p := range polys {
 			for _, ring := range p {
-				c.rings = append(c.rings, project(stitch(arcs, ring)))
+				c.rings = append(c.rings, project(stitch(arcs, ring))...)
 			}
 		}
 	}
@@ -146,7 +146,8 @@ func render(t *topology) ([]byte, error) {
 	for _, c := range byCode {
 		for _, r := range c.rings {
 			for _, p := range r {
-				minX, maxX = math.Min(minX, p[0]), math.Max(maxX, p[0])
+				x := math.Max(-180, math.Min(180, p[0])) // copies beyond the antimeridian are clipped
+				minX, maxX = math.Min(minX, x), math.Max(maxX, x)
 				minY, maxY = math.Min(minY, p[1]), math.Max(maxY, p[1])
 			}
 		}
@@ -191,10 +192,45 @@ func stitch(arcs [][][2]float64, ring []int) [][2]float64 {
 	return out
 }
 
-func project(r [][2]float64) [][2]float64 {
+// project projects a ring. Rings that cross the antimeridian (Russia's Chukotka, Fiji) are
+// unwrapped so that no edge jumps across the whole map, and drawn a second time shifted by
+// 360°, so the part beyond one edge shows at the other (the SVG's viewport clips both).
+// A point on the antimeridian may be stored as -180 or +180 indifferently: unwrapping
+// takes care of it too.
+func project(r [][2]float64) [][][2]float64 {
+	u := make([][2]float64, len(r))
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i, p := range r {
+		if i > 0 {
+			for p[0]-u[i-1][0] > 180 {
+				p[0] -= 360
+			}
+			for p[0]-u[i-1][0] < -180 {
+				p[0] += 360
+			}
+		}
+		u[i] = p
+		lo, hi = math.Min(lo, p[0]), math.Max(hi, p[0])
+	}
+	rings := [][][2]float64{u}
+	if hi > 180.0001 {
+		rings = append(rings, shift(u, -360))
+	}
+	if lo < -180.0001 {
+		rings = append(rings, shift(u, 360))
+	}
+	for _, ring := range rings {
+		for i, p := range ring {
+			ring[i][0], ring[i][1] = miller(p[0], p[1])
+		}
+	}
+	return rings
+}
+
+func shift(r [][2]float64, d float64) [][2]float64 {
 	out := make([][2]float64, len(r))
 	for i, p := range r {
-		out[i][0], out[i][1] = miller(p[0], p[1])
+		out[i] = [2]float64{p[0] + d, p[1]}
 	}
 	return out
 }
