@@ -177,6 +177,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitFor("number_info shown", 5*time.Second, `return document.getElementById('lookup-result').textContent.includes('Dial-out prefix')`)
 
 	dir := artifactsDir(t)
+	b.js(nil, `document.getElementById('h-timeline').scrollIntoView()`)
+	b.screenshot(filepath.Join(dir, "dashboard-desktop-feed-1280x800.png"))
 	b.js(nil, `window.scrollTo(0, 0)`)
 	b.screenshot(filepath.Join(dir, "dashboard-desktop-1280x800.png"))
 	b.viewport(390, 844, true)

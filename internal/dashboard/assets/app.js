@@ -268,6 +268,7 @@
       const { value, done } = await reader.read();
       if (done) return;
       buf += dec.decode(value, { stream: true });
+      if (pending.length > 10 * FEED_ROWS) pending = pending.slice(-FEED_ROWS); // a hidden tab draws no frames
       let m;
       while ((m = /\r\n|\r|\n/.exec(buf)) !== null) {
         if (m[0] === '\r' && m.index === buf.length - 1) break; // a CR that may be half a CRLF
@@ -289,9 +290,21 @@
     }
   }
 
+  // Probes are drawn once a frame, at most FEED_ROWS of them: a flood of thousands a second
+  // costs the page a few rows, not thousands of DOM inserts.
+  let pending = [];
+  function flushProbes() {
+    const batch = pending.slice(-FEED_ROWS);
+    pending = [];
+    for (const ev of batch) addProbe(ev);
+  }
+
   function dispatch(type, data) {
     if (type === 'probe') {
-      try { addProbe(JSON.parse(data)); } catch (e) { /* a malformed message is skipped */ }
+      try {
+        if (!pending.length) requestAnimationFrame(flushProbes);
+        pending.push(JSON.parse(data));
+      } catch (e) { /* a malformed message is skipped */ }
     } else if (type === 'dropped') {
       try { $('feed-state').textContent = '(connected; ' + num(JSON.parse(data).dropped) + ' skipped: this browser fell behind)'; } catch (e) { /* ignore */ }
     }
