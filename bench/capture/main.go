@@ -39,13 +39,14 @@ func main() {
 		sources  = flag.Int("sources", 4, "source addresses (127.0.0.2 ...), like that many scanners")
 		reader   = flag.Int("reader", 0, "internal: run as the bare reader on this port")
 		profile  = flag.String("node-profile", "", "write the node's CPU profile of the last step here")
+		compare  = flag.Bool("compare-enrich", false, "also run each step on a node with --enrich=false, and compare")
 	)
 	flag.Parse()
 	if *reader != 0 {
 		bareReader(*reader)
 		return
 	}
-	nodeProfile = *profile
+	nodeProfile, compareEnrich = *profile, *compare
 	if err := bench(*bin, *rates, *duration, *sources); err != nil {
 		fmt.Fprintln(os.Stderr, "capture:", err)
 		os.Exit(1)
@@ -58,9 +59,14 @@ type result struct {
 	bare             int64
 	stored, jsonLine int64
 	rssKiB           int64
+	// plain is what a node without enrichment (--enrich=false) stored, with -compare-enrich.
+	plain, plainSent int64
 }
 
-var nodeProfile string
+var (
+	nodeProfile   string
+	compareEnrich bool
+)
 
 func bench(bin, rateList string, d time.Duration, sources int) error {
 	self, err := os.Executable()
@@ -84,14 +90,23 @@ func bench(bin, rateList string, d time.Duration, sources int) error {
 		if r.stored, r.jsonLine, sent, r.rssKiB, err = runNode(bin, rate, d, sources); err != nil {
 			return err
 		}
+		if compareEnrich {
+			if r.plain, _, r.plainSent, _, err = runNode(bin, rate, d, sources, "--enrich=false"); err != nil {
+				return err
+			}
+			fmt.Printf("%9s without enrichment: stored %d of %d (%.2f%% loss)\n", "", r.plain, r.plainSent, loss(r.plainSent, r.plain))
+		}
 		// Both runs offer the same rate; keep each step's own sent count for its loss.
 		fmt.Printf("%9d %9d | %9d %6.2f%% | %9d %6.2f%% %9d | %5d MiB\n", rate, sent,
 			r.bare, loss(r.sent, r.bare), r.stored, loss(sent, r.stored), r.jsonLine, r.rssKiB/1024)
 		r.sent = sent
 		results = append(results, r)
 	}
-	bestBare, bestNode := 0, 0
+	bestBare, bestNode, bestPlain := 0, 0, 0
 	for _, r := range results {
+		if r.plain == r.plainSent && r.plainSent > 0 && r.rate > bestPlain {
+			bestPlain = r.rate
+		}
 		if r.bare >= r.sent-r.sent/10000 && r.rate > bestBare { // bare: under 0.01% loss
 			bestBare = r.rate
 		}
@@ -104,6 +119,9 @@ func bench(bin, rateList string, d time.Duration, sources int) error {
 		fmt.Printf(" = %.2f of the bare reader", float64(bestNode)/float64(bestBare))
 	}
 	fmt.Println()
+	if compareEnrich && bestPlain > 0 {
+		fmt.Printf("with enrichment (tool, payloads) %d/s, without %d/s = %.2fx\n", bestNode, bestPlain, float64(bestNode)/float64(bestPlain))
+	}
 	return nil
 }
 
@@ -211,7 +229,7 @@ func bareReader(port int) {
 
 // runNode starts a fresh node, sends to it, stops it with SIGTERM (which flushes) and counts
 // stored rows and JSON lines.
-func runNode(bin string, rate int, d time.Duration, sources int) (stored, lines, sent, rssKiB int64, err error) {
+func runNode(bin string, rate int, d time.Duration, sources int, extra ...string) (stored, lines, sent, rssKiB int64, err error) {
 	dir, err := os.MkdirTemp("", "dialtrap-bench-")
 	if err != nil {
 		return
@@ -225,6 +243,7 @@ func runNode(bin string, rate int, d time.Duration, sources int) (stored, lines,
 	if nodeProfile != "" {
 		args = append(args, "--cpu-profile", nodeProfile)
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

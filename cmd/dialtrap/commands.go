@@ -42,7 +42,7 @@ type subcommand struct {
 var subcommands map[string]subcommand
 
 // subcommandOrder is the order dialtrap -h lists them in.
-var subcommandOrder = []string{"check", "export", "import", "peers", "version", "block", "bgp"}
+var subcommandOrder = []string{"check", "export", "import", "peers", "top", "version", "block", "bgp"}
 
 func init() {
 	subcommands = map[string]subcommand{
@@ -50,6 +50,7 @@ func init() {
 		"export":  {"export [flags]            stored events as JSON lines or CSV", runExport},
 		"import":  {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
 		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
+		"top":     {"top [flags]               a running node's attacks live: tools, countries, prefixes, targets, campaigns", runTop},
 		"version": {"version                   name, version, commit and Go version", runVersion},
 		"block":   {"block --node URL [flags]  firewall agent: nodes' blocklists into nftables or ipset; block status", runBlock},
 		"bgp":     {"bgp --node URL [flags]    BGP blackhole speaker: nodes' blocklists announced to routers; bgp status", runBGP},

@@ -1,7 +1,9 @@
 // Package api serves the REST API that PBXes and scripts ask whether an IP address or a
 // dialled number is known-bad, the lists behind it, and statistics. Routes, JSON keys and
 // messages follow the reference contract (SPEC.md) so existing integrations work unchanged;
-// lists stream from the store so that no response is built whole in memory.
+// lists stream from the store so that no response is built whole in memory. It serves the
+// node's Prometheus metrics at /metrics when given a handler for them, and reports each
+// request's route pattern, status and duration to an observer (Config.Observe).
 package api
 
 import (
@@ -107,6 +109,13 @@ type Config struct {
 	Dashboard http.Handler
 	// Live streams new events at /events/live (internal/live), behind the token; nil: 404.
 	Live LiveFeed
+	// Metrics serves /metrics (the Prometheus text format), behind the token like every
+	// route; nil (--metrics off) answers 404 as an unknown route does.
+	Metrics http.Handler
+	// Observe, when set, is told of every request when its handler returns: the ServeMux
+	// pattern that served it ("" when it was answered before routing: a wrong method, an
+	// unclean path), the status, and the time taken. Never the raw path: it is the client's.
+	Observe func(pattern string, status int, d time.Duration)
 
 	// authed is told of each request that showed the token (the server's connection guard).
 	authed func(*http.Request)
@@ -198,6 +207,7 @@ func Handler(cfg Config) http.Handler {
 	m.HandleFunc("/feeds/ip-addresses", h.feedList(store.IPAddresses))
 	m.HandleFunc("/feeds/numbers", h.feedList(store.CalledNumbers))
 	m.HandleFunc("/feeds/stream", h.feedStream)
+	m.HandleFunc("/metrics", h.metrics)
 	m.HandleFunc("/events/live", h.live)
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
@@ -211,6 +221,17 @@ func Handler(cfg Config) http.Handler {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Observe == nil {
+		h.serve(w, r)
+		return
+	}
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	h.serve(sw, r)
+	h.cfg.Observe(r.Pattern, sw.Status(), time.Since(start))
+}
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	// The header values are shared, read-only slices (keys already canonical): this runs on
 	// every lookup.
 	hd := w.Header()
@@ -241,6 +262,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.cfg.Token != "" && r.URL.Path != "/health-check" && !(h.cfg.Dashboard != nil && dashboardPath(r.URL.Path)) {
 		if !h.authorized(r) {
+			if h.cfg.Observe != nil {
+				_, r.Pattern = h.mux.Handler(r) // the route refused, for the latency histogram
+			}
 			hd.Set("WWW-Authenticate", `Bearer realm="dialtrap"`)
 			writeError(w, http.StatusUnauthorized, "A valid bearer token is required.")
 			return
@@ -272,6 +296,46 @@ func (h *handler) live(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.cfg.Live.Serve(w, r, h.cfg.done)
+}
+
+// metrics serves Config.Metrics, or 404 when the node serves no metrics (--metrics off).
+func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Metrics == nil {
+		writeError(w, http.StatusNotFound, msgNotFoundRoute)
+		return
+	}
+	h.cfg.Metrics.ServeHTTP(w, r)
+}
+
+// statusWriter remembers the status a handler sent, for Config.Observe. Unwrap lets
+// http.ResponseController reach the connection (flushes, write deadlines of streamed lists).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Status is the status sent (200 when the handler wrote nothing).
+func (s *statusWriter) Status() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
 }
 
 func (h *handler) health(w http.ResponseWriter, r *http.Request) {

@@ -146,3 +146,21 @@ func unexpected(resp *http.Response, body []byte) error {
 	}
 	return fmt.Errorf("unexpected answer from %s (is it a dialtrap node?): %s %.200q", resp.Request.URL, resp.Status, body)
 }
+
+// maxJSONBody bounds a statistics answer read whole (lists are asked with a limit).
+const maxJSONBody = 8 << 20
+
+// JSON asks path (with its query) and decodes the node's 200 answer into v.
+func (c *Client) JSON(ctx context.Context, path string, v any) error {
+	resp, body, err := c.get(ctx, path, maxJSONBody)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || !fromNode(resp) {
+		return unexpected(resp, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("the answer of %s%s is not the JSON expected: %w", c.BaseURL, path, err)
+	}
+	return nil
+}

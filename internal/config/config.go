@@ -54,6 +54,7 @@ type Config struct {
 	API                bool
 	WebhookURL         string
 	SIPResponsive      bool
+	Enrich             bool // name each probe's tool and find its payloads on capture
 	SIPDisable         bool
 	TLSCert            string
 	TLSKey             string
@@ -166,6 +167,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.BoolVarP(&c.API, "api", "a", false, "serve the REST API")
 	fs.StringVarP(&c.WebhookURL, "webhook-url", "w", "", "POST each event as JSON to this URL")
 	fs.BoolVarP(&c.SIPResponsive, "sip-responsive", "r", false, "answer probes like a PBX (default: passive, never reply)")
+	fs.BoolVar(&c.Enrich, "enrich", true, "name each probe's tool from its shape and find payloads in it (tool, ua_spoofed, payload; about 1.5 µs a probe)")
 	fs.BoolVarP(&c.SIPDisable, "sip-disable", "R", false, "run no SIP listeners (API-only or P2P-only node)")
 	fs.StringVarP(&c.TLSCert, "tls-cert", "t", "", "TLS certificate PEM for SIP over TLS (default: self-signed, made in --data-dir)")
 	fs.StringVarP(&c.TLSKey, "tls-key", "k", "", "TLS key PEM")
@@ -197,7 +199,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.IntVar(&c.P2PMinSightings, "p2p-min-sightings", 1, "distinct peers that must report an IP or number before it counts")
 	fs.Float64Var(&c.P2PRate, "p2p-rate", 200, "events per second accepted from one originating node (bursts of 10 seconds' worth); the excess is ignored")
 	fs.DurationVar(&c.P2PCatchup, "p2p-catchup", 24*time.Hour, "how far back to fetch peers' events on meeting them (0 turns catch-up requests off; at most 720h)")
-	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus /metrics on the API listener")
+	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus metrics at /metrics on the API listener (needs -a; --api-token guards it as every route); off: /metrics answers 404")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this, e.g. 2160h (0 keeps everything)")
 	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
 	fs.StringVar(&c.SyslogAddr, "syslog-addr", "", "syslog destination: unix:///path, udp://host:port or tcp://host:port (default: local syslog)")
@@ -576,6 +578,9 @@ func (c *Config) validate() error {
 	}
 	if !c.P2P && (len(c.Bootstrap) > 0 || len(c.P2PTrust) > 0 || c.P2PMinSightings > 1) {
 		c.Notices = append(c.Notices, "peer-to-peer options (-b, --p2p-trust, --p2p-min-sightings) are set but -p/--p2p is not: this node neither shares nor receives")
+	}
+	if c.Metrics && !c.API {
+		c.Notices = append(c.Notices, "--metrics is set but -a/--api is not: the API listener serves /metrics, so no metrics are served")
 	}
 	if c.SIPMaxConns < 1 || c.SIPMaxConnsPerIP < 1 {
 		errs = append(errs, errors.New("--sip-max-conns and --sip-max-conns-per-ip must be at least 1"))

@@ -2,8 +2,11 @@
 // log, syslog, webhook), the hub between them, peer-to-peer sharing, the REST API and the SIP
 // listeners. It starts them so that nothing produces an event before everything that takes
 // events is in place, closes them in the reverse order so that every queued event is written,
-// and decides in one place where events learned from peers go (routes). Its lifecycle is New
-// (no side effects), Start, Close; Close is safe after a failed or partial Start.
+// and decides in one place where events learned from peers go (routes). With --metrics it
+// makes the node's Prometheus registry (internal/metrics), counts this node's captures (not
+// peer events) on their way to the hub, times the store's writes and hands the API /metrics.
+// Its lifecycle is New (no side effects), Start, Close; Close is safe after a failed or
+// partial Start.
 package node
 
 import (
@@ -38,6 +41,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/live"
+	"github.com/dialtrap/dialtrap/internal/metrics"
 	"github.com/dialtrap/dialtrap/internal/peer"
 	"github.com/dialtrap/dialtrap/internal/policy"
 	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
@@ -87,9 +91,10 @@ type Node struct {
 	api     *api.Server
 	live    *live.Broadcaster // the dashboard's live feed; nil without the dashboard
 	sip     *sip.Server
-	bgp     *bgp.Speaker  // nil unless --bgp-neighbor or --bgp-listen
-	bgpFeed *block.Agent  // keeps the speaker in step with the store
-	policy  *policy.Agent // nil unless --policy-addr
+	bgp     *bgp.Speaker     // nil unless --bgp-neighbor or --bgp-listen
+	bgpFeed *block.Agent     // keeps the speaker in step with the store
+	policy  *policy.Agent    // nil unless --policy-addr
+	metrics *metrics.Metrics // nil unless --metrics (and -a)
 
 	// closers undo what Start did, in reverse order; each gets the time it may take.
 	closers []closer
@@ -448,10 +453,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.labeler = intel.NewLabeler(cfg.HomeCountry)
 	n.store.SetLabeler(n.labeler)
 	n.onClose("store", 15*time.Second, func(context.Context) error { return n.store.Close() })
+	var storeSink hub.Sink = n.store
+	if cfg.Metrics && cfg.API { // the API serves them
+		n.metrics = metrics.New(n.version)
+		storeSink = n.metrics.TimeSink(n.store)
+	}
 	// The store gets the deepest queue and back-pressure: capture must not lose what it can
 	// keep. Queues are bounded in events and in bytes (--queue-max-bytes).
 	// A transaction of at most 8 MiB of events keeps the WAL small between checkpoints.
-	n.hub.Add(n.store, hub.Options{Capacity: 1 << 15, MaxBytes: storeBytes, MaxBatch: 5000, MaxBatchBytes: 8 << 20,
+	n.hub.Add(storeSink, hub.Options{Capacity: 1 << 15, MaxBytes: storeBytes, MaxBatch: 5000, MaxBatchBytes: 8 << 20,
 		Policy: hub.Block, PeerEvents: routes["sqlite"]})
 
 	if cfg.JSONLog {
@@ -534,7 +544,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			MaxConns: cfg.SIPMaxConns, MaxConnsPerIP: cfg.SIPMaxConnsPerIP,
 			IdleTimeout: cfg.SIPIdleTimeout, MessageTimeout: cfg.SIPMessageTimeout,
 			ReadBuffer: cfg.SIPReadBuffer, ReplyRate: cfg.SIPReplyRate, ReplyBurst: cfg.SIPReplyBurst,
-			Log: n.log, Publish: n.hub.Publish, Enrich: intel.Enrich,
+			Log: n.log, Publish: n.hub.Publish,
+		}
+		if cfg.Enrich {
+			scfg.Enrich = intel.Enrich
+		}
+		if m := n.metrics; m != nil {
+			// Only this node's captures are probes: peer events reach the hub through
+			// peer.Config.Receive, not here.
+			publish := n.hub.Publish
+			scfg.Publish = func(e *event.Event) {
+				m.Probe(e)
+				publish(e)
+			}
 		}
 		if cfg.SIPTLS {
 			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, n.log); err != nil {
@@ -578,6 +600,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			acfg.Dashboard, acfg.Live = dashboard.New(), n.live
 			// Open streams end with the API; the broadcaster refuses new ones from then on.
 			n.onClose("live feed", time.Second, func(context.Context) error { n.live.Close(); return nil })
+		}
+		if n.metrics != nil {
+			n.metrics.Watch(n.metricSources())
+			acfg.Metrics, acfg.Observe = n.metrics.Handler(), n.metrics.ObserveAPI
 		}
 		n.api = api.New(acfg)
 		if err := n.api.Start(ctx); err != nil {
@@ -644,6 +670,30 @@ func (n *Node) Addrs() Addrs {
 		}
 	}
 	return a
+}
+
+// metricSources are the counters /metrics reads at scrape time from the parts that keep
+// them: the hub's per sink, the SIP server's, the peer node's report, the webhook's spool.
+func (n *Node) metricSources() metrics.Sources {
+	s := metrics.Sources{Sinks: n.hub.Stats}
+	if n.sip != nil {
+		s.KernelDrops, s.RepliesOverBudget = n.sip.KernelDrops, n.sip.RepliesSuppressed
+	}
+	if n.peer != nil {
+		s.Peers = func() metrics.Peers {
+			r := n.peer.Report()
+			return metrics.Peers{Connected: r.PeersTotal, Published: r.Published, Received: r.Received,
+				Rejected: r.Rejected, Dropped: r.Dropped, Pending: r.Pending, PendingDropped: r.PendingDropped}
+		}
+	}
+	if n.webhook != nil {
+		s.Webhook = func() metrics.Webhook {
+			st := n.webhook.Stats()
+			return metrics.Webhook{SpoolEvents: st.Pending, SpoolBytes: st.SpoolBytes, Delivered: st.Delivered,
+				Rejected: st.Rejected, Failures: st.Failures, Dropped: st.Dropped}
+		}
+	}
+	return s
 }
 
 // BGPStatus is what /bgp shows: the speaker and the stream that feeds it.
@@ -778,7 +828,6 @@ func (n *Node) warnNotYetBuilt() {
 		on   bool
 		name string
 	}{
-		{n.cfg.Metrics, "--metrics"},
 		{n.cfg.Retention > 0, "--retention"},
 	} {
 		if f.on {

@@ -116,42 +116,47 @@ func headerName(n []byte) string {
 	return "other"
 }
 
-// scan matches the rules against v, lower-cased and with percent escapes undone.
+// scan matches the rules against v, case-insensitively and with percent escapes undone.
+// Most values hold no escape and are read in place; only one with a '%' is decoded into buf.
 func scan(buf *[maxScan]byte, v []byte, where string, out []Finding) []Finding {
-	n := 0
-	for i := 0; i < len(v) && n < len(buf); i++ {
-		c := v[i]
-		if c == '%' && i+2 < len(v) {
-			if h, ok := unhex(v[i+1]); ok {
-				if l, ok := unhex(v[i+2]); ok {
-					c = h<<4 | l
-					i += 2
+	escaped := bytes.IndexByte(v, '%') >= 0
+	s := v[:min(len(v), maxScan)]
+	if escaped {
+		n := 0
+		for i := 0; i < len(v) && n < len(buf); i++ {
+			c := v[i]
+			if c == '%' && i+2 < len(v) {
+				if h, ok := unhex(v[i+1]); ok {
+					if l, ok := unhex(v[i+2]); ok {
+						c = h<<4 | l
+						i += 2
+					}
 				}
 			}
+			buf[n] = c
+			n++
 		}
-		buf[n] = lower[c]
-		n++
+		s = buf[:n]
 	}
-	s := buf[:n]
 	var found [4]bool
 	// Each position is tried only against the rules that start with its two bytes: a value is
 	// read once, whatever the number of rules.
 	for i := 0; i+1 < len(s); i++ {
-		list := byPair[uint16(s[i])<<8|uint16(s[i+1])]
+		list := byPair[uint16(lower[s[i]])<<8|uint16(lower[s[i+1]])]
 		if list == 0 {
 			continue
 		}
 		for _, ri := range pairLists[list] {
 			r := rules[ri]
 			k := kindIndex(r.kind)
-			if !found[k] && bytes.HasPrefix(s[i:], []byte(r.pat)) {
+			if !found[k] && hasPrefixFold(s[i:], r.pat) {
 				found[k] = true
 				out = append(out, Finding{Kind: r.kind, Where: where})
 			}
 		}
 	}
 	// A format string is looked for as sent: with escapes undone, "%25n" would be one.
-	if bytes.IndexByte(v, '%') >= 0 {
+	if escaped {
 		for _, r := range rules {
 			if r.kind == Format && !found[2] && containsFold(v, r.pat) {
 				found[2] = true
@@ -191,6 +196,19 @@ var byPair, pairLists = func() (idx [1 << 16]uint8, lists [][]uint8) {
 	}
 	return idx, lists
 }()
+
+// hasPrefixFold reports whether s starts with pat (lower case), ASCII case-insensitively.
+func hasPrefixFold(s []byte, pat string) bool {
+	if len(s) < len(pat) {
+		return false
+	}
+	for j := 0; j < len(pat); j++ {
+		if lower[s[j]] != pat[j] {
+			return false
+		}
+	}
+	return true
+}
 
 // containsFold reports whether s contains sub (lower case), ASCII case-insensitively.
 func containsFold(s []byte, sub string) bool {

@@ -20,6 +20,7 @@ import (
 type want struct {
 	transport, method, number, agent, srcIP, dstIP string
 	srcPort                                        int
+	tool                                           string // named from the message's shape
 }
 
 // checkEvent asserts the event field by field against the node and the probe.
@@ -57,6 +58,10 @@ func checkEvent(t *testing.T, n *node, e *event.Event, w want, collected string,
 	check("user agent", e.SIPUserAgent, w.agent)
 	check("source_ip", e.SourceIP, w.srcIP)
 	check("destination_ip", e.DestinationIP, w.dstIP)
+	check("tool", e.Tool, w.tool)
+	if w.tool != "" && e.UASpoofed {
+		errorf("ua_spoofed on the tool's own User-Agent %q", e.SIPUserAgent)
+	}
 	if w.srcPort != 0 && e.SourcePort != w.srcPort {
 		errorf("source_port %d, want %d", e.SourcePort, w.srcPort)
 	}
@@ -89,7 +94,7 @@ func checkOutputsAgree(t *testing.T, n *node, evs []*event.Event) {
 	if len(lines) != len(evs) {
 		t.Errorf("JSON log has %d lines, store has %d events", len(lines), len(evs))
 	}
-	keyOrder := regexp.MustCompile(`^\{"app_name":.*,"app_version":.*,"event_timestamp":.*,"event_uuid":.*,"created_by_node_id":.*,"collected_method":.*,"transport_type":.*,"source_ip":.*,"destination_ip":.*,"called_number":.*,"sip_method":.*,"sip_user_agent":.*,"sip_message":.*,"source_port":\d+,"destination_port":\d+,"source_verified":(true|false)(,"sip_message_length":\d+)?\}$`)
+	keyOrder := regexp.MustCompile(`^\{"app_name":.*,"app_version":.*,"event_timestamp":.*,"event_uuid":.*,"created_by_node_id":.*,"collected_method":.*,"transport_type":.*,"source_ip":.*,"destination_ip":.*,"called_number":.*,"sip_method":.*,"sip_user_agent":.*,"sip_message":.*,"source_port":\d+,"destination_port":\d+,"source_verified":(true|false)(,"sip_message_length":\d+)?(,"tool":"[a-z0-9-]+")?(,"ua_spoofed":true)?(,"payload":\[[^]]*\])?\}$`)
 	for _, line := range lines {
 		var got event.Event
 		if err := json.Unmarshal([]byte(line), &got); err != nil {
@@ -183,10 +188,10 @@ func TestSIPpResponsive(t *testing.T) {
 		w     want
 		exact bool
 	}{
-		{"UDP OPTIONS", 7, want{transport: "UDP", method: "OPTIONS", number: "100", agent: "sipp-options-probe", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: ports["udp-options"]}, false},
-		{"UDP INVITE", 3, want{transport: "UDP", method: "INVITE", number: "0046812118532", agent: "sipp-invite-attempt", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: ports["udp-invite"]}, false},
+		{"UDP OPTIONS", 7, want{transport: "UDP", method: "OPTIONS", number: "100", agent: "sipp-options-probe", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: ports["udp-options"], tool: "sipp"}, false},
+		{"UDP INVITE", 3, want{transport: "UDP", method: "INVITE", number: "0046812118532", agent: "sipp-invite-attempt", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: ports["udp-invite"], tool: "sipp"}, false},
 		{"UDP ACK", 3, want{transport: "UDP", method: "ACK", number: "0046812118532", agent: "sipp-invite-attempt", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: ports["udp-invite"]}, false},
-		{"TCP INVITE", 3, want{transport: "TCP", method: "INVITE", number: "9011441234567", agent: "sipp-invite-attempt", srcIP: "127.0.0.1", dstIP: "127.0.0.1"}, true},
+		{"TCP INVITE", 3, want{transport: "TCP", method: "INVITE", number: "9011441234567", agent: "sipp-invite-attempt", srcIP: "127.0.0.1", dstIP: "127.0.0.1", tool: "sipp"}, true},
 		{"TCP ACK", 3, want{transport: "TCP", method: "ACK", number: "9011441234567", srcIP: "127.0.0.1", dstIP: "127.0.0.1"}, true},
 	} {
 		evs := got[c.key]
@@ -264,17 +269,17 @@ func TestSipviciousResponsiveAndPassive(t *testing.T) {
 				t.Fatalf("events by kind: %v", keys(got))
 			}
 			for _, e := range got["UDP OPTIONS"] {
-				checkEvent(t, n, e, want{transport: "UDP", method: "OPTIONS", number: "100", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: optPort}, collected, start)
+				checkEvent(t, n, e, want{transport: "UDP", method: "OPTIONS", number: "100", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: optPort, tool: "sipvicious"}, collected, start)
 			}
 			for _, e := range got["UDP INVITE"] {
-				checkEvent(t, n, e, want{transport: "UDP", method: "INVITE", number: "100", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: invPort}, collected, start)
+				checkEvent(t, n, e, want{transport: "UDP", method: "INVITE", number: "100", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: invPort, tool: "sipvicious"}, collected, start)
 			}
 			// svwar tries one random extension first. Passive mode does not answer it; responsive
 			// mode challenges every REGISTER (401), as a real Asterisk does, and svwar gives up
 			// on a PBX that challenges an unknown extension. Either way that probe is all.
 			numbers := map[string]bool{}
 			for _, e := range got["UDP REGISTER"] {
-				checkEvent(t, n, e, want{transport: "UDP", method: "REGISTER", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: warPort}, collected, start)
+				checkEvent(t, n, e, want{transport: "UDP", method: "REGISTER", agent: "friendly-scanner", srcIP: "127.0.0.1", dstIP: "127.0.0.1", srcPort: warPort, tool: "sipvicious"}, collected, start)
 				numbers[e.CalledNumber] = true
 			}
 			if len(numbers) != 1 || numbers["100"] {
@@ -319,7 +324,7 @@ func TestSipsakUDPTCPTLS(t *testing.T) {
 		t.Fatalf("%d events, want 3", len(evs))
 	}
 	for i, tr := range []string{"UDP", "TCP", "TLS"} {
-		checkEvent(t, n, evs[i], want{transport: tr, method: "OPTIONS", number: fmt.Sprint(200 + i), agent: "sipsak 0.9.8.1", srcIP: "127.0.0.1", dstIP: "127.0.0.1"}, event.Responsive, start)
+		checkEvent(t, n, evs[i], want{transport: tr, method: "OPTIONS", number: fmt.Sprint(200 + i), agent: "sipsak 0.9.8.1", srcIP: "127.0.0.1", dstIP: "127.0.0.1", tool: "sipsak"}, event.Responsive, start)
 	}
 	checkOutputsAgree(t, n, evs)
 }

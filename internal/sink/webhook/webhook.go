@@ -107,6 +107,8 @@ type Stats struct {
 	Failures  uint64 // failed attempts, each retried
 	Dropped   uint64 // removed from a full spool before delivery
 	Pending   int64  // in the spool
+	// SpoolBytes is the spool's size on disk.
+	SpoolBytes int64
 }
 
 // New validates cfg. It opens nothing: Start opens the spool and starts delivering.
@@ -289,7 +291,7 @@ func (s *Sink) Stats() Stats {
 	}
 	return Stats{
 		Delivered: s.delivered.Load(), Rejected: s.rejects.Load(), Failures: s.failures.Load(),
-		Dropped: sp.Dropped, Pending: sp.Pending,
+		Dropped: sp.Dropped, Pending: sp.Pending, SpoolBytes: sp.Bytes,
 	}
 }
 

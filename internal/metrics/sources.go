@@ -1,0 +1,189 @@
+package metrics
+
+import (
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dialtrap/dialtrap/internal/hub"
+)
+
+// Sources are the counters other parts keep themselves, read at scrape time. A nil function
+// leaves its metrics out (that part is off on this node).
+type Sources struct {
+	Sinks             func() []hub.Stats // the hub's per-sink counters
+	KernelDrops       func() uint64      // UDP datagrams the kernel dropped before capture read them
+	RepliesOverBudget func() uint64      // responsive-mode replies withheld by the per-source budget
+	Peers             func() Peers       // -p
+	Webhook           func() Webhook     // -w
+}
+
+// Peers is what the peer-to-peer node reports (its /peers counters).
+type Peers struct {
+	Connected      int
+	Published      uint64
+	Received       uint64
+	Rejected       map[string]uint64 // by reason (peer.Reason*)
+	Dropped        map[string]uint64 // gossipsub messages without room, by queue
+	Pending        int               // held by the trust gate
+	PendingDropped uint64
+}
+
+// Webhook is what the webhook sink reports.
+type Webhook struct {
+	SpoolEvents int64
+	SpoolBytes  int64
+	Delivered   uint64
+	Rejected    uint64
+	Failures    uint64
+	Dropped     uint64
+}
+
+// peerReasons and dropQueues bound the reason and queue labels of the peer metrics: the peer
+// node sets them from its own constants, and anything else would count as "other".
+var (
+	peerReasons = []string{"size", "signature", "schema", "timestamp", "ip", "number", "rate", "own", "duplicate", "conflict"}
+	dropQueues  = []string{"outbound", "validation", "delivery"}
+)
+
+// Watch registers a collector that reads s at every scrape. Call it once, when the parts it
+// reads exist.
+func (m *Metrics) Watch(s Sources) {
+	m.reg.MustRegister(newCollector(s))
+}
+
+type collector struct {
+	s     Sources
+	descs []*prometheus.Desc
+
+	queueEvents, queueBytes, delivered, dropped, refused, writeErrors *prometheus.Desc
+	kernelDrops, overBudget                                           *prometheus.Desc
+	peers, peerPublished, peerReceived, peerRejected, peerDropped     *prometheus.Desc
+	peerPending, peerPendingDropped                                   *prometheus.Desc
+	spoolEvents, spoolBytes, whDelivered, whRejected, whFailures      *prometheus.Desc
+	whDropped                                                         *prometheus.Desc
+}
+
+func newCollector(s Sources) *collector {
+	c := &collector{s: s}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		desc := prometheus.NewDesc(name, help, labels, nil)
+		c.descs = append(c.descs, desc)
+		return desc
+	}
+	if s.Sinks != nil {
+		c.queueEvents = d("dialtrap_sink_queue_events", "Events waiting in the sink's queue.", "sink")
+		c.queueBytes = d("dialtrap_sink_queue_bytes", "Bytes the events waiting in the sink's queue hold.", "sink")
+		c.delivered = d("dialtrap_sink_events_delivered_total", "Events the sink wrote.", "sink")
+		c.dropped = d("dialtrap_sink_events_dropped_total", "Events discarded before the sink wrote them: its queue was full, or it still failed at shutdown.", "sink")
+		c.refused = d("dialtrap_sink_events_refused_total", "Events the sink can never write (too large, impossible to encode), skipped.", "sink")
+		c.writeErrors = d("dialtrap_sink_write_errors_total", "Failed writes of a batch to the sink (each is retried).", "sink")
+	}
+	if s.KernelDrops != nil {
+		c.kernelDrops = d("dialtrap_sip_udp_kernel_drops_total", "UDP datagrams the kernel dropped before capture read them (raise --sip-read-buffer).")
+	}
+	if s.RepliesOverBudget != nil {
+		c.overBudget = d("dialtrap_sip_replies_over_budget_total", "Probes recorded but not answered: their source was over its reply budget.")
+	}
+	if s.Peers != nil {
+		c.peers = d("dialtrap_p2p_peers", "Peers connected now.")
+		c.peerPublished = d("dialtrap_p2p_events_published_total", "Own events published to peers.")
+		c.peerReceived = d("dialtrap_p2p_events_received_total", "Events from peers that passed the checks (gossip and catch-up).")
+		c.peerRejected = d("dialtrap_p2p_events_rejected_total", "Events from peers refused, by reason.", "reason")
+		c.peerDropped = d("dialtrap_p2p_messages_dropped_total", "Gossip messages dropped for want of room, by queue.", "queue")
+		c.peerPending = d("dialtrap_p2p_events_pending", "Events from peers held by the trust gate.")
+		c.peerPendingDropped = d("dialtrap_p2p_events_pending_dropped_total", "Held events dropped from the full trust gate.")
+	}
+	if s.Webhook != nil {
+		c.spoolEvents = d("dialtrap_webhook_spool_events", "Events in the webhook spool not yet delivered.")
+		c.spoolBytes = d("dialtrap_webhook_spool_bytes", "Bytes of the webhook spool on disk.")
+		c.whDelivered = d("dialtrap_webhook_events_delivered_total", "Events the webhook endpoint accepted.")
+		c.whRejected = d("dialtrap_webhook_events_rejected_total", "Events the endpoint refused for good (kept in rejected.jsonl).")
+		c.whFailures = d("dialtrap_webhook_delivery_failures_total", "Failed delivery attempts (each retried).")
+		c.whDropped = d("dialtrap_webhook_events_dropped_total", "Events removed from the full spool before delivery (--webhook-spool-max).")
+	}
+	return c
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if c.s.Sinks != nil {
+		for _, s := range c.s.Sinks() {
+			gauge(c.queueEvents, float64(s.Queued), s.Name)
+			gauge(c.queueBytes, float64(s.QueuedBytes), s.Name)
+			counter(c.delivered, s.Delivered, s.Name)
+			counter(c.dropped, s.Dropped, s.Name)
+			counter(c.refused, s.Refused, s.Name)
+			counter(c.writeErrors, s.Failures, s.Name)
+		}
+	}
+	if c.s.KernelDrops != nil {
+		counter(c.kernelDrops, c.s.KernelDrops())
+	}
+	if c.s.RepliesOverBudget != nil {
+		counter(c.overBudget, c.s.RepliesOverBudget())
+	}
+	if c.s.Peers != nil {
+		p := c.s.Peers()
+		gauge(c.peers, float64(p.Connected))
+		counter(c.peerPublished, p.Published)
+		counter(c.peerReceived, p.Received)
+		for _, r := range bounded(p.Rejected, peerReasons) {
+			counter(c.peerRejected, r.v, r.label)
+		}
+		for _, r := range bounded(p.Dropped, dropQueues) {
+			counter(c.peerDropped, r.v, r.label)
+		}
+		gauge(c.peerPending, float64(p.Pending))
+		counter(c.peerPendingDropped, p.PendingDropped)
+	}
+	if c.s.Webhook != nil {
+		w := c.s.Webhook()
+		gauge(c.spoolEvents, float64(w.SpoolEvents))
+		gauge(c.spoolBytes, float64(w.SpoolBytes))
+		counter(c.whDelivered, w.Delivered)
+		counter(c.whRejected, w.Rejected)
+		counter(c.whFailures, w.Failures)
+		counter(c.whDropped, w.Dropped)
+	}
+}
+
+type labelled struct {
+	label string
+	v     uint64
+}
+
+// bounded returns a value for every known label (0 when m lacks it, so every series exists
+// from the start) and one "other" for the rest, when there is any.
+func bounded(m map[string]uint64, known []string) []labelled {
+	out := make([]labelled, 0, len(known)+1)
+	var other uint64
+	rest := len(m)
+	for _, k := range known {
+		v, ok := m[k]
+		if ok {
+			rest--
+		}
+		out = append(out, labelled{k, v})
+	}
+	if rest > 0 {
+		for k, v := range m {
+			if !slices.Contains(known, k) {
+				other += v
+			}
+		}
+		out = append(out, labelled{"other", other})
+	}
+	return out
+}
