@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian machine: the real attack tools the
 # end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban,
 # iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio for the BGP
-# and policy-agent tests, and a pinned
+# and policy-agent tests, Chromium and its WebDriver server for the dashboard test, and a pinned
 # staticcheck. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -24,6 +24,9 @@ command -v ipset >/dev/null 2>&1 || need_apt+=(ipset)
 command -v bird >/dev/null 2>&1 || need_apt+=(bird2)
 command -v gobgpd >/dev/null 2>&1 || need_apt+=(gobgpd)
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+# The dashboard test drives a real headless Chromium through its WebDriver server.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 
 if ((${#need_apt[@]})); then
 	echo "test-deps: installing ${need_apt[*]} with apt-get" >&2

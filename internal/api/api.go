@@ -103,6 +103,12 @@ type Config struct {
 	// per firewall; each asks the store a few times a second); default 256.
 	MaxChangeStreams int
 
+	// Dashboard serves the web dashboard (internal/dashboard) at "/" and under /dashboard/.
+	// Those paths need no token: the page and its assets hold no data, and the page must load
+	// to ask the operator for the token. nil: they answer 404 like any unknown route.
+	Dashboard http.Handler
+	// Live streams new events at /events/live (internal/live), behind the token; nil: 404.
+	Live LiveFeed
 	// Metrics serves /metrics (the Prometheus text format), behind the token like every
 	// route; nil (--metrics off) answers 404 as an unknown route does.
 	Metrics http.Handler
@@ -117,6 +123,16 @@ type Config struct {
 	done <-chan struct{}
 	// changes reads the change sequence for all change streams (the Server runs it).
 	changes *feed.Watcher
+}
+
+// LiveFeed streams events to one client until it goes or done is closed (internal/live).
+type LiveFeed interface {
+	Serve(w http.ResponseWriter, r *http.Request, done <-chan struct{})
+}
+
+// dashboardPath reports whether p is one of the dashboard's public paths.
+func dashboardPath(p string) bool {
+	return p == "/" || strings.HasPrefix(p, "/dashboard/")
 }
 
 // Contract texts.
@@ -192,9 +208,15 @@ func Handler(cfg Config) http.Handler {
 	m.HandleFunc("/feeds/numbers", h.feedList(store.CalledNumbers))
 	m.HandleFunc("/feeds/stream", h.feedStream)
 	m.HandleFunc("/metrics", h.metrics)
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("/events/live", h.live)
+	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
-	})
+	}
+	if cfg.Dashboard != nil {
+		m.Handle("/{$}", cfg.Dashboard)
+		m.Handle("/dashboard/", cfg.Dashboard)
+	}
+	m.HandleFunc("/", notFound)
 	return h
 }
 
@@ -238,7 +260,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
 		return
 	}
-	if h.cfg.Token != "" && r.URL.Path != "/health-check" {
+	if h.cfg.Token != "" && r.URL.Path != "/health-check" && !(h.cfg.Dashboard != nil && dashboardPath(r.URL.Path)) {
 		if !h.authorized(r) {
 			if h.cfg.Observe != nil {
 				_, r.Pattern = h.mux.Handler(r) // the route refused, for the latency histogram
@@ -264,6 +286,16 @@ func (h *handler) authorized(r *http.Request) bool {
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
 	return subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) == 1
+}
+
+// live serves /events/live: new events as Server-Sent Events until the client or the
+// server goes.
+func (h *handler) live(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Live == nil {
+		writeError(w, http.StatusNotFound, msgNotFoundRoute)
+		return
+	}
+	h.cfg.Live.Serve(w, r, h.cfg.done)
 }
 
 // metrics serves Config.Metrics, or 404 when the node serves no metrics (--metrics off).

@@ -141,6 +141,8 @@ type Config struct {
 	SIPReplyBurst     int
 	APIMaxConns       int
 	APIMaxConnsPerIP  int
+	// Dashboard serves the web dashboard at / of the API (with -a); on by default.
+	Dashboard bool
 	// QueueMaxBytes is what all the sinks' queues together may hold in memory.
 	QueueMaxBytes int64
 
@@ -228,6 +230,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.Float64Var(&c.SIPReplyRate, "sip-reply-rate", 20, "responsive mode: replies a second to one UDP source (an IPv4 address, an IPv6 /64); an unproven source also gets back at most 3x the bytes it sent")
 	fs.IntVar(&c.SIPReplyBurst, "sip-reply-burst", 40, "responsive mode: replies one UDP source may get at once")
 	fs.IntVar(&c.APIMaxConns, "api-max-conns", 4096, "most concurrent REST API connections (when all are taken, the longest idle is closed for a new one)")
+	fs.BoolVar(&c.Dashboard, "dashboard", true, "serve the web dashboard at / of the REST API (its page needs no token, its data does; =false to turn it off)")
 	fs.IntVar(&c.APIMaxConnsPerIP, "api-max-conns-per-ip", 64, "most concurrent REST API connections from one IPv4 address or IPv6 /64")
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", 256<<20, "bytes of events all outputs' queues may hold in memory (the store's queue half of it, the others an eighth each); beyond it the oldest are dropped, counted")
 

@@ -33,11 +33,14 @@ import (
 	"github.com/dialtrap/dialtrap/internal/bgp"
 	"github.com/dialtrap/dialtrap/internal/block"
 	"github.com/dialtrap/dialtrap/internal/config"
+	"github.com/dialtrap/dialtrap/internal/dashboard"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/fsutil"
+	"github.com/dialtrap/dialtrap/internal/geo"
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/intel"
+	"github.com/dialtrap/dialtrap/internal/live"
 	"github.com/dialtrap/dialtrap/internal/metrics"
 	"github.com/dialtrap/dialtrap/internal/peer"
 	"github.com/dialtrap/dialtrap/internal/policy"
@@ -86,6 +89,7 @@ type Node struct {
 	hub     *hub.Hub
 	peer    *peer.Node
 	api     *api.Server
+	live    *live.Broadcaster // the dashboard's live feed; nil without the dashboard
 	sip     *sip.Server
 	bgp     *bgp.Speaker     // nil unless --bgp-neighbor or --bgp-listen
 	bgpFeed *block.Agent     // keeps the speaker in step with the store
@@ -510,6 +514,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 500, PeerEvents: routes["p2p"],
 			Accept: Shareable(cfg, n.guards)})
 	}
+	if cfg.API && cfg.Dashboard {
+		// The dashboard's live feed: a browser gets this node's own probes only (as the JSON
+		// log does), so what it shows is what this node saw. Its queue is small: the feed is
+		// a view, and a browser that lags is better served fresh events than old ones.
+		n.live = live.New(live.Options{Country: geo.CountryOf})
+		n.hub.Add(n.live, hub.Options{Capacity: 1 << 12, MaxBytes: 8 << 20, MaxBatch: 256})
+	}
 	// Every sink is attached: from here on events may flow.
 	if err := n.hub.Start(ctx); err != nil {
 		return err
@@ -584,6 +595,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		if n.sip != nil {
 			acfg.KernelDrops = n.sip.KernelDrops
+		}
+		if n.live != nil {
+			acfg.Dashboard, acfg.Live = dashboard.New(), n.live
+			// Open streams end with the API; the broadcaster refuses new ones from then on.
+			n.onClose("live feed", time.Second, func(context.Context) error { n.live.Close(); return nil })
 		}
 		if n.metrics != nil {
 			n.metrics.Watch(n.metricSources())

@@ -500,3 +500,23 @@ func TestBGPAndPolicyLifecycle(t *testing.T) {
 	n.Close(context.Background())
 	goleak.VerifyNone(t)
 }
+
+// The dashboard is served at / of the API unless --dashboard=false; its live feed gets this
+// node's own probes.
+func TestDashboardFlag(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		n, _ := startNode(t, load(t, "-a", fmt.Sprintf("--dashboard=%v", on)))
+		resp, err := http.Get("http://" + n.Addrs().API + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		if resp.StatusCode != want || (on != (n.live != nil)) {
+			t.Errorf("--dashboard=%v: GET / %d, live feed %v", on, resp.StatusCode, n.live != nil)
+		}
+	}
+}
