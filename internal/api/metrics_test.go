@@ -125,6 +125,24 @@ func TestObserveNamesRoutePatterns(t *testing.T) {
 			t.Errorf("%s %s: the observed answer differs from the plain one:\n%s\n%s", tt.method, tt.path, bodies[0], bodies[1])
 		}
 	}
+	// Open-ended streams are no latency: not observed (here they answer 404, being off).
+	mu.Lock()
+	got = nil
+	mu.Unlock()
+	for _, p := range []string{"/feeds/stream", "/events/live"} {
+		req, _ := http.NewRequest("GET", srv.URL+p, nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	mu.Lock()
+	if len(got) != 0 {
+		t.Errorf("streams observed: %+v", got)
+	}
+	mu.Unlock()
 }
 
 // The observing writer hides nothing a streamed list needs: write deadlines and flushes
