@@ -21,6 +21,8 @@ import (
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/eventio"
+	"github.com/dialtrap/dialtrap/internal/intel"
+	"github.com/dialtrap/dialtrap/internal/sip"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
@@ -390,6 +392,7 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	var sf storeFlags
 	sf.add(f)
 	tz := f.String("tz", "UTC", "time zone of timestamps written without one (the reference product wrote local time)")
+	home := f.String("home-country", "", "ISO 3166 code (DE) national dial strings are read in for the analytics, as the node's")
 	if code := f.parse(args, exitUsage); code >= 0 {
 		return code
 	}
@@ -414,6 +417,7 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		return f.fail(exitRuntime, "%v", err)
 	}
 	defer st.Close()
+	st.SetLabeler(intel.NewLabeler(strings.ToUpper(*home)))
 	for _, path := range f.Args() {
 		if err := importFile(ctx, st, path, loc, stdout, stderr); err != nil {
 			return f.fail(exitRuntime, "%v", err)
@@ -472,6 +476,7 @@ func importFile(ctx context.Context, st importStore, path string, loc *time.Loca
 		bar.show(done, total, valid)
 	}}, func(e *event.Event) error {
 		valid++
+		enrichImported(e)
 		batch = append(batch, e)
 		if len(batch) == importBatch {
 			return flush()
@@ -491,6 +496,18 @@ func importFile(ctx context.Context, st importStore, path string, loc *time.Loca
 		fmt.Fprintf(stderr, "  skipped %s\n", e)
 	}
 	return nil
+}
+
+// enrichImported names the tool and payloads of an event recorded without them (by the
+// reference product, or by a node older than the analytics) from its stored message, as
+// capture would have. An event that carries them keeps its own.
+func enrichImported(e *event.Event) {
+	if e.Tool != "" || e.UASpoofed || len(e.Payload) > 0 || e.SIPMessage == "" {
+		return
+	}
+	raw := []byte(e.SIPMessage)
+	m := sip.Parse(raw)
+	intel.Enrich(&m, raw, e)
 }
 
 // progress draws a progress bar on a terminal, and nothing elsewhere (logs, pipes).

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -262,11 +263,11 @@ func TestImportReferenceData(t *testing.T) {
 	jsonLog := filepath.Join(t.TempDir(), "sentrypeer_json.log")
 	os.WriteFile(jsonLog, []byte(`{"app_name":"sentrypeer","app_version":"v4.0.0","event_timestamp":"2023-07-27 12:07:00.1","event_uuid":"8a2e3c44-1a5b-4c6d-9e8f-0a1b2c3d4e62","created_by_node_id":"7d0c2f1e-0000-4000-8000-000000000001","collected_method":"responsive","transport_type":"TCP","source_ip":"193.107.216.27","destination_ip":"","called_number":"100","sip_method":"REGISTER","sip_user_agent":"sipcli/v1.8","sip_message":"REGISTER"}
 not json
-`), 0o600)
+`+svmapLine(t)), 0o600)
 	dir := t.TempDir()
 	code, out, errOut := dialtrap(t, "import", "--data-dir", dir, ref, jsonLog)
 	if code != 0 || !strings.Contains(out, "3 records, 2 events added, 0 already stored, 1 skipped as invalid") ||
-		!strings.Contains(out, "2 records, 1 events added, 0 already stored, 1 skipped as invalid") || !strings.Contains(errOut, "bogus") {
+		!strings.Contains(out, "3 records, 2 events added, 0 already stored, 1 skipped as invalid") || !strings.Contains(errOut, "bogus") {
 		t.Fatalf("import: exit %d\n%s\n%s", code, out, errOut)
 	}
 	n := startNode(t, nodeOpts{dir: dir, args: []string{"-R", "-a"}})
@@ -295,8 +296,33 @@ not json
 	if !strings.Contains(body, `"seen_count": "2"`) || !strings.Contains(body, `"seen_last": "2023-07-27 12:07:00.100000000"`) {
 		t.Errorf("imported IP aggregate:\n%s", body)
 	}
-	n.stop()
-	if got := n.events(); len(got) != 3 {
-		t.Errorf("%d events stored, want 3", len(got))
+	// The import labels what it stores: origins, and the tool of a message recorded without
+	// one, from the message itself.
+	for path, want := range map[string]string{"/stats/countries": `"country": "HK"`, "/stats/tools": `"tool": "sipvicious"`} {
+		if _, _, body := a.get(path); !strings.Contains(body, want) {
+			t.Errorf("%s lacks %s:\n%s", path, want, body)
+		}
 	}
+	n.stop()
+	if got := n.events(); len(got) != 4 {
+		t.Errorf("%d events stored, want 4", len(got))
+	}
+}
+
+// svmapLine is a reference JSON log line holding a real svmap OPTIONS and no tool.
+func svmapLine(t *testing.T) string {
+	t.Helper()
+	msg, err := os.ReadFile("../../internal/sip/testdata/messages/svmap-options.sip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(map[string]string{"app_name": "sentrypeer", "app_version": "v4.0.0",
+		"event_timestamp": "2023-07-27 12:08:00.1", "event_uuid": "8a2e3c44-1a5b-4c6d-9e8f-0a1b2c3d4e63",
+		"created_by_node_id": "7d0c2f1e-0000-4000-8000-000000000001", "collected_method": "responsive",
+		"transport_type": "UDP", "source_ip": "193.46.255.152", "destination_ip": "", "called_number": "100",
+		"sip_method": "OPTIONS", "sip_user_agent": "friendly-scanner", "sip_message": string(msg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b) + "\n"
 }
