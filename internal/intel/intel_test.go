@@ -115,3 +115,17 @@ func BenchmarkEnrich(b *testing.B) {
 		})
 	}
 }
+
+// Whatever a packet holds, enrichment neither panics nor sets a tool or payload that the
+// event check (what peers apply) would refuse.
+func FuzzEnrich(f *testing.F) {
+	for _, name := range []string{"svmap-options.sip", "sipp-invite.sip", "sipsak-options.sip", "sqli-to.sip", "garbage-tls-hello.bin"} {
+		f.Add(load(f, name))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		e := enrich(raw)
+		if err := event.Check(withContract(e), event.Rules{}); err != nil {
+			t.Fatalf("enriched event refused: %v (tool %q, payload %v)", err, e.Tool, e.Payload)
+		}
+	})
+}
