@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"os/signal"
@@ -219,8 +220,8 @@ func sparkline(counts []int64) string {
 	var b strings.Builder
 	for _, n := range counts {
 		i := 0
-		if top > 0 {
-			i = int((n*int64(len(bars)-1) + top - 1) / top)
+		if top > 0 && n > 0 { // a negative count from a broken or hostile API draws as none
+			i = min(len(bars)-1, int(math.Ceil(float64(n)/float64(top)*float64(len(bars)-1))))
 		}
 		b.WriteRune(bars[i])
 	}
@@ -232,7 +233,7 @@ func (s snapshot) print(w io.Writer, now time.Time) {
 	if since == "" {
 		since = "the start"
 	}
-	fmt.Fprintf(w, "dialtrap top  %s UTC  since %s\n", now.UTC().Format("2006-01-02 15:04:05"), shortTime(since))
+	fmt.Fprintf(w, "dialtrap top  %s UTC  since %s\n", now.UTC().Format("2006-01-02 15:04:05"), printable(shortTime(since), 30))
 	fmt.Fprintf(w, "events %d   sources %d   numbers %d\n", s.events, s.ips, s.numbers)
 	var last int64
 	if len(s.timeline) > 1 {
@@ -254,27 +255,29 @@ func (s snapshot) print(w io.Writer, now time.Time) {
 		if i < len(s.prefixes) {
 			p = s.prefixes[i]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\t%s\t%s\t\t%s\t%s\n", t[0], t[1], t[2], o.Value, o.Count, p.Value, p.Count)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\t%s\t%s\t\t%s\t%s\n", printable(t[0], 20), printable(t[1], 20), printable(t[2], 20),
+			printable(o.Value, 20), printable(o.Count, 20), printable(p.Value, 20), printable(p.Count, 20))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TARGET\tCOUNTRY\tTYPE\tCALLS\t")
 	for _, t := range s.targets {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(t[0], 40), t[1], t[2], t[3], t[4])
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(t[0], 40), printable(t[1], 20), printable(t[2], 20), printable(t[3], 20), t[4])
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CAMPAIGN SOURCE\tCOUNTRY\tTOOL\tPROBES\tLAST SEEN")
 	for _, k := range s.camps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k[0], k[1], k[2], k[3], k[4])
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(k[0], 40), printable(k[1], 20), printable(k[2], 20), printable(k[3], 20), printable(k[4], 20))
 	}
 	tw.Flush()
 }
 
-// printable cuts s to n runes and replaces control characters: values come from attackers,
-// and a terminal must not be steered by escape sequences in them.
+// printable cuts s to n runes and replaces control characters: values come from attackers
+// (and from whatever answers at --api-url), and a terminal must not be steered by escape
+// sequences in them. Every value top prints goes through it.
 func printable(s string, n int) string {
 	var b strings.Builder
 	for i, r := range []rune(s) {

@@ -116,6 +116,10 @@ func (h *handler) numbers(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if limit > maxPage { // the list is read into memory, and scans invent numbers at will
+		h.badRequest(w, r, fmt.Errorf("limit: at most %d", maxPage))
+		return
+	}
 	vals, distinct, err := h.cfg.Analytics.TopNumbers(r.Context(), q.opts.Since, limit)
 	if err != nil {
 		h.storeFailed(w, r, err)
@@ -292,8 +296,13 @@ func (h *handler) numberInfo(ctx context.Context, n string) (*numberInfo, error)
 		return info, nil
 	}
 	t, ok, err := h.cfg.Analytics.Target(ctx, info.Target)
-	if err != nil || !ok {
-		return info, err
+	if err != nil {
+		// The lookup a PBX asked for is answered; only what the analytics add is left out.
+		h.warn.Warn("number_info left out of a lookup: the target could not be read", "err", err)
+		return info, nil
+	}
+	if !ok {
+		return info, nil
 	}
 	info.Fresh = t.FirstSeen >= event.FormatTime(h.cfg.Now().Add(-FreshWindow))
 	info.TargetCount = count(t.Count)

@@ -75,6 +75,7 @@ func TestAnalyticsRoutes(t *testing.T) {
 		{"stats-timeline-too-long", "/stats/timeline?step=1m&since=2026-11-01"},
 		{"stats-targets-bad-fresh", "/stats/targets?fresh=yesterday"},
 		{"campaigns-bad-limit", "/campaigns?limit=100000"},
+		{"stats-numbers-bad-limit", "/stats/numbers?limit=10001"},
 	} {
 		resp, err := http.Get(srv.URL + tt.path)
 		if err != nil {

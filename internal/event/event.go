@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -300,4 +301,45 @@ func ParseSince(s string, now time.Time) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("since %q is neither a time (2026-11-23, 2026-11-23 10:00, RFC 3339) nor a duration (24h)", s)
+}
+
+// Tools are the names internal/fingerprint gives a tool. A Tool outside them (a newer
+// peer's) is stored as sent and counted as unknown.
+var Tools = []string{"sipvicious", "sipp", "sipsak", "sipcli", "pplsip"}
+
+// PayloadKinds and PayloadPlaces are the kinds and places internal/payload reports. Others
+// (a newer peer's) are stored as sent and counted as "other".
+var (
+	PayloadKinds  = []string{"sqli", "shell", "format", "script"}
+	PayloadPlaces = []string{"request-uri", "from", "to", "contact", "user-agent", "call-id", "via", "cseq", "subject",
+		"authorization", "proxy-authorization", "refer-to", "referred-by", "p-asserted-identity", "remote-party-id",
+		"diversion", "other"}
+)
+
+// KnownTool returns t when it is one of Tools, else "".
+func KnownTool(t string) string {
+	if slices.Contains(Tools, t) {
+		return t
+	}
+	return ""
+}
+
+// CountedPayloads returns the distinct findings of p as statistics count them, "kind@where",
+// with kinds and places outside the known ones as "other": what a peer sends cannot add
+// values to the counts, nor count one finding twice.
+func CountedPayloads(p []Payload) []string {
+	var out []string
+	for _, f := range p {
+		kind, where := f.Kind, f.Where
+		if !slices.Contains(PayloadKinds, kind) {
+			kind = "other"
+		}
+		if !slices.Contains(PayloadPlaces, where) {
+			where = "other"
+		}
+		if v := kind + "@" + where; !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }

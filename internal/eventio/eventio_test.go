@@ -53,6 +53,10 @@ func TestRoundTrip(t *testing.T) {
 			for i := range 3 {
 				want = append(want, sample(i))
 				want[i].SourceVerified = i == 1
+				if i == 2 {
+					want[i].Tool, want[i].UASpoofed = "sipvicious", true
+					want[i].Payload = []event.Payload{{Kind: "sqli", Where: "to"}, {Kind: "script", Where: "user-agent"}}
+				}
 				if err := w.Write(want[i]); err != nil {
 					t.Fatal(err)
 				}
@@ -76,6 +80,7 @@ func TestRoundTrip(t *testing.T) {
 					w := *want[i]
 					w.SIPMessage = strings.ReplaceAll(w.SIPMessage, "\r\n", "\n")
 					w.SourceVerified = false // not one of the 15 CSV keys
+					w.Tool, w.UASpoofed, w.Payload = "", false, nil
 					want[i] = &w
 				}
 				if !reflect.DeepEqual(got[i], want[i]) {
@@ -97,6 +102,7 @@ func TestReadDialtrapDatabase(t *testing.T) {
 	want := []*event.Event{sample(0), sample(1)}
 	want[1].SourceVerified = true
 	want[0].SIPMessageLength = 70000
+	want[1].Tool, want[1].UASpoofed, want[1].Payload = "sipp", true, []event.Payload{{Kind: "shell", Where: "request-uri"}}
 	if err := st.Write(context.Background(), want); err != nil {
 		t.Fatal(err)
 	}

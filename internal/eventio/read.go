@@ -284,7 +284,7 @@ func readSQLite(ctx context.Context, path string, o Options, fn func(*event.Even
 		query := src.query
 		if src.table == "events" {
 			// Columns later schemas added, read where the database has them.
-			for _, c := range []string{"sip_message_length", "source_verified"} {
+			for _, c := range []string{"sip_message_length", "source_verified", "tool", "ua_spoofed", "payload"} {
 				var n int
 				if db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('events') WHERE name = ?`, c).Scan(&n); n == 1 {
 					query = strings.Replace(query, " FROM events", ", "+c+" FROM events", 1)
@@ -377,6 +377,15 @@ func Normalize(r Record, raw []byte, loc *time.Location) (*event.Event, error) {
 	case "true", "1":
 		e.SourceVerified = true
 	}
+	// What the capturing node read from the message; Check below bounds it.
+	e.Tool = strings.TrimSpace(r.str("tool"))
+	switch r.str("ua_spoofed") {
+	case "true", "1":
+		e.UASpoofed = true
+	}
+	if e.Payload, err = payloadOf(r["payload"]); err != nil {
+		return nil, err
+	}
 	if u, err := uuid.Parse(e.UUID); err == nil {
 		e.UUID = u.String()
 	} else {
@@ -461,4 +470,31 @@ func ParseTimestamp(s string, loc *time.Location) (string, error) {
 		t = t.Add(time.Duration(ns))
 	}
 	return event.FormatTime(t), nil
+}
+
+// payloadOf reads a record's payload findings: a JSON array in a log line, its text in a
+// database column.
+func payloadOf(v any) ([]event.Payload, error) {
+	var b []byte
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("payload: %w", err)
+		}
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var p []event.Payload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("payload is not a list of {kind, where}: %w", err)
+	}
+	return p, nil
 }

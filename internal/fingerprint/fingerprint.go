@@ -121,8 +121,13 @@ func Identify(m *sip.Message, raw []byte) Result {
 	return r
 }
 
+// maxAgent is how much of a User-Agent is read for a tool's name: the tools put it first,
+// and a 64 KiB User-Agent must not cost six scans of 64 KiB on the capture path.
+const maxAgent = 256
+
 // claimedTool is the tool a User-Agent names, if any.
 func claimedTool(ua []byte) string {
+	ua = ua[:min(len(ua), maxAgent)]
 	switch {
 	case containsFold(ua, "friendly-scanner"), containsFold(ua, "sipvicious"):
 		return SIPVicious

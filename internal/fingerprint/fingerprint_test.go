@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/sip"
 )
 
@@ -165,4 +166,20 @@ func FuzzIdentify(f *testing.F) {
 		}
 		_ = bytes.Clone(raw)
 	})
+}
+
+// A tool's name is looked for in the first maxAgent bytes of the User-Agent only, and every
+// name Identify gives is one the event's statistics know.
+func TestClaimedToolBoundsAndNames(t *testing.T) {
+	if got := claimedTool([]byte(strings.Repeat("x", maxAgent) + "friendly-scanner")); got != Unknown {
+		t.Errorf("a name after %d bytes was read: %q", maxAgent, got)
+	}
+	if got := claimedTool([]byte("friendly-scanner " + strings.Repeat("x", 60000))); got != SIPVicious {
+		t.Errorf("a long User-Agent starting with the name: %q", got)
+	}
+	for _, tool := range []string{SIPVicious, SIPp, SIPSak, SIPCli, PPLSip} {
+		if event.KnownTool(tool) != tool {
+			t.Errorf("tool %q is not in event.Tools", tool)
+		}
+	}
 }

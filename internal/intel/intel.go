@@ -65,9 +65,16 @@ func (l *Labeler) Number(n string) store.NumberInfo {
 	return store.NumberInfo{Prefix: a.Prefix, Target: a.Target, Country: a.Country, Type: a.Type}
 }
 
+// maxNumber is the longest dialled string analysed (and cached): no numbering plan has
+// numbers anywhere near it, and a To URI may hold 64 KiB of junk a scanner varies at will.
+const maxNumber = 64
+
 // Analyze is numberintel.Analyze in the labeler's home region, from the cache when n was
-// seen lately: what the store counts and /numbers/{n} shows.
+// seen lately: what the store counts. Longer strings than maxNumber are no number.
 func (l *Labeler) Analyze(n string) numberintel.Info {
+	if len(n) > maxNumber {
+		return numberintel.Info{Dialled: n, Target: n}
+	}
 	l.mu.Lock()
 	info, ok := l.nums[n]
 	l.mu.Unlock()
@@ -82,4 +89,19 @@ func (l *Labeler) Analyze(n string) numberintel.Info {
 	l.nums[n] = info
 	l.mu.Unlock()
 	return info
+}
+
+// Lookup is Analyze for a number asked through the API: it reads the cache but does not
+// fill it, so a burst of lookups of numbers never dialled cannot evict the writer's.
+func (l *Labeler) Lookup(n string) numberintel.Info {
+	if len(n) > maxNumber {
+		return numberintel.Info{Dialled: n, Target: n}
+	}
+	l.mu.Lock()
+	info, ok := l.nums[n]
+	l.mu.Unlock()
+	if ok {
+		return info
+	}
+	return numberintel.Analyze(n, l.home)
 }

@@ -98,6 +98,18 @@ func TestLabeler(t *testing.T) {
 	if c := l.Number("0044 9098790123"); c != a {
 		t.Errorf("cached %+v, first %+v", c, a)
 	}
+	// Junk as long as a To URI allows is no number, and is not kept.
+	long := strings.Repeat("1", 60000)
+	if info := l.Analyze(long); info.Prefix != "" || info.E164 || len(l.nums) != 2 {
+		t.Errorf("a 60 KB dial string: %+v, %d cached", info.Country, len(l.nums))
+	}
+	// The API's lookups read the cache but do not fill it.
+	if info := l.Lookup("+4915123456789"); info.Country != "DE" || len(l.nums) != 2 {
+		t.Errorf("lookup %+v, %d cached", info, len(l.nums))
+	}
+	if info := l.Lookup("0044 9098790123"); info != l.Analyze("0044 9098790123") {
+		t.Errorf("lookup of a cached number %+v", info)
+	}
 }
 
 // BenchmarkEnrich is the capture path's cost per probe: the goal is under 2 µs, no

@@ -582,7 +582,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			National: cfg.NumberMatch == "national", Log: n.log,
 			MaxConns: cfg.APIMaxConns, MaxConnsPerSource: cfg.APIMaxConnsPerIP,
 			Feeds: n.store, Guards: n.guards,
-			Analytics: n.store, NumberInfo: n.labeler.Analyze,
+			Analytics: n.store, NumberInfo: n.labeler.Lookup,
 		}
 		if n.peer != nil {
 			acfg.Peers = func() any { return n.peer.Report() }

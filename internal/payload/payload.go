@@ -53,6 +53,7 @@ const maxScan = 1024
 // looked at), at most one per kind and place, appended to out.
 func Detect(raw []byte, out []Finding) []Finding {
 	var buf [maxScan]byte // one scratch buffer for every value (zeroed once)
+	start := len(out)
 	end := bytes.Index(raw, []byte("\r\n\r\n"))
 	if end < 0 {
 		if end = bytes.Index(raw, []byte("\n\n")); end < 0 {
@@ -65,9 +66,9 @@ func Detect(raw []byte, out []Finding) []Finding {
 		first = len(head)
 	}
 	// The Request-URI: between the first and the last space of the start line.
-	start := bytes.TrimRight(head[:first], "\r")
-	if i, j := bytes.IndexByte(start, ' '), bytes.LastIndexByte(start, ' '); i > 0 && j > i {
-		out = scan(&buf, start[i+1:j], "request-uri", out)
+	startLine := bytes.TrimRight(head[:first], "\r")
+	if i, j := bytes.IndexByte(startLine, ' '), bytes.LastIndexByte(startLine, ' '); i > 0 && j > i {
+		out = scan(&buf, startLine[i+1:j], "request-uri", out, start)
 	}
 	rest := head[min(first+1, len(head)):]
 	for len(rest) > 0 {
@@ -83,16 +84,19 @@ func Detect(raw []byte, out []Finding) []Finding {
 		if colon <= 0 {
 			continue
 		}
-		out = scan(&buf, line[colon+1:], headerName(bytes.TrimSpace(line[:colon])), out)
+		out = scan(&buf, line[colon+1:], headerName(bytes.TrimSpace(line[:colon])), out, start)
 	}
 	return out
 }
 
+// headers are the places named in a Finding besides "request-uri" and "other".
+var headers = []string{"from", "to", "contact", "user-agent", "call-id", "via", "cseq", "subject", "authorization",
+	"proxy-authorization", "refer-to", "referred-by", "p-asserted-identity", "remote-party-id", "diversion"}
+
 // headerName is a header's name for a Finding: lower case, compact forms expanded; headers
 // outside the list are "other" (no allocation for what a scanner makes up).
 func headerName(n []byte) string {
-	for _, h := range []string{"from", "to", "contact", "user-agent", "call-id", "via", "cseq", "subject", "authorization",
-		"proxy-authorization", "refer-to", "referred-by", "p-asserted-identity", "remote-party-id", "diversion"} {
+	for _, h := range headers {
 		if len(n) == len(h) && bytes.EqualFold(n, []byte(h)) {
 			return h
 		}
@@ -118,7 +122,9 @@ func headerName(n []byte) string {
 
 // scan matches the rules against v, case-insensitively and with percent escapes undone.
 // Most values hold no escape and are read in place; only one with a '%' is decoded into buf.
-func scan(buf *[maxScan]byte, v []byte, where string, out []Finding) []Finding {
+// Findings already in out[start:] (the same kind in another header of the same name) are
+// not added again.
+func scan(buf *[maxScan]byte, v []byte, where string, out []Finding, start int) []Finding {
 	escaped := bytes.IndexByte(v, '%') >= 0
 	s := v[:min(len(v), maxScan)]
 	if escaped {
@@ -151,20 +157,32 @@ func scan(buf *[maxScan]byte, v []byte, where string, out []Finding) []Finding {
 			k := kindIndex(r.kind)
 			if !found[k] && hasPrefixFold(s[i:], r.pat) {
 				found[k] = true
-				out = append(out, Finding{Kind: r.kind, Where: where})
+				out = add(out, start, Finding{Kind: r.kind, Where: where})
 			}
 		}
 	}
 	// A format string is looked for as sent: with escapes undone, "%25n" would be one.
 	if escaped {
+		sent := v[:min(len(v), maxScan)]
 		for _, r := range rules {
-			if r.kind == Format && !found[2] && containsFold(v, r.pat) {
+			if r.kind == Format && !found[2] && containsFold(sent, r.pat) {
 				found[2] = true
-				out = append(out, Finding{Kind: Format, Where: where})
+				out = add(out, start, Finding{Kind: Format, Where: where})
 			}
 		}
 	}
 	return out
+}
+
+// add appends f unless out[start:] holds it: a message of twenty injected headers of one
+// name is one finding there, and leaves room for the others.
+func add(out []Finding, start int, f Finding) []Finding {
+	for _, g := range out[start:] {
+		if g == f {
+			return out
+		}
+	}
+	return append(out, f)
 }
 
 // lower maps a byte to its ASCII lower case.

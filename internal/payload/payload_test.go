@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/dialtrap/dialtrap/internal/event"
 )
 
 // message puts value at where in an otherwise ordinary OPTIONS.
@@ -152,4 +156,49 @@ func FuzzDetect(f *testing.F) {
 			}
 		}
 	})
+}
+
+// One kind in many headers of one name is one finding, so a message cannot crowd out the
+// others or count twenty times in the statistics.
+func TestFindingsAreDistinct(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("OPTIONS sip:100@192.0.2.1 SIP/2.0\r\n")
+	for i := range 20 {
+		fmt.Fprintf(&b, "X-%d: 1' OR '1'='1\r\n", i)
+	}
+	b.WriteString("User-Agent: <script>alert(1)</script>\r\n\r\n")
+	got := Detect([]byte(b.String()), nil)
+	want := []Finding{{SQLi, "other"}, {Script, "user-agent"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("findings %v, want %v", got, want)
+	}
+}
+
+// Every place a finding names is one the event's statistics know.
+func TestPlacesAreKnown(t *testing.T) {
+	for _, p := range append([]string{"request-uri", "other"}, headers...) {
+		if !slices.Contains(event.PayloadPlaces, p) {
+			t.Errorf("place %q is not in event.PayloadPlaces", p)
+		}
+	}
+	for _, r := range rules {
+		if !slices.Contains(event.PayloadKinds, r.kind) {
+			t.Errorf("kind %q is not in event.PayloadKinds", r.kind)
+		}
+	}
+}
+
+// Only the first maxScan bytes of a value are read, escapes or not: the capture path reads
+// every message, and a 64 KiB header must cost what its first KiB does.
+func TestLongValuesAreBounded(t *testing.T) {
+	pad := strings.Repeat("%20", maxScan) // maxScan bytes once decoded
+	for _, tail := range []string{"%n", "' or 1=1--"} {
+		msg := "OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nSubject: " + pad + tail + "\r\n\r\n"
+		if got := Detect([]byte(msg), nil); len(got) != 0 {
+			t.Errorf("%q after %d bytes found: %v", tail, len(pad), got)
+		}
+	}
+	if got := Detect([]byte("OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nSubject: %20%n\r\n\r\n"), nil); len(got) != 1 {
+		t.Errorf("a format string near the start: %v", got)
+	}
 }

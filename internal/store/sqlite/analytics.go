@@ -22,8 +22,8 @@ func (s *Store) SetLabeler(l store.Labeler) { s.labeler = l }
 const minuteLayout = "2006-01-02 15:04"
 
 type analyticsStmts struct {
-	minute, target, dialled                 *sql.Stmt
-	findCampaign, newCampaign, growCampaign *sql.Stmt
+	minute, target, dialled                               *sql.Stmt
+	findCampaign, nearCampaign, newCampaign, growCampaign *sql.Stmt
 }
 
 type campaignKey struct{ ip, tool string }
@@ -62,7 +62,9 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 		a.minutes[e.Timestamp[:16]]++
 	}
 	h := store.HourOf(e.Timestamp)
-	tool := e.Tool
+	// What a peer sends is counted only under the names this version knows: it cannot add
+	// values to the counts (it is stored as sent).
+	tool := event.KnownTool(e.Tool)
 	if tool == "" {
 		tool = store.UnknownTool
 	}
@@ -70,8 +72,8 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 	if e.UASpoofed {
 		counts[countKey{store.SpoofedTools, h, tool}]++
 	}
-	for _, p := range e.Payload {
-		counts[countKey{store.Payloads, h, countedValue(p.Kind + "@" + p.Where)}]++
+	for _, p := range event.CountedPayloads(e.Payload) {
+		counts[countKey{store.Payloads, h, p}]++
 	}
 	country := ""
 	if l != nil {
@@ -160,12 +162,15 @@ func (s *Store) writeAnalytics(ctx context.Context, tx *sql.Tx, a analytics, new
 }
 
 // writeCampaigns adds each run to the campaign it continues, or starts one: a pause longer
-// than CampaignGap, inside the batch or since the last event stored, starts a new one.
+// than CampaignGap, inside the batch or since the events stored before, starts a new one.
+// The latest campaign of each (source, tool) is remembered; a late segment (a peer's
+// catch-up, an import) is matched against the campaigns in the database.
 func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaignKey]*run) error {
 	if s.campaigns == nil || len(s.campaigns) > maxOpenCampaigns {
 		s.campaigns = map[campaignKey]openCampaign{}
 	}
-	find := tx.StmtContext(ctx, s.analytics.findCampaign)
+	latestOf := tx.StmtContext(ctx, s.analytics.findCampaign)
+	near := tx.StmtContext(ctx, s.analytics.nearCampaign)
 	grow := tx.StmtContext(ctx, s.analytics.growCampaign)
 	add := tx.StmtContext(ctx, s.analytics.newCampaign)
 	// The cache is updated only once the transaction's statements succeeded; a failed batch
@@ -173,9 +178,9 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 	pending := map[campaignKey]openCampaign{}
 	for k, r := range runs {
 		slices.Sort(r.times)
-		open, ok := s.campaigns[k]
+		latest, ok := s.campaigns[k]
 		if !ok {
-			err := find.QueryRowContext(ctx, k.ip, k.tool).Scan(&open.id, &open.first, &open.last)
+			err := latestOf.QueryRowContext(ctx, k.ip, k.tool).Scan(&latest.id, &latest.first, &latest.last)
 			switch {
 			case err == sql.ErrNoRows:
 			case err != nil:
@@ -191,30 +196,55 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 				n++
 			}
 			first, last := r.times[0], r.times[n-1]
-			if ok && !apart(open.last, first) && !apart(last, open.first) {
-				if _, err := grow.ExecContext(ctx, open.id, first, last, n); err != nil {
-					return err
-				}
-				open.first, open.last = min(open.first, first), max(open.last, last)
-			} else {
-				res, err := add.ExecContext(ctx, k.ip, k.tool, r.country, r.agent, first, last, n)
-				if err != nil {
-					return err
-				}
-				id, err := res.LastInsertId()
-				if err != nil {
-					return err
-				}
-				open, ok = openCampaign{id: id, first: first, last: last}, true
-			}
 			r.times = r.times[n:]
+			if ok && !apart(latest.last, first) && !apart(last, latest.first) {
+				if _, err := grow.ExecContext(ctx, latest.id, first, last, n); err != nil {
+					return err
+				}
+				latest.first, latest.last = min(latest.first, first), max(latest.last, last)
+				continue
+			}
+			if ok && last < latest.first {
+				// Older than the latest campaign: it may continue an earlier one.
+				var c openCampaign
+				err := near.QueryRowContext(ctx, k.ip, k.tool, shift(first, -store.CampaignGap), shift(last, store.CampaignGap)).Scan(&c.id, &c.first, &c.last)
+				switch {
+				case err == nil:
+					if _, err := grow.ExecContext(ctx, c.id, first, last, n); err != nil {
+						return err
+					}
+					continue
+				case err != sql.ErrNoRows:
+					return fmt.Errorf("find the campaign of %s: %w", k.ip, err)
+				}
+			}
+			res, err := add.ExecContext(ctx, k.ip, k.tool, r.country, r.agent, first, last, n)
+			if err != nil {
+				return err
+			}
+			id, err := res.LastInsertId()
+			if err != nil {
+				return err
+			}
+			if !ok || first > latest.last {
+				latest, ok = openCampaign{id: id, first: first, last: last}, true
+			}
 		}
-		pending[k] = open
+		pending[k] = latest
 	}
 	for k, o := range pending {
 		s.campaigns[k] = o
 	}
 	return nil
+}
+
+// shift moves an event_timestamp by d (a malformed one is returned as it is).
+func shift(ts string, d time.Duration) string {
+	t, err := event.ParseTime(ts)
+	if err != nil {
+		return ts
+	}
+	return event.FormatTime(t.Add(d))
 }
 
 // apart says whether b is more than CampaignGap after a (timestamps in event layout).

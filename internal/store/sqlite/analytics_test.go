@@ -2,10 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/intel"
@@ -182,5 +185,116 @@ func TestAnalyticsWithoutLabeler(t *testing.T) {
 	}
 	if n, err := s.CountTargets(context.Background(), store.TargetOptions{}); err != nil || n != 0 {
 		t.Errorf("targets %d %v", n, err)
+	}
+}
+
+// BenchmarkWriteLabeled is what the analytics cost the store's writer: the same batches of
+// scanner events (tools, numbers behind prefixes, 20 sources) written with and without the
+// labeler (countries, targets) in one run, alternating.
+//
+//	go test -run '^$' -bench WriteLabeled -benchtime 1x ./internal/store/sqlite
+func BenchmarkWriteLabeled(b *testing.B) {
+	ctx := context.Background()
+	const batches, size = 100, 1000
+	prefixes := []string{"", "00", "000", "9011", "900", "+"}
+	write := func(labeled bool) float64 {
+		s, err := Open(ctx, filepath.Join(b.TempDir(), "b.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		if labeled {
+			s.SetLabeler(intel.NewLabeler(""))
+		}
+		i := 0
+		var spent time.Duration
+		for range batches {
+			batch := make([]*event.Event, size)
+			for j := range batch {
+				i++
+				e := ev(i%60, fmt.Sprintf("198.51.%d.%d", i%7, i%20), prefixes[i%len(prefixes)]+fmt.Sprint(4420000000+i%5000))
+				e.UUID = uuid.Must(uuid.NewV7()).String()
+				e.Timestamp = event.FormatTime(time.Date(2026, 11, 23, 0, 0, 0, i*1000, time.UTC))
+				e.Tool = "sipvicious"
+				batch[j] = e
+			}
+			start := time.Now()
+			if err := s.Write(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			spent += time.Since(start)
+		}
+		return float64(batches*size) / spent.Seconds()
+	}
+	var plain, labeled float64
+	for range b.N {
+		for range 2 {
+			plain += write(false)
+			labeled += write(true)
+		}
+	}
+	b.ReportMetric(plain/float64(2*b.N), "events/s-plain")
+	b.ReportMetric(labeled/float64(2*b.N), "events/s-labeled")
+	b.ReportMetric(labeled/plain, "x-plain")
+}
+
+// Late events (a peer's catch-up, an import) join the campaign they belong to, in the same
+// batch or a later one, and the store goes on growing the latest campaign afterwards.
+func TestCampaignsWithLateEvents(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	noon := 12 * time.Hour
+	ip := "198.51.100.9"
+	write := func(ds ...time.Duration) {
+		t.Helper()
+		var batch []*event.Event
+		for _, d := range ds {
+			e := at(0, d, ip, "100", "sipvicious")
+			e.UUID = uuid.Must(uuid.NewV7()).String()
+			batch = append(batch, e)
+		}
+		if err := s.Write(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(noon, noon+10*time.Minute, 10*time.Hour, noon-5*time.Minute) // 10:00 alone; 11:55-12:10
+	write(noon + 15*time.Minute)                                       // continues 11:55-12:10
+	write(10*time.Hour + 20*time.Minute)                               // late: continues 10:00
+	write(9 * time.Hour)                                               // late, apart from both: its own
+	write(noon + 30*time.Minute)                                       // still the latest
+	var got []string
+	if err := s.Campaigns(ctx, store.ListOptions{}, func(c store.Campaign) error {
+		got = append(got, fmt.Sprintf("%s-%s %d", c.FirstSeen[11:16], c.LastSeen[11:16], c.Count))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"11:55-12:30 5", "10:00-10:20 2", "09:00-09:00 1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("campaigns %v, want %v", got, want)
+	}
+}
+
+// A peer's made-up tool and payload names, and a finding repeated, count as unknown and
+// other, once: what a peer sends cannot add values to the statistics.
+func TestPeerLabelsAreBounded(t *testing.T) {
+	s := open(t)
+	var batch []*event.Event
+	for i := range 10 {
+		e := at(i, time.Duration(i)*time.Second, "203.0.113.5", "100", fmt.Sprintf("made-up-%d", i))
+		e.FromPeer, e.Peer = true, "12D3KooWPeer"
+		for j := range 64 {
+			e.Payload = append(e.Payload, event.Payload{Kind: "sqli", Where: "to"}, event.Payload{Kind: fmt.Sprintf("k%d", j), Where: fmt.Sprintf("h%d", j)})
+		}
+		batch = append(batch, e)
+	}
+	if err := s.Write(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := top(t, s, store.Tools); !reflect.DeepEqual(got, map[string]int64{"unknown": 10}) {
+		t.Errorf("tools %v", got)
+	}
+	if got := top(t, s, store.Payloads); !reflect.DeepEqual(got, map[string]int64{"sqli@to": 10, "other@other": 10}) {
+		t.Errorf("payloads %v", got)
 	}
 }

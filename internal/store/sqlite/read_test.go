@@ -557,9 +557,9 @@ func TestWriteCountDuplicatesInABatch(t *testing.T) {
 	}
 }
 
-// undoV7 turns a database of schema 7 back into one of schema 6.
+// undoV7 turns a database of schema 8 back into one of schema 6.
 func undoV7() []string {
-	return []string{"ALTER TABLE events DROP COLUMN tool", "ALTER TABLE events DROP COLUMN ua_spoofed",
+	return []string{"DROP INDEX targets_last_seen", "ALTER TABLE events DROP COLUMN tool", "ALTER TABLE events DROP COLUMN ua_spoofed",
 		"ALTER TABLE events DROP COLUMN payload", "DROP TABLE minute_counts", "DROP TABLE targets", "DROP TABLE campaigns", "DROP INDEX called_numbers_count"}
 }
 

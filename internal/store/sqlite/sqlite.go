@@ -197,6 +197,9 @@ var migrations = []migration{
 	CREATE INDEX called_numbers_count ON called_numbers(seen_count);
 	CREATE INDEX campaigns_source ON campaigns(source_ip, tool, last_seen);
 	CREATE INDEX campaigns_last_seen ON campaigns(last_seen);`},
+
+	// 8: targets by last seen, for windows (/stats/targets?since=, dialtrap top).
+	{sql: `CREATE INDEX targets_last_seen ON targets(last_seen);`},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -632,6 +635,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		dialled: prep(`UPDATE targets SET dialled_count = dialled_count + 1 WHERE target = ?`),
 		findCampaign: prep(`SELECT id, first_seen, last_seen FROM campaigns WHERE source_ip = ? AND tool = ?
 			ORDER BY last_seen DESC LIMIT 1`),
+		nearCampaign: prep(`SELECT id, first_seen, last_seen FROM campaigns WHERE source_ip = ?1 AND tool = ?2
+			AND last_seen >= ?3 AND first_seen <= ?4 ORDER BY last_seen DESC LIMIT 1`),
 		newCampaign: prep(`INSERT INTO campaigns (source_ip, tool, country, sip_user_agent, first_seen, last_seen, seen_count)
 			VALUES (?,?,?,?,?,?,?)`),
 		growCampaign: prep(`UPDATE campaigns SET first_seen = min(first_seen, ?2), last_seen = max(last_seen, ?3),
