@@ -52,25 +52,18 @@ const maxScan = 1024
 // Detect returns the payloads in raw (a request: start line and headers; the body is not
 // looked at), at most one per kind and place, appended to out.
 func Detect(raw []byte, out []Finding) []Finding {
-	var buf [maxScan]byte // one scratch buffer for every value (zeroed once)
 	start := len(out)
-	end := bytes.Index(raw, []byte("\r\n\r\n"))
-	if end < 0 {
-		if end = bytes.Index(raw, []byte("\n\n")); end < 0 {
-			end = len(raw)
-		}
-	}
-	head := raw[:end]
-	first := bytes.IndexByte(head, '\n')
+	first := bytes.IndexByte(raw, '\n')
 	if first < 0 {
-		first = len(head)
+		first = len(raw)
 	}
 	// The Request-URI: between the first and the last space of the start line.
-	startLine := bytes.TrimRight(head[:first], "\r")
+	startLine := bytes.TrimRight(raw[:first], "\r")
 	if i, j := bytes.IndexByte(startLine, ' '), bytes.LastIndexByte(startLine, ' '); i > 0 && j > i {
-		out = scan(&buf, startLine[i+1:j], "request-uri", out, start)
+		out = scan(startLine[i+1:j], "request-uri", out, start)
 	}
-	rest := head[min(first+1, len(head)):]
+	// Header lines, up to the empty line that ends them.
+	rest := raw[min(first+1, len(raw)):]
 	for len(rest) > 0 {
 		nl := bytes.IndexByte(rest, '\n')
 		line := rest
@@ -80,11 +73,14 @@ func Detect(raw []byte, out []Finding) []Finding {
 			rest = nil
 		}
 		line = bytes.TrimRight(line, "\r")
+		if len(line) == 0 {
+			break
+		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
 			continue
 		}
-		out = scan(&buf, line[colon+1:], headerName(bytes.TrimSpace(line[:colon])), out, start)
+		out = scan(line[colon+1:], headerName(bytes.TrimSpace(line[:colon])), out, start)
 	}
 	return out
 }
@@ -121,35 +117,53 @@ func headerName(n []byte) string {
 }
 
 // scan matches the rules against v, case-insensitively and with percent escapes undone.
-// Most values hold no escape and are read in place; only one with a '%' is decoded into buf.
 // Findings already in out[start:] (the same kind in another header of the same name) are
-// not added again.
-func scan(buf *[maxScan]byte, v []byte, where string, out []Finding, start int) []Finding {
-	escaped := bytes.IndexByte(v, '%') >= 0
+// not added again. Most values hold no escape and are read once, in place; one with a '%'
+// is decoded and read again.
+func scan(v []byte, where string, out []Finding, start int) []Finding {
+	var found [4]bool
 	s := v[:min(len(v), maxScan)]
-	if escaped {
-		n := 0
-		for i := 0; i < len(v) && n < len(buf); i++ {
-			c := v[i]
-			if c == '%' && i+2 < len(v) {
-				if h, ok := unhex(v[i+1]); ok {
-					if l, ok := unhex(v[i+2]); ok {
-						c = h<<4 | l
-						i += 2
-					}
+	out, escaped := match(s, where, out, start, &found)
+	if !escaped {
+		return out
+	}
+	var buf [maxScan]byte
+	n := 0
+	for i := 0; i < len(v) && n < len(buf); i++ {
+		c := v[i]
+		if c == '%' && i+2 < len(v) {
+			if h, ok := unhex(v[i+1]); ok {
+				if l, ok := unhex(v[i+2]); ok {
+					c = h<<4 | l
+					i += 2
 				}
 			}
-			buf[n] = c
-			n++
 		}
-		s = buf[:n]
+		buf[n] = c
+		n++
 	}
-	var found [4]bool
-	// Each position is tried only against the rules that start with its two bytes: a value is
-	// read once, whatever the number of rules.
+	out, _ = match(buf[:n], where, out, start, &found)
+	// A format string is looked for as sent: with escapes undone, "%25n" would be one.
+	for _, r := range rules {
+		if r.kind == Format && !found[2] && containsFold(s, r.pat) {
+			found[2] = true
+			out = add(out, start, Finding{Kind: Format, Where: where})
+		}
+	}
+	return out
+}
+
+// match tries every position of s against the rules that start with its two bytes (so a
+// value is read once, whatever the number of rules) and says whether s holds a '%' escape.
+func match(s []byte, where string, out []Finding, start int, found *[4]bool) ([]Finding, bool) {
+	escaped := false
 	for i := 0; i+1 < len(s); i++ {
 		list := byPair[uint16(lower[s[i]])<<8|uint16(lower[s[i+1]])]
-		if list == 0 {
+		switch list {
+		case 0:
+			continue
+		case escapeList:
+			escaped = true
 			continue
 		}
 		for _, ri := range pairLists[list] {
@@ -161,17 +175,7 @@ func scan(buf *[maxScan]byte, v []byte, where string, out []Finding, start int) 
 			}
 		}
 	}
-	// A format string is looked for as sent: with escapes undone, "%25n" would be one.
-	if escaped {
-		sent := v[:min(len(v), maxScan)]
-		for _, r := range rules {
-			if r.kind == Format && !found[2] && containsFold(sent, r.pat) {
-				found[2] = true
-				out = add(out, start, Finding{Kind: Format, Where: where})
-			}
-		}
-	}
-	return out
+	return out, escaped
 }
 
 // add appends f unless out[start:] holds it: a message of twenty injected headers of one
@@ -184,6 +188,9 @@ func add(out []Finding, start int, f Finding) []Finding {
 	}
 	return append(out, f)
 }
+
+// escapeList marks, in byPair, the pairs that start with '%'.
+const escapeList = 255
 
 // lower maps a byte to its ASCII lower case.
 var lower = func() (t [256]byte) {
@@ -199,13 +206,22 @@ var lower = func() (t [256]byte) {
 // byPair indexes, by their first two bytes, the rules (not format strings) whose pattern
 // starts with them: most positions of a value start no pattern and cost one table read,
 // which halved the time of a scan compared with an index by the first byte.
+//
+// A pair starting with '%' is marked escapeList instead: the one pass that matches also
+// finds the values whose escapes must be undone (no format rule is in the index).
 var byPair, pairLists = func() (idx [1 << 16]uint8, lists [][]uint8) {
+	for b := range 256 {
+		idx['%'<<8|b] = escapeList
+	}
 	lists = [][]uint8{nil} // 0: no rule
 	for i, r := range rules {
 		if r.kind == Format {
 			continue
 		}
 		k := uint16(r.pat[0])<<8 | uint16(r.pat[1])
+		if idx[k] == escapeList || len(lists) == escapeList {
+			panic("payload: a rule other than a format string starts with %, or too many pairs")
+		}
 		if idx[k] == 0 {
 			idx[k] = uint8(len(lists))
 			lists = append(lists, nil)

@@ -200,6 +200,18 @@ var migrations = []migration{
 
 	// 8: targets by last seen, for windows (/stats/targets?since=, dialtrap top).
 	{sql: `CREATE INDEX targets_last_seen ON targets(last_seen);`},
+
+	// 9: a number's target, its country and type are kept with the number, written once when
+	// the number is first stored; targets are the numbers grouped by target when asked. A
+	// targets table and a count index on numbers, updated by every batch, had cut the zero-loss
+	// capture rate from 75,000 to 50,000 probes/s (bench/capture, 2 cores). Numbers stored
+	// before have no target.
+	{sql: `DROP TABLE targets;
+	DROP INDEX called_numbers_count;
+	ALTER TABLE called_numbers ADD COLUMN target TEXT NOT NULL DEFAULT '';
+	ALTER TABLE called_numbers ADD COLUMN target_country TEXT NOT NULL DEFAULT '';
+	ALTER TABLE called_numbers ADD COLUMN target_type TEXT NOT NULL DEFAULT '';
+	CREATE INDEX called_numbers_target ON called_numbers(target) WHERE target != '';`},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -629,10 +641,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.analytics = analyticsStmts{
 		minute: prep(`INSERT INTO minute_counts (minute, seen_count) VALUES (?,?)
 			ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`),
-		target: prep(`INSERT INTO targets (target, country, type, first_seen, last_seen, seen_count) VALUES (?,?,?,?,?,?)
-			ON CONFLICT DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),
-				last_seen = max(last_seen, excluded.last_seen), seen_count = seen_count + excluded.seen_count`),
-		dialled: prep(`UPDATE targets SET dialled_count = dialled_count + 1 WHERE target = ?`),
+		target: prep(`UPDATE called_numbers SET target = ?2, target_country = ?3, target_type = ?4 WHERE called_number = ?1`),
 		findCampaign: prep(`SELECT id, first_seen, last_seen FROM campaigns WHERE source_ip = ? AND tool = ?
 			ORDER BY last_seen DESC LIMIT 1`),
 		nearCampaign: prep(`SELECT id, first_seen, last_seen FROM campaigns WHERE source_ip = ?1 AND tool = ?2
