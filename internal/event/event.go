@@ -3,11 +3,10 @@
 package event
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -263,17 +262,111 @@ func (e *Event) Size() int {
 		len(e.SIPMessage) + len(e.Peer) + len(e.Sealed) + len(e.Tool) + 64*len(e.Payload)
 }
 
-// AppendJSON appends the compact JSON object (no trailing newline) to dst.
+// AppendJSON appends the compact JSON object (no trailing newline) to dst. It writes what
+// encoding/json writes for the struct (without HTML escaping: the contract shows SIP text as
+// is, <sip:...> and all), three times faster: the JSON log, the webhook and peers encode
+// every event (TestAppendJSONMatchesEncodingJSON, FuzzAppendJSON).
 func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
-	buf := bytes.NewBuffer(dst)
-	enc := json.NewEncoder(buf)
-	// The contract shows SIP text as is; HTML escaping would turn <sip:...> into \u003c.
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil {
-		return dst, fmt.Errorf("encode event %s: %w", e.UUID, err)
+	for _, f := range [...]struct {
+		key string
+		v   string
+	}{
+		{`{"app_name":`, e.AppName}, {`,"app_version":`, e.AppVersion}, {`,"event_timestamp":`, e.Timestamp},
+		{`,"event_uuid":`, e.UUID}, {`,"created_by_node_id":`, e.NodeID}, {`,"collected_method":`, e.CollectedMethod},
+		{`,"transport_type":`, e.Transport}, {`,"source_ip":`, e.SourceIP}, {`,"destination_ip":`, e.DestinationIP},
+		{`,"called_number":`, e.CalledNumber}, {`,"sip_method":`, e.SIPMethod}, {`,"sip_user_agent":`, e.SIPUserAgent},
+		{`,"sip_message":`, e.SIPMessage},
+	} {
+		dst = append(dst, f.key...)
+		dst = appendString(dst, f.v)
 	}
-	out := buf.Bytes()
-	return out[:len(out)-1], nil // Encode adds a newline
+	dst = append(dst, `,"source_port":`...)
+	dst = strconv.AppendInt(dst, int64(e.SourcePort), 10)
+	dst = append(dst, `,"destination_port":`...)
+	dst = strconv.AppendInt(dst, int64(e.DestinationPort), 10)
+	dst = append(dst, `,"source_verified":`...)
+	dst = strconv.AppendBool(dst, e.SourceVerified)
+	if e.SIPMessageLength != 0 {
+		dst = append(dst, `,"sip_message_length":`...)
+		dst = strconv.AppendInt(dst, int64(e.SIPMessageLength), 10)
+	}
+	if e.Tool != "" {
+		dst = append(dst, `,"tool":`...)
+		dst = appendString(dst, e.Tool)
+	}
+	if e.UASpoofed {
+		dst = append(dst, `,"ua_spoofed":true`...)
+	}
+	if len(e.Payload) > 0 {
+		dst = append(dst, `,"payload":[`...)
+		for i, p := range e.Payload {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"kind":`...)
+			dst = appendString(dst, p.Kind)
+			dst = append(dst, `,"where":`...)
+			dst = appendString(dst, p.Where)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}'), nil
+}
+
+// appendString appends s as a JSON string, escaped as encoding/json escapes it when HTML
+// escaping is off: quote, backslash and control characters; U+2028 and U+2029 (JavaScript
+// line terminators); invalid UTF-8 as U+FFFD.
+func appendString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // MarshalLine returns the compact JSON object followed by a newline: one JSON log line.

@@ -247,3 +247,60 @@ func FuzzParseTime(f *testing.F) {
 		}
 	})
 }
+
+// reference is what encoding/json writes for an event (HTML escaping off): AppendJSON must
+// write the same bytes.
+func reference(t testing.TB, e *Event) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	tricky := "\"quoted\" back\\slash <sip:a@b>&amp; \x00\x01\b\f\n\r\t\x1f\x7f é ✓ \u2028\u2029 bad\xff\xfe utf8 \U0001F600"
+	for i, mutate := range []func(*Event){
+		func(*Event) {},
+		func(e *Event) { e.SIPMessage, e.SIPUserAgent, e.CalledNumber = tricky, tricky, tricky },
+		func(e *Event) { e.SIPMessageLength, e.SourceVerified = 70000, true },
+		func(e *Event) {
+			e.Tool, e.UASpoofed = "sipvicious", true
+			e.Payload = []Payload{{"sqli", "to"}, {"script", tricky}}
+		},
+		func(e *Event) { e.Payload = []Payload{} }, // empty, left out as omitempty does
+		func(e *Event) { *e = Event{} },
+		func(e *Event) { e.SourcePort, e.DestinationPort = -1, 65535 },
+	} {
+		e := fixed()
+		mutate(e)
+		got, err := e.AppendJSON([]byte("prefix"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := append([]byte("prefix"), reference(t, e)...); !bytes.Equal(got, want) {
+			t.Errorf("case %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+func FuzzAppendJSON(f *testing.F) {
+	f.Add("friendly-scanner", "OPTIONS sip:100@192.0.2.1 SIP/2.0\r\n\r\n", "sipvicious", "to", 5060)
+	f.Add("\x00\u2028\xff\"\\", "<script>&", "", "\n", -7)
+	f.Fuzz(func(t *testing.T, agent, msg, tool, where string, port int) {
+		e := fixed()
+		e.SIPUserAgent, e.SIPMessage, e.Tool, e.SourcePort = agent, msg, tool, port
+		if where != "" {
+			e.Payload = []Payload{{Kind: agent, Where: where}}
+		}
+		got, err := e.AppendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := reference(t, e); !bytes.Equal(got, want) {
+			t.Fatalf("\n got %q\nwant %q", got, want)
+		}
+	})
+}

@@ -44,59 +44,107 @@ type run struct {
 	times          []string
 }
 
-// analytics is what one batch adds to the analytic tables.
+// analytics is what one batch adds to the analytic tables and the per-hour counts.
 type analytics struct {
 	minutes map[string]int64
 	runs    map[campaignKey]*run
+	// A scan sends the same probe over and over: an event with the labels of the one before
+	// adds to a run, and a run is counted once, not an event at a time.
+	cur labels
+	n   int64
+	// The last source's country, number's reading and campaign run, for the same reason.
+	lastIP, lastCountry string
+	lastNumber          string
+	lastInfo            store.NumberInfo
+	lastKey             campaignKey
+	lastRun             *run
+}
+
+// labels are the values one event adds to the per-hour counts ("" where it adds none).
+type labels struct {
+	minute, method, agent, transport, tool, country, prefix, targetCountry string
+	spoofed                                                               bool
 }
 
 func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts) {
 	if a.minutes == nil {
-		*a = analytics{minutes: map[string]int64{}, runs: map[campaignKey]*run{}}
+		a.minutes, a.runs = map[string]int64{}, map[campaignKey]*run{}
 	}
-	if len(e.Timestamp) >= 16 {
-		a.minutes[e.Timestamp[:16]]++
-	}
-	h := store.HourOf(e.Timestamp)
 	// What a peer sends is counted only under the names this version knows: it cannot add
 	// values to the counts (it is stored as sent).
 	tool := event.KnownTool(e.Tool)
 	if tool == "" {
 		tool = store.UnknownTool
 	}
-	counts[countKey{store.Tools, h, tool}]++
-	if e.UASpoofed {
-		counts[countKey{store.SpoofedTools, h, tool}]++
-	}
-	for _, p := range event.CountedPayloads(e.Payload) {
-		counts[countKey{store.Payloads, h, p}]++
-	}
-	country := ""
+	lb := labels{minute: e.Timestamp[:min(len(e.Timestamp), 16)], method: e.SIPMethod, agent: e.SIPUserAgent,
+		transport: e.Transport, tool: tool, spoofed: e.UASpoofed}
 	if l != nil {
-		country = l.Country(e.SourceIP)
-		counts[countKey{store.Countries, h, country}]++
+		if e.SourceIP != a.lastIP || a.lastCountry == "" {
+			a.lastIP, a.lastCountry = e.SourceIP, l.Country(e.SourceIP)
+		}
+		lb.country = a.lastCountry
+		if store.CountsAsNumber(e.CalledNumber) {
+			if e.CalledNumber != a.lastNumber || a.lastNumber == "" {
+				a.lastNumber, a.lastInfo = e.CalledNumber, l.Number(e.CalledNumber)
+			}
+			lb.prefix = a.lastInfo.Prefix
+			if lb.prefix == "" {
+				lb.prefix = store.NoPrefix
+			}
+			if isTarget(a.lastInfo.Target) {
+				lb.targetCountry = a.lastInfo.Country
+			}
+		}
+	}
+	if a.n > 0 && lb == a.cur {
+		a.n++
+	} else {
+		a.flush(counts)
+		a.cur, a.n = lb, 1
+	}
+	if len(e.Payload) > 0 {
+		h := store.HourOf(e.Timestamp)
+		for _, p := range event.CountedPayloads(e.Payload) {
+			counts[countKey{store.Payloads, h, p}]++
+		}
 	}
 	k := campaignKey{e.SourceIP, tool}
-	r := a.runs[k]
-	if r == nil {
-		r = &run{country: country, agent: countedValue(e.SIPUserAgent)}
-		a.runs[k] = r
+	if a.lastRun == nil || k != a.lastKey {
+		r := a.runs[k]
+		if r == nil {
+			r = &run{country: lb.country, agent: countedValue(e.SIPUserAgent)}
+			a.runs[k] = r
+		}
+		a.lastKey, a.lastRun = k, r
 	}
-	r.times = append(r.times, e.Timestamp)
-	if !store.CountsAsNumber(e.CalledNumber) {
+	a.lastRun.times = append(a.lastRun.times, e.Timestamp)
+}
+
+// flush adds the current run of identical labels to the counts. WriteCount calls it once
+// more after the batch's last event.
+func (a *analytics) flush(counts dimensionCounts) {
+	if a.n == 0 {
 		return
 	}
-	if l == nil {
-		return
+	lb, n := a.cur, a.n
+	a.n = 0
+	a.minutes[lb.minute] += n
+	h := store.HourOf(lb.minute)
+	counts[countKey{store.SIPMethods, h, countedValue(lb.method)}] += n
+	counts[countKey{store.UserAgents, h, countedValue(lb.agent)}] += n
+	counts[countKey{store.Transports, h, lb.transport}] += n
+	counts[countKey{store.Tools, h, lb.tool}] += n
+	if lb.spoofed {
+		counts[countKey{store.SpoofedTools, h, lb.tool}] += n
 	}
-	info := l.Number(e.CalledNumber)
-	prefix := info.Prefix
-	if prefix == "" {
-		prefix = store.NoPrefix
+	if lb.country != "" {
+		counts[countKey{store.Countries, h, lb.country}] += n
 	}
-	counts[countKey{store.Prefixes, h, prefix}]++
-	if isTarget(info.Target) && info.Country != "" {
-		counts[countKey{store.TargetCountries, h, info.Country}]++
+	if lb.prefix != "" {
+		counts[countKey{store.Prefixes, h, lb.prefix}] += n
+	}
+	if lb.targetCountry != "" {
+		counts[countKey{store.TargetCountries, h, lb.targetCountry}] += n
 	}
 }
 
@@ -115,7 +163,7 @@ func isTarget(t string) bool {
 	return true
 }
 
-func (s *Store) writeAnalytics(ctx context.Context, tx *sql.Tx, a analytics, newNumbers []string) error {
+func (s *Store) writeAnalytics(ctx context.Context, tx *sql.Tx, a *analytics, newNumbers []string) error {
 	if a.minutes == nil {
 		return nil
 	}

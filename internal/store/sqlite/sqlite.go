@@ -752,10 +752,10 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			if e.FromPeer && e.Peer != "" {
 				peers.add(e)
 			}
-			counts.add(e)
 			an.add(e, s.labeler, counts)
 		}
 	}
+	an.flush(counts)
 	// Every key this batch touches gets the batch's change sequence: a blocklist stream
 	// resumes after the last sequence it sent.
 	var seq int64
@@ -785,7 +785,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	if err := counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
 		return 0, fmt.Errorf("update statistics in %s: %w", s.path, err)
 	}
-	if err := s.writeAnalytics(ctx, tx, an, newNumbers); err != nil {
+	if err := s.writeAnalytics(ctx, tx, &an, newNumbers); err != nil {
 		return 0, fmt.Errorf("update analytics in %s: %w", s.path, err)
 	}
 	after, err := readTotals(ctx, tx)
@@ -925,13 +925,6 @@ type countKey struct {
 
 // dimensionCounts sums a batch's events per hour and value of each counted dimension.
 type dimensionCounts map[countKey]int64
-
-func (m dimensionCounts) add(e *event.Event) {
-	h := store.HourOf(e.Timestamp)
-	m[countKey{store.SIPMethods, h, countedValue(e.SIPMethod)}]++
-	m[countKey{store.UserAgents, h, countedValue(e.SIPUserAgent)}]++
-	m[countKey{store.Transports, h, e.Transport}]++
-}
 
 // countedValue cuts v to MaxCountedValue characters (as SQL's substr does in the migration).
 func countedValue(v string) string {
