@@ -63,7 +63,7 @@ type analytics struct {
 // labels are the values one event adds to the per-hour counts ("" where it adds none).
 type labels struct {
 	minute, method, agent, transport, tool, country, prefix, targetCountry string
-	spoofed                                                               bool
+	spoofed                                                                bool
 }
 
 func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts) {
