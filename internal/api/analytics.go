@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
@@ -16,9 +17,9 @@ import (
 // Analytics is what the analytic routes read beyond Store: targets, campaigns and the
 // timeline (store/sqlite implements it).
 type Analytics interface {
-	// Targets calls fn for the targets o selects, most called first; CountTargets counts
-	// them; Target reads one.
-	Targets(ctx context.Context, o store.TargetOptions, fn func(store.Target) error) error
+	// Targets calls fn for the targets o selects, most called first, and counts them (Limit
+	// and Offset aside); CountTargets only counts them; Target reads one.
+	Targets(ctx context.Context, o store.TargetOptions, fn func(store.Target) error) (total int64, err error)
 	CountTargets(ctx context.Context, o store.TargetOptions) (int64, error)
 	Target(ctx context.Context, target string) (store.Target, bool, error)
 	// Campaigns calls fn for the campaigns last seen at or after o.Since, newest first.
@@ -40,6 +41,7 @@ const FreshWindow = 24 * time.Hour
 const (
 	defaultPage  = 100
 	maxPage      = 10000
+	maxOffset    = 100000
 	maxTimeSteps = 1440
 )
 
@@ -156,6 +158,10 @@ func (h *handler) targets(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if q.opts.Offset > maxOffset { // the store holds offset+limit targets to page
+		h.badRequest(w, r, fmt.Errorf("offset: at most %d", maxOffset))
+		return
+	}
 	now := h.cfg.Now()
 	o := store.TargetOptions{Since: q.opts.Since, Limit: q.opts.Limit, Offset: q.opts.Offset}
 	if s := queryValue(r, "fresh"); s != "" {
@@ -166,22 +172,21 @@ func (h *handler) targets(w http.ResponseWriter, r *http.Request) {
 		}
 		o.FirstSince = event.FormatTime(now.Add(-d))
 	}
-	total, err := h.cfg.Analytics.CountTargets(r.Context(), o)
-	if err != nil {
-		h.storeFailed(w, r, err)
-		return
-	}
 	freshFrom := event.FormatTime(now.Add(-FreshWindow))
 	items := []target{}
-	if !q.none {
-		err = h.cfg.Analytics.Targets(r.Context(), o, func(t store.Target) error {
+	var total int64
+	var err error
+	if q.none {
+		total, err = h.cfg.Analytics.CountTargets(r.Context(), o)
+	} else {
+		total, err = h.cfg.Analytics.Targets(r.Context(), o, func(t store.Target) error {
 			items = append(items, target{t.Target, t.Country, t.Type, t.FirstSeen, t.LastSeen, count(t.Count), t.Dialled, t.FirstSeen >= freshFrom})
 			return nil
 		})
-		if err != nil {
-			h.storeFailed(w, r, err)
-			return
-		}
+	}
+	if err != nil {
+		h.storeFailed(w, r, err)
+		return
 	}
 	doc := jsonObject{}
 	if q.opts.Since != "" {
@@ -292,7 +297,10 @@ func (h *handler) numberInfo(ctx context.Context, n string) (*numberInfo, error)
 		return nil, nil
 	}
 	info := &numberInfo{Info: h.cfg.NumberInfo(n)}
-	if h.cfg.Analytics == nil || info.Target == "" {
+	if !dialString(info.Target) {
+		return nil, nil // a SIP user such as "service", an injection payload: nothing to tell
+	}
+	if h.cfg.Analytics == nil {
 		return info, nil
 	}
 	t, ok, err := h.cfg.Analytics.Target(ctx, info.Target)
@@ -307,6 +315,20 @@ func (h *handler) numberInfo(ctx context.Context, n string) (*numberInfo, error)
 	info.Fresh = t.FirstSeen >= event.FormatTime(h.cfg.Now().Add(-FreshWindow))
 	info.TargetCount = count(t.Count)
 	return info, nil
+}
+
+// dialString is digits, perhaps after a +: a target numberintel could read.
+func dialString(s string) bool {
+	s = strings.TrimPrefix(s, "+")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func queryValue(r *http.Request, key string) string {

@@ -89,8 +89,12 @@ func TestAnalytics(t *testing.T) {
 		t.Errorf("top numbers %v of %d (%v)", nums, distinct, err)
 	}
 	var targets []store.Target
-	if err := s.Targets(ctx, store.TargetOptions{}, func(t store.Target) error { targets = append(targets, t); return nil }); err != nil {
-		t.Fatal(err)
+	total, err := s.Targets(ctx, store.TargetOptions{}, func(t store.Target) error { targets = append(targets, t); return nil })
+	if err != nil || total != 2 {
+		t.Fatalf("%d targets (%v)", total, err)
+	}
+	if total, err := s.Targets(ctx, store.TargetOptions{Limit: 1, Offset: 5}, func(store.Target) error { return nil }); err != nil || total != 2 {
+		t.Errorf("past the end: %d targets (%v)", total, err)
 	}
 	want := []store.Target{
 		{Target: "+449098790123", Country: "GB", Type: "premium-rate", FirstSeen: first[0].Timestamp, LastSeen: event.FormatTime(time.Date(2026, 11, 23, 0, 20, 0, 0, time.UTC)), Count: 4, Dialled: 2},
@@ -99,6 +103,27 @@ func TestAnalytics(t *testing.T) {
 	if !reflect.DeepEqual(targets, want) {
 		t.Errorf("targets\n%+v\nwant\n%+v", targets, want)
 	}
+	// With more targets than are kept between requests, each request groups them itself,
+	// and pages and counts the same.
+	defer func(n int) { maxCachedTargets = n }(maxCachedTargets)
+	maxCachedTargets = 1
+	s.targets = targetsCache{}
+	for _, o := range []store.TargetOptions{{}, {Limit: 1}, {Limit: 1, Offset: 1}, {FirstSince: spoofed.Timestamp}} {
+		var got []store.Target
+		total, err := s.Targets(ctx, o, func(t store.Target) error { got = append(got, t); return nil })
+		wantPage := want[min(o.Offset, len(want)):]
+		if o.Limit > 0 {
+			wantPage = wantPage[:min(o.Limit, len(wantPage))]
+		}
+		wantTotal := int64(2)
+		if o.FirstSince != "" {
+			wantPage, wantTotal = want[1:], 1
+		}
+		if err != nil || total != wantTotal || !reflect.DeepEqual(got, wantPage) {
+			t.Errorf("uncached %+v: %d %+v (%v), want %d %+v", o, total, got, err, wantTotal, wantPage)
+		}
+	}
+	maxCachedTargets = 100_000
 	if n, err := s.CountTargets(ctx, store.TargetOptions{FirstSince: spoofed.Timestamp}); err != nil || n != 1 {
 		t.Errorf("fresh targets: %d %v, want 1", n, err)
 	}

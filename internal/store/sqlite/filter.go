@@ -178,8 +178,10 @@ func (s *Store) startFilters() {
 	s.keys.num.matchKeys = true
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopCheck, s.checkDone = cancel, make(chan struct{})
+	s.targets.background.Store(true)
 	go func() {
 		defer close(s.checkDone)
+		warm := s.labeler != nil // group the targets once the filters are built
 		t := time.NewTicker(filterCheckInterval)
 		defer t.Stop()
 		for {
@@ -191,6 +193,12 @@ func (s *Store) startFilters() {
 				if err != nil && ctx.Err() == nil {
 					k.cur.Store(nil) // cannot vouch for it: lookups ask SQLite
 				}
+			}
+			if warm {
+				s.groupAll(ctx) // the first /stats/targets need not wait for it
+				warm = false
+			} else {
+				s.refreshTargets(ctx)
 			}
 			select {
 			case <-ctx.Done():

@@ -287,6 +287,8 @@ type Store struct {
 	labeler store.Labeler
 	// campaigns remembers the open campaign of recent (source, tool) pairs (writer only).
 	campaigns map[campaignKey]openCampaign
+	// targets holds the numbers grouped by target for /stats/targets (analytics.go).
+	targets targetsCache
 
 	// Lookups are prepared on the read pool: parsing the SQL cost as much as running it.
 	lookupIP  *sql.Stmt
