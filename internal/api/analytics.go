@@ -65,7 +65,7 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) (query, bool) {
 		err = fmt.Errorf("limit: at most %d", maxPage)
 	}
 	if err != nil {
-		h.badRequest(w, r, err)
+		h.badRequestDetail(w, r, err)
 		return q, false
 	}
 	if q.opts.Limit == 0 && !q.none {
@@ -119,7 +119,7 @@ func (h *handler) numbers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if limit > maxPage { // the list is read into memory, and scans invent numbers at will
-		h.badRequest(w, r, fmt.Errorf("limit: at most %d", maxPage))
+		h.badRequestDetail(w, r, fmt.Errorf("limit: at most %d", maxPage))
 		return
 	}
 	vals, distinct, err := h.cfg.Analytics.TopNumbers(r.Context(), q.opts.Since, limit)
@@ -159,7 +159,7 @@ func (h *handler) targets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if q.opts.Offset > maxOffset { // the store holds offset+limit targets to page
-		h.badRequest(w, r, fmt.Errorf("offset: at most %d", maxOffset))
+		h.badRequestDetail(w, r, fmt.Errorf("offset: at most %d", maxOffset))
 		return
 	}
 	now := h.cfg.Now()
@@ -167,7 +167,7 @@ func (h *handler) targets(w http.ResponseWriter, r *http.Request) {
 	if s := queryValue(r, "fresh"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			h.badRequest(w, r, fmt.Errorf("fresh %q is not a positive duration such as 24h", s))
+			h.badRequestDetail(w, r, fmt.Errorf("fresh %q is not a positive duration such as 24h", s))
 			return
 		}
 		o.FirstSince = event.FormatTime(now.Add(-d))
@@ -245,7 +245,7 @@ func (h *handler) timeline(w http.ResponseWriter, r *http.Request) {
 	}
 	q, err := h.parseQuery(r)
 	if err != nil {
-		h.badRequest(w, r, err)
+		h.badRequestDetail(w, r, err)
 		return
 	}
 	name := queryValue(r, "step")
@@ -254,20 +254,21 @@ func (h *handler) timeline(w http.ResponseWriter, r *http.Request) {
 	}
 	step, ok := timelineSteps[name]
 	if !ok {
-		h.badRequest(w, r, fmt.Errorf("step %q is not one of 1m, 5m, 15m, 1h, 1d", name))
+		h.badRequestDetail(w, r, fmt.Errorf("step %q is not one of 1m, 5m, 15m, 1h, 1d", name))
 		return
 	}
 	now := h.cfg.Now().UTC()
 	from := now.Add(-59 * step)
 	if q.opts.Since != "" {
 		if from, err = event.ParseTime(q.opts.Since); err != nil {
-			h.badRequest(w, r, err)
+			h.badRequestDetail(w, r, err)
 			return
 		}
 	}
 	from = from.Truncate(step)
-	if from.After(now) || now.Sub(from)/step >= maxTimeSteps {
-		h.badRequest(w, r, errors.New("since: the window must start in the past and hold at most 1440 steps"))
+	// The current step counts too: a day back at 1m is 1,440 steps and the one under way.
+	if from.After(now) || now.Sub(from)/step > maxTimeSteps {
+		h.badRequestDetail(w, r, errors.New("since: the window must start in the past and go back at most 1440 steps"))
 		return
 	}
 	tl, err := h.cfg.Analytics.Timeline(r.Context(), from, now, step)

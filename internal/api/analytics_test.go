@@ -2,10 +2,12 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -110,4 +112,31 @@ func newAnalyticsServer(t *testing.T, cfg Config) *httptest.Server {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// A day back at 1m steps is allowed: 1,440 steps and the one under way.
+func TestTimelineDayAtMinutes(t *testing.T) {
+	st, l := seedAnalytics(t)
+	srv := newAnalyticsServer(t, Config{Store: st, Analytics: st, NumberInfo: l.Analyze})
+	resp, err := http.Get(srv.URL + "/stats/timeline?step=1m&since=24h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Timeline []struct {
+			Count string `json:"seen_count"`
+		} `json:"timeline"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || resp.StatusCode != 200 || len(doc.Timeline) != 1441 {
+		t.Fatalf("status %d, %d steps (%v)", resp.StatusCode, len(doc.Timeline), err)
+	}
+	var sum int
+	for _, b := range doc.Timeline {
+		n, _ := strconv.Atoi(b.Count)
+		sum += n
+	}
+	if sum != 5 { // the events of the last day; the one two days old is outside
+		t.Errorf("%d events in the last day, want 5", sum)
+	}
 }

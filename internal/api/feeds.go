@@ -43,7 +43,7 @@ func (h *handler) feedStream(w http.ResponseWriter, r *http.Request) {
 			err = errors.New("heartbeat must be from 1s to 5m")
 		}
 		if err != nil {
-			h.badFeedRequest(w, r, err)
+			h.badRequestDetail(w, r, err)
 			return
 		}
 	}
@@ -94,14 +94,14 @@ func (h *handler) feedQuery(w http.ResponseWriter, r *http.Request, l store.List
 	}
 	if stream {
 		if f := v.Get("format"); f != "" && f != "ndjson" {
-			h.badFeedRequest(w, r, errors.New("the stream's format is ndjson"))
+			h.badRequestDetail(w, r, errors.New("the stream's format is ndjson"))
 			return nil, feed.Query{}, false
 		}
 		v.Del("format")
 	}
 	q, err := feed.ParseQuery(l, v, h.cfg.Now())
 	if err != nil {
-		h.badFeedRequest(w, r, err)
+		h.badRequestDetail(w, r, err)
 		return nil, feed.Query{}, false
 	}
 	return v, q, true
@@ -139,9 +139,10 @@ func (h *handler) endFeed(r *http.Request, s *streamer, err error) {
 	h.endStream(r, s, err, "")
 }
 
-// badFeedRequest answers a malformed feed query with the contract's message and, for the
-// operator writing a firewall script, what was wrong.
-func (h *handler) badFeedRequest(w http.ResponseWriter, r *http.Request, err error) {
-	h.cfg.Log.Debug("API: bad feed request", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+// badRequestDetail answers a malformed query of a route the reference product lacks (feeds,
+// analytics) with the contract's message and, for the operator writing a script, what was
+// wrong.
+func (h *handler) badRequestDetail(w http.ResponseWriter, r *http.Request, err error) {
+	h.cfg.Log.Debug("API: bad request", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
 	writeJSON(w, http.StatusBadRequest, jsonObject{{"error", msgInvalid}, {"detail", err.Error()}})
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
@@ -90,11 +89,12 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 			if e.CalledNumber != a.lastNumber || a.lastNumber == "" {
 				a.lastNumber, a.lastInfo = e.CalledNumber, l.Number(e.CalledNumber)
 			}
-			lb.prefix = a.lastInfo.Prefix
-			if lb.prefix == "" {
-				lb.prefix = store.NoPrefix
-			}
+			// A number that is no dial string (an injection payload, a name) has no prefix.
 			if isTarget(a.lastInfo.Target) {
+				lb.prefix = a.lastInfo.Prefix
+				if lb.prefix == "" {
+					lb.prefix = store.NoPrefix
+				}
 				lb.targetCountry = a.lastInfo.Country
 			}
 		}
@@ -363,10 +363,11 @@ const targetsTTL = 5 * time.Second
 // the tests of that path.
 var maxCachedTargets = 100_000
 
-// targetsCache holds every target, most called first, as grouped at a time. A node serving
-// the API regroups in the background (the filters' goroutine, every second) while the
-// targets were asked for in the last minute, so no request waits for a grouping but the
-// first; a store without that goroutine regroups when asked.
+// targetsCache holds every target, most called first, as grouped at a time. No answer comes
+// from a grouping older than targetsTTL: a request that finds one regroups. A node serving
+// the API also regroups in the background (the filters' goroutine), shortly before the
+// grouping expires, while the targets were asked for in the last minute: a dashboard's or
+// dialtrap top's requests then never wait for one.
 type targetsCache struct {
 	mu      sync.Mutex
 	at      time.Time
@@ -375,8 +376,6 @@ type targetsCache struct {
 	asked   time.Time
 	// grouping serialises groupings: concurrent first requests wait for one.
 	grouping sync.Mutex
-	// background is set once the filters' goroutine regroups.
-	background atomic.Bool
 }
 
 func mostCalled(a, b store.Target) int {
@@ -392,13 +391,13 @@ func (s *Store) allTargets(ctx context.Context) (all []store.Target, ok bool, er
 	c := &s.targets
 	c.mu.Lock()
 	c.asked = time.Now()
-	fresh := !c.at.IsZero() && (c.background.Load() || time.Since(c.at) < targetsTTL)
+	fresh := !c.at.IsZero() && time.Since(c.at) < targetsTTL
 	all, ok = c.all, !c.tooMany
 	c.mu.Unlock()
 	if fresh {
 		return all, ok, nil
 	}
-	if err := s.groupAll(ctx); err != nil {
+	if err := s.groupAll(ctx, targetsTTL); err != nil {
 		return nil, false, err
 	}
 	c.mu.Lock()
@@ -407,24 +406,26 @@ func (s *Store) allTargets(ctx context.Context) (all []store.Target, ok bool, er
 }
 
 // refreshTargets regroups the targets when they were asked for in the last minute and the
-// grouping is older than targetsTTL (the background goroutine calls it).
+// grouping is about to expire (the background goroutine calls it every second).
 func (s *Store) refreshTargets(ctx context.Context) {
 	c := &s.targets
 	c.mu.Lock()
-	due := !c.asked.IsZero() && time.Since(c.asked) < time.Minute && time.Since(c.at) >= targetsTTL
+	early := targetsTTL - 2*filterCheckInterval
+	due := !c.asked.IsZero() && time.Since(c.asked) < time.Minute && time.Since(c.at) >= early
 	c.mu.Unlock()
 	if due {
-		s.groupAll(ctx) // a failure leaves the last grouping; the next second tries again
+		s.groupAll(ctx, early) // a failure leaves the last grouping; the next second tries again
 	}
 }
 
-// groupAll groups every target and keeps the result.
-func (s *Store) groupAll(ctx context.Context) error {
+// groupAll groups every target and keeps the result, unless a grouping younger than maxAge
+// is there (another caller's, made while this one waited).
+func (s *Store) groupAll(ctx context.Context, maxAge time.Duration) error {
 	c := &s.targets
 	c.grouping.Lock()
 	defer c.grouping.Unlock()
 	c.mu.Lock()
-	done := !c.at.IsZero() && time.Since(c.at) < targetsTTL // another caller just grouped
+	done := !c.at.IsZero() && time.Since(c.at) < maxAge
 	c.mu.Unlock()
 	if done {
 		return nil

@@ -178,7 +178,6 @@ func (s *Store) startFilters() {
 	s.keys.num.matchKeys = true
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopCheck, s.checkDone = cancel, make(chan struct{})
-	s.targets.background.Store(true)
 	go func() {
 		defer close(s.checkDone)
 		warm := s.labeler != nil // group the targets once the filters are built
@@ -195,7 +194,7 @@ func (s *Store) startFilters() {
 				}
 			}
 			if warm {
-				s.groupAll(ctx) // the first /stats/targets need not wait for it
+				s.groupAll(ctx, 0) // the first /stats/targets need not wait for it
 				warm = false
 			} else {
 				s.refreshTargets(ctx)
