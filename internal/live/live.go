@@ -191,6 +191,14 @@ type Subscription struct {
 // change.
 func (s *Subscription) push(m []byte) (dropped bool) {
 	s.mu.Lock()
+	dropped = s.pushLocked(m)
+	s.mu.Unlock()
+	s.wakeUp()
+	return dropped
+}
+
+// pushLocked queues m, dropping the oldest messages to make room; s.mu is held.
+func (s *Subscription) pushLocked(m []byte) (dropped bool) {
 	for s.n > 0 && (s.n == len(s.ring) || s.bytes+len(m) > s.maxBytes) {
 		old := s.ring[s.head]
 		s.ring[s.head] = nil
@@ -203,12 +211,15 @@ func (s *Subscription) push(m []byte) (dropped bool) {
 	s.ring[(s.head+s.n)%len(s.ring)] = m
 	s.n++
 	s.bytes += len(m)
-	s.mu.Unlock()
+	return dropped
+}
+
+// wakeUp tells the reader that messages wait (once, however many came).
+func (s *Subscription) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return dropped
 }
 
 // Take appends the queued messages to dst, oldest first, empties the queue, and returns

@@ -220,12 +220,16 @@ func TestServeKeepAliveEventsAndShutdown(t *testing.T) {
 		if !strings.Contains(w.String(), "event: probe\ndata: {") || !strings.Contains(w.String(), `"called_number":"000"`) {
 			t.Fatalf("no event: %q", w.String())
 		}
-		// Three events at once into a queue of two, before the handler runs: one dropped.
+		// Three events at once into a queue of two, before the handler can take any (its
+		// subscription is held locked meanwhile): one dropped.
 		b.mu.Lock()
 		for s := range b.subs {
+			s.mu.Lock()
 			for i := 1; i <= 3; i++ {
-				s.push(must(b.message(ev(i))))
+				s.pushLocked(must(b.message(ev(i))))
 			}
+			s.mu.Unlock()
+			s.wakeUp()
 		}
 		b.mu.Unlock()
 		synctest.Wait()
