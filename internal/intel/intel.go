@@ -71,7 +71,13 @@ const maxNumber = 64
 
 // Analyze is numberintel.Analyze in the labeler's home region, from the cache when n was
 // seen lately: what the store counts. Longer strings than maxNumber are no number.
-func (l *Labeler) Analyze(n string) numberintel.Info {
+func (l *Labeler) Analyze(n string) numberintel.Info { return l.analyze(n, true) }
+
+// Lookup is Analyze for a number asked through the API: it reads the cache but does not
+// fill it, so a burst of lookups of numbers never dialled cannot evict the writer's.
+func (l *Labeler) Lookup(n string) numberintel.Info { return l.analyze(n, false) }
+
+func (l *Labeler) analyze(n string, keep bool) numberintel.Info {
 	if len(n) > maxNumber {
 		return numberintel.Info{Dialled: n, Target: n}
 	}
@@ -82,26 +88,13 @@ func (l *Labeler) Analyze(n string) numberintel.Info {
 		return info
 	}
 	info = numberintel.Analyze(n, l.home)
-	l.mu.Lock()
-	if len(l.nums) >= cacheSize {
-		clear(l.nums) // cheaper than an LRU, and a scan's numbers come back within a batch
+	if keep {
+		l.mu.Lock()
+		if len(l.nums) >= cacheSize {
+			clear(l.nums) // cheaper than an LRU, and a scan's numbers come back within a batch
+		}
+		l.nums[n] = info
+		l.mu.Unlock()
 	}
-	l.nums[n] = info
-	l.mu.Unlock()
 	return info
-}
-
-// Lookup is Analyze for a number asked through the API: it reads the cache but does not
-// fill it, so a burst of lookups of numbers never dialled cannot evict the writer's.
-func (l *Labeler) Lookup(n string) numberintel.Info {
-	if len(n) > maxNumber {
-		return numberintel.Info{Dialled: n, Target: n}
-	}
-	l.mu.Lock()
-	info, ok := l.nums[n]
-	l.mu.Unlock()
-	if ok {
-		return info
-	}
-	return numberintel.Analyze(n, l.home)
 }
