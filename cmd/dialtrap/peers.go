@@ -30,6 +30,9 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
 	defer cancel()
 	c := af.client()
+	if err := c.CheckURL(); err != nil {
+		return f.fail(exitUsage, "%v", err)
+	}
 	body, err := c.Peers(ctx)
 	if errors.Is(err, apiclient.ErrPeersOff) {
 		return f.fail(exitUsage, "%v", err)

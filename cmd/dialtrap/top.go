@@ -37,6 +37,9 @@ func runTop(args []string, stdout, stderr io.Writer) int {
 		return f.fail(exitUsage, "--interval must be at least 100ms and --rows from 1 to 100")
 	}
 	c := af.client()
+	if err := c.CheckURL(); err != nil {
+		return f.fail(exitUsage, "%v", err)
+	}
 	live := !*once && isTerminal(stdout)
 	if !live {
 		ctx, cancel := context.WithTimeout(context.Background(), af.timeout)

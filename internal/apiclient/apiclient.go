@@ -84,7 +84,7 @@ func (c *Client) lookup(ctx context.Context, path string) (Lookup, error) {
 	case resp.StatusCode == http.StatusNotFound && fromNode && doc.Message != "":
 		return Lookup{}, nil
 	}
-	return Lookup{}, unexpected(resp, body)
+	return Lookup{}, c.unexpected(resp, body)
 }
 
 // Peers returns the node's /peers report as the JSON the node sent.
@@ -99,15 +99,24 @@ func (c *Client) Peers(ctx context.Context) ([]byte, error) {
 	if resp.StatusCode == http.StatusNotFound && fromNode(resp) {
 		return nil, fmt.Errorf("%s: %w", c.BaseURL, ErrPeersOff)
 	}
-	return nil, unexpected(resp, body)
+	return nil, c.unexpected(resp, body)
+}
+
+// CheckURL says whether BaseURL can name a node's API (http or https, with a host): a
+// command line can refuse a mistyped --api-url as a usage error before asking anything.
+func (c *Client) CheckURL() error {
+	u, err := url.Parse(strings.TrimRight(c.BaseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--api-url %q: give the node's API as http://host:port", c.BaseURL)
+	}
+	return nil
 }
 
 func (c *Client) get(ctx context.Context, path string, limit int64) (*http.Response, []byte, error) {
-	base := strings.TrimRight(c.BaseURL, "/")
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, nil, fmt.Errorf("--api-url %q: give the node's API as http://host:port", c.BaseURL)
+	if err := c.CheckURL(); err != nil {
+		return nil, nil, err
 	}
+	base := strings.TrimRight(c.BaseURL, "/")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--api-url %q: %w", c.BaseURL, err)
@@ -134,11 +143,14 @@ func (c *Client) get(ctx context.Context, path string, limit int64) (*http.Respo
 // fromNode reports whether a dialtrap node (not a proxy or another server) answered.
 func fromNode(resp *http.Response) bool { return resp.Header.Get("X-Powered-By") == "dialtrap" }
 
-func unexpected(resp *http.Response, body []byte) error {
+func (c *Client) unexpected(resp *http.Response, body []byte) error {
 	var e struct {
 		Error string `json:"error"`
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
+		if c.Token != "" {
+			return fmt.Errorf("%s: %s: the node refused the token given (--api-token or DIALTRAP_API_TOKEN): check it against the node's", resp.Request.URL, resp.Status)
+		}
 		return fmt.Errorf("%s: %s: give the node's token with --api-token or DIALTRAP_API_TOKEN", resp.Request.URL, resp.Status)
 	}
 	if fromNode(resp) && json.Unmarshal(body, &e) == nil && e.Error != "" {
@@ -157,7 +169,7 @@ func (c *Client) JSON(ctx context.Context, path string, v any) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK || !fromNode(resp) {
-		return unexpected(resp, body)
+		return c.unexpected(resp, body)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("the answer of %s%s is not the JSON expected: %w", c.BaseURL, path, err)

@@ -105,7 +105,10 @@ func TestAnalyticsOverRealTools(t *testing.T) {
 	if strings.Contains(out, "\x1b[") {
 		t.Errorf("top wrote terminal escapes into a pipe:\n%q", out)
 	}
-	if code, _, errOut := dialtrap(t, "top", "--api-url", "http://"+n.apiAddr); code != 1 || !strings.Contains(errOut, "401") {
+	if code, _, errOut := dialtrap(t, "top", "--api-url", "http://"+n.apiAddr); code != 1 || !strings.Contains(errOut, "401") || !strings.Contains(errOut, "give the node's token") {
 		t.Errorf("top without the token: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := dialtrap(t, "top", "--api-url", "http://"+n.apiAddr, "--api-token", "wrong"); code != 1 || !strings.Contains(errOut, "refused the token") {
+		t.Errorf("top with a wrong token: exit %d: %s", code, errOut)
 	}
 }
