@@ -153,7 +153,10 @@
       [{ title: 'Country', value: (r) => r.country === 'ZZ' ? 'ZZ (private/unknown)' : r.country }, count]);
     if (d) {
       colourMap(d.countries || []);
-      $('map-total').textContent = '(' + num(d.countries_total) + ' countries)';
+      const n = Number(d.countries_total) || 0;
+      $('map-total').textContent = '(' + num(n) + (n === 1 ? ' origin)' : ' origins)'); // ZZ (private, unknown) is one
+    } else if (document.body.dataset.auth === 'needed') {
+      $('map-total').textContent = '(waiting for the token)';
     } else {
       $('map-total').textContent = '(country data not available)';
     }
