@@ -200,7 +200,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.Float64Var(&c.P2PRate, "p2p-rate", 200, "events per second accepted from one originating node (bursts of 10 seconds' worth); the excess is ignored")
 	fs.DurationVar(&c.P2PCatchup, "p2p-catchup", 24*time.Hour, "how far back to fetch peers' events on meeting them (0 turns catch-up requests off; at most 720h)")
 	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus metrics at /metrics on the API listener (needs -a; --api-token guards it as every route); off: /metrics answers 404")
-	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this, e.g. 2160h (0 keeps everything)")
+	fs.Var((*days)(&c.Retention), "retention", "delete raw events older than this, e.g. 90d or 2160h; the counts behind lookups, feeds and statistics stay (0 keeps everything)")
 	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
 	fs.StringVar(&c.SyslogAddr, "syslog-addr", "", "syslog destination: unix:///path, udp://host:port or tcp://host:port (default: local syslog)")
 	fs.BoolVar(&c.JSONLogPeerEvents, "json-log-peer-events", false, "also write events learned from peers to the JSON log")
@@ -628,4 +628,26 @@ func (c *Config) validate() error {
 // validRegion is a two-letter upper-case region code.
 func validRegion(s string) bool {
 	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
+}
+
+// days is a duration that also takes whole days ("90d"), the unit retention is thought in.
+type days time.Duration
+
+func (d *days) String() string { return time.Duration(*d).String() }
+func (d *days) Type() string   { return "duration" }
+func (d *days) Set(s string) error {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		v, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return fmt.Errorf("%q: give whole days (90d) or a duration (2160h)", s)
+		}
+		*d = days(time.Duration(v) * 24 * time.Hour)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q: give whole days (90d) or a duration (2160h)", s)
+	}
+	*d = days(v)
+	return nil
 }

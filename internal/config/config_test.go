@@ -63,6 +63,8 @@ func TestPrecedence(t *testing.T) {
 		{"env over file", []string{"-g", file}, env("DIALTRAP_SIP_ADDR", ":7001"), func(c *Config) bool {
 			return c.SIPAddr == ":7001" && c.Persona == "file"
 		}},
+		{"retention in days", []string{"--retention", "90d"}, env(), func(c *Config) bool { return c.Retention == 90*24*time.Hour }},
+		{"retention in days from env", nil, env("DIALTRAP_RETENTION", "7d"), func(c *Config) bool { return c.Retention == 7*24*time.Hour }},
 		{"flag over env", []string{"-g", file, "--sip-addr", ":7002"}, env("DIALTRAP_SIP_ADDR", ":7001"), func(c *Config) bool {
 			return c.SIPAddr == ":7002"
 		}},
@@ -130,6 +132,7 @@ func TestErrors(t *testing.T) {
 		{"no sightings", nil, env("DIALTRAP_P2P_MIN_SIGHTINGS", "0"), "--p2p-min-sightings"},
 		{"stray argument", []string{"now"}, env(), "unexpected argument"},
 		{"bad env duration", nil, env("DIALTRAP_RETENTION", "forever"), "DIALTRAP_RETENTION"},
+		{"retention in part days", []string{"--retention", "1.5d"}, env(), "whole days"},
 		{"missing config file", []string{"-g", "/nonexistent/dialtrap.toml"}, env(), "read config file"},
 		{"unknown config key", []string{"-g", writeFile(t, "sip_addr = \":1\"\n")}, env(), "unknown key \"sip_addr\""},
 		{"config key config", []string{"-g", writeFile(t, "config = \"x\"\n")}, env(), "unknown key \"config\""},

@@ -409,7 +409,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if cfg.ReadyFile != "" {
 		removeStaleReadyFile(cfg.ReadyFile)
 	}
-	n.warnNotYetBuilt()
 	if err := writable(cfg.DataDir); err != nil {
 		return err
 	}
@@ -453,6 +452,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.labeler = intel.NewLabeler(cfg.HomeCountry)
 	n.store.SetLabeler(n.labeler)
 	n.onClose("store", 15*time.Second, func(context.Context) error { return n.store.Close() })
+	if cfg.Retention > 0 {
+		n.startRetention() // stops before the store closes
+	}
 	var storeSink hub.Sink = n.store
 	if cfg.Metrics && cfg.API { // the API serves them
 		n.metrics = metrics.New(n.version)
@@ -819,21 +821,6 @@ func (n *Node) summary() []any {
 		attrs = append(attrs, "policy_udp", a.PolicyUDP, "policy_tcp", a.PolicyTCP, "policy_deny", n.cfg.PolicyDeny)
 	}
 	return attrs
-}
-
-// warnNotYetBuilt names options this version accepts (they are part of the command-line
-// contract) but does not act on yet, so an operator is never silently ignored.
-func (n *Node) warnNotYetBuilt() {
-	for _, f := range []struct {
-		on   bool
-		name string
-	}{
-		{n.cfg.Retention > 0, "--retention"},
-	} {
-		if f.on {
-			n.log.Warn("option not in this version yet; ignored", "option", f.name)
-		}
-	}
 }
 
 // writable makes the data directory if needed and checks that the node can write there,

@@ -514,6 +514,11 @@ func create(path string) error {
 func dsn(path string, kind connKind) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
+	if kind == writer {
+		// Pages that retention frees go back to the file system a chunk at a time
+		// (PruneEvents). It takes only on a new database; an older one reuses freed pages.
+		q.Add("_pragma", "auto_vacuum(2)")
+	}
 	if kind != snapshotReader { // a read-only connection cannot set it; the writer has
 		q.Add("_pragma", "journal_mode(WAL)")
 	}
