@@ -14,6 +14,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
+	"github.com/dialtrap/dialtrap/internal/store/storetest"
 )
 
 func open(t *testing.T) *Store {
@@ -331,4 +332,9 @@ func TestConcurrentOpensMigrateOnce(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The store passes the suite every backend must pass.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t) })
 }
