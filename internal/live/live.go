@@ -64,6 +64,8 @@ type Broadcaster struct {
 	sent    atomic.Uint64
 	dropped atomic.Uint64
 	refused atomic.Uint64
+	// watching is len(subs), readable without the lock (Watching).
+	watching atomic.Int32
 }
 
 // New returns a broadcaster with no subscribers.
@@ -82,6 +84,10 @@ func New(o Options) *Broadcaster {
 	}
 	return &Broadcaster{opt: o, subs: map[*Subscription]struct{}{}}
 }
+
+// Watching reports whether anyone is subscribed: the node's hub.Options.Accept, so that with
+// no dashboard open the feed costs capture nothing.
+func (b *Broadcaster) Watching(*event.Event) bool { return b.watching.Load() > 0 }
 
 // Name is the sink's name in the hub's counters and logs.
 func (b *Broadcaster) Name() string { return "live" }
@@ -146,6 +152,7 @@ func (b *Broadcaster) Subscribe() (*Subscription, error) {
 	s := &Subscription{b: b, ring: make([][]byte, b.opt.QueueEvents), maxBytes: b.opt.QueueBytes,
 		wake: make(chan struct{}, 1), ended: make(chan struct{})}
 	b.subs[s] = struct{}{}
+	b.watching.Store(int32(len(b.subs)))
 	return s, nil
 }
 
@@ -161,6 +168,7 @@ func (b *Broadcaster) Close() {
 		close(s.ended)
 		delete(b.subs, s)
 	}
+	b.watching.Store(0)
 }
 
 // Stats returns the counters.
@@ -248,6 +256,7 @@ func (s *Subscription) Close() {
 		b := s.b
 		b.mu.Lock()
 		delete(b.subs, s)
+		b.watching.Store(int32(len(b.subs)))
 		b.mu.Unlock()
 	})
 }

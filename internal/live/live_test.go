@@ -299,3 +299,30 @@ func TestServeHTTP(t *testing.T) {
 		t.Fatal("stream still open after Close")
 	}
 }
+
+// Watching says whether a subscriber is there: the hub queues nothing for the feed without.
+func TestWatching(t *testing.T) {
+	b := New(Options{})
+	if b.Watching(nil) {
+		t.Fatal("watching with no subscriber")
+	}
+	s1, err := b.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := b.Subscribe()
+	s1.Close()
+	if !b.Watching(nil) {
+		t.Fatal("not watching with one subscriber left")
+	}
+	s2.Close()
+	s2.Close()
+	if b.Watching(nil) {
+		t.Fatal("watching after every subscriber went")
+	}
+	b.Subscribe()
+	b.Close()
+	if b.Watching(nil) {
+		t.Fatal("watching after Close")
+	}
+}

@@ -521,7 +521,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		// log does), so what it shows is what this node saw. Its queue is small: the feed is
 		// a view, and a browser that lags is better served fresh events than old ones.
 		n.live = live.New(live.Options{Country: geo.CountryOf})
-		n.hub.Add(n.live, hub.Options{Capacity: 1 << 12, MaxBytes: 8 << 20, MaxBatch: 256})
+		n.hub.Add(n.live, hub.Options{Capacity: 1 << 12, MaxBytes: 8 << 20, MaxBatch: 256, Accept: n.live.Watching})
 	}
 	// Every sink is attached: from here on events may flow.
 	if err := n.hub.Start(ctx); err != nil {
