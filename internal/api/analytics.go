@@ -102,10 +102,7 @@ func (h *handler) tools(w http.ResponseWriter, r *http.Request) {
 	for _, v := range vals {
 		items = append(items, jsonObject{{"tool", v.Value}, {"seen_count", count(v.Count)}, {"ua_spoofed_count", count(bySpoof[v.Value])}})
 	}
-	doc := jsonObject{}
-	if q.opts.Since != "" {
-		doc = append(doc, field{"since", hourStart(q.opts.Since)})
-	}
+	doc := sinceDoc(q.opts.Since, true)
 	writeJSON(w, http.StatusOK, append(doc, field{"tools_total", distinct}, field{"tools", items}))
 }
 
@@ -130,10 +127,7 @@ func (h *handler) numbers(w http.ResponseWriter, r *http.Request) {
 	if q.none {
 		vals = nil
 	}
-	doc := jsonObject{}
-	if q.opts.Since != "" {
-		doc = append(doc, field{"since", q.opts.Since})
-	}
+	doc := sinceDoc(q.opts.Since, false)
 	writeJSON(w, http.StatusOK, append(doc, field{"called_numbers_total", distinct}, field{"called_numbers", valueCounts(vals, "called_number")}))
 }
 
@@ -188,10 +182,7 @@ func (h *handler) targets(w http.ResponseWriter, r *http.Request) {
 		h.storeFailed(w, r, err)
 		return
 	}
-	doc := jsonObject{}
-	if q.opts.Since != "" {
-		doc = append(doc, field{"since", q.opts.Since})
-	}
+	doc := sinceDoc(q.opts.Since, false)
 	writeJSON(w, http.StatusOK, append(doc, field{"targets_total", total}, field{"targets", items}))
 }
 
@@ -230,10 +221,7 @@ func (h *handler) campaigns(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	doc := jsonObject{}
-	if q.opts.Since != "" {
-		doc = append(doc, field{"since", q.opts.Since})
-	}
+	doc := sinceDoc(q.opts.Since, false)
 	writeJSON(w, http.StatusOK, append(doc, field{"campaigns_total", total}, field{"campaigns", items}))
 }
 
@@ -293,29 +281,29 @@ type numberInfo struct {
 	TargetCount string `json:"target_seen_count,omitempty"`
 }
 
-func (h *handler) numberInfo(ctx context.Context, n string) (*numberInfo, error) {
+func (h *handler) numberInfo(ctx context.Context, n string) *numberInfo {
 	if h.cfg.NumberInfo == nil {
-		return nil, nil
+		return nil
 	}
 	info := &numberInfo{Info: h.cfg.NumberInfo(n)}
 	if !dialString(info.Target) {
-		return nil, nil // a SIP user such as "service", an injection payload: nothing to tell
+		return nil // a SIP user such as "service", an injection payload: nothing to tell
 	}
 	if h.cfg.Analytics == nil {
-		return info, nil
+		return info
 	}
 	t, ok, err := h.cfg.Analytics.Target(ctx, info.Target)
 	if err != nil {
 		// The lookup a PBX asked for is answered; only what the analytics add is left out.
 		h.warn.Warn("number_info left out of a lookup: the target could not be read", "err", err)
-		return info, nil
+		return info
 	}
 	if !ok {
-		return info, nil
+		return info
 	}
 	info.Fresh = t.FirstSeen >= event.FormatTime(h.cfg.Now().Add(-FreshWindow))
 	info.TargetCount = count(t.Count)
-	return info, nil
+	return info
 }
 
 // dialString is digits, perhaps after a +: a target numberintel could read.
@@ -330,6 +318,18 @@ func dialString(s string) bool {
 		}
 	}
 	return true
+}
+
+// sinceDoc starts an answer with the window asked for, if one was: on the hour for the counts
+// kept per hour.
+func sinceDoc(since string, hourly bool) jsonObject {
+	if since == "" {
+		return jsonObject{}
+	}
+	if hourly {
+		since = hourStart(since)
+	}
+	return jsonObject{{"since", since}}
 }
 
 func queryValue(r *http.Request, key string) string {

@@ -373,10 +373,7 @@ func (h *handler) number(w http.ResponseWriter, r *http.Request) {
 		writeMessage(w, http.StatusNotFound, msgNoNumber)
 		return
 	}
-	if f.NumberInfo, err = h.numberInfo(r.Context(), n); err != nil {
-		h.storeFailed(w, r, err)
-		return
-	}
+	f.NumberInfo = h.numberInfo(r.Context(), n)
 	writeJSON(w, http.StatusOK, f)
 }
 
@@ -434,11 +431,7 @@ func (h *handler) top(d store.Dimension, name, key string) http.HandlerFunc {
 		if q.none {
 			vals = nil
 		}
-		doc := jsonObject{}
-		if q.opts.Since != "" {
-			doc = append(doc, field{"since", hourStart(q.opts.Since)})
-		}
-		doc = append(doc, field{name + "_total", distinct}, field{name, valueCounts(vals, key)})
+		doc := append(sinceDoc(q.opts.Since, true), field{name + "_total", distinct}, field{name, valueCounts(vals, key)})
 		writeJSON(w, http.StatusOK, doc)
 	}
 }
@@ -508,11 +501,7 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
 	if q.none {
 		tops[1], tops[2] = nil, nil
 	}
-	doc := jsonObject{}
-	if q.opts.Since != "" {
-		doc = append(doc, field{"since", q.opts.Since})
-	}
-	doc = append(doc,
+	doc := append(sinceDoc(q.opts.Since, false), // already on the hour
 		field{"events_total", events},
 		field{"ip_addresses_total", ips},
 		field{"called_numbers_total", nums},
