@@ -99,6 +99,9 @@ func Check(e *Event, r Rules) error {
 	if e.SIPMessageLength != 0 && (e.SIPMessageLength <= len(e.SIPMessage)/3 || e.SIPMessageLength > maxMessageLength) {
 		return invalid(ReasonSchema, "sip_message_length %d does not fit a message cut from it", e.SIPMessageLength)
 	}
+	if e.RepeatCount < 0 || e.RepeatCount > MaxRepeatCount {
+		return invalid(ReasonSchema, "repeat_count %d is not between 0 and %d", e.RepeatCount, MaxRepeatCount)
+	}
 	for _, f := range []struct{ name, v string }{
 		{"app_name", e.AppName}, {"app_version", e.AppVersion}, {"created_by_node_id", e.NodeID},
 		{"sip_method", e.SIPMethod}, {"sip_user_agent", e.SIPUserAgent}, {"sip_message", e.SIPMessage},

@@ -78,6 +78,10 @@ type Event struct {
 	// Payload lists the attack payloads found in the Request-URI and headers
 	// (internal/payload): SQL injection, shell, format strings, script.
 	Payload []Payload `json:"payload,omitempty"`
+	// RepeatCount is how many probes the event stands for when identical ones were folded
+	// into it (internal/fold): every count adds Weight. 0 (absent from the JSON) and 1 both
+	// mean one probe.
+	RepeatCount int64 `json:"repeat_count,omitempty"`
 
 	// FromPeer is true for events learned from another node; it is stored, never serialised.
 	FromPeer bool `json:"-"`
@@ -249,6 +253,15 @@ func sanitizeString(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
+// Weight is how many probes the event stands for: its RepeatCount, at least 1.
+func (e *Event) Weight() int64 {
+	return max(1, e.RepeatCount)
+}
+
+// MaxRepeatCount bounds RepeatCount: a peer's claim beyond it is refused (Check). A fold
+// window holds at most a minute; no single source keeps up more than this in one.
+const MaxRepeatCount = 10_000_000
+
 // sizeOverhead is what an event costs beyond its text: the struct, string headers, the
 // allocator's rounding.
 const sizeOverhead = 512
@@ -310,6 +323,10 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 			dst = append(dst, '}')
 		}
 		dst = append(dst, ']')
+	}
+	if e.RepeatCount != 0 {
+		dst = append(dst, `,"repeat_count":`...)
+		dst = strconv.AppendInt(dst, e.RepeatCount, 10)
 	}
 	return append(dst, '}'), nil
 }

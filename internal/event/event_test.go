@@ -273,6 +273,8 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		func(e *Event) { e.Payload = []Payload{} }, // empty, left out as omitempty does
 		func(e *Event) { *e = Event{} },
 		func(e *Event) { e.SourcePort, e.DestinationPort = -1, 65535 },
+		func(e *Event) { e.RepeatCount = 49_999 },
+		func(e *Event) { e.RepeatCount = -3 }, // refused by Check, but encoded as encoding/json does
 	} {
 		e := fixed()
 		mutate(e)
