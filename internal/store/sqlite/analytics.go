@@ -43,7 +43,22 @@ const maxOpenCampaigns = 1 << 16
 // run is a batch's events from one source by one tool, in time order.
 type run struct {
 	country, agent string
-	times          []string
+	times          []stamp
+}
+
+// stamp is one event of a run: its time and the probes it stands for (event.Weight).
+type stamp struct {
+	ts string
+	w  int64
+}
+
+// weight is what the events of ss stand for.
+func weight(ss []stamp) int64 {
+	var n int64
+	for _, s := range ss {
+		n += s.w
+	}
+	return n
 }
 
 // analytics is what one batch adds to the analytic tables and the per-hour counts.
@@ -99,16 +114,17 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 			}
 		}
 	}
+	w := e.Weight()
 	if a.n > 0 && lb == a.cur {
-		a.n++
+		a.n += w
 	} else {
 		a.flush(counts)
-		a.cur, a.n = lb, 1
+		a.cur, a.n = lb, w
 	}
 	if len(e.Payload) > 0 {
 		h := store.HourOf(e.Timestamp)
 		for _, p := range event.CountedPayloads(e.Payload) {
-			counts[countKey{store.Payloads, h, p}]++
+			counts[countKey{store.Payloads, h, p}] += w
 		}
 	}
 	k := campaignKey{e.SourceIP, tool}
@@ -120,7 +136,7 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 		}
 		a.lastKey, a.lastRun = k, r
 	}
-	a.lastRun.times = append(a.lastRun.times, e.Timestamp)
+	a.lastRun.times = append(a.lastRun.times, stamp{e.Timestamp, w})
 }
 
 // flush adds the current run of identical labels to the counts. WriteCount calls it once
@@ -211,7 +227,7 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 	// is retried whole, and the cache must not remember rows it rolled back.
 	pending := map[campaignKey]openCampaign{}
 	for k, r := range runs {
-		slices.Sort(r.times)
+		slices.SortFunc(r.times, func(a, b stamp) int { return strings.Compare(a.ts, b.ts) })
 		latest, ok := s.campaigns[k]
 		if !ok {
 			err := latestOf.QueryRowContext(ctx, k.ip, k.tool).Scan(&latest.id, &latest.first, &latest.last)
@@ -226,13 +242,13 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 		for len(r.times) > 0 {
 			// The leading part of the run within the gap of each event before it.
 			n := 1
-			for n < len(r.times) && !apart(r.times[n-1], r.times[n]) {
+			for n < len(r.times) && !apart(r.times[n-1].ts, r.times[n].ts) {
 				n++
 			}
-			first, last := r.times[0], r.times[n-1]
+			first, last, w := r.times[0].ts, r.times[n-1].ts, weight(r.times[:n])
 			r.times = r.times[n:]
 			if ok && !apart(latest.last, first) && !apart(last, latest.first) {
-				if _, err := grow.ExecContext(ctx, latest.id, first, last, n); err != nil {
+				if _, err := grow.ExecContext(ctx, latest.id, first, last, w); err != nil {
 					return err
 				}
 				latest.first, latest.last = min(latest.first, first), max(latest.last, last)
@@ -244,7 +260,7 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 				err := near.QueryRowContext(ctx, k.ip, k.tool, shift(first, -store.CampaignGap), shift(last, store.CampaignGap)).Scan(&c.id, &c.first, &c.last)
 				switch {
 				case err == nil:
-					if _, err := grow.ExecContext(ctx, c.id, first, last, n); err != nil {
+					if _, err := grow.ExecContext(ctx, c.id, first, last, w); err != nil {
 						return err
 					}
 					continue
@@ -252,7 +268,7 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 					return fmt.Errorf("find the campaign of %s: %w", k.ip, err)
 				}
 			}
-			res, err := add.ExecContext(ctx, k.ip, k.tool, r.country, r.agent, first, last, n)
+			res, err := add.ExecContext(ctx, k.ip, k.tool, r.country, r.agent, first, last, w)
 			if err != nil {
 				return err
 			}

@@ -557,16 +557,16 @@ func TestWriteCountDuplicatesInABatch(t *testing.T) {
 	}
 }
 
-// undoV7 turns a database of schema 9 back into one of schema 6 (8 added an index to the
+// undoV7 turns a database of schema 10 back into one of schema 6 (8 added an index to the
 // targets table that 9 dropped, with the numbers' count index of 7).
 func undoV7() []string {
-	return []string{"DROP INDEX called_numbers_target", "ALTER TABLE called_numbers DROP COLUMN target",
+	return []string{"ALTER TABLE events DROP COLUMN repeat_count", "DROP INDEX called_numbers_target", "ALTER TABLE called_numbers DROP COLUMN target",
 		"ALTER TABLE called_numbers DROP COLUMN target_country", "ALTER TABLE called_numbers DROP COLUMN target_type",
 		"ALTER TABLE events DROP COLUMN tool", "ALTER TABLE events DROP COLUMN ua_spoofed",
 		"ALTER TABLE events DROP COLUMN payload", "DROP TABLE minute_counts", "DROP TABLE campaigns"}
 }
 
-// undoV6 turns a database of schema 9 back into one of schema 5.
+// undoV6 turns a database of schema 10 back into one of schema 5.
 func undoV6() []string {
 	q := append(undoV7(), "DROP INDEX ip_addresses_seq",
 		"ALTER TABLE events DROP COLUMN source_verified", "DELETE FROM totals WHERE name IN ('change_seq', 'epoch')")

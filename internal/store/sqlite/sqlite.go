@@ -212,6 +212,10 @@ var migrations = []migration{
 	ALTER TABLE called_numbers ADD COLUMN target_country TEXT NOT NULL DEFAULT '';
 	ALTER TABLE called_numbers ADD COLUMN target_type TEXT NOT NULL DEFAULT '';
 	CREATE INDEX called_numbers_target ON called_numbers(target) WHERE target != '';`},
+
+	// 10: how many probes each event stands for (event.RepeatCount; 0 for one), once identical
+	// probes are folded into one event. Every count adds the event's weight.
+	{sql: `ALTER TABLE events ADD COLUMN repeat_count INTEGER NOT NULL DEFAULT 0;`},
 }
 
 // A migration is SQL and, where SQL cannot compute it, Go code run in the same transaction.
@@ -310,19 +314,22 @@ type Store struct {
 
 // insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
 // cut into chunks of these sizes. Fewer, larger statements cost less per event; 64 rows stay
-// well under SQLite's 32766 bound parameters (20 a row). They are prepared at open because
+// well under SQLite's 32766 bound parameters (24 a row). They are prepared at open because
 // the single writer connection is busy inside a transaction while a batch is written.
 var insertSizes = []int{64, 8, 1}
 
 const eventColumns = `event_uuid, event_timestamp, app_name, app_version, created_by_node_id,
 	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
 	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope, sip_message_length,
-	source_verified, tool, ua_spoofed, payload`
+	source_verified, tool, ua_spoofed, payload, repeat_count`
 
 // readColumns are eventColumns as a database of this store's schema version has them: one
 // opened read-only may be a version behind (see minReadVersion).
 func (s *Store) readColumns() string {
 	cols := eventColumns
+	if s.version < 10 {
+		cols = strings.Replace(cols, "repeat_count", "0", 1)
+	}
 	if s.version < 7 {
 		cols = strings.Replace(cols, "tool, ua_spoofed, payload", "'', 0, ''", 1)
 	}
@@ -343,7 +350,7 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
 	return b.String()
@@ -713,7 +720,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
-	args := make([]any, 0, 23*insertSizes[0])
+	args := make([]any, 0, 24*insertSizes[0])
 	an := analytics{}
 	peers := keyPeers{}
 	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
@@ -733,7 +740,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
 				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
 				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
-				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, payloadJSON(e.Payload))
+				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, payloadJSON(e.Payload), e.RepeatCount)
 		}
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
 		if err != nil {
@@ -857,17 +864,18 @@ func (m aggregates) add(key string, e *event.Event) {
 	}
 	a.FirstSeen = min(a.FirstSeen, ts)
 	a.LastSeen = max(a.LastSeen, ts)
-	a.Count++
+	w := e.Weight() // a folded event counts every probe it stands for
+	a.Count += w
 	if !e.FromPeer {
-		a.Local++
+		a.Local += w
 	}
 	if e.SourceVerified {
-		a.Verified++
+		a.Verified += w
 		switch {
 		case !e.FromPeer:
-			a.VerifiedLocal++
+			a.VerifiedLocal += w
 		case e.Trusted:
-			a.VerifiedTrusted++
+			a.VerifiedTrusted += w
 		}
 	}
 }
@@ -1359,7 +1367,7 @@ func (s *Store) readEvents(ctx context.Context, q string, args ...any) ([]*event
 		if err := rows.Scan(&id, &e.UUID, &e.Timestamp, &e.AppName, &e.AppVersion, &e.NodeID,
 			&e.CollectedMethod, &e.Transport, &e.SourceIP, &e.SourcePort, &e.DestinationIP,
 			&e.DestinationPort, &e.CalledNumber, &e.SIPMethod, &e.SIPUserAgent, &e.SIPMessage,
-			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength, &e.SourceVerified, &e.Tool, &e.UASpoofed, &payload); err != nil {
+			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength, &e.SourceVerified, &e.Tool, &e.UASpoofed, &payload, &e.RepeatCount); err != nil {
 			return nil, nil, err
 		}
 		if e.Payload, err = parsePayload(payload); err != nil {

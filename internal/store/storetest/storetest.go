@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Recent", recent},
 		{"Retention", retention},
 		{"Analytics", analytics},
+		{"FoldedEvents", foldedEvents},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
 	}
@@ -310,5 +311,65 @@ func analytics(t *testing.T, s Backend) {
 	tl, err := s.Timeline(ctx, base, base.Add(2*time.Minute), time.Minute)
 	if err != nil || len(tl) != 3 || tl[0].Count != 1 || tl[1].Count != 1 || tl[2].Count != 0 {
 		t.Errorf("timeline %+v (%v)", tl, err)
+	}
+}
+
+// A folded event (event.RepeatCount) counts every probe it stands for, in every count; it is
+// one row, and reads back with its repeat count.
+func foldedEvents(t *testing.T, s Backend) {
+	ctx := context.Background()
+	s.SetLabeler(intel.NewLabeler(""))
+	first := ev(0, "130.149.1.1", "00449098790123")
+	folded := ev(time.Second, "130.149.1.1", "00449098790123")
+	folded.RepeatCount = 499
+	folded.SourceVerified, folded.Payload = true, []event.Payload{{Kind: "sqli", Where: "user-agent"}}
+	peer := fromPeer(ev(2*time.Second, "130.149.1.1", "00449098790123"), "12D3KooWPeerA", true)
+	peer.RepeatCount = 1000
+	must(t, s.Write(ctx, []*event.Event{first, folded, peer}))
+	must(t, s.Write(ctx, []*event.Event{folded})) // a retry counts nothing twice
+	if n, err := s.CountEvents(ctx); err != nil || n != 3 {
+		t.Errorf("%d events stored (%v), want 3 rows", n, err)
+	}
+	want := store.Aggregate{FirstSeen: first.Timestamp, LastSeen: peer.Timestamp, Count: 1500, Local: 500,
+		Peers: 1, TrustedPeers: 1, Verified: 499, VerifiedLocal: 499}
+	for _, get := range []func() (store.Aggregate, bool, error){
+		func() (store.Aggregate, bool, error) { return s.IP(ctx, "130.149.1.1") },
+		func() (store.Aggregate, bool, error) { return s.Number(ctx, "00449098790123") },
+	} {
+		a, ok, err := get()
+		want.Key = a.Key
+		if err != nil || !ok || a != want {
+			t.Errorf("aggregate %+v (%v %v)\nwant      %+v", a, ok, err, want)
+		}
+	}
+	for _, c := range []struct {
+		d    store.Dimension
+		want []store.ValueCount
+	}{
+		{store.SIPMethods, []store.ValueCount{{Value: "INVITE", Count: 1500}}},
+		{store.Tools, []store.ValueCount{{Value: "sipvicious", Count: 1500}}},
+		{store.Countries, []store.ValueCount{{Value: "DE", Count: 1500}}},
+		{store.Payloads, []store.ValueCount{{Value: "sqli@user-agent", Count: 499}}},
+	} {
+		if got, _, err := s.Top(ctx, c.d, "", 0); err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("dimension %d: %v (%v), want %v", c.d, got, err, c.want)
+		}
+	}
+	if tl, err := s.Timeline(ctx, base, base, time.Minute); err != nil || len(tl) != 1 || tl[0].Count != 1500 {
+		t.Errorf("timeline %+v (%v), want 1500 in the first minute", tl, err)
+	}
+	var camps []store.Campaign
+	must(t, s.Campaigns(ctx, store.ListOptions{}, func(c store.Campaign) error { camps = append(camps, c); return nil }))
+	if len(camps) != 1 || camps[0].Count != 1500 {
+		t.Errorf("campaigns %+v, want one of 1500 probes", camps)
+	}
+	var targets []store.Target
+	if _, err := s.Targets(ctx, store.TargetOptions{}, func(x store.Target) error { targets = append(targets, x); return nil }); err != nil || len(targets) != 1 || targets[0].Count != 1500 {
+		t.Errorf("targets %+v (%v), want one called 1500 times", targets, err)
+	}
+	var got []int64
+	must(t, s.Events(ctx, func(e *event.Event) error { got = append(got, e.RepeatCount); return nil }))
+	if !reflect.DeepEqual(got, []int64{0, 499, 1000}) {
+		t.Errorf("repeat counts read back %v, want [0 499 1000]", got)
 	}
 }
