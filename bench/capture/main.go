@@ -3,17 +3,20 @@
 //
 // For each rate it sends probes from several loopback source addresses for a fixed time,
 // first to the bare reader, then to a fresh node (SQLite store and JSON log on), and counts
-// what arrived: the reader's count, the node's stored rows and JSON lines. All traffic stays
-// on 127.0.0.0/8.
+// what arrived: the reader's count; the node's counted probes (the statistics, which add each
+// folded event's repeat_count), stored rows, JSON lines and the probes they stand for, and the
+// database's bytes per million probes. All traffic stays on 127.0.0.0/8.
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -25,10 +28,11 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 func main() {
@@ -40,13 +44,19 @@ func main() {
 		reader   = flag.Int("reader", 0, "internal: run as the bare reader on this port")
 		profile  = flag.String("node-profile", "", "write the node's CPU profile of the last step here")
 		compare  = flag.Bool("compare-enrich", false, "also run each step on a node with --enrich=false, and compare")
+		numbers  = flag.Int("numbers", 1000, "distinct numbers each source cycles through (1: every source repeats one probe, a flood to fold)")
+		fold     = flag.String("fold-window", "", "the node's --fold-window (default: the node's default)")
+		noFold   = flag.Bool("compare-fold", false, "also run each step on a node with --fold-window 0, and compare disk bytes")
 	)
 	flag.Parse()
 	if *reader != 0 {
 		bareReader(*reader)
 		return
 	}
-	nodeProfile, compareEnrich = *profile, *compare
+	nodeProfile, compareEnrich, distinctNumbers, compareFold = *profile, *compare, *numbers, *noFold
+	if *fold != "" {
+		nodeArgs = append(nodeArgs, "--fold-window", *fold)
+	}
 	if err := bench(*bin, *rates, *duration, *sources); err != nil {
 		fmt.Fprintln(os.Stderr, "capture:", err)
 		os.Exit(1)
@@ -54,19 +64,39 @@ func main() {
 }
 
 type result struct {
-	rate             int
-	sent             int64
-	bare             int64
-	stored, jsonLine int64
-	rssKiB           int64
+	rate int
+	sent int64
+	bare int64
+	nodeResult
+	rssKiB int64
 	// plain is what a node without enrichment (--enrich=false) stored, with -compare-enrich.
 	plain, plainSent int64
 }
 
 var (
-	nodeProfile   string
-	compareEnrich bool
+	nodeProfile     string
+	compareEnrich   bool
+	compareFold     bool
+	distinctNumbers int
+	nodeArgs        []string
 )
+
+// nodeResult is what a node made of the probes it was sent.
+type nodeResult struct {
+	counted  int64 // probes in the statistics (folded events add their repeat_count)
+	stored   int64 // rows
+	jsonLine int64 // JSON log lines
+	jsonSum  int64 // probes the JSON lines stand for
+	dbBytes  int64 // database and WAL on disk after the run
+}
+
+// perMillion is the database's bytes per million probes sent.
+func (r nodeResult) perMillion(sent int64) float64 {
+	if sent == 0 {
+		return 0
+	}
+	return float64(r.dbBytes) * 1e6 / float64(sent)
+}
 
 func bench(bin, rateList string, d time.Duration, sources int) error {
 	self, err := os.Executable()
@@ -74,9 +104,9 @@ func bench(bin, rateList string, d time.Duration, sources int) error {
 		return err
 	}
 	var results []result
-	fmt.Printf("capture benchmark: %d sources, %v per step, GOMAXPROCS of the node = all %d cores\n\n",
-		sources, d, runtimeCPUs())
-	fmt.Printf("%9s %9s | %9s %7s | %9s %7s %9s | %8s\n", "offered/s", "sent", "bare got", "loss", "stored", "loss", "json", "node RSS")
+	fmt.Printf("capture benchmark: %d sources, %d distinct numbers each, %v per step, node flags %v, GOMAXPROCS of the node = all %d cores\n\n",
+		sources, distinctNumbers, d, nodeArgs, runtimeCPUs())
+	fmt.Printf("%9s %9s | %9s %7s | %9s %7s %9s %9s | %10s | %8s\n", "offered/s", "sent", "bare got", "loss", "counted", "loss", "rows", "json", "DB B/Mprobe", "node RSS")
 	for _, f := range strings.Split(rateList, ",") {
 		rate, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
@@ -87,18 +117,29 @@ func bench(bin, rateList string, d time.Duration, sources int) error {
 			return err
 		}
 		var sent int64
-		if r.stored, r.jsonLine, sent, r.rssKiB, err = runNode(bin, rate, d, sources); err != nil {
+		if r.nodeResult, sent, r.rssKiB, err = runNode(bin, rate, d, sources, nodeArgs...); err != nil {
 			return err
 		}
 		if compareEnrich {
-			if r.plain, _, r.plainSent, _, err = runNode(bin, rate, d, sources, "--enrich=false"); err != nil {
+			var plain nodeResult
+			if plain, r.plainSent, _, err = runNode(bin, rate, d, sources, append(nodeArgs, "--enrich=false")...); err != nil {
 				return err
 			}
-			fmt.Printf("%9s without enrichment: stored %d of %d (%.2f%% loss)\n", "", r.plain, r.plainSent, loss(r.plainSent, r.plain))
+			r.plain = plain.counted
+			fmt.Printf("%9s without enrichment: counted %d of %d (%.2f%% loss)\n", "", r.plain, r.plainSent, loss(r.plainSent, r.plain))
+		}
+		if compareFold {
+			unfolded, usent, _, err := runNode(bin, rate, d, sources, append(nodeArgs, "--fold-window", "0")...)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%9s without folding: counted %d of %d (%.2f%% loss), %d rows, %.0f DB bytes per million probes (folded: %.0f = %.4fx)\n", "",
+				unfolded.counted, usent, loss(usent, unfolded.counted), unfolded.stored, unfolded.perMillion(usent),
+				r.perMillion(sent), r.perMillion(sent)/max(1, unfolded.perMillion(usent)))
 		}
 		// Both runs offer the same rate; keep each step's own sent count for its loss.
-		fmt.Printf("%9d %9d | %9d %6.2f%% | %9d %6.2f%% %9d | %5d MiB\n", rate, sent,
-			r.bare, loss(r.sent, r.bare), r.stored, loss(sent, r.stored), r.jsonLine, r.rssKiB/1024)
+		fmt.Printf("%9d %9d | %9d %6.2f%% | %9d %6.2f%% %9d %9d | %10.0f | %5d MiB\n", rate, sent,
+			r.bare, loss(r.sent, r.bare), r.counted, loss(sent, r.counted), r.stored, r.jsonLine, r.perMillion(sent), r.rssKiB/1024)
 		r.sent = sent
 		results = append(results, r)
 	}
@@ -110,11 +151,11 @@ func bench(bin, rateList string, d time.Duration, sources int) error {
 		if r.bare >= r.sent-r.sent/10000 && r.rate > bestBare { // bare: under 0.01% loss
 			bestBare = r.rate
 		}
-		if r.stored == r.sent && r.jsonLine == r.sent && r.rate > bestNode {
+		if r.counted == r.sent && r.jsonSum == r.sent && r.rate > bestNode {
 			bestNode = r.rate
 		}
 	}
-	fmt.Printf("\nhighest rate with no loss: bare reader %d/s, dialtrap (SQLite + JSON log) %d/s", bestBare, bestNode)
+	fmt.Printf("\nhighest rate with every probe counted: bare reader %d/s, dialtrap (SQLite + JSON log) %d/s", bestBare, bestNode)
 	if bestBare > 0 {
 		fmt.Printf(" = %.2f of the bare reader", float64(bestNode)/float64(bestBare))
 	}
@@ -228,8 +269,8 @@ func bareReader(port int) {
 }
 
 // runNode starts a fresh node, sends to it, stops it with SIGTERM (which flushes) and counts
-// stored rows and JSON lines.
-func runNode(bin string, rate int, d time.Duration, sources int, extra ...string) (stored, lines, sent, rssKiB int64, err error) {
+// what it kept.
+func runNode(bin string, rate int, d time.Duration, sources int, extra ...string) (r nodeResult, sent, rssKiB int64, err error) {
 	dir, err := os.MkdirTemp("", "dialtrap-bench-")
 	if err != nil {
 		return
@@ -267,7 +308,7 @@ func runNode(bin string, rate int, d time.Duration, sources int, extra ...string
 	case <-ready:
 	case <-time.After(15 * time.Second):
 		cmd.Process.Kill()
-		return 0, 0, 0, 0, fmt.Errorf("node not ready")
+		return r, 0, 0, fmt.Errorf("node not ready")
 	}
 	if sent, err = send(port, rate, d, sources); err != nil {
 		cmd.Process.Kill()
@@ -277,19 +318,31 @@ func runNode(bin string, rate int, d time.Duration, sources int, extra ...string
 	rssKiB = peakRSS(cmd.Process.Pid)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err = cmd.Wait(); err != nil {
-		return 0, 0, 0, 0, fmt.Errorf("node exit: %w", err)
+		return r, 0, 0, fmt.Errorf("node exit: %w", err)
 	}
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "dialtrap.db"))
+	db := filepath.Join(dir, "dialtrap.db")
+	for _, f := range []string{db, db + "-wal"} {
+		if st, err := os.Stat(f); err == nil {
+			r.dbBytes += st.Size()
+		}
+	}
+	st, err := sqlite.Open(context.Background(), db)
 	if err != nil {
 		return
 	}
-	stored, err = st.CountEvents(context.Background())
-	st.Close()
+	defer st.Close()
+	if r.stored, err = st.CountEvents(context.Background()); err != nil {
+		return
+	}
+	methods, _, err := st.Top(context.Background(), store.SIPMethods, "", 0)
 	if err != nil {
 		return
 	}
-	lines, err = countLines(filepath.Join(dir, "dialtrap_json.log"))
-	return stored, lines, sent, rssKiB, err
+	for _, m := range methods {
+		r.counted += m.Count
+	}
+	r.jsonLine, r.jsonSum, err = countLines(filepath.Join(dir, "dialtrap_json.log"))
+	return r, sent, rssKiB, err
 }
 
 func peakRSS(pid int) int64 {
@@ -306,45 +359,43 @@ func peakRSS(pid int) int64 {
 	return 0
 }
 
-func countLines(path string) (int64, error) {
+// countLines counts the JSON log's lines and the probes they stand for (a folded event's
+// repeat_count).
+func countLines(path string) (lines, probes int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
-	var n int64
-	buf := make([]byte, 1<<20)
-	for {
-		k, err := f.Read(buf)
-		for _, c := range buf[:k] {
-			if c == '\n' {
-				n++
-			}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	key := []byte(`"repeat_count":`)
+	for sc.Scan() {
+		lines++
+		line := sc.Bytes()
+		k := bytes.LastIndex(line, key)
+		if k < 0 {
+			probes++
+			continue
 		}
-		if err == io.EOF {
-			return n, nil
+		v := line[k+len(key):]
+		end := bytes.IndexAny(v, ",}")
+		if end < 0 {
+			return lines, probes, fmt.Errorf("malformed line %d", lines)
 		}
+		n, err := strconv.ParseInt(string(v[:end]), 10, 64)
 		if err != nil {
-			return n, err
+			return lines, probes, fmt.Errorf("line %d: %w", lines, err)
 		}
+		probes += max(1, n)
 	}
+	return lines, probes, sc.Err()
 }
 
-// send offers rate datagrams/s for d, spread over sources loopback addresses, paced in 1 ms
-// slots. Each probe dials a different number, as a prefix-guessing scan does. Datagrams go out
-// in sendmmsg batches so the sender, which is not under test, leaves the cores to the receivers.
+// send offers rate datagrams/s for d from sources loopback addresses. Each source cycles
+// through distinctNumbers numbers, as a prefix-guessing scan does (1: a flood of one probe).
 func send(port, rate int, d time.Duration, sources int) (int64, error) {
-	var conns []*ipv4.PacketConn
-	for i := range sources {
-		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))},
-			&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		conns = append(conns, ipv4.NewPacketConn(c))
-	}
-	msgs := make([][]byte, 1000)
+	msgs := make([][]byte, distinctNumbers)
 	for i := range msgs {
 		num := fmt.Sprintf("900%d46500729%03d", i%10, i)
 		msgs[i] = []byte("INVITE sip:" + num + "@127.0.0.1 SIP/2.0\r\n" +
@@ -353,27 +404,8 @@ func send(port, rate int, d time.Duration, sources int) (int64, error) {
 			"User-Agent: friendly-scanner\r\nCall-ID: " + strconv.Itoa(i) + "\r\nContact: sip:100@127.0.0.2:5070\r\n" +
 			"CSeq: 1 INVITE\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n")
 	}
-	const maxBatch = 64
-	batch := make([]ipv4.Message, maxBatch)
-	var sent int64
-	start := time.Now()
-	total := int64(float64(rate) * d.Seconds())
-	for sent < total {
-		// Send what is due by now, in batches per source, then sleep to the next 1 ms slot.
-		due := min(total, int64(time.Since(start).Seconds()*float64(rate))+1)
-		for sent < due {
-			k := int(min(due-sent, maxBatch))
-			for j := range k {
-				batch[j].Buffers = [][]byte{msgs[(sent+int64(j))%int64(len(msgs))]}
-			}
-			c := conns[(sent/maxBatch)%int64(len(conns))]
-			n, err := c.WriteBatch(batch[:k], 0)
-			if err != nil {
-				return sent, err
-			}
-			sent += int64(n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return sent, nil
+	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
+	return testutil.Flood(context.Background(), dst, rate, d, sources, func(i int64) []byte {
+		return msgs[(i/int64(sources))%int64(len(msgs))]
+	})
 }

@@ -88,6 +88,7 @@ type Config struct {
 	P2PCatchup        time.Duration
 	Metrics           bool
 	Retention         time.Duration
+	FoldWindow        time.Duration
 	Persona           string
 	SyslogAddr        string
 	// Peer events reach the JSON log and syslog only when asked: a remote node must never
@@ -201,6 +202,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.DurationVar(&c.P2PCatchup, "p2p-catchup", 24*time.Hour, "how far back to fetch peers' events on meeting them (0 turns catch-up requests off; at most 720h)")
 	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus metrics at /metrics on the API listener (needs -a; --api-token guards it as every route); off: /metrics answers 404")
 	fs.Var((*days)(&c.Retention), "retention", "delete raw events older than this, e.g. 90d or 2160h; the counts behind lookups, feeds and statistics stay (0 keeps everything)")
+	fs.DurationVar(&c.FoldWindow, "fold-window", time.Second, "probes identical in source, destination, transport, method, number and User-Agent within this time of the first are stored as one event with a repeat_count (the first is passed on at once; every probe is counted); 0 keeps one event a probe; at most 1m")
 	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
 	fs.StringVar(&c.SyslogAddr, "syslog-addr", "", "syslog destination: unix:///path, udp://host:port or tcp://host:port (default: local syslog)")
 	fs.BoolVar(&c.JSONLogPeerEvents, "json-log-peer-events", false, "also write events learned from peers to the JSON log")
@@ -566,6 +568,9 @@ func (c *Config) validate() error {
 	}
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("--retention cannot be negative"))
+	}
+	if c.FoldWindow < 0 || c.FoldWindow > time.Minute {
+		errs = append(errs, errors.New("--fold-window must be between 0 (no folding) and 1m"))
 	}
 	if c.P2PMinSightings < 1 {
 		errs = append(errs, errors.New("--p2p-min-sightings must be at least 1"))

@@ -64,6 +64,9 @@ func TestPrecedence(t *testing.T) {
 			return c.SIPAddr == ":7001" && c.Persona == "file"
 		}},
 		{"retention in days", []string{"--retention", "90d"}, env(), func(c *Config) bool { return c.Retention == 90*24*time.Hour }},
+		{"fold window default", nil, env(), func(c *Config) bool { return c.FoldWindow == time.Second }},
+		{"fold window off", []string{"--fold-window", "0"}, env(), func(c *Config) bool { return c.FoldWindow == 0 }},
+		{"fold window from env", nil, env("DIALTRAP_FOLD_WINDOW", "250ms"), func(c *Config) bool { return c.FoldWindow == 250*time.Millisecond }},
 		{"retention in days from env", nil, env("DIALTRAP_RETENTION", "7d"), func(c *Config) bool { return c.Retention == 7*24*time.Hour }},
 		{"flag over env", []string{"-g", file, "--sip-addr", ":7002"}, env("DIALTRAP_SIP_ADDR", ":7001"), func(c *Config) bool {
 			return c.SIPAddr == ":7002"
@@ -133,6 +136,8 @@ func TestErrors(t *testing.T) {
 		{"stray argument", []string{"now"}, env(), "unexpected argument"},
 		{"bad env duration", nil, env("DIALTRAP_RETENTION", "forever"), "DIALTRAP_RETENTION"},
 		{"retention in part days", []string{"--retention", "1.5d"}, env(), "whole days"},
+		{"fold window too long", []string{"--fold-window", "2m"}, env(), "--fold-window"},
+		{"fold window negative", []string{"--fold-window=-1s"}, env(), "--fold-window"},
 		{"missing config file", []string{"-g", "/nonexistent/dialtrap.toml"}, env(), "read config file"},
 		{"unknown config key", []string{"-g", writeFile(t, "sip_addr = \":1\"\n")}, env(), "unknown key \"sip_addr\""},
 		{"config key config", []string{"-g", writeFile(t, "config = \"x\"\n")}, env(), "unknown key \"config\""},

@@ -179,6 +179,24 @@ func (h *Hub) Publish(e *event.Event) {
 	}
 }
 
+// Busy reports whether a sink added with Block has its queue more than half full (in events
+// or bytes): publishers are about to wait on it. Sources that can fold or shed what they send
+// ask it before they add more (internal/fold).
+func (h *Hub) Busy() bool {
+	for _, q := range h.queues {
+		if q.opts.Policy != Block {
+			continue
+		}
+		q.mu.Lock()
+		busy := q.n > len(q.ring)/2 || q.bytes > q.opts.MaxBytes/2
+		q.mu.Unlock()
+		if busy {
+			return true
+		}
+	}
+	return false
+}
+
 // Stats returns the counters of every sink, in the order they were added.
 func (h *Hub) Stats() []Stats {
 	out := make([]Stats, 0, len(h.queues))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -168,6 +169,38 @@ func TestBlockSinkWaitsAndLosesNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Busy tells a Block sink's queue over half full; a DropOldest sink's never counts.
+func TestBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := New(nil)
+		store := &recorder{name: "store", gate: make(chan struct{})}
+		other := &recorder{name: "other", gate: make(chan struct{})}
+		h.Add(store, Options{Capacity: 8, MaxBatch: 1, Policy: Block})
+		h.Add(other, Options{Capacity: 2, MaxBatch: 1})
+		h.Start(context.Background())
+		evs := events(6)
+		var busy []bool
+		for _, e := range evs {
+			h.Publish(e)
+			synctest.Wait()
+			busy = append(busy, h.Busy())
+		}
+		// The worker holds the first event in Write: 5 of 8 queued after the sixth.
+		if want := []bool{false, false, false, false, false, true}; !reflect.DeepEqual(busy, want) {
+			t.Errorf("Busy after each publish %v, want %v", busy, want)
+		}
+		close(store.gate)
+		close(other.gate)
+		synctest.Wait()
+		if h.Busy() {
+			t.Error("Busy once the queue drained")
+		}
+		if err := h.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // A sink that wrote part of a batch before failing says so with PartialError: the retry sends

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/fold"
 	"github.com/dialtrap/dialtrap/internal/hub"
 )
 
@@ -238,6 +239,7 @@ func TestPeersAndWebhookSources(t *testing.T) {
 				Dropped: map[string]uint64{"outbound": 1}}
 		},
 		Webhook: func() Webhook { return Webhook{SpoolEvents: 5, SpoolBytes: 4096, Delivered: 9} },
+		Fold:    func() fold.Stats { return fold.Stats{Folded: 999, Emitted: 2, Held: 4, Groups: 3, Bytes: 1500} },
 	})
 	fams, _ := scrape(t, m.Handler())
 	for _, c := range []struct {
@@ -257,6 +259,12 @@ func TestPeersAndWebhookSources(t *testing.T) {
 		{"dialtrap_webhook_spool_events", nil, 5},
 		{"dialtrap_webhook_spool_bytes", nil, 4096},
 		{"dialtrap_webhook_events_delivered_total", nil, 9},
+		{"dialtrap_fold_probes_folded_total", nil, 999},
+		{"dialtrap_fold_events_total", nil, 2},
+		{"dialtrap_fold_probes_held_total", nil, 4},
+		{"dialtrap_fold_probes_unfolded_total", nil, 0},
+		{"dialtrap_fold_groups", nil, 3},
+		{"dialtrap_fold_bytes", nil, 1500},
 	} {
 		if v, ok := value(fams[c.name], c.labels...); !ok || v != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
@@ -268,7 +276,8 @@ func TestPeersAndWebhookSources(t *testing.T) {
 	// Parts that are off have no metrics at all.
 	fams, _ = scrape(t, New("test").Handler())
 	for name := range fams {
-		if strings.HasPrefix(name, "dialtrap_p2p_") || strings.HasPrefix(name, "dialtrap_webhook_") || strings.HasPrefix(name, "dialtrap_sink_") {
+		if strings.HasPrefix(name, "dialtrap_p2p_") || strings.HasPrefix(name, "dialtrap_webhook_") || strings.HasPrefix(name, "dialtrap_sink_") ||
+			strings.HasPrefix(name, "dialtrap_fold_") {
 			t.Errorf("%s without its source", name)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dialtrap/dialtrap/internal/fold"
 	"github.com/dialtrap/dialtrap/internal/hub"
 )
 
@@ -16,6 +17,7 @@ type Sources struct {
 	RepliesOverBudget func() uint64      // responsive-mode replies withheld by the per-source budget
 	Peers             func() Peers       // -p
 	Webhook           func() Webhook     // -w
+	Fold              func() fold.Stats  // --fold-window
 }
 
 // Peers is what the peer-to-peer node reports (its /peers counters).
@@ -62,6 +64,7 @@ type collector struct {
 	peerPending, peerPendingDropped                                   *prometheus.Desc
 	spoolEvents, spoolBytes, whDelivered, whRejected, whFailures      *prometheus.Desc
 	whDropped                                                         *prometheus.Desc
+	folded, foldEvents, foldHeld, unfolded, foldGroups, foldBytes     *prometheus.Desc
 }
 
 func newCollector(s Sources) *collector {
@@ -101,6 +104,14 @@ func newCollector(s Sources) *collector {
 		c.whRejected = d("dialtrap_webhook_events_rejected_total", "Events the endpoint refused for good (kept in rejected.jsonl).")
 		c.whFailures = d("dialtrap_webhook_delivery_failures_total", "Failed delivery attempts (each retried).")
 		c.whDropped = d("dialtrap_webhook_events_dropped_total", "Events removed from the full spool before delivery (--webhook-spool-max).")
+	}
+	if s.Fold != nil {
+		c.folded = d("dialtrap_fold_probes_folded_total", "Probes folded into an event that stands for them and others alike (repeat_count), rather than stored one by one.")
+		c.foldEvents = d("dialtrap_fold_events_total", "Folded events passed on at the end of their window.")
+		c.foldHeld = d("dialtrap_fold_probes_held_total", "First probes held with their group, not passed on at once, while the store's queue was over half full.")
+		c.unfolded = d("dialtrap_fold_probes_unfolded_total", "Probes passed on unfolded because the groups held reached their bounds.")
+		c.foldGroups = d("dialtrap_fold_groups", "Groups of alike probes open now.")
+		c.foldBytes = d("dialtrap_fold_bytes", "Bytes the probes held for open groups take.")
 	}
 	return c
 }
@@ -156,6 +167,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.whRejected, w.Rejected)
 		counter(c.whFailures, w.Failures)
 		counter(c.whDropped, w.Dropped)
+	}
+	if c.s.Fold != nil {
+		f := c.s.Fold()
+		counter(c.folded, f.Folded)
+		counter(c.foldEvents, f.Emitted)
+		counter(c.foldHeld, f.Held)
+		counter(c.unfolded, f.Unfolded)
+		gauge(c.foldGroups, float64(f.Groups))
+		gauge(c.foldBytes, float64(f.Bytes))
 	}
 }
 

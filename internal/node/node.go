@@ -36,6 +36,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/dashboard"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/feed"
+	"github.com/dialtrap/dialtrap/internal/fold"
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 	"github.com/dialtrap/dialtrap/internal/geo"
 	"github.com/dialtrap/dialtrap/internal/hub"
@@ -93,6 +94,7 @@ type Node struct {
 	sip     *sip.Server
 	bgp     *bgp.Speaker     // nil unless --bgp-neighbor or --bgp-listen
 	bgpFeed *block.Agent     // keeps the speaker in step with the store
+	fold    *fold.Folder     // folds identical probes before the hub (nil: --fold-window 0)
 	policy  *policy.Agent    // nil unless --policy-addr
 	metrics *metrics.Metrics // nil unless --metrics (and -a)
 
@@ -551,10 +553,25 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if cfg.Enrich {
 			scfg.Enrich = intel.Enrich
 		}
+		if cfg.FoldWindow > 0 {
+			// Identical probes within the window become one event (internal/fold); the
+			// metrics below still see every probe.
+			n.fold = fold.New(fold.Config{Window: cfg.FoldWindow, Publish: n.hub.Publish, Busy: n.hub.Busy})
+			// Closed after capture (closers run last first, and capture's is added below)
+			// and before the hub: the folded events it holds reach the hub before it drains.
+			n.onClose("fold", 5*time.Second, func(context.Context) error {
+				n.fold.Close()
+				st := n.fold.Stats()
+				n.log.Info("folding totals", "probes", st.Probes, "folded", st.Folded, "folded_events", st.Emitted,
+					"held_under_pressure", st.Held, "unfolded_at_limit", st.Unfolded)
+				return nil
+			})
+			scfg.Publish = n.fold.Add
+		}
 		if m := n.metrics; m != nil {
 			// Only this node's captures are probes: peer events reach the hub through
 			// peer.Config.Receive, not here.
-			publish := n.hub.Publish
+			publish := scfg.Publish
 			scfg.Publish = func(e *event.Event) {
 				m.Probe(e)
 				publish(e)
@@ -687,6 +704,9 @@ func (n *Node) metricSources() metrics.Sources {
 			return metrics.Peers{Connected: r.PeersTotal, Published: r.Published, Received: r.Received,
 				Rejected: r.Rejected, Dropped: r.Dropped, Pending: r.Pending, PendingDropped: r.PendingDropped}
 		}
+	}
+	if n.fold != nil {
+		s.Fold = n.fold.Stats
 	}
 	if n.webhook != nil {
 		s.Webhook = func() metrics.Webhook {

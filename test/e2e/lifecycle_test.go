@@ -50,13 +50,16 @@ func flood(t *testing.T, addr string, msg []byte, stop <-chan struct{}) (*atomic
 	return &sent, done
 }
 
+// noFold keeps one event a probe (--fold-window 0), for tests of what a row a probe costs.
+var noFold = []string{"--fold-window", "0"}
+
 var probe = []byte("INVITE sip:0046500729221@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n" +
 	"From: <sip:100@127.0.0.1>;tag=1\r\nTo: <sip:0046500729221@127.0.0.1>\r\nCall-ID: flood\r\nCSeq: 1 INVITE\r\n" +
 	"User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n")
 
 // kill -9 in the middle of a flood, then restart: the database is intact and the node works.
 func TestKill9MidFloodThenRestart(t *testing.T) {
-	n := startNode(t, nodeOpts{})
+	n := startNode(t, nodeOpts{args: noFold}) // a row a probe: the store works hard
 	id := n.nodeID()
 	stop := make(chan struct{})
 	flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
@@ -172,12 +175,20 @@ func TestSIGTERMFlushesEverything(t *testing.T) {
 	if found != 2 {
 		t.Errorf("found %d sink totals in the log:\n%s", found, n.log())
 	}
-	// Every message the listeners took in reached the store.
-	m := regexp.MustCompile(`msg="SIP capture totals" messages=(\d+)`).FindStringSubmatch(n.log())
-	if m == nil || m[1] != strconv.Itoa(len(evs)) {
-		t.Errorf("capture total %v, store holds %d", m, len(evs))
+	// Every message the listeners took in reached the store: the flood of one probe is
+	// folded, and the events held in the fold window at SIGTERM are stored too.
+	var probes int64
+	for _, e := range evs {
+		probes += e.Weight()
 	}
-	t.Logf("sent %d, stored %d", sent.Load(), len(evs))
+	m := regexp.MustCompile(`msg="SIP capture totals" messages=(\d+)`).FindStringSubmatch(n.log())
+	if m == nil || m[1] != strconv.FormatInt(probes, 10) {
+		t.Errorf("capture total %v, store's events stand for %d probes", m, probes)
+	}
+	if len(evs) > 10 {
+		t.Errorf("%d events stored for a second's flood of one probe, want it folded", len(evs))
+	}
+	t.Logf("sent %d, stored %d events standing for %d probes", sent.Load(), len(evs), probes)
 }
 
 // Start-up errors exit non-zero with a message that says what to do.

@@ -307,7 +307,7 @@ func TestWebhookDeliversEveryEventThroughOutagesAndARestart(t *testing.T) {
 func TestWebhookHangingEndpointCostsCaptureNothing(t *testing.T) {
 	r := newHookReceiver(t, "k")
 	r.mode.Store("hang")
-	args := append(hookArgs(r), "--webhook-timeout", "60s")
+	args := append(hookArgs(r), append([]string{"--webhook-timeout", "60s"}, noFold...)...)
 	n := startNode(t, nodeOpts{args: args})
 	stop := make(chan struct{})
 	sent, flooded := flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
@@ -362,7 +362,7 @@ func spooledUUIDs(t *testing.T, n *node) map[string]bool {
 func TestWebhookKill9KeepsTheSpool(t *testing.T) {
 	r := newHookReceiver(t, "k")
 	r.down()
-	n := startNode(t, nodeOpts{args: hookArgs(r)})
+	n := startNode(t, nodeOpts{args: append(hookArgs(r), noFold...)})
 	stop := make(chan struct{})
 	flood(t, fmt.Sprintf("127.0.0.1:%d", n.port), probe, stop)
 	// Kill once the spool holds a good number of events, with the flood still running.

@@ -1,0 +1,297 @@
+package fold
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// clock is a fake clock tests move by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// sink collects what a Folder passes on.
+type sink struct {
+	mu     sync.Mutex
+	events []*event.Event
+}
+
+func (s *sink) publish(e *event.Event) { s.mu.Lock(); s.events = append(s.events, e); s.mu.Unlock() }
+
+func (s *sink) take() []*event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.events
+	s.events = nil
+	return out
+}
+
+func probe(src, number string) *event.Event {
+	return &event.Event{AppName: event.AppName, UUID: uuid.NewString(), Timestamp: event.FormatTime(time.Now()),
+		SourceIP: src, DestinationIP: "192.0.2.1", Transport: event.UDP, SIPMethod: "INVITE",
+		CalledNumber: number, SIPUserAgent: "friendly-scanner", SIPMessage: "INVITE sip:" + number + "@192.0.2.1 SIP/2.0\r\n\r\n"}
+}
+
+// newFolder returns a Folder on a fake clock whose goroutine never ends a window by itself
+// (its tick is far off); tests call Sweep.
+func newFolder(t *testing.T, window time.Duration, limits ...int) (*Folder, *sink, *clock) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+	s := &sink{}
+	cfg := Config{Window: window, Publish: s.publish, Now: c.now}
+	if len(limits) == 2 {
+		cfg.MaxGroups, cfg.MaxBytes = limits[0], limits[1]
+	}
+	f := New(cfg)
+	t.Cleanup(f.Close)
+	return f, s, c
+}
+
+func weights(events []*event.Event) (n int64) {
+	for _, e := range events {
+		n += e.Weight()
+	}
+	return n
+}
+
+func TestFold(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		window  time.Duration
+		probes  []*event.Event // all sent at once
+		atOnce  int            // passed on before the window ends
+		later   []int64        // repeat counts of what the window's end passes on
+		folded  uint64
+		emitted uint64
+	}{
+		{"one probe", time.Second, []*event.Event{probe("198.51.100.1", "100")}, 1, nil, 0, 0},
+		{"a flood of one probe", time.Second, repeat(probe("198.51.100.1", "100"), 1000), 1, []int64{999}, 999, 1},
+		{"one repeat is a plain event", time.Second, repeat(probe("198.51.100.1", "100"), 2), 1, []int64{0}, 1, 1},
+		{"other numbers are other groups", time.Second, []*event.Event{probe("198.51.100.1", "100"), probe("198.51.100.1", "101"),
+			probe("198.51.100.1", "100")}, 2, []int64{0}, 1, 1},
+		{"other sources are other groups", time.Second, []*event.Event{probe("198.51.100.1", "100"), probe("198.51.100.2", "100")}, 2, nil, 0, 0},
+		{"window 0 folds nothing", 0, repeat(probe("198.51.100.1", "100"), 5), 5, nil, 0, 0},
+		{"peer events pass", time.Second, peers(repeat(probe("198.51.100.1", "100"), 3)), 3, nil, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, s, clk := newFolder(t, c.window)
+			for _, e := range c.probes {
+				f.Add(e)
+			}
+			if got := s.take(); len(got) != c.atOnce {
+				t.Fatalf("%d events passed at once, want %d", len(got), c.atOnce)
+			}
+			clk.add(c.window / 2)
+			f.Sweep()
+			if got := s.take(); len(got) != 0 {
+				t.Fatalf("%d events passed before the window ended", len(got))
+			}
+			clk.add(c.window)
+			f.Sweep()
+			got := s.take()
+			var counts []int64
+			for _, e := range got {
+				counts = append(counts, e.RepeatCount)
+			}
+			if fmt.Sprint(counts) != fmt.Sprint(c.later) && !(len(counts) == 0 && len(c.later) == 0) {
+				t.Errorf("window's end passed repeat counts %v, want %v", counts, c.later)
+			}
+			st := f.Stats()
+			if st.Folded != c.folded || st.Emitted != c.emitted || st.Groups != 0 || st.Bytes != 0 {
+				t.Errorf("stats %+v, want %d folded, %d emitted, nothing held", st, c.folded, c.emitted)
+			}
+		})
+	}
+}
+
+func repeat(e *event.Event, n int) []*event.Event {
+	out := make([]*event.Event, n)
+	for i := range out {
+		c := *e
+		c.UUID = uuid.NewString()
+		out[i] = &c
+	}
+	return out
+}
+
+func peers(es []*event.Event) []*event.Event {
+	for _, e := range es {
+		e.FromPeer = true
+	}
+	return es
+}
+
+// A probe after the window is the first of a new group: passed at once, and the old group's
+// folded event with it, even if no sweep came by.
+func TestProbeAfterWindowStartsAnew(t *testing.T) {
+	f, s, clk := newFolder(t, time.Second)
+	for range 3 {
+		f.Add(probe("198.51.100.1", "100"))
+	}
+	clk.add(2 * time.Second)
+	last := probe("198.51.100.1", "100")
+	f.Add(last)
+	got := s.take()
+	if len(got) != 3 || got[1].RepeatCount != 2 || got[2] != last {
+		t.Fatalf("passed %d events (%v), want the first, the folded two, and the new first", len(got), got)
+	}
+	clk.add(2 * time.Second)
+	f.Sweep()
+	if got := s.take(); len(got) != 0 {
+		t.Errorf("the new group had no repeats but passed %d events", len(got))
+	}
+}
+
+// Under back-pressure a new group's first probe is held too, for a longer window; groups
+// opened before keep theirs. Nothing is lost.
+func TestBusyHoldsFirstProbes(t *testing.T) {
+	var busy atomic.Bool
+	c := &clock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+	s := &sink{}
+	f := New(Config{Window: time.Second, Publish: s.publish, Now: c.now, Busy: busy.Load})
+	t.Cleanup(f.Close)
+	f.Add(probe("198.51.100.1", "100")) // opened while calm: passed at once
+	busy.Store(true)
+	for i := range 100 {
+		for range 3 {
+			f.Add(probe(fmt.Sprintf("198.51.100.%d", 2+i), "100"))
+		}
+	}
+	if got := s.take(); len(got) != 1 {
+		t.Fatalf("%d events passed at once under pressure, want only the calm group's first", len(got))
+	}
+	busy.Store(false)
+	c.add(2 * time.Second)
+	f.Sweep()
+	if got := s.take(); len(got) != 0 {
+		t.Fatalf("%d events passed after one window: held groups have %d", len(got), PressureFactor)
+	}
+	c.add(PressureFactor * time.Second)
+	f.Sweep()
+	got := s.take()
+	if len(got) != 100 || weights(got) != 300 {
+		t.Errorf("after the long window: %d events standing for %d probes, want 100 for 300", len(got), weights(got))
+	}
+	if st := f.Stats(); st.Held != 100 || st.Groups != 0 || st.Bytes != 0 {
+		t.Errorf("stats %+v: want 100 held, nothing left", st)
+	}
+}
+
+// Close passes on what is held: nothing counted is lost at shutdown.
+func TestCloseFlushes(t *testing.T) {
+	f, s, _ := newFolder(t, time.Minute)
+	for range 10 {
+		f.Add(probe("198.51.100.1", "100"))
+	}
+	f.Close()
+	if got := s.take(); weights(got) != 10 || len(got) != 2 {
+		t.Errorf("after Close: %d events standing for %d probes, want 2 for 10", len(got), weights(got))
+	}
+}
+
+// At the limits new groups pass unfolded; nothing is lost and memory stays bounded.
+func TestLimits(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		maxGroups, bytes int
+	}{
+		{"groups", shards, 1 << 30}, // one group a shard
+		{"bytes", 1 << 20, shards},  // any probe fills a shard
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, s, clk := newFolder(t, time.Second, c.maxGroups, c.bytes)
+			var sent int64
+			for i := range 200 {
+				for range 3 {
+					f.Add(probe(fmt.Sprintf("198.51.100.%d", i), "100"))
+					sent++
+				}
+			}
+			st := f.Stats()
+			if st.Unfolded == 0 || st.Groups > shards {
+				t.Errorf("stats %+v: want probes passed unfolded and at most %d groups", st, shards)
+			}
+			clk.add(2 * time.Second)
+			f.Sweep()
+			if got := weights(s.take()); got != sent {
+				t.Errorf("passed events stand for %d probes, want %d", got, sent)
+			}
+		})
+	}
+}
+
+// However probes interleave across goroutines and sweeps, what is passed on stands for every
+// probe offered, once.
+func TestConcurrentProbesAllCounted(t *testing.T) {
+	var total atomic.Int64
+	var mu sync.Mutex
+	seen := map[*event.Event]bool{}
+	f := New(Config{Window: 2 * time.Millisecond, Publish: func(e *event.Event) {
+		mu.Lock()
+		if seen[e] {
+			t.Errorf("event passed twice")
+		}
+		seen[e] = true
+		mu.Unlock()
+		total.Add(e.Weight())
+	}})
+	var wg sync.WaitGroup
+	const workers, each = 4, 20000
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				f.Add(probe(fmt.Sprintf("198.51.100.%d", (w*7+i)%13), fmt.Sprint(i%5)))
+			}
+		})
+	}
+	wg.Wait()
+	f.Close()
+	if got := total.Load(); got != workers*each {
+		t.Errorf("passed events stand for %d probes, want %d", got, workers*each)
+	}
+	if st := f.Stats(); st.Folded == 0 || st.Groups != 0 {
+		t.Errorf("stats %+v: want folding and nothing held after Close", st)
+	}
+}
+
+// The cost of a probe: one that opens a group (passed on at once) and one folded into an
+// open group, against handing the event straight on.
+func BenchmarkAdd(b *testing.B) {
+	e := probe("198.51.100.1", "100")
+	b.Run("direct", func(b *testing.B) {
+		var n int
+		publish := func(*event.Event) { n++ }
+		for b.Loop() {
+			publish(e)
+		}
+	})
+	b.Run("folded", func(b *testing.B) {
+		f := New(Config{Window: time.Hour, Publish: func(*event.Event) {}})
+		defer f.Close()
+		for b.Loop() {
+			f.Add(e)
+		}
+	})
+	b.Run("new-group", func(b *testing.B) {
+		f := New(Config{Window: time.Nanosecond, Publish: func(*event.Event) {}})
+		defer f.Close()
+		for b.Loop() {
+			f.Add(e)
+		}
+	})
+}
