@@ -454,3 +454,127 @@ func TestMigrateProgress(t *testing.T) {
 		}
 	}
 }
+
+// counts is a store that only counts, for verify.
+type counts struct {
+	events int64
+	lists  [2]int64
+	seen   []int64 // the IP aggregates' counts
+}
+
+func (c counts) Recent(context.Context, string, int64, int, func(*event.Event, int64) error) error {
+	return nil
+}
+func (c counts) CountEvents(context.Context) (int64, error) { return c.events, nil }
+func (c counts) Count(_ context.Context, l store.List, _ string) (int64, error) {
+	return c.lists[l], nil
+}
+func (c counts) WriteCount(context.Context, []*event.Event) (int, error) { return 0, nil }
+func (c counts) SetLabeler(store.Labeler)                                {}
+func (c counts) Each(_ context.Context, l store.List, _ store.ListOptions, fn func(store.Aggregate) error) error {
+	for _, n := range c.seen {
+		if err := fn(store.Aggregate{Count: n}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestVerify(t *testing.T) {
+	for _, tt := range []struct {
+		name               string
+		src, dst           counts
+		copied, weight     int64
+		empty              bool
+		problems, warnings []string
+	}{
+		{name: "whole", src: counts{100, [2]int64{10, 5}, []int64{60, 40}}, dst: counts{100, [2]int64{10, 5}, nil},
+			copied: 100, weight: 100, empty: true},
+		{name: "folded events weigh their repeats", src: counts{100, [2]int64{10, 5}, []int64{160, 40}}, dst: counts{100, [2]int64{10, 5}, nil},
+			copied: 100, weight: 200, empty: true},
+		{name: "into a store that held events", src: counts{100, [2]int64{10, 5}, []int64{100}}, dst: counts{150, [2]int64{12, 5}, nil},
+			copied: 100, weight: 100, empty: false},
+		{name: "retention at the source", src: counts{60, [2]int64{10, 5}, []int64{100}}, dst: counts{60, [2]int64{8, 5}, nil},
+			copied: 60, weight: 60, empty: true,
+			warnings: []string{"count 100 sightings, its events only 60", "2 IP addresses of the source are not in the destination"}},
+		{name: "retention during the migration", src: counts{90, [2]int64{10, 5}, []int64{100}}, dst: counts{100, [2]int64{10, 5}, nil},
+			copied: 100, weight: 100, empty: true, warnings: []string{"10 events fewer than were copied"}},
+		{name: "a node writing to the source", src: counts{110, [2]int64{11, 5}, []int64{110}}, dst: counts{100, [2]int64{10, 5}, nil},
+			copied: 100, weight: 100, empty: true,
+			problems: []string{"10 events that were not copied", "Stop the node and run the same command again", "1 IP addresses of the source are missing"}},
+		{name: "something writing to the destination", src: counts{100, [2]int64{10, 5}, []int64{100}}, dst: counts{101, [2]int64{11, 5}, nil},
+			copied: 100, weight: 100, empty: true,
+			problems: []string{"1 more than were copied", "1 IP addresses more than the source"}},
+		{name: "events gone from the destination", src: counts{100, [2]int64{10, 5}, []int64{100}}, dst: counts{90, [2]int64{9, 5}, nil},
+			copied: 100, weight: 100, empty: true,
+			problems: []string{"fewer than the 100 copied", "1 IP addresses of the source are missing"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := verify(context.Background(), tt.src, tt.dst, &migrateState{Copied: tt.copied, Weight: tt.weight, DestinationWasEmpty: tt.empty})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				kind      string
+				got, want []string
+			}{{"problems", v.problems, tt.problems}, {"warnings", v.warnings, tt.warnings}} {
+				all := strings.Join(c.got, "\n")
+				for _, w := range c.want {
+					if !strings.Contains(all, w) {
+						t.Errorf("%s lack %q:\n%s", c.kind, w, all)
+					}
+				}
+				if len(c.want) == 0 && len(c.got) > 0 {
+					t.Errorf("%s: %s", c.kind, all)
+				}
+			}
+		})
+	}
+}
+
+// Events written into the destination by someone else during the migration fail the
+// verification: exit 3, saying what differs.
+func TestMigrateVerificationFails(t *testing.T) {
+	b := migrateBackends[0]
+	srcSpec, dstSpec := b.newSpec(t), b.newSpec(t)
+	fillStore(t, srcSpec, testEvents(1000, 0))
+	other := openTestStore(t, dstSpec)
+	testHookCommitted = func(n int) {
+		if n == 1 {
+			if _, err := other.WriteCount(context.Background(), testEvents(1, 9000)); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer func() { testHookCommitted = nil }()
+	code, out, errOut := migrateRun(t, "--from", srcSpec, "--to", dstSpec, "--batch", "300", "-q")
+	if code != exitVerify || !strings.Contains(out, "copied 1000 events") || strings.Contains(out, "verified") ||
+		!strings.Contains(errOut, "verification failed") || !strings.Contains(errOut, "1 more than were copied") {
+		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
+
+// Retention deleted events of the source, aggregates kept their sightings: the migration
+// succeeds and warns that those counts are not carried.
+func TestMigrateWarnsOfRetention(t *testing.T) {
+	b := migrateBackends[0]
+	srcSpec, dstSpec := b.newSpec(t), b.newSpec(t)
+	events := testEvents(1000, 0)
+	events[0].SourceIP = "203.0.113.99" // only seen in the first hour's events
+	src := fillStore(t, srcSpec, events)
+	pruner, ok := src.(interface {
+		PruneEvents(ctx context.Context, before string, limit int) (int64, error)
+	})
+	if !ok {
+		t.Fatalf("%T has no PruneEvents", src)
+	}
+	if n, err := pruner.PruneEvents(context.Background(), events[200].Timestamp, 10000); n != 200 || err != nil {
+		t.Fatalf("pruned %d (%v)", n, err)
+	}
+	code, out, errOut := migrateRun(t, "--from", srcSpec, "--to", dstSpec, "-q")
+	if code != 0 || !strings.Contains(out, "copied 800 events") || !strings.Contains(out, "verified") ||
+		!strings.Contains(errOut, "warning: the source's IP aggregates count 1000 sightings, its events only 800") ||
+		!strings.Contains(errOut, "1 IP addresses of the source are not in the destination") {
+		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
