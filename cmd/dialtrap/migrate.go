@@ -26,7 +26,7 @@ const exitVerify = 3
 // Batch sizes of migrate: each batch is one read and one write transaction, and is held in
 // memory whole (up to 16 KiB of message an event).
 const (
-	migrateBatch    = 2000
+	migrateBatch    = 5000
 	migrateMaxBatch = 10000
 )
 
