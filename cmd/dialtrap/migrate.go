@@ -245,6 +245,10 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
+	// The destination's directory may not exist yet: SQLite would make it.
+	if err := os.MkdirAll(filepath.Dir(*statePath), 0o750); err != nil {
+		return f.fail(exitRuntime, "checkpoint: %v (give a writable --state FILE)", err)
+	}
 	lock, pid, err := fsutil.Lock(*statePath + ".lock")
 	if errors.Is(err, fsutil.ErrLocked) {
 		return f.fail(exitRuntime, "another dialtrap migrate (pid %d) is using the checkpoint %s: wait for it to end, or give another --state", pid, *statePath)
@@ -310,7 +314,12 @@ func migrate(ctx context.Context, o migrateOptions, stdout, stderr io.Writer) (i
 			fresh.DestinationWasEmpty = n == 0
 		}
 		st = fresh
-	default:
+		// Saved before the first batch: a kill after its commit must not lose whether the
+		// destination was empty.
+		if err := saveState(o.statePath, st); err != nil {
+			return exitRuntime, err
+		}
+	case st.Copied > 0:
 		if !o.quiet {
 			fmt.Fprintf(stderr, "dialtrap migrate: resuming from the checkpoint in %s: %d events copied before, up to %s\n",
 				o.statePath, st.Copied, st.Since)

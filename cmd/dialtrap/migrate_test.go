@@ -306,6 +306,10 @@ func TestMigrateResumesAfterKill(t *testing.T) {
 					stopped = err == nil
 				}
 			}
+			// While it runs, the checkpoint is its own.
+			if code, _, errOut := migrateRun(t, args...); code != exitRuntime || !strings.Contains(errOut, fmt.Sprintf("another dialtrap migrate (pid %d)", cmd.Process.Pid)) {
+				t.Errorf("beside the running one: exit %d, %s", code, errOut)
+			}
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -576,5 +580,18 @@ func TestMigrateWarnsOfRetention(t *testing.T) {
 		!strings.Contains(errOut, "warning: the source's IP aggregates count 1000 sightings, its events only 800") ||
 		!strings.Contains(errOut, "1 IP addresses of the source are not in the destination") {
 		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
+
+// A destination in a directory that does not exist yet: both it and the checkpoint go there.
+func TestMigrateIntoNewDirectory(t *testing.T) {
+	src := migrateBackends[0].newSpec(t)
+	fillStore(t, src, testEvents(5, 0)).Close()
+	dst := filepath.Join(t.TempDir(), "new", "dir", "dialtrap.db")
+	if code, out, errOut := migrateRun(t, "--from", src, "--to", dst, "-q"); code != 0 || !strings.Contains(out, "verified") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	if st, err := loadState(dst + ".migrate.json"); err != nil || st == nil || st.Copied != 5 || !st.DestinationWasEmpty {
+		t.Errorf("checkpoint %+v (%v)", st, err)
 	}
 }
