@@ -44,13 +44,14 @@ type subcommand struct {
 var subcommands map[string]subcommand
 
 // subcommandOrder is the order dialtrap -h lists them in.
-var subcommandOrder = []string{"check", "export", "import", "peers", "top", "version", "block", "bgp"}
+var subcommandOrder = []string{"check", "export", "import", "migrate", "peers", "top", "version", "block", "bgp"}
 
 func init() {
 	subcommands = map[string]subcommand{
 		"check":   {"check [flags] NUMBER|IP   is it known-bad? exit 0 unknown, 1 known-bad, 2 error", runCheck},
 		"export":  {"export [flags]            stored events as JSON lines or CSV", runExport},
 		"import":  {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
+		"migrate": {"migrate --from S --to S   copy every event between stores (SQLite, PostgreSQL), resumable, verified", runMigrate},
 		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
 		"top":     {"top [flags]               a running node's attacks live: tools, countries, prefixes, targets, campaigns", runTop},
 		"version": {"version                   name, version, commit and Go version", runVersion},
@@ -520,12 +521,17 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, label string) *progress {
-	p := &progress{w: w, label: label}
-	if f, ok := w.(*os.File); ok {
-		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-		p.tty = err == nil
+	return &progress{w: w, label: label, tty: isTTY(w)}
+}
+
+// isTTY reports whether w is a terminal (not a pipe, a file or /dev/null).
+func isTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
 	}
-	return p
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func (p *progress) show(done, total, events int64) {

@@ -15,7 +15,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
-var subcommandNames = []string{"check", "export", "import", "peers", "version", "block"}
+var subcommandNames = []string{"check", "export", "import", "migrate", "peers", "version", "block"}
 
 // dialtrap -h names every subcommand, and each has its own -h, on standard output, exit 0.
 func TestHelpListsEverySubcommand(t *testing.T) {
@@ -59,6 +59,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"import"},
 		{"import", "--tz", "Mars/Olympus_Mons", "x.jsonl"},
 		{"import", "--frobnicate", "x.jsonl"},
+		{"migrate"},
+		{"migrate", "--from", "events.txt", "--to", "new.db"},
+		{"migrate", "--from", "postgres://u:pw@127.0.0.1/a", "--to", "postgresql://u@127.0.0.1:5432/a"},
 		{"peers", "extra"},
 		{"peers", "--timeout", "soon"},
 		{"peers", "--api-url", "ftp://x"},
