@@ -1,13 +1,17 @@
-package webhook
+package spool
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 func records(from, n int) [][]byte {
@@ -41,7 +45,7 @@ func drain(t *testing.T, s *Spool, ack bool) []string {
 
 func TestSpoolKeepsWhatWasNotAckedAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, 1<<20)
+	s, err := Open(dir, Options{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +73,7 @@ func TestSpoolKeepsWhatWasNotAckedAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = OpenSpool(dir, 1<<20)
+	s, err = Open(dir, Options{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +101,7 @@ func TestSpoolKeepsWhatWasNotAckedAcrossRestart(t *testing.T) {
 
 func TestSpoolCutsATornRecord(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, 1<<20)
+	s, err := Open(dir, Options{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,21 +120,127 @@ func TestSpoolCutsATornRecord(t *testing.T) {
 	// And a cut ack entry (2 of 4 bytes).
 	os.WriteFile(strings.TrimSuffix(seg, segExt)+ackExt, []byte{0, 0}, 0o600)
 
-	s, err = OpenSpool(dir, 1<<20)
+	var logs testutil.SyncBuffer
+	s, err = Open(dir, Options{MaxBytes: 1 << 20, Name: "test spool", Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st := s.Stats(); st.Torn != 1 || st.Pending != 3 {
+		t.Errorf("stats after the repair %+v, want 1 torn, 3 pending", st)
+	}
+	if !strings.Contains(logs.String(), "test spool: cut records torn by a crash") {
+		t.Errorf("no warning about the torn record:\n%s", logs.String())
+	}
+	got := drain(t, s, true)
+	if len(got) != 3 {
+		t.Fatalf("got %d records, want the 3 whole ones: %q", len(got), got)
+	}
+	// The cut is gone from the file: the next append starts on a record boundary.
+	if err := s.Append(records(3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(t, s, true); len(got) != 1 || got[0] != string(records(3, 1)[0]) {
+		t.Errorf("after the repair, appended %q", got)
+	}
+}
+
+func TestSpoolRefusesWhenFullAndTakesMoreOnceDrained(t *testing.T) {
+	dir := t.TempDir()
+	const max = 256 << 10 // segments of 64 KiB
+	s, err := Open(dir, Options{MaxBytes: max, RefuseWhenFull: true, Flag: "--x-max"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	appended := 0
+	for b := 0; ; b++ {
+		err := s.Append(records(appended, 50))
+		if errors.Is(err, ErrFull) {
+			if !strings.Contains(err.Error(), "--x-max") {
+				t.Errorf("the full error does not name the option: %v", err)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		appended += 50
+		if b > 1000 {
+			t.Fatal("the spool never filled")
+		}
+	}
+	st := s.Stats()
+	if st.Bytes > max || st.Dropped != 0 || st.Pending != int64(appended) {
+		t.Fatalf("full spool %+v: want at most %d bytes, nothing dropped, %d pending", st, max, appended)
+	}
+	// Deliver the first segments: their room comes back.
+	for range 1000 {
+		r, ok, err := s.TryNext()
+		if err != nil || !ok {
+			t.Fatalf("TryNext: %v %v", ok, err)
+		}
+		if err := s.Ack(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Append(records(appended, 50)); err != nil {
+		t.Fatalf("append after delivering 1000 records: %v", err)
+	}
+	got := drain(t, s, true)
+	if len(got) != appended+50-1000 {
+		t.Fatalf("drained %d, want %d", len(got), appended+50-1000)
+	}
+	for i, g := range got {
+		if g != string(records(1000+i, 1)[0]) {
+			t.Fatalf("record %d out of order: %s", i, g)
+		}
+	}
+}
+
+// Ack of many records at once, across segments, is what one Ack each would be, also after a
+// restart.
+func TestSpoolAckManyAcrossSegments(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{MaxBytes: 1 << 20}) // segments of 128 KiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b := range 20 {
+		if err := s.Append(records(b*100, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var batch []Record
+	for range 1500 {
+		r, ok, err := s.TryNext()
+		if err != nil || !ok {
+			t.Fatalf("TryNext: %v %v", ok, err)
+		}
+		batch = append(batch, r)
+	}
+	if err := s.Ack(batch...); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Pending != 500 {
+		t.Fatalf("pending %d after acking 1500 of 2000", st.Pending)
+	}
+	s.Close()
+	s, err = Open(dir, Options{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	got := drain(t, s, true)
-	if len(got) != 3 {
-		t.Fatalf("got %d records, want the 3 whole ones: %q", len(got), got)
+	if len(got) != 500 || got[0] != string(records(1500, 1)[0]) {
+		t.Fatalf("after restart %d records from %.10s, want 500 from record 1500", len(got), got[0])
 	}
 }
 
 func TestSpoolCapDropsOldestAndCounts(t *testing.T) {
 	dir := t.TempDir()
 	const max = 256 << 10
-	s, err := OpenSpool(dir, max)
+	s, err := Open(dir, Options{MaxBytes: max})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,19 +273,19 @@ func TestSpoolCapDropsOldestAndCounts(t *testing.T) {
 
 func TestSpoolIsLockedToOneProcess(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, 1<<20)
+	s, err := Open(dir, Options{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := OpenSpool(dir, 1<<20); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := Open(dir, Options{MaxBytes: 1 << 20}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second open: %v, want an in-use error", err)
 	}
 }
 
 func TestSpoolRotatesAndDeletesDeliveredSegments(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, 1<<20) // segments of 128 KiB
+	s, err := Open(dir, Options{MaxBytes: 1 << 20}) // segments of 128 KiB
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +312,7 @@ func TestSpoolRotatesAndDeletesDeliveredSegments(t *testing.T) {
 	}
 }
 
-// FuzzSpoolOpen feeds arbitrary segment and ack files to OpenSpool: it must not panic, and
+// FuzzSpoolOpen feeds arbitrary segment and ack files to Open: it must not panic, and
 // every record it hands out is a line of the segment.
 func FuzzSpoolOpen(f *testing.F) {
 	f.Add([]byte("{\"a\":1}\n{\"b\":2}\n"), []byte{0, 0, 0, 0})
@@ -212,7 +322,7 @@ func FuzzSpoolOpen(f *testing.F) {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "0000000000000001"+segExt), seg, 0o600)
 		os.WriteFile(filepath.Join(dir, "0000000000000001"+ackExt), acks, 0o600)
-		s, err := OpenSpool(dir, 1<<20)
+		s, err := Open(dir, Options{MaxBytes: 1 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,8 @@
-package webhook
+// Package spool is a crash-safe on-disk queue of records (lines without a newline in them):
+// the webhook keeps events there until the endpoint takes them, and the store's wrapper
+// (internal/storespool) keeps them there while the database is away. One process at a time
+// may use a spool directory.
+package spool
 
 import (
 	"bytes"
@@ -7,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,26 +22,46 @@ import (
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 )
 
-// The spool is a directory of segment files, each a run of records (one compact JSON event and
-// a newline), and beside each segment an ack file of 4-byte little-endian offsets of the records
-// that were delivered. A segment whose records are all acked is deleted. Appends are single
-// write(2) calls, so a process killed mid-append leaves at most one cut record at the end of
-// the newest segment, which Open cuts off; an ack lost the same way only means that record is
-// sent again (delivery is at least once).
+// The spool is a directory of segment files, each a run of records (one line each), and
+// beside each segment an ack file of 4-byte little-endian offsets of the records that were
+// delivered. A segment whose records are all acked is deleted. Appends are single write(2)
+// calls, so a process killed mid-append leaves at most one cut record at the end of the
+// newest segment, which Open cuts off (counted in Stats.Torn); an ack lost the same way only
+// means that record is handed out again (delivery is at least once). Nothing is fsynced but
+// at Close: what a process wrote survives its crash, not the machine's.
 const (
 	segExt = ".jsonl"
 	ackExt = ".acked"
 )
 
-// ErrClosed is returned by Next once the spool is closed.
-var ErrClosed = errors.New("webhook spool closed")
+// ErrClosed is returned once the spool is closed.
+var ErrClosed = errors.New("spool closed")
+
+// ErrFull is returned by Append on a spool opened with RefuseWhenFull when the records would
+// take it past MaxBytes.
+var ErrFull = errors.New("spool full")
+
+// Options configure a spool.
+type Options struct {
+	// MaxBytes caps the segments on disk.
+	MaxBytes int64
+	// RefuseWhenFull makes Append fail with ErrFull rather than go over MaxBytes. By default
+	// the oldest segments are dropped instead (counted in Stats.Dropped): the webhook prefers
+	// fresh events, the store's wrapper must never lose one it said it kept.
+	RefuseWhenFull bool
+	// Name names the spool in errors and logs ("webhook spool"); Flag is the option that
+	// sets its size, named in errors.
+	Name, Flag string
+	// Log receives the warning about a record cut by a crash; nil for none.
+	Log *slog.Logger
+}
 
 // Spool is a crash-safe on-disk queue of records awaiting delivery.
 type Spool struct {
-	dir      string
-	maxBytes int64 // on-disk cap; the oldest segment is dropped beyond it
-	segMax   int64 // a segment is closed for appends at this size
-	lock     *os.File
+	dir    string
+	opts   Options
+	segMax int64 // a segment is closed for appends at this size
+	lock   *os.File
 
 	mu      sync.Mutex
 	segs    []*segment // oldest first; the last takes appends
@@ -44,6 +69,7 @@ type Spool struct {
 	total   int64      // bytes of all segments
 	pending int64      // records not yet acked
 	dropped uint64     // records removed by the size cap before delivery
+	torn    uint64     // records cut off at Open: a crash in the middle of their append
 	wake    chan struct{}
 	closed  bool
 }
@@ -61,33 +87,42 @@ type segment struct {
 	dead     bool            // dropped by the cap or fully acked: its records are gone
 }
 
-// Record is one spooled event handed out by Next; pass it back to Ack once delivered.
+// Record is one spooled record handed out by Next; pass it back to Ack once delivered.
 type Record struct {
-	Data []byte // the JSON object, without the newline
+	Data []byte // the record, without the newline
 	seg  *segment
 	off  uint32
 }
 
-// OpenSpool opens (creating if needed) the spool in dir, which one process at a time may use.
-// maxBytes caps the spool on disk.
-func OpenSpool(dir string, maxBytes int64) (*Spool, error) {
+// Open opens (creating if needed) the spool in dir, which one process at a time may use.
+func Open(dir string, o Options) (*Spool, error) {
+	if o.Name == "" {
+		o.Name = "spool"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create the webhook spool directory (check --data-dir permissions): %w", err)
+		return nil, fmt.Errorf("create the %s directory (check --data-dir permissions): %w", o.Name, err)
 	}
 	lock, pid, err := fsutil.Lock(filepath.Join(dir, "lock"))
 	if errors.Is(err, fsutil.ErrLocked) {
-		return nil, fmt.Errorf("webhook spool %s is in use by another dialtrap process (pid %d): give each node its own --data-dir", dir, pid)
+		return nil, fmt.Errorf("%s %s is in use by another dialtrap process (pid %d): give each node its own --data-dir", o.Name, dir, pid)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open the webhook spool: %w", err)
+		return nil, fmt.Errorf("open the %s: %w", o.Name, err)
 	}
 	s := &Spool{
-		dir: dir, maxBytes: maxBytes, lock: lock, wake: make(chan struct{}),
-		segMax: min(8<<20, max(maxBytes/8, 64<<10)),
+		dir: dir, opts: o, lock: lock, wake: make(chan struct{}),
+		segMax: min(8<<20, max(o.MaxBytes/8, 64<<10)),
 	}
 	if err := s.load(); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.torn > 0 {
+		o.Log.Warn(o.Name+": cut records torn by a crash in the middle of their append (never reported as spooled)",
+			"dir", dir, "torn", s.torn, "pending", s.pending)
 	}
 	return s, nil
 }
@@ -132,20 +167,21 @@ func (s *Spool) loadSegment(seq uint64) (*segment, error) {
 	name := s.path(seq, segExt)
 	data, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("read webhook spool segment: %w", err)
+		return nil, fmt.Errorf("read %s segment (check the permissions of %s): %w", s.opts.Name, s.dir, err)
 	}
 	whole := bytes.LastIndexByte(data, '\n') + 1
 	if whole < len(data) {
 		// Cut by a crash mid-append: the record was never acknowledged to the hub as spooled.
 		if err := os.Truncate(name, int64(whole)); err != nil {
-			return nil, fmt.Errorf("repair webhook spool segment %s: %w", name, err)
+			return nil, fmt.Errorf("repair %s segment %s (is the disk read-only?): %w", s.opts.Name, name, err)
 		}
 		data = data[:whole]
+		s.torn++
 	}
 	g := &segment{seq: seq, size: int64(whole), records: bytes.Count(data, []byte{'\n'})}
 	acks, err := os.ReadFile(s.path(seq, ackExt))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read webhook spool acks: %w", err)
+		return nil, fmt.Errorf("read %s acks: %w", s.opts.Name, err)
 	}
 	g.preAcked = make(map[uint32]bool, len(acks)/4)
 	for i := 0; i+4 <= len(acks); i += 4 { // a cut last entry is ignored: sent again
@@ -162,21 +198,21 @@ func (s *Spool) loadSegment(seq uint64) (*segment, error) {
 func (s *Spool) rotate(seq uint64) error {
 	if s.w != nil {
 		if err := s.w.Close(); err != nil {
-			return fmt.Errorf("close webhook spool segment: %w", err)
+			return fmt.Errorf("close %s segment: %w", s.opts.Name, err)
 		}
 		s.w = nil
 	}
 	f, err := os.OpenFile(s.path(seq, segExt), os.O_WRONLY|os.O_CREATE|os.O_APPEND|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("create webhook spool segment (is the disk full or read-only?): %w", err)
+		return fmt.Errorf("create %s segment (is the disk full or read-only?): %w", s.opts.Name, err)
 	}
 	s.w = f
 	s.segs = append(s.segs, &segment{seq: seq, preAcked: map[uint32]bool{}})
 	return nil
 }
 
-// Append adds records (each a JSON object without newline) in one write. On error nothing of
-// the batch is kept, so the caller may retry the whole batch.
+// Append adds records (each without a newline) in one write. On error nothing of the batch
+// is kept, so the caller may retry the whole batch.
 func (s *Spool) Append(records [][]byte) error {
 	var buf []byte
 	for _, r := range records {
@@ -187,6 +223,9 @@ func (s *Spool) Append(records [][]byte) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if s.opts.RefuseWhenFull && s.total+int64(len(buf)) > s.opts.MaxBytes {
+		return fmt.Errorf("%s in %s holds %d of %d bytes (%s): %w", s.opts.Name, s.dir, s.total, s.opts.MaxBytes, s.opts.Flag, ErrFull)
+	}
 	g := s.segs[len(s.segs)-1]
 	if g.size > 0 && g.size+int64(len(buf)) > s.segMax {
 		if err := s.rotate(g.seq + 1); err != nil {
@@ -195,20 +234,22 @@ func (s *Spool) Append(records [][]byte) error {
 		g = s.segs[len(s.segs)-1]
 	}
 	if g.size+int64(len(buf)) > 1<<32-1 {
-		return errors.New("webhook spool: a batch larger than 4 GiB")
+		return fmt.Errorf("%s: a batch larger than 4 GiB", s.opts.Name)
 	}
 	if _, err := s.w.Write(buf); err != nil {
 		// Take back what part of the batch reached the file, so a retry adds no duplicates.
 		if terr := s.w.Truncate(g.size); terr != nil {
 			err = errors.Join(err, terr)
 		}
-		return fmt.Errorf("append to webhook spool in %s (is the disk full?): %w", s.dir, err)
+		return fmt.Errorf("append to %s in %s (is the disk full?): %w", s.opts.Name, s.dir, err)
 	}
 	g.size += int64(len(buf))
 	g.records += len(records)
 	s.total += int64(len(buf))
 	s.pending += int64(len(records))
-	s.enforceCap()
+	if !s.opts.RefuseWhenFull {
+		s.enforceCap()
+	}
 	close(s.wake)
 	s.wake = make(chan struct{})
 	return nil
@@ -217,7 +258,7 @@ func (s *Spool) Append(records [][]byte) error {
 // enforceCap drops the oldest segments while the spool is over its cap; the segment taking
 // appends is kept.
 func (s *Spool) enforceCap() {
-	for s.total > s.maxBytes && len(s.segs) > 1 {
+	for s.total > s.opts.MaxBytes && len(s.segs) > 1 {
 		g := s.segs[0]
 		lost := g.records - g.acked
 		s.dropped += uint64(lost)
@@ -243,14 +284,7 @@ func (s *Spool) remove(g *segment) {
 // Next returns the oldest record not yet handed out, waiting for one until ctx ends.
 func (s *Spool) Next(ctx context.Context) (Record, error) {
 	for {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return Record{}, ErrClosed
-		}
-		rec, ok, err := s.next()
-		wake := s.wake
-		s.mu.Unlock()
+		rec, ok, wake, err := s.tryNext()
 		if ok || err != nil {
 			return rec, err
 		}
@@ -260,6 +294,22 @@ func (s *Spool) Next(ctx context.Context) (Record, error) {
 		case <-wake:
 		}
 	}
+}
+
+// TryNext is Next without the wait: ok is false when no record is ready.
+func (s *Spool) TryNext() (rec Record, ok bool, err error) {
+	rec, ok, _, err = s.tryNext()
+	return rec, ok, err
+}
+
+func (s *Spool) tryNext() (Record, bool, <-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Record{}, false, nil, ErrClosed
+	}
+	rec, ok, err := s.next()
+	return rec, ok, s.wake, err
 }
 
 func (s *Spool) next() (Record, bool, error) {
@@ -291,56 +341,77 @@ func (s *Spool) read(g *segment, off int64) ([]byte, error) {
 	if g.r == nil {
 		f, err := os.Open(s.path(g.seq, segExt))
 		if err != nil {
-			return nil, fmt.Errorf("open webhook spool segment: %w", err)
+			return nil, fmt.Errorf("open %s segment: %w", s.opts.Name, err)
 		}
 		g.r = f
 	}
 	buf := make([]byte, min(4096, g.size-off))
 	for {
 		if _, err := g.r.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("read webhook spool segment: %w", err)
+			return nil, fmt.Errorf("read %s segment: %w", s.opts.Name, err)
 		}
 		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
 			return buf[:i:i], nil
 		}
 		if off+int64(len(buf)) >= g.size {
-			return nil, fmt.Errorf("webhook spool segment %016x: record at %d has no end", g.seq, off)
+			return nil, fmt.Errorf("%s segment %016x: record at %d has no end", s.opts.Name, g.seq, off)
 		}
 		buf = make([]byte, min(int64(len(buf))*4, g.size-off))
 	}
 }
 
-// Ack marks r delivered (or given up for good) so it is never handed out again.
-func (s *Spool) Ack(r Record) error {
+// Ack marks records delivered (or given up for good) so they are never handed out again. The
+// offsets of each segment are recorded in one write.
+func (s *Spool) Ack(rs ...Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g := r.seg
-	g.inflight--
-	if g.dead {
-		return nil
+	var errs []error
+	for len(rs) > 0 {
+		g := rs[0].seg
+		var offs []byte
+		n := 0
+		for _, r := range rs {
+			if r.seg != g {
+				break
+			}
+			n++
+			g.inflight--
+			if !g.dead {
+				g.acked++
+				s.pending--
+				offs = binary.LittleEndian.AppendUint32(offs, r.off)
+			}
+		}
+		rs = rs[n:]
+		if len(offs) == 0 {
+			continue
+		}
+		var err error
+		if g.ack == nil {
+			g.ack, err = os.OpenFile(s.path(g.seq, ackExt), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		}
+		if err == nil {
+			_, err = g.ack.Write(offs)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if g != s.segs[len(s.segs)-1] {
+			s.finishIfDone(g)
+		}
 	}
-	g.acked++
-	s.pending--
-	var err error
-	if g.ack == nil {
-		g.ack, err = os.OpenFile(s.path(g.seq, ackExt), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	}
-	if err == nil {
-		_, err = g.ack.Write(binary.LittleEndian.AppendUint32(nil, r.off))
-	}
-	if g != s.segs[len(s.segs)-1] {
-		s.finishIfDone(g)
-	}
-	if err != nil {
-		return fmt.Errorf("record a delivered event in the webhook spool (it may be sent again): %w", err)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("record delivered records in the %s (they may be delivered again): %w", s.opts.Name, err)
 	}
 	return nil
 }
 
-// Release hands r back undelivered (shutdown): it stays spooled for the next start.
-func (s *Spool) Release(r Record) {
+// Release hands records back undelivered (shutdown): they stay spooled for the next start.
+func (s *Spool) Release(rs ...Record) {
 	s.mu.Lock()
-	r.seg.inflight--
+	for _, r := range rs {
+		r.seg.inflight--
+	}
 	s.mu.Unlock()
 }
 
@@ -362,22 +433,23 @@ func (s *Spool) finishIfDone(g *segment) bool {
 	return true
 }
 
-// SpoolStats are the spool's counters.
-type SpoolStats struct {
-	Pending  int64  // records not yet delivered
-	Bytes    int64  // on disk
+// Stats are the spool's counters.
+type Stats struct {
+	Pending  int64  // records not yet acked (handed out or not)
+	Bytes    int64  // of the segments on disk
 	Dropped  uint64 // records removed by the size cap
+	Torn     uint64 // records cut off at Open, torn by a crash mid-append
 	Segments int
 }
 
 // Stats returns the current counters.
-func (s *Spool) Stats() SpoolStats {
+func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SpoolStats{Pending: s.pending, Bytes: s.total, Dropped: s.dropped, Segments: len(s.segs)}
+	return Stats{Pending: s.pending, Bytes: s.total, Dropped: s.dropped, Torn: s.torn, Segments: len(s.segs)}
 }
 
-// Close releases the files; undelivered records stay on disk for the next start.
+// Close syncs and releases the files; undelivered records stay on disk for the next start.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -388,16 +460,20 @@ func (s *Spool) Close() error {
 	close(s.wake)
 	var errs []error
 	for _, g := range s.segs {
-		for _, f := range []*os.File{g.r, g.ack} {
-			if f != nil {
-				errs = append(errs, f.Close())
-			}
+		if g.ack != nil {
+			errs = append(errs, g.ack.Sync(), g.ack.Close())
+		}
+		if g.r != nil {
+			errs = append(errs, g.r.Close())
 		}
 	}
 	if s.w != nil {
-		errs = append(errs, s.w.Close())
+		errs = append(errs, s.w.Sync(), s.w.Close())
 	}
 	// An empty append segment is left for the next start to clean up with the others.
 	errs = append(errs, s.lock.Close())
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close the %s in %s: %w", s.opts.Name, s.dir, err)
+	}
+	return nil
 }
