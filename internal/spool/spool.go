@@ -365,6 +365,9 @@ func (s *Spool) read(g *segment, off int64) ([]byte, error) {
 func (s *Spool) Ack(rs ...Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed // the files are closed: these records are handed out again next start
+	}
 	var errs []error
 	for len(rs) > 0 {
 		g := rs[0].seg

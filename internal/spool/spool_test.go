@@ -26,10 +26,12 @@ func drain(t *testing.T, s *Spool, ack bool) []string {
 	t.Helper()
 	var got []string
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		r, err := s.Next(ctx)
-		cancel()
+		r, ok, err := s.TryNext()
 		if err != nil {
+			t.Logf("TryNext: %v", err)
+			return got
+		}
+		if !ok {
 			return got
 		}
 		got = append(got, string(r.Data))
@@ -40,6 +42,31 @@ func drain(t *testing.T, s *Spool, ack bool) []string {
 		} else {
 			s.Release(r)
 		}
+	}
+}
+
+func TestNextWaitsForAnAppend(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := s.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next on an empty spool: %v, want the deadline", err)
+	}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		s.Append(records(0, 1))
+	}()
+	r, err := s.Next(context.Background())
+	if err != nil || string(r.Data) != string(records(0, 1)[0]) {
+		t.Fatalf("Next = %q, %v", r.Data, err)
+	}
+	s.Close()
+	if _, err := s.Next(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Next after Close: %v", err)
 	}
 }
 
