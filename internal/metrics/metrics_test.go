@@ -238,6 +238,9 @@ func TestPeersAndWebhookSources(t *testing.T) {
 				Dropped: map[string]uint64{"outbound": 1}}
 		},
 		Webhook: func() Webhook { return Webhook{SpoolEvents: 5, SpoolBytes: 4096, Delivered: 9} },
+		StoreSpool: func() StoreSpool {
+			return StoreSpool{Spooling: true, Events: 11, Bytes: 8192, Spooled: 12, Replayed: 1, FullRefusals: 2, Torn: 1}
+		},
 	})
 	fams, _ := scrape(t, m.Handler())
 	for _, c := range []struct {
@@ -257,6 +260,14 @@ func TestPeersAndWebhookSources(t *testing.T) {
 		{"dialtrap_webhook_spool_events", nil, 5},
 		{"dialtrap_webhook_spool_bytes", nil, 4096},
 		{"dialtrap_webhook_events_delivered_total", nil, 9},
+		{"dialtrap_store_spooling", nil, 1},
+		{"dialtrap_store_spool_events", nil, 11},
+		{"dialtrap_store_spool_bytes", nil, 8192},
+		{"dialtrap_store_spool_events_spooled_total", nil, 12},
+		{"dialtrap_store_spool_events_replayed_total", nil, 1},
+		{"dialtrap_store_spool_full_refusals_total", nil, 2},
+		{"dialtrap_store_spool_records_torn_total", nil, 1},
+		{"dialtrap_store_spool_replay_errors_total", nil, 0},
 	} {
 		if v, ok := value(fams[c.name], c.labels...); !ok || v != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
@@ -268,7 +279,8 @@ func TestPeersAndWebhookSources(t *testing.T) {
 	// Parts that are off have no metrics at all.
 	fams, _ = scrape(t, New("test").Handler())
 	for name := range fams {
-		if strings.HasPrefix(name, "dialtrap_p2p_") || strings.HasPrefix(name, "dialtrap_webhook_") || strings.HasPrefix(name, "dialtrap_sink_") {
+		if strings.HasPrefix(name, "dialtrap_p2p_") || strings.HasPrefix(name, "dialtrap_webhook_") || strings.HasPrefix(name, "dialtrap_sink_") ||
+			strings.HasPrefix(name, "dialtrap_store_spool") {
 			t.Errorf("%s without its source", name)
 		}
 	}

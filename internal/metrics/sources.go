@@ -16,6 +16,7 @@ type Sources struct {
 	RepliesOverBudget func() uint64      // responsive-mode replies withheld by the per-source budget
 	Peers             func() Peers       // -p
 	Webhook           func() Webhook     // -w
+	StoreSpool        func() StoreSpool  // a PostgreSQL store's disk spool
 }
 
 // Peers is what the peer-to-peer node reports (its /peers counters).
@@ -37,6 +38,21 @@ type Webhook struct {
 	Rejected    uint64
 	Failures    uint64
 	Dropped     uint64
+}
+
+// StoreSpool is what the disk spool of a store that can go away (PostgreSQL) reports
+// (storespool.Stats).
+type StoreSpool struct {
+	Spooling     bool // writes go to the spool now
+	Events       int64
+	Bytes        int64
+	Spooled      uint64
+	Replayed     uint64
+	FullRefusals uint64
+	Refused      uint64
+	Corrupt      uint64
+	Torn         uint64
+	Failures     uint64
 }
 
 // peerReasons and dropQueues bound the reason and queue labels of the peer metrics: the peer
@@ -62,6 +78,8 @@ type collector struct {
 	peerPending, peerPendingDropped                                   *prometheus.Desc
 	spoolEvents, spoolBytes, whDelivered, whRejected, whFailures      *prometheus.Desc
 	whDropped                                                         *prometheus.Desc
+	ssSpooling, ssEvents, ssBytes, ssSpooled, ssReplayed, ssFull      *prometheus.Desc
+	ssRefused, ssCorrupt, ssTorn, ssFailures                          *prometheus.Desc
 }
 
 func newCollector(s Sources) *collector {
@@ -101,6 +119,18 @@ func newCollector(s Sources) *collector {
 		c.whRejected = d("dialtrap_webhook_events_rejected_total", "Events the endpoint refused for good (kept in rejected.jsonl).")
 		c.whFailures = d("dialtrap_webhook_delivery_failures_total", "Failed delivery attempts (each retried).")
 		c.whDropped = d("dialtrap_webhook_events_dropped_total", "Events removed from the full spool before delivery (--webhook-spool-max).")
+	}
+	if s.StoreSpool != nil {
+		c.ssSpooling = d("dialtrap_store_spooling", "1 while store writes go to the disk spool (the store failed, or the spool is not yet written out), else 0.")
+		c.ssEvents = d("dialtrap_store_spool_events", "Events in store-spool/ not yet written to the store.")
+		c.ssBytes = d("dialtrap_store_spool_bytes", "Bytes of the store spool on disk (bounded by --store-spool-max).")
+		c.ssSpooled = d("dialtrap_store_spool_events_spooled_total", "Events put in the store spool because the store failed or the spool was not empty.")
+		c.ssReplayed = d("dialtrap_store_spool_events_replayed_total", "Events written from the spool into the store.")
+		c.ssFull = d("dialtrap_store_spool_full_refusals_total", "Store writes refused because the spool was full (--store-spool-max); the queue holds them, then drops the oldest.")
+		c.ssRefused = d("dialtrap_store_spool_events_refused_total", "Spooled events the store refused for good, skipped.")
+		c.ssCorrupt = d("dialtrap_store_spool_records_corrupt_total", "Spool records that could not be read back, skipped.")
+		c.ssTorn = d("dialtrap_store_spool_records_torn_total", "Records cut at start, torn by a crash in the middle of their append.")
+		c.ssFailures = d("dialtrap_store_spool_replay_errors_total", "Failed writes of spooled events to the store (each retried with back-off).")
 	}
 	return c
 }
@@ -156,6 +186,23 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.whRejected, w.Rejected)
 		counter(c.whFailures, w.Failures)
 		counter(c.whDropped, w.Dropped)
+	}
+	if c.s.StoreSpool != nil {
+		ss := c.s.StoreSpool()
+		spooling := 0.0
+		if ss.Spooling {
+			spooling = 1
+		}
+		gauge(c.ssSpooling, spooling)
+		gauge(c.ssEvents, float64(ss.Events))
+		gauge(c.ssBytes, float64(ss.Bytes))
+		counter(c.ssSpooled, ss.Spooled)
+		counter(c.ssReplayed, ss.Replayed)
+		counter(c.ssFull, ss.FullRefusals)
+		counter(c.ssRefused, ss.Refused)
+		counter(c.ssCorrupt, ss.Corrupt)
+		counter(c.ssTorn, ss.Torn)
+		counter(c.ssFailures, ss.Failures)
 	}
 }
 

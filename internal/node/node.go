@@ -50,6 +50,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/sip"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/storespool"
 )
 
 // LockFile in the data directory is held by the node running on it.
@@ -95,6 +96,9 @@ type Node struct {
 	bgpFeed *block.Agent     // keeps the speaker in step with the store
 	policy  *policy.Agent    // nil unless --policy-addr
 	metrics *metrics.Metrics // nil unless --metrics (and -a)
+	// storeSpool keeps the store's events on disk while it is away; nil unless it can go
+	// away (PostgreSQL).
+	storeSpool *storespool.Sink
 
 	// closers undo what Start did, in reverse order; each gets the time it may take.
 	closers []closer
@@ -460,6 +464,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.metrics = metrics.New(n.version)
 		storeSink = n.metrics.TimeSink(n.store)
 	}
+	if storeSink, err = n.spoolStore(ctx, storeSink); err != nil {
+		return err
+	}
 	// The store gets the deepest queue and back-pressure: capture must not lose what it can
 	// keep. Queues are bounded in events and in bytes (--queue-max-bytes).
 	// A transaction of at most 8 MiB of events keeps the WAL small between checkpoints.
@@ -687,6 +694,9 @@ func (n *Node) metricSources() metrics.Sources {
 			return metrics.Peers{Connected: r.PeersTotal, Published: r.Published, Received: r.Received,
 				Rejected: r.Rejected, Dropped: r.Dropped, Pending: r.Pending, PendingDropped: r.PendingDropped}
 		}
+	}
+	if n.storeSpool != nil {
+		s.StoreSpool = n.storeSpoolMetrics
 	}
 	if n.webhook != nil {
 		s.Webhook = func() metrics.Webhook {
