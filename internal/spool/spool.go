@@ -85,6 +85,10 @@ type segment struct {
 	r        *os.File        // read side, opened on first Next
 	ack      *os.File        // opened on first Ack
 	dead     bool            // dropped by the cap or fully acked: its records are gone
+
+	// rbuf holds the segment's bytes from offset roff, read ahead by Next.
+	rbuf []byte
+	roff int64
 }
 
 // Record is one spooled record handed out by Next; pass it back to Ack once delivered.
@@ -272,6 +276,7 @@ func (s *Spool) enforceCap() {
 // remove deletes a segment's files; records of it still in flight are then given up.
 func (s *Spool) remove(g *segment) {
 	g.dead = true
+	g.rbuf = nil
 	for _, f := range []*os.File{g.r, g.ack} {
 		if f != nil {
 			f.Close()
@@ -336,7 +341,12 @@ func (s *Spool) next() (Record, bool, error) {
 	return Record{}, false, nil
 }
 
-// read returns the record at off of g; the segment holds only whole records up to g.size.
+// readAhead is how much of a segment Next reads at once: one read(2) for a hundred records
+// rather than one each.
+const readAhead = 64 << 10
+
+// read returns a copy of the record at off of g; the segment holds only whole records up to
+// g.size, and the bytes before g.size never change.
 func (s *Spool) read(g *segment, off int64) ([]byte, error) {
 	if g.r == nil {
 		f, err := os.Open(s.path(g.seq, segExt))
@@ -345,18 +355,28 @@ func (s *Spool) read(g *segment, off int64) ([]byte, error) {
 		}
 		g.r = f
 	}
-	buf := make([]byte, min(4096, g.size-off))
+	if off >= g.roff && off < g.roff+int64(len(g.rbuf)) {
+		if i := bytes.IndexByte(g.rbuf[off-g.roff:], '\n'); i >= 0 {
+			return bytes.Clone(g.rbuf[off-g.roff : off-g.roff+int64(i)]), nil
+		}
+	}
+	n := min(readAhead, g.size-off)
 	for {
-		if _, err := g.r.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		if int64(cap(g.rbuf)) < n {
+			g.rbuf = make([]byte, n)
+		}
+		m, err := g.r.ReadAt(g.rbuf[:n], off)
+		g.rbuf, g.roff = g.rbuf[:m], off // short only if the file was cut under the spool
+		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("read %s segment: %w", s.opts.Name, err)
 		}
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
-			return buf[:i:i], nil
+		if i := bytes.IndexByte(g.rbuf, '\n'); i >= 0 {
+			return bytes.Clone(g.rbuf[:i]), nil
 		}
-		if off+int64(len(buf)) >= g.size {
+		if off+n >= g.size || int64(m) < n {
 			return nil, fmt.Errorf("%s segment %016x: record at %d has no end", s.opts.Name, g.seq, off)
 		}
-		buf = make([]byte, min(int64(len(buf))*4, g.size-off))
+		n = min(n*4, g.size-off) // a record longer than the read-ahead
 	}
 }
 

@@ -369,3 +369,49 @@ func FuzzSpoolOpen(f *testing.F) {
 		}
 	})
 }
+
+// Records longer than the read-ahead, and records appended while the segment is being read,
+// come back whole and in order.
+func TestSpoolReadAhead(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{MaxBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var want []string
+	add := func(recs [][]byte) {
+		if err := s.Append(recs); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			want = append(want, string(r))
+		}
+	}
+	long := []byte(`{"long":"` + strings.Repeat("y", 3*readAhead) + `"}`)
+	add(records(0, 10))
+	var got []string
+	take := func(n int) {
+		for range n {
+			r, ok, err := s.TryNext()
+			if err != nil || !ok {
+				t.Fatalf("TryNext after %d: %v %v", len(got), ok, err)
+			}
+			got = append(got, string(r.Data))
+			s.Ack(r)
+		}
+	}
+	take(5) // the read-ahead now holds records 5-9 only
+	add([][]byte{long})
+	add(records(10, 1000))
+	take(5 + 1 + 500)
+	add([][]byte{long, []byte(`{"after":"long"}`)})
+	got = append(got, drain(t, s, true)...)
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("record %d: %.40q, want %.40q", i, got[i], want[i])
+		}
+	}
+}
