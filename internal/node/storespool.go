@@ -38,7 +38,8 @@ func (n *Node) spoolStore(ctx context.Context, s hub.Sink) (hub.Sink, error) {
 		return nil, err
 	}
 	n.onClose("store spool", 5*time.Second, sp.Close)
-	if err := sp.Start(ctx); err != nil {
+	// The replay runs until Close, as the node's other background work: ctx only bounds Start.
+	if err := sp.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, err
 	}
 	n.storeSpool = sp
