@@ -53,3 +53,12 @@ func (n *Node) storeSpoolMetrics() metrics.StoreSpool {
 		Replayed: st.Replayed, FullRefusals: st.FullRefusals, Refused: st.Refused, Corrupt: st.Corrupt,
 		Torn: st.Torn, Failures: st.Failures}
 }
+
+// StoreSpool returns the store spool's counters; ok is false when the store is not spooled.
+// A test waits on it for a node to have written its spool out (Pending 0, not Spooling).
+func (n *Node) StoreSpool() (st storespool.Stats, ok bool) {
+	if n.storeSpool == nil {
+		return st, false
+	}
+	return n.storeSpool.Stats(), true
+}

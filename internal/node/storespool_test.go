@@ -49,6 +49,9 @@ func TestStoreSpooledOnlyForPostgres(t *testing.T) {
 			if c.want && n.metricSources().StoreSpool == nil {
 				t.Error("no store spool metrics")
 			}
+			if _, ok := n.StoreSpool(); ok != c.want {
+				t.Errorf("StoreSpool() ok = %v", ok)
+			}
 		})
 	}
 }
