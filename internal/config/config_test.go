@@ -214,7 +214,7 @@ func TestHelp(t *testing.T) {
 		t.Errorf("-h gave %v", err)
 	}
 	u := Usage("")
-	for _, want := range []string{"-f, --db-file", "[DIALTRAP_DB_FILE]", "-z, --sip-tls-addr", "--api-token", "-draps"} {
+	for _, want := range []string{"-f, --db-file", "[DIALTRAP_DB_FILE]", "-z, --sip-tls-addr", "--api-token", "-draps", "--store-spool-max int", "[DIALTRAP_STORE_SPOOL_MAX]"} {
 		if !strings.Contains(u, want) {
 			t.Errorf("usage lacks %q", want)
 		}
