@@ -71,7 +71,7 @@ func BenchmarkSpool(b *testing.B) {
 		in := batches(16)
 		for i := range b.N {
 			s.mu.Lock()
-			if err := s.append(in[i%len(in)]); err != nil {
+			if _, err := s.append(in[i%len(in)]); err != nil {
 				b.Fatal(err)
 			}
 			s.mu.Unlock()

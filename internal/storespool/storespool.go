@@ -133,8 +133,9 @@ func New(inner hub.Sink, cfg Config) (*Sink, error) {
 func (s *Sink) Name() string { return s.inner.Name() }
 
 // Write implements hub.Sink. It returns nil once the batch is in the store or in the spool;
-// an error only when the store failed and the spool could not take the batch either (full,
-// disk error), or for an event the store refuses for good (hub.BadEventError, passed on).
+// an error only when the store failed and the spool could not take all of the batch either
+// (full, a disk error: a hub.PartialError when it took some), or for an event that the store
+// refuses for good or that cannot be encoded (hub.BadEventError).
 func (s *Sink) Write(ctx context.Context, batch []*event.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -142,7 +143,10 @@ func (s *Sink) Write(ctx context.Context, batch []*event.Event) error {
 		return fmt.Errorf("store spool: write after close: %w", spool.ErrClosed)
 	}
 	if s.spooling.Load() {
-		return s.append(batch)
+		if n, err := s.append(batch); err != nil {
+			return hubError(0, n, err)
+		}
+		return nil
 	}
 	err := s.inner.Write(ctx, batch)
 	if err == nil {
@@ -156,22 +160,17 @@ func (s *Sink) Write(ctx context.Context, batch []*event.Event) error {
 		done = pe.Done
 	}
 	s.warn.Warn(msgSpooling, "store", s.inner.Name(), "events", len(batch)-done, "err", err)
-	if serr := s.append(batch[done:]); serr != nil {
-		if be := (*hub.BadEventError)(nil); errors.As(serr, &be) {
-			be.Index += done
-			return be
-		}
-		err = fmt.Errorf("%w; and the spool cannot take the batch: %w", err, serr)
-		if done > 0 {
-			return &hub.PartialError{Done: done, Err: err}
-		}
-		return err
+	if n, serr := s.append(batch[done:]); serr != nil {
+		return hubError(done, n, fmt.Errorf("%w; and the spool cannot take all of the batch: %w", err, serr))
 	}
 	return nil
 }
 
-// append spools batch behind what the spool holds, in one write. Callers hold mu.
-func (s *Sink) append(batch []*event.Event) error {
+// append spools batch behind what the spool holds, in one write, and returns how many of its
+// events it took: all; or those before one that cannot be encoded (err is a
+// *hub.BadEventError); or, the spool being nearly full, as many as fit (err wraps
+// spool.ErrFull), so that it fills to its cap whatever the size of batches. Callers hold mu.
+func (s *Sink) append(batch []*event.Event) (int, error) {
 	recs := make([][]byte, 0, len(batch))
 	var encErr error
 	for _, e := range batch {
@@ -182,24 +181,49 @@ func (s *Sink) append(batch []*event.Event) error {
 		}
 		recs = append(recs, r)
 	}
-	if len(recs) > 0 {
-		if err := s.spool.Append(recs); err != nil {
-			if errors.Is(err, spool.ErrFull) {
-				s.fullRefusals.Add(1)
-				st := s.spool.Stats()
-				s.warn.Warn(msgFull, "pending", st.Pending, "bytes", st.Bytes, "max", s.cfg.MaxBytes,
-					"refusals_total", s.fullRefusals.Load())
-			}
-			return err
-		}
-		s.spooled.Add(uint64(len(recs)))
-		s.spooling.Store(true)
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+	if len(recs) == 0 {
+		return 0, encErr
 	}
-	return encErr
+	err := s.spool.Append(recs)
+	if errors.Is(err, spool.ErrFull) {
+		s.fullRefusals.Add(1)
+		st := s.spool.Stats()
+		s.warn.Warn(msgFull, "pending", st.Pending, "bytes", st.Bytes, "max", s.cfg.MaxBytes,
+			"refusals_total", s.fullRefusals.Load())
+		// Only this goroutine appends (mu) and the replay only frees room: what fits now fits.
+		fit, size := 0, st.Bytes
+		for _, r := range recs {
+			if size += int64(len(r)) + 1; size > s.cfg.MaxBytes {
+				break
+			}
+			fit++
+		}
+		if fit == 0 || s.spool.Append(recs[:fit]) != nil {
+			return 0, err
+		}
+		recs, encErr = recs[:fit], err
+	} else if err != nil {
+		return 0, err
+	}
+	s.spooled.Add(uint64(len(recs)))
+	s.spooling.Store(true)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return len(recs), encErr
+}
+
+// hubError tells the hub what became of a batch whose first done events are in the store and
+// the next spooled in the spool when err stopped the rest.
+func hubError(done, spooled int, err error) error {
+	if be := (*hub.BadEventError)(nil); errors.As(err, &be) {
+		return &hub.BadEventError{Index: done + spooled, Err: be.Err}
+	}
+	if done+spooled > 0 {
+		return &hub.PartialError{Done: done + spooled, Err: err}
+	}
+	return err
 }
 
 // Start runs the replayer until ctx ends or Close. After that, Write still spools (until

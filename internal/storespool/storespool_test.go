@@ -261,8 +261,20 @@ func TestBadEvent(t *testing.T) {
 	}
 }
 
-// A full spool refuses the batch (the hub keeps it and retries), says so once however often,
-// and takes it once the store is back and room is made.
+// send writes batch as the hub does and returns how many events the sink took.
+func send(s *Sink, batch []*event.Event) (int, error) {
+	err := s.Write(context.Background(), batch)
+	if pe := (*hub.PartialError)(nil); errors.As(err, &pe) {
+		return pe.Done, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(batch), nil
+}
+
+// A full spool takes what fits and refuses the rest (the hub keeps it and retries), says so
+// once however often, and takes it once the store is back and room is made.
 func TestFullSpoolRefusesLogsAndRecovers(t *testing.T) {
 	db := newStore()
 	var logs testutil.SyncBuffer
@@ -274,39 +286,71 @@ func TestFullSpoolRefusesLogsAndRecovers(t *testing.T) {
 	db.setDown(true)
 	written := 0
 	var fullErr error
-	for written < len(events) {
-		if fullErr = s.Write(context.Background(), events[written:written+50]); fullErr != nil {
-			break
-		}
-		written += 50
+	for written < len(events) && fullErr == nil {
+		var n int
+		n, fullErr = send(s, events[written:written+50])
+		written += n
 	}
 	if !errors.Is(fullErr, spool.ErrFull) || !strings.Contains(fullErr.Error(), "--store-spool-max") {
 		t.Fatalf("Write to a full spool: %v, want ErrFull naming --store-spool-max", fullErr)
 	}
+	if st := s.Stats(); st.Bytes > cfg.MaxBytes || st.Bytes < cfg.MaxBytes-1024 {
+		t.Errorf("the spool holds %d bytes: want it filled to its cap of %d, not past it", st.Bytes, cfg.MaxBytes)
+	}
 	for range 3 { // the hub's retries
-		if err := s.Write(context.Background(), events[written:written+50]); !errors.Is(err, spool.ErrFull) {
-			t.Fatalf("retry: %v", err)
+		if n, err := send(s, events[written:written+50]); n != 0 || !errors.Is(err, spool.ErrFull) {
+			t.Fatalf("retry: %d taken, %v", n, err)
 		}
 	}
 	st := s.Stats()
-	if st.FullRefusals != 4 || st.Bytes > cfg.MaxBytes {
-		t.Errorf("stats %+v: want 4 refusals, at most %d bytes", st, cfg.MaxBytes)
+	if st.FullRefusals != 4 || st.Spooled != uint64(written) {
+		t.Errorf("stats %+v: want 4 refusals, %d spooled", st, written)
 	}
 	if n := strings.Count(logs.String(), "store spool full"); n != 1 {
 		t.Errorf("%d spool-full warnings, want 1 (rate-limited):\n%s", n, logs.String())
 	}
 	db.setDown(false)
-	// The hub retries the refused batch until the replay has made room, then goes on.
+	// The hub retries the refused rest until the replay has made room, then goes on.
 	for written < len(events) {
-		err := s.Write(context.Background(), events[written:written+50])
+		n, err := send(s, events[written:min(written+50, len(events))])
+		written += n
 		if errors.Is(err, spool.ErrFull) {
 			time.Sleep(time.Millisecond)
-			continue
-		}
-		if err != nil {
+		} else if err != nil {
 			t.Fatal(err)
 		}
-		written += 50
+	}
+	waitCaughtUp(t, s)
+	db.check(t, events)
+}
+
+// The store fails part way through a batch and the spool can take only part of the rest: the
+// hub is told how far the batch got, and nothing is written twice.
+func TestPartialWriteIntoANearlyFullSpool(t *testing.T) {
+	db := newStore()
+	cfg := testConfig(t)
+	cfg.MaxBytes = 64 << 10 // about 100 events
+	s := open(t, db, cfg)
+	events := makeEvents(400)
+	db.mu.Lock()
+	db.down, db.partial = true, 20
+	db.mu.Unlock()
+	n, err := send(s, events[:300])
+	if !errors.Is(err, spool.ErrFull) || !errors.Is(err, errDown) || n <= 20 || n >= 300 {
+		t.Fatalf("took %d of 300 (%v): want the 20 the store wrote, some spooled, the store's and the spool's errors", n, err)
+	}
+	if st := s.Stats(); st.Spooled != uint64(n-20) {
+		t.Errorf("spooled %d, want %d", st.Spooled, n-20)
+	}
+	db.setDown(false)
+	for written := n; written < len(events); {
+		n, err := send(s, events[written:min(written+100, len(events))])
+		written += n
+		if errors.Is(err, spool.ErrFull) {
+			time.Sleep(time.Millisecond)
+		} else if err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitCaughtUp(t, s)
 	db.check(t, events)
