@@ -552,7 +552,7 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("--number-match %q: use exact or national", c.NumberMatch))
 	}
 	if c.StoreSpoolMax < 16<<20 {
-		errs = append(errs, errors.New("--store-spool-max must be at least 16777216 bytes (16 MiB): a store write is up to 8 MiB"))
+		errs = append(errs, errors.New("--store-spool-max must be at least 16777216 bytes (16 MiB)"))
 	}
 	if c.WebhookSpoolMax < 1<<20 {
 		errs = append(errs, errors.New("--webhook-spool-max must be at least 1048576 bytes (1 MiB)"))
