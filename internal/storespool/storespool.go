@@ -292,7 +292,7 @@ func (s *Sink) replay(ctx context.Context) {
 					return
 				}
 				failures++
-				s.log.Error("store spool: cannot read the spool; retrying", "err", err)
+				s.warn.Error("store spool: cannot read the spool; retrying (is the disk failing?)", "err", err)
 				s.sleep(ctx, s.cfg.Backoff.Delay(failures))
 				continue
 			}
@@ -355,8 +355,10 @@ func (s *Sink) read() ([]spool.Record, []*event.Event, error) {
 	bytes := 0
 	for len(recs) < s.cfg.MaxBatch && bytes < s.cfg.MaxBatchBytes {
 		r, ok, err := s.spool.TryNext()
+		if err != nil && len(recs) > 0 {
+			break // write these; the error comes back at the next read
+		}
 		if err != nil {
-			s.spool.Release(recs...)
 			return nil, nil, err
 		}
 		if !ok {
