@@ -15,8 +15,8 @@ type Sources struct {
 	KernelDrops       func() uint64      // UDP datagrams the kernel dropped before capture read them
 	RepliesOverBudget func() uint64      // responsive-mode replies withheld by the per-source budget
 	Peers             func() Peers       // -p
-	Webhook           func() Webhook     // -w
 	StoreSpool        func() StoreSpool  // a PostgreSQL store's disk spool
+	Webhook           func() Webhook     // -w
 }
 
 // Peers is what the peer-to-peer node reports (its /peers counters).
@@ -76,10 +76,10 @@ type collector struct {
 	kernelDrops, overBudget                                           *prometheus.Desc
 	peers, peerPublished, peerReceived, peerRejected, peerDropped     *prometheus.Desc
 	peerPending, peerPendingDropped                                   *prometheus.Desc
-	spoolEvents, spoolBytes, whDelivered, whRejected, whFailures      *prometheus.Desc
-	whDropped                                                         *prometheus.Desc
 	ssSpooling, ssEvents, ssBytes, ssSpooled, ssReplayed, ssFull      *prometheus.Desc
 	ssRefused, ssCorrupt, ssTorn, ssFailures                          *prometheus.Desc
+	spoolEvents, spoolBytes, whDelivered, whRejected, whFailures      *prometheus.Desc
+	whDropped                                                         *prometheus.Desc
 }
 
 func newCollector(s Sources) *collector {
@@ -112,14 +112,6 @@ func newCollector(s Sources) *collector {
 		c.peerPending = d("dialtrap_p2p_events_pending", "Events from peers held by the trust gate.")
 		c.peerPendingDropped = d("dialtrap_p2p_events_pending_dropped_total", "Held events dropped from the full trust gate.")
 	}
-	if s.Webhook != nil {
-		c.spoolEvents = d("dialtrap_webhook_spool_events", "Events in the webhook spool not yet delivered.")
-		c.spoolBytes = d("dialtrap_webhook_spool_bytes", "Bytes of the webhook spool on disk.")
-		c.whDelivered = d("dialtrap_webhook_events_delivered_total", "Events the webhook endpoint accepted.")
-		c.whRejected = d("dialtrap_webhook_events_rejected_total", "Events the endpoint refused for good (kept in rejected.jsonl).")
-		c.whFailures = d("dialtrap_webhook_delivery_failures_total", "Failed delivery attempts (each retried).")
-		c.whDropped = d("dialtrap_webhook_events_dropped_total", "Events removed from the full spool before delivery (--webhook-spool-max).")
-	}
 	if s.StoreSpool != nil {
 		c.ssSpooling = d("dialtrap_store_spooling", "1 while store writes go to the disk spool (the store failed, or the spool is not yet written out), else 0.")
 		c.ssEvents = d("dialtrap_store_spool_events", "Events in store-spool/ not yet written to the store.")
@@ -131,6 +123,14 @@ func newCollector(s Sources) *collector {
 		c.ssCorrupt = d("dialtrap_store_spool_records_corrupt_total", "Spool records that could not be read back, skipped.")
 		c.ssTorn = d("dialtrap_store_spool_records_torn_total", "Records cut at start, torn by a crash in the middle of their append.")
 		c.ssFailures = d("dialtrap_store_spool_replay_errors_total", "Failed writes of spooled events to the store (each retried with back-off).")
+	}
+	if s.Webhook != nil {
+		c.spoolEvents = d("dialtrap_webhook_spool_events", "Events in the webhook spool not yet delivered.")
+		c.spoolBytes = d("dialtrap_webhook_spool_bytes", "Bytes of the webhook spool on disk.")
+		c.whDelivered = d("dialtrap_webhook_events_delivered_total", "Events the webhook endpoint accepted.")
+		c.whRejected = d("dialtrap_webhook_events_rejected_total", "Events the endpoint refused for good (kept in rejected.jsonl).")
+		c.whFailures = d("dialtrap_webhook_delivery_failures_total", "Failed delivery attempts (each retried).")
+		c.whDropped = d("dialtrap_webhook_events_dropped_total", "Events removed from the full spool before delivery (--webhook-spool-max).")
 	}
 	return c
 }
@@ -178,15 +178,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.peerPending, float64(p.Pending))
 		counter(c.peerPendingDropped, p.PendingDropped)
 	}
-	if c.s.Webhook != nil {
-		w := c.s.Webhook()
-		gauge(c.spoolEvents, float64(w.SpoolEvents))
-		gauge(c.spoolBytes, float64(w.SpoolBytes))
-		counter(c.whDelivered, w.Delivered)
-		counter(c.whRejected, w.Rejected)
-		counter(c.whFailures, w.Failures)
-		counter(c.whDropped, w.Dropped)
-	}
 	if c.s.StoreSpool != nil {
 		ss := c.s.StoreSpool()
 		spooling := 0.0
@@ -203,6 +194,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.ssCorrupt, ss.Corrupt)
 		counter(c.ssTorn, ss.Torn)
 		counter(c.ssFailures, ss.Failures)
+	}
+	if c.s.Webhook != nil {
+		w := c.s.Webhook()
+		gauge(c.spoolEvents, float64(w.SpoolEvents))
+		gauge(c.spoolBytes, float64(w.SpoolBytes))
+		counter(c.whDelivered, w.Delivered)
+		counter(c.whRejected, w.Rejected)
+		counter(c.whFailures, w.Failures)
+		counter(c.whDropped, w.Dropped)
 	}
 }
 

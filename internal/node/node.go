@@ -685,6 +685,9 @@ func (n *Node) Addrs() Addrs {
 // them: the hub's per sink, the SIP server's, the peer node's report, the webhook's spool.
 func (n *Node) metricSources() metrics.Sources {
 	s := metrics.Sources{Sinks: n.hub.Stats}
+	if n.storeSpool != nil {
+		s.StoreSpool = n.storeSpoolMetrics
+	}
 	if n.sip != nil {
 		s.KernelDrops, s.RepliesOverBudget = n.sip.KernelDrops, n.sip.RepliesSuppressed
 	}
@@ -694,9 +697,6 @@ func (n *Node) metricSources() metrics.Sources {
 			return metrics.Peers{Connected: r.PeersTotal, Published: r.Published, Received: r.Received,
 				Rejected: r.Rejected, Dropped: r.Dropped, Pending: r.Pending, PendingDropped: r.PendingDropped}
 		}
-	}
-	if n.storeSpool != nil {
-		s.StoreSpool = n.storeSpoolMetrics
 	}
 	if n.webhook != nil {
 		s.Webhook = func() metrics.Webhook {
