@@ -73,6 +73,7 @@ type Config struct {
 	HomeCountry       string // ISO region national dial strings are read in (analytics)
 	DataDir           string
 	Store             string
+	StoreSpoolMax     int64 // bytes of the disk spool a PostgreSQL store's events wait in while it is away
 	WebhookTokenURL   string
 	WebhookAudience   string
 	WebhookPeerEvents bool
@@ -187,6 +188,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringVar(&c.HomeCountry, "home-country", "", "ISO 3166 code of the country the trap poses in (DE): numbers dialled without an international prefix are read as its national numbers in the analytics")
 	fs.StringVar(&c.DataDir, "data-dir", ".", "directory for the node id, keys, certificate and default database")
 	fs.StringVar(&c.Store, "store", "sqlite", "event store: sqlite, or a postgres:// URL")
+	fs.Int64Var(&c.StoreSpoolMax, "store-spool-max", 1<<30, "bytes of events kept on disk in --data-dir/store-spool while a PostgreSQL store is unreachable, written to it when it is back; beyond it capture holds events in memory, then drops the oldest")
 	fs.StringVar(&c.WebhookTokenURL, "webhook-token-url", "", "OAuth2 client-credentials token endpoint")
 	fs.StringVar(&c.WebhookAudience, "webhook-audience", "", "OAuth2 audience parameter")
 	fs.BoolVar(&c.WebhookPeerEvents, "webhook-peer-events", false, "also send events learned from peers to the webhook")
@@ -550,6 +552,9 @@ func (c *Config) validate() error {
 	}
 	if c.NumberMatch != "exact" && c.NumberMatch != "national" {
 		errs = append(errs, fmt.Errorf("--number-match %q: use exact or national", c.NumberMatch))
+	}
+	if c.StoreSpoolMax < 16<<20 {
+		errs = append(errs, errors.New("--store-spool-max must be at least 16777216 bytes (16 MiB)"))
 	}
 	if c.WebhookSpoolMax < 1<<20 {
 		errs = append(errs, errors.New("--webhook-spool-max must be at least 1048576 bytes (1 MiB)"))

@@ -48,7 +48,7 @@ func TestCombinedShortFlags(t *testing.T) {
 }
 
 func TestPrecedence(t *testing.T) {
-	file := writeFile(t, "sip-addr = \":7000\"\npersona = \"file\"\nverbose = true\napi-addr = \"127.0.0.1:9000\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\", \"/ip4/127.0.0.1/tcp/2\"]\nretention = \"48h\"\nsip-max-conns = 7\n")
+	file := writeFile(t, "sip-addr = \":7000\"\npersona = \"file\"\nverbose = true\napi-addr = \"127.0.0.1:9000\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\", \"/ip4/127.0.0.1/tcp/2\"]\nretention = \"48h\"\nsip-max-conns = 7\nstore-spool-max = 33554432\n")
 	tests := []struct {
 		name  string
 		args  []string
@@ -57,7 +57,7 @@ func TestPrecedence(t *testing.T) {
 	}{
 		{"default", nil, env(), func(c *Config) bool { return c.SIPAddr == ":5060" }},
 		{"file over default", []string{"-g", file}, env(), func(c *Config) bool {
-			return c.SIPAddr == ":7000" && c.Verbose && c.Retention == 48*time.Hour && c.SIPMaxConns == 7 &&
+			return c.SIPAddr == ":7000" && c.Verbose && c.Retention == 48*time.Hour && c.SIPMaxConns == 7 && c.StoreSpoolMax == 32<<20 &&
 				reflect.DeepEqual(c.Bootstrap, []string{"/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"})
 		}},
 		{"env over file", []string{"-g", file}, env("DIALTRAP_SIP_ADDR", ":7001"), func(c *Config) bool {
@@ -68,6 +68,8 @@ func TestPrecedence(t *testing.T) {
 		{"fold window off", []string{"--fold-window", "0"}, env(), func(c *Config) bool { return c.FoldWindow == 0 }},
 		{"fold window from env", nil, env("DIALTRAP_FOLD_WINDOW", "250ms"), func(c *Config) bool { return c.FoldWindow == 250*time.Millisecond }},
 		{"retention in days from env", nil, env("DIALTRAP_RETENTION", "7d"), func(c *Config) bool { return c.Retention == 7*24*time.Hour }},
+		{"store spool default", nil, env(), func(c *Config) bool { return c.StoreSpoolMax == 1<<30 }},
+		{"store spool from env", nil, env("DIALTRAP_STORE_SPOOL_MAX", "67108864"), func(c *Config) bool { return c.StoreSpoolMax == 64<<20 }},
 		{"flag over env", []string{"-g", file, "--sip-addr", ":7002"}, env("DIALTRAP_SIP_ADDR", ":7001"), func(c *Config) bool {
 			return c.SIPAddr == ":7002"
 		}},
@@ -128,6 +130,7 @@ func TestErrors(t *testing.T) {
 		{"bad store", []string{"--store", "mysql://x"}, env(), "--store"},
 		{"bad number match", nil, env("DIALTRAP_NUMBER_MATCH", "fuzzy"), "--number-match"},
 		{"tiny spool", []string{"--webhook-spool-max", "1000"}, env(), "--webhook-spool-max"},
+		{"tiny store spool", []string{"--store-spool-max", "1048576"}, env(), "--store-spool-max"},
 		{"no concurrency", []string{"--webhook-concurrency", "0"}, env(), "--webhook-concurrency"},
 		{"zero timeout", nil, env("DIALTRAP_WEBHOOK_TIMEOUT", "0s"), "--webhook-timeout"},
 		{"no p2p rate", []string{"--p2p-rate", "0"}, env(), "--p2p-rate"},
@@ -216,7 +219,7 @@ func TestHelp(t *testing.T) {
 		t.Errorf("-h gave %v", err)
 	}
 	u := Usage("")
-	for _, want := range []string{"-f, --db-file", "[DIALTRAP_DB_FILE]", "-z, --sip-tls-addr", "--api-token", "-draps"} {
+	for _, want := range []string{"-f, --db-file", "[DIALTRAP_DB_FILE]", "-z, --sip-tls-addr", "--api-token", "-draps", "--store-spool-max int", "[DIALTRAP_STORE_SPOOL_MAX]"} {
 		if !strings.Contains(u, want) {
 			t.Errorf("usage lacks %q", want)
 		}

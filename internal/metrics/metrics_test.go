@@ -305,3 +305,33 @@ func TestObserveAPI(t *testing.T) {
 		}
 	}
 }
+
+func TestStoreSpoolSource(t *testing.T) {
+	fams, _ := scrape(t, New("test").Handler())
+	for name := range fams {
+		if strings.HasPrefix(name, "dialtrap_store_spool") {
+			t.Errorf("%s without its source (a node on SQLite has no store spool)", name)
+		}
+	}
+	m := New("test")
+	m.Watch(Sources{StoreSpool: func() StoreSpool {
+		return StoreSpool{Spooling: true, Events: 11, Bytes: 8192, Spooled: 12, Replayed: 1, FullRefusals: 2, Torn: 1}
+	}})
+	fams, _ = scrape(t, m.Handler())
+	for name, want := range map[string]float64{
+		"dialtrap_store_spooling":                    1,
+		"dialtrap_store_spool_events":                11,
+		"dialtrap_store_spool_bytes":                 8192,
+		"dialtrap_store_spool_events_spooled_total":  12,
+		"dialtrap_store_spool_events_replayed_total": 1,
+		"dialtrap_store_spool_full_refusals_total":   2,
+		"dialtrap_store_spool_events_refused_total":  0,
+		"dialtrap_store_spool_records_corrupt_total": 0,
+		"dialtrap_store_spool_records_torn_total":    1,
+		"dialtrap_store_spool_replay_errors_total":   0,
+	} {
+		if v, ok := value(fams[name]); !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+}

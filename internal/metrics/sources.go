@@ -16,6 +16,7 @@ type Sources struct {
 	KernelDrops       func() uint64      // UDP datagrams the kernel dropped before capture read them
 	RepliesOverBudget func() uint64      // responsive-mode replies withheld by the per-source budget
 	Peers             func() Peers       // -p
+	StoreSpool        func() StoreSpool  // a PostgreSQL store's disk spool
 	Webhook           func() Webhook     // -w
 	Fold              func() fold.Stats  // --fold-window
 }
@@ -41,6 +42,21 @@ type Webhook struct {
 	Dropped     uint64
 }
 
+// StoreSpool is what the disk spool of a store that can go away (PostgreSQL) reports
+// (storespool.Stats).
+type StoreSpool struct {
+	Spooling     bool // writes go to the spool now
+	Events       int64
+	Bytes        int64
+	Spooled      uint64
+	Replayed     uint64
+	FullRefusals uint64
+	Refused      uint64
+	Corrupt      uint64
+	Torn         uint64
+	Failures     uint64
+}
+
 // peerReasons and dropQueues bound the reason and queue labels of the peer metrics: the peer
 // node sets them from its own constants, and anything else would count as "other".
 var (
@@ -62,6 +78,8 @@ type collector struct {
 	kernelDrops, overBudget                                           *prometheus.Desc
 	peers, peerPublished, peerReceived, peerRejected, peerDropped     *prometheus.Desc
 	peerPending, peerPendingDropped                                   *prometheus.Desc
+	ssSpooling, ssEvents, ssBytes, ssSpooled, ssReplayed, ssFull      *prometheus.Desc
+	ssRefused, ssCorrupt, ssTorn, ssFailures                          *prometheus.Desc
 	spoolEvents, spoolBytes, whDelivered, whRejected, whFailures      *prometheus.Desc
 	whDropped                                                         *prometheus.Desc
 	folded, foldEvents, foldHeld, unfolded, foldGroups, foldBytes     *prometheus.Desc
@@ -96,6 +114,18 @@ func newCollector(s Sources) *collector {
 		c.peerDropped = d("dialtrap_p2p_messages_dropped_total", "Gossip messages dropped for want of room, by queue.", "queue")
 		c.peerPending = d("dialtrap_p2p_events_pending", "Events from peers held by the trust gate.")
 		c.peerPendingDropped = d("dialtrap_p2p_events_pending_dropped_total", "Held events dropped from the full trust gate.")
+	}
+	if s.StoreSpool != nil {
+		c.ssSpooling = d("dialtrap_store_spooling", "1 while store writes go to the disk spool (the store failed, or the spool is not yet written out), else 0.")
+		c.ssEvents = d("dialtrap_store_spool_events", "Events in store-spool/ not yet written to the store.")
+		c.ssBytes = d("dialtrap_store_spool_bytes", "Bytes of the store spool on disk (bounded by --store-spool-max).")
+		c.ssSpooled = d("dialtrap_store_spool_events_spooled_total", "Events put in the store spool because the store failed or the spool was not empty.")
+		c.ssReplayed = d("dialtrap_store_spool_events_replayed_total", "Events written from the spool into the store.")
+		c.ssFull = d("dialtrap_store_spool_full_refusals_total", "Store writes refused because the spool was full (--store-spool-max); the queue holds them, then drops the oldest.")
+		c.ssRefused = d("dialtrap_store_spool_events_refused_total", "Spooled events the store refused for good, skipped.")
+		c.ssCorrupt = d("dialtrap_store_spool_records_corrupt_total", "Spool records that could not be read back, skipped.")
+		c.ssTorn = d("dialtrap_store_spool_records_torn_total", "Records cut at start, torn by a crash in the middle of their append.")
+		c.ssFailures = d("dialtrap_store_spool_replay_errors_total", "Failed writes of spooled events to the store (each retried with back-off).")
 	}
 	if s.Webhook != nil {
 		c.spoolEvents = d("dialtrap_webhook_spool_events", "Events in the webhook spool not yet delivered.")
@@ -158,6 +188,23 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(c.peerPending, float64(p.Pending))
 		counter(c.peerPendingDropped, p.PendingDropped)
+	}
+	if c.s.StoreSpool != nil {
+		ss := c.s.StoreSpool()
+		spooling := 0.0
+		if ss.Spooling {
+			spooling = 1
+		}
+		gauge(c.ssSpooling, spooling)
+		gauge(c.ssEvents, float64(ss.Events))
+		gauge(c.ssBytes, float64(ss.Bytes))
+		counter(c.ssSpooled, ss.Spooled)
+		counter(c.ssReplayed, ss.Replayed)
+		counter(c.ssFull, ss.FullRefusals)
+		counter(c.ssRefused, ss.Refused)
+		counter(c.ssCorrupt, ss.Corrupt)
+		counter(c.ssTorn, ss.Torn)
+		counter(c.ssFailures, ss.Failures)
 	}
 	if c.s.Webhook != nil {
 		w := c.s.Webhook()

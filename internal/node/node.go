@@ -51,6 +51,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/sip"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/storespool"
 )
 
 // LockFile in the data directory is held by the node running on it.
@@ -97,6 +98,9 @@ type Node struct {
 	fold    *fold.Folder     // folds identical probes before the hub (nil: --fold-window 0)
 	policy  *policy.Agent    // nil unless --policy-addr
 	metrics *metrics.Metrics // nil unless --metrics (and -a)
+	// storeSpool keeps the store's events on disk while it is away; nil unless it can go
+	// away (PostgreSQL).
+	storeSpool *storespool.Sink
 
 	// closers undo what Start did, in reverse order; each gets the time it may take.
 	closers []closer
@@ -462,6 +466,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.metrics = metrics.New(n.version)
 		storeSink = n.metrics.TimeSink(n.store)
 	}
+	if storeSink, err = n.spoolStore(ctx, storeSink); err != nil {
+		return err
+	}
 	// The store gets the deepest queue and back-pressure: capture must not lose what it can
 	// keep. Queues are bounded in events and in bytes (--queue-max-bytes).
 	// A transaction of at most 8 MiB of events keeps the WAL small between checkpoints.
@@ -695,6 +702,9 @@ func (n *Node) Addrs() Addrs {
 // them: the hub's per sink, the SIP server's, the peer node's report, the webhook's spool.
 func (n *Node) metricSources() metrics.Sources {
 	s := metrics.Sources{Sinks: n.hub.Stats}
+	if n.storeSpool != nil {
+		s.StoreSpool = n.storeSpoolMetrics
+	}
 	if n.sip != nil {
 		s.KernelDrops, s.RepliesOverBudget = n.sip.KernelDrops, n.sip.RepliesSuppressed
 	}

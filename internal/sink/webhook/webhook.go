@@ -32,6 +32,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/ratelog"
+	"github.com/dialtrap/dialtrap/internal/spool"
 )
 
 // Signature headers sent when a secret is set. The signature is HMAC-SHA256 over
@@ -74,7 +75,7 @@ var permanent = map[int]bool{
 type Sink struct {
 	cfg    Config
 	log    *slog.Logger
-	spool  *Spool
+	spool  *spool.Spool
 	client *http.Client
 	auth   *auth
 	gate   gate
@@ -155,7 +156,8 @@ func New(cfg Config) (*Sink, error) {
 
 // openSpool opens the spool: Write works from then on.
 func (s *Sink) openSpool() error {
-	sp, err := OpenSpool(s.cfg.SpoolDir, s.cfg.SpoolMax)
+	sp, err := spool.Open(s.cfg.SpoolDir, spool.Options{MaxBytes: s.cfg.SpoolMax,
+		Name: "webhook spool", Flag: "--webhook-spool-max", Log: s.log})
 	if err != nil {
 		return err
 	}
@@ -285,7 +287,7 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // Stats returns the counters.
 func (s *Sink) Stats() Stats {
-	var sp SpoolStats
+	var sp spool.Stats
 	if s.spool != nil {
 		sp = s.spool.Stats()
 	}
@@ -299,7 +301,7 @@ func (s *Sink) work(take, sends context.Context) {
 	for {
 		rec, err := s.spool.Next(take)
 		if err != nil {
-			if take.Err() == nil && !errors.Is(err, ErrClosed) {
+			if take.Err() == nil && !errors.Is(err, spool.ErrClosed) {
 				s.log.Error("webhook: cannot read the spool; delivery stopped until restart", "err", err)
 			}
 			return
@@ -311,7 +313,7 @@ func (s *Sink) work(take, sends context.Context) {
 // deliver sends rec until the endpoint takes it, rejects it for good, the size cap drops it,
 // or shutdown. Shutdown (take ends) starts no new attempt; one in flight runs on until sends
 // ends.
-func (s *Sink) deliver(take, sends context.Context, rec Record) {
+func (s *Sink) deliver(take, sends context.Context, rec spool.Record) {
 	for {
 		if !s.spool.Live(rec) || take.Err() != nil {
 			s.spool.Release(rec)
@@ -348,7 +350,7 @@ func (s *Sink) deliver(take, sends context.Context, rec Record) {
 	}
 }
 
-func (s *Sink) ack(rec Record) {
+func (s *Sink) ack(rec spool.Record) {
 	if err := s.spool.Ack(rec); err != nil {
 		s.warn.Warn("webhook: spool ack failed", "err", err)
 	}
@@ -472,7 +474,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-func (s *Sink) reject(rec Record, res result) {
+func (s *Sink) reject(rec spool.Record, res result) {
 	s.rejects.Add(1)
 	path := filepath.Join(s.cfg.SpoolDir, "rejected.jsonl")
 	s.rejectMu.Lock()
