@@ -189,6 +189,8 @@ func TestOutageSpoolsThenCatchesUpInOrder(t *testing.T) {
 	if !st.Spooling || st.Spooled != 1500 || st.Pending != 1500 {
 		t.Fatalf("during the outage %+v, want spooling with 1500 events", st)
 	}
+	// The replay tries the store and fails at least once before it comes back.
+	testutil.Eventually(t, "a failed replay while the store is down", 10*time.Second, func() bool { return s.Stats().Failures > 0 })
 	// The store comes back while capture goes on: new batches queue behind the spool.
 	db.setDown(false)
 	write(t, s, events[2000:2500], 50)
