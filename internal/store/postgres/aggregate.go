@@ -89,7 +89,9 @@ func (w *batchWrite) writeCampaigns(ctx context.Context, tx pgx.Tx) error {
 	for k := range w.runs {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b campaignKey) int { return cmp.Or(strings.Compare(a.ip, b.ip), strings.Compare(a.tool, b.tool)) })
+	slices.SortFunc(keys, func(a, b campaignKey) int {
+		return cmp.Or(strings.Compare(a.ip, b.ip), strings.Compare(a.tool, b.tool))
+	})
 	ips, tools := make([]string, len(keys)), make([]string, len(keys))
 	for i, k := range keys {
 		ips[i], tools[i] = k.ip, k.tool

@@ -22,5 +22,5 @@ func open(t testing.TB) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t) })
+	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t) }, storetest.CountsWeights)
 }

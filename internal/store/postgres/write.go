@@ -56,7 +56,7 @@ var eventColumns = []string{"event_uuid", "event_timestamp", "app_name", "app_ve
 var (
 	eventList   = strings.Join(eventColumns, ", ")
 	stagingCols = append([]string{"ord"}, eventColumns...)
-	insertSQL   = `INSERT INTO events (` + eventList + `) SELECT ` + eventList + ` FROM staging ORDER BY ord
+	insertSQL   = `INSERT INTO events (` + eventList + `) SELECT ` + eventList + ` FROM staging ORDER BY event_uuid COLLATE "C", event_timestamp COLLATE "C"
 		ON CONFLICT (event_uuid, event_timestamp) DO NOTHING RETURNING event_uuid, event_timestamp`
 )
 
