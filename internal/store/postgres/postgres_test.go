@@ -2,8 +2,19 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/storetest"
 	"github.com/dialtrap/dialtrap/internal/testutil/pgtest"
 )
@@ -23,4 +34,258 @@ func open(t testing.TB) *Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t) }, storetest.CountsWeights)
+}
+
+// ev is a probe at base+at from ip to number.
+func ev(at time.Duration, ip, number string) *event.Event {
+	return &event.Event{
+		AppName: event.AppName, AppVersion: "test", Timestamp: event.FormatTime(base.Add(at)),
+		UUID: uuid.Must(uuid.NewV7()).String(), NodeID: "0190f4a2-0000-7000-8000-000000000001",
+		CollectedMethod: event.Responsive, Transport: event.UDP, SourceIP: ip, SourcePort: 5070,
+		DestinationIP: "192.0.2.1", DestinationPort: 5060, CalledNumber: number, SIPMethod: "INVITE",
+		SIPUserAgent: "friendly-scanner", SIPMessage: "INVITE sip:" + number + "@192.0.2.1 SIP/2.0\r\n\r\n",
+		Tool: "sipvicious",
+	}
+}
+
+var base = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+// Nodes starting together on one new database migrate it once; then, writing the same
+// events and their own at once through pools of their own, they store and count each once.
+func TestManyNodes(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Get(t).Database(t)
+	const nodes = 4
+	stores := make([]*Store, nodes)
+	var wg sync.WaitGroup
+	errs := make([]error, nodes)
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = Open(ctx, url)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	var shared []*event.Event
+	for i := range 200 {
+		shared = append(shared, ev(time.Duration(i)*time.Second, fmt.Sprintf("198.51.100.%d", i%5), fmt.Sprint(100+i%9)))
+	}
+	added := make([]int, nodes)
+	for i, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := slices.Clone(shared)
+			for j := range 50 {
+				mine = append(mine, ev(time.Duration(j)*time.Second, fmt.Sprintf("198.51.100.%d", j%5), "100"))
+			}
+			for len(mine) > 0 {
+				n := min(40, len(mine))
+				got, err := s.WriteCount(ctx, mine[:n])
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				added[i] += got
+				mine = mine[n:]
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range stores {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		total += added[i]
+	}
+	want := int64(200 + nodes*50)
+	if int64(total) != want {
+		t.Errorf("the nodes say they added %d events, want %d", total, want)
+	}
+	s := stores[0]
+	if n, err := s.CountEvents(ctx); n != want || err != nil {
+		t.Errorf("%d events (%v), want %d", n, err, want)
+	}
+	var sum int64
+	must(t, s.Each(ctx, store.IPAddresses, store.ListOptions{}, func(a store.Aggregate) error { sum += a.Count; return nil }))
+	if sum != want {
+		t.Errorf("IP counts sum to %d, want %d", sum, want)
+	}
+	if n, err := s.Count(ctx, store.IPAddresses, ""); n != 5 || err != nil {
+		t.Errorf("%d IPs (%v), want 5", n, err)
+	}
+	sum = 0
+	must(t, s.Campaigns(ctx, store.ListOptions{}, func(c store.Campaign) error { sum += c.Count; return nil }))
+	if n, err := s.CountCampaigns(ctx, ""); n != 5 || sum != want || err != nil {
+		t.Errorf("%d campaigns counting %d (%v), want 5 counting %d", n, sum, err, want)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// When the server goes away a write fails and says where; once it is back, the batch
+// written again (the hub retries it) is stored and counted once, whether or not the first
+// try had committed.
+func TestServerRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Get(t)
+	s := open(t)
+	committed := []*event.Event{ev(0, "198.51.100.1", "100"), ev(time.Second, "198.51.100.1", "100")}
+	must(t, s.Write(ctx, committed))
+	must(t, srv.Stop())
+	t.Cleanup(func() { srv.Start() })
+	lost := []*event.Event{ev(2*time.Second, "198.51.100.1", "100")}
+	err := s.Write(ctx, lost)
+	if err == nil || !strings.Contains(err.Error(), srv.Addr()) {
+		t.Fatalf("write with the server down: %v, want an error naming %s", err, srv.Addr())
+	}
+	must(t, srv.Start())
+	retry := append(slices.Clone(committed), lost...)
+	var n int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The pool's connections died with the server: the first try after may fail.
+		if n, err = s.WriteCount(ctx, retry); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || n != 1 {
+		t.Fatalf("retry after the restart added %d (%v), want 1", n, err)
+	}
+	if a, _, err := s.IP(ctx, "198.51.100.1"); a.Count != 3 || err != nil {
+		t.Errorf("IP counted %d (%v), want 3", a.Count, err)
+	}
+}
+
+// Events go into a partition per day; retention drops the days before the cutoff whole and
+// deletes from the day it falls in a chunk at a time; counts stay.
+func TestPartitionRetention(t *testing.T) {
+	ctx := context.Background()
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return base.Add(5 * 24 * time.Hour) }
+	s := open(t)
+	var batch []*event.Event
+	for d := range 5 {
+		for h := range 4 {
+			batch = append(batch, ev(time.Duration(d)*24*time.Hour+time.Duration(h)*time.Hour, "198.51.100.1", "100"))
+		}
+	}
+	old := ev(-200*24*time.Hour, "198.51.100.1", "100") // outside the window: the default partition
+	batch = append(batch, old)
+	must(t, s.Write(ctx, batch))
+	parts := func() []string {
+		rows, err := s.pool.Query(ctx, `SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+			WHERE i.inhparent = 'events'::regclass ORDER BY 1`)
+		must(t, err)
+		p, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		must(t, err)
+		return p
+	}
+	want := []string{"events_20261123", "events_20261124", "events_20261125", "events_20261126", "events_20261127",
+		"events_20261128", "events_20261129", "events_default"}
+	if got := parts(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("partitions %v, want %v (the batch's days, today and tomorrow)", got, want)
+	}
+	var inDefault int
+	must(t, s.pool.QueryRow(ctx, `SELECT count(*) FROM events_default`).Scan(&inDefault))
+	if inDefault != 1 {
+		t.Errorf("%d events in the default partition, want 1", inDefault)
+	}
+	// The cutoff falls on day 3 (2026-11-26) at 12:00: days 0-2 go whole (12 events), then
+	// the old event and day 3's first 2 hours (3 events) in chunks of 2.
+	cutoff := event.FormatTime(base.Add(3*24*time.Hour + 2*time.Hour))
+	n, err := s.PruneEvents(ctx, cutoff, 2)
+	if err != nil || n != 14 {
+		t.Fatalf("first chunk deleted %d (%v), want 12 in dropped days and 2 more", n, err)
+	}
+	if got := parts(); slices.Contains(got, "events_20261125") || !slices.Contains(got, "events_20261126") {
+		t.Errorf("partitions after retention %v", got)
+	}
+	n, err = s.PruneEvents(ctx, cutoff, 2)
+	if err != nil || n != 1 {
+		t.Errorf("second chunk deleted %d (%v), want 1", n, err)
+	}
+	if left, err := s.CountEvents(ctx); left != 6 || err != nil {
+		t.Errorf("%d events left (%v), want 6", left, err)
+	}
+	if a, _, err := s.IP(ctx, "198.51.100.1"); a.Count != 21 || a.FirstSeen != old.Timestamp || err != nil {
+		t.Errorf("aggregate after retention %+v (%v)", a, err)
+	}
+	// A day dropped and written again (a late peer event) is made anew.
+	must(t, s.Write(ctx, []*event.Event{ev(time.Hour+time.Minute, "198.51.100.1", "100")}))
+	if got := parts(); !slices.Contains(got, "events_20261123") {
+		t.Errorf("partitions after a late event %v", got)
+	}
+}
+
+// No message prints the password of the URL.
+func TestPasswordNeverPrinted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, url := range []string{
+		"postgres://dialtrap:s3cretPW@127.0.0.1:1/dialtrap?connect_timeout=2",
+		"postgres://dialtrap:s3cretPW@127.0.0.1:1/dialtrap?sslmode=nonsense",
+		"postgres://dialtrap:s3cretPW@127.0.0.1:99999/dialtrap",
+	} {
+		_, err := Open(ctx, url)
+		t.Log(err)
+		if err == nil || strings.Contains(err.Error(), "s3cretPW") {
+			t.Errorf("Open(%s): %v", url[:22], err)
+		}
+	}
+}
+
+// Messages keep every byte (NUL too); short text fields keep all but NUL.
+func TestAttackerBytes(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	e := ev(0, "198.51.100.1", "1\x002")
+	e.SIPMessage = "OPTIONS \x00\x01\xc3\xa9 SIP/2.0\r\n"
+	e.SIPUserAgent = "a\x00b"
+	must(t, s.Write(ctx, []*event.Event{e}))
+	var got []*event.Event
+	must(t, s.Events(ctx, func(e *event.Event) error { got = append(got, e); return nil }))
+	if len(got) != 1 || got[0].SIPMessage != e.SIPMessage || got[0].SIPUserAgent != "a\uFFFDb" {
+		t.Fatalf("read back %+v", got)
+	}
+	if _, ok, err := s.Number(ctx, "1\x002"); !ok || err != nil {
+		t.Errorf("number with NUL not found (%v)", err)
+	}
+}
+
+// The read-only store (dialtrap check, export) refuses a database without this version's
+// schema, and writes.
+func TestOpenReadOnly(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Get(t).Database(t)
+	if _, err := OpenReadOnly(ctx, url); err == nil || !strings.Contains(err.Error(), "schema version 0") {
+		t.Fatalf("read-only open of an empty database: %v", err)
+	}
+	w, err := Open(ctx, url)
+	must(t, err)
+	must(t, w.Write(ctx, []*event.Event{ev(0, "198.51.100.1", "100")}))
+	w.Close()
+	r, err := OpenReadOnly(ctx, url)
+	must(t, err)
+	defer r.Close()
+	if _, ok, err := r.IP(ctx, "198.51.100.1"); !ok || err != nil {
+		t.Errorf("lookup: %v %v", ok, err)
+	}
+	if err := r.Write(ctx, []*event.Event{ev(0, "198.51.100.1", "100")}); err == nil {
+		t.Error("a read-only store wrote")
+	}
 }
