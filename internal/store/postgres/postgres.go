@@ -117,14 +117,13 @@ var migrations = []string{
 		verified_count   BIGINT NOT NULL,
 		verified_local   BIGINT NOT NULL,
 		verified_trusted BIGINT NOT NULL,
-		seq              BIGINT NOT NULL,
+		seq              BIGINT NOT NULL, -- no index: no number stream reads it yet, and each costs every update
 		-- Written once, when the number is first stored.
 		target           TEXT COLLATE "C" NOT NULL,
 		target_country   TEXT NOT NULL,
 		target_type      TEXT NOT NULL
 	);
 	CREATE INDEX called_numbers_last_seen ON called_numbers (last_seen, called_number);
-	CREATE INDEX called_numbers_seq ON called_numbers (seq, called_number);
 	CREATE INDEX called_numbers_target ON called_numbers (target) WHERE target != '';
 	CREATE TABLE number_keys (
 		match_key     TEXT COLLATE "C" NOT NULL,
