@@ -47,12 +47,20 @@ var (
 )
 
 // Main runs the tests and then stops the server, if one was started.
-func Main(m *testing.M) {
-	code := m.Run()
+func Main(m *testing.M) { os.Exit(Wrap(m).Run()) }
+
+// Wrap returns m with the server stopped after its tests, for a TestMain that hands m on
+// (goleak.VerifyTestMain(pgtest.Wrap(m))): the server is gone before goroutines are counted.
+func Wrap(m interface{ Run() int }) interface{ Run() int } { return wrapped{m} }
+
+type wrapped struct{ m interface{ Run() int } }
+
+func (w wrapped) Run() int {
+	code := w.m.Run()
 	if shared != nil {
 		shared.Close()
 	}
-	os.Exit(code)
+	return code
 }
 
 // Get returns the test binary's server, starting it on first use. It fails the test when
