@@ -189,6 +189,7 @@ type Store struct {
 	// labeler gives events' countries and number targets (SetLabeler); nil leaves them out.
 	labeler store.Labeler
 
+	floor   string // the first day with partitions of its own (YYYY-MM-DD); events_old holds those before
 	partsMu sync.Mutex
 	parts   map[string]bool // days (YYYY-MM-DD) known to have a partition, or to stay in the default
 }
@@ -197,7 +198,7 @@ type Store struct {
 // its schema up to date and makes the partitions of today and tomorrow. Several nodes may
 // open one database at once: migrations take turns on an advisory lock.
 func Open(ctx context.Context, url string) (*Store, error) {
-	s, err := connect(ctx, url)
+	s, err := connect(ctx, url, true)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +216,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 // OpenReadOnly connects without changing the schema (dialtrap check, export): the schema
 // must be this version's. Nothing it offers writes.
 func OpenReadOnly(ctx context.Context, url string) (*Store, error) {
-	s, err := connect(ctx, url)
+	s, err := connect(ctx, url, false)
 	if err != nil {
 		return nil, err
 	}
@@ -243,10 +244,11 @@ func IsURL(s string) bool {
 	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
 }
 
-func connect(ctx context.Context, rawURL string) (*Store, error) {
+// connect opens the pool; a writer's connections each get a staging table.
+func connect(ctx context.Context, rawURL string, writer bool) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("PostgreSQL URL %s: %w (use postgres://user:password@host:port/database)", redact(rawURL), scrub(err, rawURL))
+		return nil, fmt.Errorf("PostgreSQL URL %s: %w (use postgres://user:password@host:port/database)", Redact(rawURL), scrub(err, rawURL))
 	}
 	if !strings.Contains(rawURL, "pool_max_conns") {
 		// Lookups, lists, feeds and one writer at a time; the default (the CPUs, at least
@@ -257,9 +259,13 @@ func connect(ctx context.Context, rawURL string) (*Store, error) {
 	where := fmt.Sprintf("%s:%d/%s", cc.Host, cc.Port, cc.Database)
 	// Each connection has its own staging table for COPY; ON COMMIT DELETE ROWS empties it
 	// by truncation, which leaves no dead rows (autovacuum never visits temporary tables).
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, stagingSQL)
-		return err
+	// So the pool needs sessions of its own: a pooler between node and database must pool by
+	// session, not by transaction. A reader makes none (it may read from a standby).
+	if writer {
+		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			_, err := c.Exec(ctx, stagingSQL)
+			return err
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -272,8 +278,8 @@ func connect(ctx context.Context, rawURL string) (*Store, error) {
 	return &Store{pool: pool, where: where, parts: map[string]bool{}}, nil
 }
 
-// redact returns a URL with its password replaced.
-func redact(raw string) string {
+// Redact returns a URL with its password replaced, for messages and logs.
+func Redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparseable URL)"

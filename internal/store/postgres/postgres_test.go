@@ -184,7 +184,9 @@ func TestPartitionRetention(t *testing.T) {
 			batch = append(batch, ev(time.Duration(d)*24*time.Hour+time.Duration(h)*time.Hour, "198.51.100.1", "100"))
 		}
 	}
-	old := ev(-200*24*time.Hour, "198.51.100.1", "100") // outside the window: the default partition
+	old := ev(-200*24*time.Hour, "198.51.100.1", "100") // before the floor: events_old
+	ahead := ev(8*24*time.Hour, "198.51.100.1", "100")  // after tomorrow: the default partition
+	batch = append(batch, ahead)
 	batch = append(batch, old)
 	must(t, s.Write(ctx, batch))
 	parts := func() []string {
@@ -196,23 +198,28 @@ func TestPartitionRetention(t *testing.T) {
 		return p
 	}
 	want := []string{"events_20261123", "events_20261124", "events_20261125", "events_20261126", "events_20261127",
-		"events_20261128", "events_20261129", "events_default"}
+		"events_20261128", "events_20261129", "events_default", "events_old"}
 	if got := parts(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("partitions %v, want %v (the batch's days, today and tomorrow)", got, want)
 	}
-	var inDefault int
-	must(t, s.pool.QueryRow(ctx, `SELECT count(*) FROM events_default`).Scan(&inDefault))
-	if inDefault != 1 {
-		t.Errorf("%d events in the default partition, want 1", inDefault)
+	for _, c := range []struct {
+		part string
+		want int
+	}{{"events_default", 1}, {"events_old", 1}, {"events_20261126", 4}} {
+		var n int
+		must(t, s.pool.QueryRow(ctx, `SELECT count(*) FROM `+c.part).Scan(&n))
+		if n != c.want {
+			t.Errorf("%d events in %s, want %d", n, c.part, c.want)
+		}
 	}
-	// The cutoff falls on day 3 (2026-11-26) at 12:00: days 0-2 go whole (12 events), then
-	// the old event and day 3's first 2 hours (3 events) in chunks of 2.
-	cutoff := event.FormatTime(base.Add(3*24*time.Hour + 2*time.Hour))
+	// The cutoff falls on day 3 (2026-11-26) at 02:30: days 0-2 go whole (12 events),
+	// events_old is emptied (1), then day 3's first 3 hours in chunks of 2.
+	cutoff := event.FormatTime(base.Add(3*24*time.Hour + 2*time.Hour + 30*time.Minute))
 	n, err := s.PruneEvents(ctx, cutoff, 2)
-	if err != nil || n != 14 {
-		t.Fatalf("first chunk deleted %d (%v), want 12 in dropped days and 2 more", n, err)
+	if err != nil || n != 15 {
+		t.Fatalf("first chunk deleted %d (%v), want 12 in dropped days, 1 before the floor and 2 more", n, err)
 	}
-	if got := parts(); slices.Contains(got, "events_20261125") || !slices.Contains(got, "events_20261126") {
+	if got := parts(); slices.Contains(got, "events_20261125") || !slices.Contains(got, "events_20261126") || !slices.Contains(got, "events_old") {
 		t.Errorf("partitions after retention %v", got)
 	}
 	n, err = s.PruneEvents(ctx, cutoff, 2)
@@ -222,7 +229,16 @@ func TestPartitionRetention(t *testing.T) {
 	if left, err := s.CountEvents(ctx); left != 6 || err != nil {
 		t.Errorf("%d events left (%v), want 6", left, err)
 	}
-	if a, _, err := s.IP(ctx, "198.51.100.1"); a.Count != 21 || a.FirstSeen != old.Timestamp || err != nil {
+	// A node opened later on the same database keeps the floor.
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return base.Add(50 * 24 * time.Hour) }
+	s2, err := Open(ctx, s.pool.Config().ConnString())
+	must(t, err)
+	if s2.floor != s.floor {
+		t.Errorf("floor %s after a reopen, was %s", s2.floor, s.floor)
+	}
+	s2.Close()
+	if a, _, err := s.IP(ctx, "198.51.100.1"); a.Count != 22 || a.FirstSeen != old.Timestamp || err != nil {
 		t.Errorf("aggregate after retention %+v (%v)", a, err)
 	}
 	// A day dropped and written again (a late peer event) is made anew.

@@ -70,8 +70,9 @@ func text(s string) string {
 	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }
 
-// maxWriteTries bounds the tries of a batch that meets a serialization failure or a
-// deadlock (two writers inserting the same events in different orders).
+// maxWriteTries bounds the tries of a batch that meets a serialization failure (a database
+// whose default isolation is serializable) or a deadlock (rows are locked in one order by
+// every writer, so none is expected; a retry is the safety net).
 const maxWriteTries = 8
 
 // Write stores the batch in one transaction (it implements hub.Sink).
@@ -122,8 +123,10 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (int, erro
 }
 
 // writeOnce is one try of a batch: the events, then the aggregates of the new ones, in one
-// transaction. Rows are locked in one order by every writer: peers' reports, IPs, numbers,
-// match keys, campaign heads, hourly and minute counts, totals; each in key order.
+// transaction. Rows are locked in one order by every writer: events, peers' reports, IPs,
+// numbers, match keys, campaign heads, hourly and minute counts, totals; each in key order
+// (events by UUID, so that two nodes writing the same peer events never deadlock: their ids
+// then follow UUID order within a batch, which for UUIDv7 is the order they were made in).
 func (s *Store) writeOnce(ctx context.Context, batch []*event.Event, rows [][]any) (int, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
