@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/storetest"
 	"github.com/dialtrap/dialtrap/internal/testutil/pgtest"
@@ -304,4 +306,30 @@ func TestOpenReadOnly(t *testing.T) {
 	if err := r.Write(ctx, []*event.Event{ev(0, "198.51.100.1", "100")}); err == nil {
 		t.Error("a read-only store wrote")
 	}
+}
+
+// An event the database refuses for good fails alone: the events before it are stored, and
+// the hub is told which one to count as refused.
+func TestRefusedEvent(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	bad := fromPeerEv(ev(time.Second, "198.51.100.2", "100"), "12D3Koo\xffW") // not UTF-8: nothing checks a peer ID's bytes here
+	batch := []*event.Event{ev(0, "198.51.100.1", "100"), bad, ev(2*time.Second, "198.51.100.3", "100")}
+	err := s.Write(ctx, batch)
+	var be *hub.BadEventError
+	if !errors.As(err, &be) || be.Index != 1 {
+		t.Fatalf("Write: %v, want a BadEventError for event 1", err)
+	}
+	if _, ok, err := s.IP(ctx, "198.51.100.1"); !ok || err != nil {
+		t.Errorf("the event before the refused one: stored %v (%v)", ok, err)
+	}
+	must(t, s.Write(ctx, batch[2:])) // what the hub does next
+	if n, err := s.CountEvents(ctx); n != 2 || err != nil {
+		t.Errorf("%d events (%v), want 2", n, err)
+	}
+}
+
+func fromPeerEv(e *event.Event, peer string) *event.Event {
+	e.FromPeer, e.Peer, e.Sealed = true, peer, []byte("envelope")
+	return e
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
 
@@ -76,9 +77,31 @@ func text(s string) string {
 const maxWriteTries = 8
 
 // Write stores the batch in one transaction (it implements hub.Sink).
+//
+// An event holding a value the database refuses for good (a data exception: text that is not
+// UTF-8 in a field nothing checks) would fail its batch at every retry and stall the queue
+// behind it: the batch is then written an event at a time up to that one, which the hub
+// counts as refused (hub.BadEventError) before it goes on with the rest.
 func (s *Store) Write(ctx context.Context, batch []*event.Event) error {
 	_, err := s.WriteCount(ctx, batch)
-	return err
+	if !refused(err) {
+		return err
+	}
+	for i := range batch {
+		if _, err := s.WriteCount(ctx, batch[i:i+1]); err != nil {
+			if refused(err) {
+				return &hub.BadEventError{Index: i, Err: err}
+			}
+			return &hub.PartialError{Done: i, Err: err}
+		}
+	}
+	return nil
+}
+
+// refused says whether err is PostgreSQL's refusal of a value (SQLSTATE class 22).
+func refused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22")
 }
 
 // WriteCount is Write that also says how many events of the batch were new to the database

@@ -1,8 +1,7 @@
 // Package storetest is the conformance suite every event store must pass: what the hub (the
 // writer), the API and `dialtrap check` (lookups, lists, statistics, analytics), peers'
 // catch-up, export and retention rely on, checked through the methods they call. A backend's
-// tests call Run with a function that opens an empty store; SQLite's do today, and a
-// PostgreSQL backend joins behind the same suite.
+// tests call Run with a function that opens an empty store: SQLite's and PostgreSQL's do.
 package storetest
 
 import (
