@@ -333,3 +333,57 @@ func fromPeerEv(e *event.Event, peer string) *event.Event {
 	e.FromPeer, e.Peer, e.Sealed = true, peer, []byte("envelope")
 	return e
 }
+
+// The change sequence never passes a writer still running: a batch that took its
+// transaction id before another committed, and commits after, is still ahead of every
+// cursor a stream took meanwhile.
+func TestChangeSeqWaitsForRunningWriters(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	must(t, s.Write(ctx, []*event.Event{ev(0, "198.51.100.1", "100")}))
+	slow, err := s.pool.Begin(ctx) // a writer that began first and commits last
+	must(t, err)
+	defer slow.Rollback(ctx)
+	var slowID int64
+	must(t, slow.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&slowID))
+	must(t, s.Write(ctx, []*event.Event{ev(time.Second, "198.51.100.2", "100")}))
+	page, err := s.FeedPage(ctx, store.IPAddresses, store.FeedFilter{}, store.BySeq, store.FeedItem{}, 10)
+	must(t, err)
+	if len(page) != 2 || page[1].Seq <= slowID {
+		t.Fatalf("feed %+v: the later write should have a sequence above %d", page, slowID)
+	}
+	_, seq, err := s.ChangeSeq(ctx)
+	if err != nil || seq >= slowID {
+		t.Errorf("ChangeSeq %d (%v) while transaction %d runs, want below it", seq, err, slowID)
+	}
+	must(t, slow.Rollback(ctx))
+	if _, seq, err = s.ChangeSeq(ctx); err != nil || seq < page[1].Seq {
+		t.Errorf("ChangeSeq %d (%v) once it ended, want at least %d", seq, err, page[1].Seq)
+	}
+}
+
+// A list longer than a page streams whole, in order, once.
+func TestLongList(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	const n = 2*listPage + 500
+	for i := 0; i < n; i += 1000 {
+		must(t, s.Write(ctx, scanIPs(min(1000, n-i), i)))
+	}
+	var got []string
+	must(t, s.Each(ctx, store.IPAddresses, store.ListOptions{}, func(a store.Aggregate) error { got = append(got, a.Key); return nil }))
+	if len(got) != n || got[0] != ipOf(n-1) || got[n-1] != ipOf(0) {
+		t.Fatalf("%d keys, first %s, last %s; want %d from %s to %s", len(got), got[0], got[len(got)-1], n, ipOf(n-1), ipOf(0))
+	}
+	var limited int
+	must(t, s.Each(ctx, store.IPAddresses, store.ListOptions{Limit: listPage + 10, Offset: 5}, func(a store.Aggregate) error {
+		if a.Key != got[5+limited] {
+			t.Fatalf("entry %d is %s, want %s", limited, a.Key, got[5+limited])
+		}
+		limited++
+		return nil
+	}))
+	if limited != listPage+10 {
+		t.Errorf("%d entries with a limit of %d", limited, listPage+10)
+	}
+}
