@@ -478,6 +478,9 @@ func (w *batchWrite) upsertKeys(ctx context.Context, tx pgx.Tx, l store.List) (i
 		extraNames, extraSel = `, tg, tc, tt`, `, tg, tc, tt`
 		args = append(args, target, tcountry, ttype)
 	}
+	// xmax = 0 marks the rows the upsert inserted (an updated row carries the lock the
+	// conflict took): an implementation detail, but a stable one, and the totals it feeds are
+	// checked by the tests with writers at once.
 	q := `WITH up AS (
 		INSERT INTO ` + table + ` AS t (` + key + `, first_seen, last_seen, seen_count, local_count, peers, trusted_peers,
 			verified_count, verified_local, verified_trusted, seq` + extraCols + `)
