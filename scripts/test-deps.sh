@@ -2,8 +2,9 @@
 # Installs what the test suite needs on a fresh Debian machine: the real attack tools the
 # end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban,
 # iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio for the BGP
-# and policy-agent tests, Chromium and its WebDriver server for the dashboard test, and a pinned
-# staticcheck. Safe to run again: it installs only what is missing.
+# and policy-agent tests, PostgreSQL for its store's tests, Chromium and its WebDriver server
+# for the dashboard test, and a pinned staticcheck. Safe to run again: it installs only what
+# is missing.
 set -euo pipefail
 
 STATICCHECK_VERSION=v0.7.0 # 2026.1, which knows Go 1.26
@@ -24,6 +25,9 @@ command -v ipset >/dev/null 2>&1 || need_apt+=(ipset)
 command -v bird >/dev/null 2>&1 || need_apt+=(bird2)
 command -v gobgpd >/dev/null 2>&1 || need_apt+=(gobgpd)
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+# The PostgreSQL store's tests start their own server (initdb in a temporary directory, their
+# own port on 127.0.0.1): only the binaries are needed, never the cluster Debian creates.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # The dashboard test drives a real headless Chromium through its WebDriver server.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
@@ -35,8 +39,8 @@ if ((${#need_apt[@]})); then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 	# The tests start their own daemons on their own ports; the packages' services (where a
-	# service manager started them) would hold 5060 and 179.
-	for svc in kamailio bird gobgpd; do
+	# service manager started them) would hold 5060, 179 and 5432 and run for nothing.
+	for svc in kamailio bird gobgpd postgresql; do
 		$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
 	done
 fi

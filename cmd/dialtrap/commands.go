@@ -24,6 +24,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/sip"
 	"github.com/dialtrap/dialtrap/internal/store"
+	"github.com/dialtrap/dialtrap/internal/store/postgres"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -135,11 +136,85 @@ func (f *flags) fail(code int, format string, args ...any) int {
 type storeFlags struct {
 	dataDir string
 	dbFile  string
+	store   string
 }
 
 func (sf *storeFlags) add(f *flags) {
-	f.StringVarP(&sf.dbFile, "db-file", "f", "", "SQLite database (default dialtrap.db in --data-dir)")
+	f.StringVarP(&sf.dbFile, "db-file", "f", "", "SQLite database (default dialtrap.db in --data-dir), or a postgres:// URL")
 	f.StringVar(&sf.dataDir, "data-dir", ".", "the node's data directory")
+	f.StringVar(&sf.store, "store", "sqlite", "event store: sqlite (the file of -f), or a postgres:// URL (as the node's --store)")
+}
+
+// pgURL returns the PostgreSQL database the flags name (-f or --store), or "" for SQLite.
+// A file given with -f wins over a --store the node's configuration or environment filled in.
+func (sf *storeFlags) pgURL() (string, error) {
+	switch {
+	case postgres.IsURL(sf.dbFile):
+		return sf.dbFile, nil
+	case sf.dbFile != "":
+		return "", nil
+	case postgres.IsURL(sf.store):
+		return sf.store, nil
+	case sf.store != "sqlite":
+		return "", fmt.Errorf("--store %q: use sqlite or a postgres:// URL", sf.store)
+	}
+	return "", nil
+}
+
+// readStore is what check and export read of a store.
+type readStore interface {
+	eventReader
+	IP(ctx context.Context, ip string) (store.Aggregate, bool, error)
+	Number(ctx context.Context, n string) (store.Aggregate, bool, error)
+	MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, error)
+	Close() error
+}
+
+// openReadOnly opens the store for reading, changing nothing in it.
+func (sf *storeFlags) openReadOnly(ctx context.Context) (readStore, error) {
+	url, err := sf.pgURL()
+	if err != nil {
+		return nil, err
+	}
+	if url != "" {
+		st, err := postgres.OpenReadOnly(ctx, url)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := sqlite.OpenReadOnly(ctx, sf.path())
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// writeStore is what import needs of a store.
+type writeStore interface {
+	importStore
+	SetLabeler(store.Labeler)
+	Close() error
+}
+
+// open opens the store for writing, bringing its schema up to date.
+func (sf *storeFlags) open(ctx context.Context) (writeStore, error) {
+	url, err := sf.pgURL()
+	if err != nil {
+		return nil, err
+	}
+	if url != "" {
+		st, err := postgres.Open(ctx, url)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := sqlite.Open(ctx, sf.path())
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // path is the database file: -f as given, else the default name in --data-dir.
@@ -228,7 +303,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	case af.url != "":
 		known, detail, err = checkAPI(ctx, af.client(), subject, ip, isIP, *match)
 	default:
-		known, detail, err = checkStore(ctx, sf.path(), subject, ip, isIP, *match == "national")
+		known, detail, err = checkStore(ctx, &sf, subject, ip, isIP, *match == "national")
 	}
 	if err != nil {
 		return f.fail(checkError, "%v", err)
@@ -248,8 +323,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return checkKnown
 }
 
-func checkStore(ctx context.Context, path, n, ip string, isIP, national bool) (bool, string, error) {
-	st, err := sqlite.OpenReadOnly(ctx, path)
+func checkStore(ctx context.Context, sf *storeFlags, n, ip string, isIP, national bool) (bool, string, error) {
+	st, err := sf.openReadOnly(ctx)
 	if err != nil {
 		return false, "", err
 	}
@@ -321,7 +396,7 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 			return f.fail(exitUsage, "--since: %v", err)
 		}
 	}
-	if err := export(sf.path(), eventio.Format(*format), *out, from, stdout); err != nil {
+	if err := export(&sf, eventio.Format(*format), *out, from, stdout); err != nil {
 		return f.fail(exitRuntime, "%v", err)
 	}
 	return exitOK
@@ -332,10 +407,10 @@ type eventReader interface {
 	Events(ctx context.Context, fn func(*event.Event) error) error
 }
 
-func export(db string, format eventio.Format, out, since string, stdout io.Writer) (err error) {
+func export(sf *storeFlags, format eventio.Format, out, since string, stdout io.Writer) (err error) {
 	ctx, stop := signalContext()
 	defer stop()
-	st, err := sqlite.OpenReadOnly(ctx, db)
+	st, err := sf.openReadOnly(ctx)
 	if err != nil {
 		return err
 	}
@@ -413,7 +488,7 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	st, err := sqlite.Open(ctx, sf.path())
+	st, err := sf.open(ctx)
 	if err != nil {
 		return f.fail(exitRuntime, "%v", err)
 	}

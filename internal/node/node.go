@@ -85,7 +85,7 @@ type Node struct {
 	guards  feed.Guards // never-block lists; own addresses are added by Start
 
 	nodeID  string
-	store   *sqlite.Store
+	store   Store
 	labeler *intel.Labeler // countries and number targets for the analytics
 	jsonlog *jsonlog.Log
 	hub     *hub.Hub
@@ -154,9 +154,6 @@ func newNode(cfg *config.Config, o Options) (*Node, error) {
 		o.Version = "dev"
 	}
 	n := &Node{cfg: *cfg, version: o.Version, log: o.Log}
-	if cfg.Store != "sqlite" {
-		return nil, errors.New("the PostgreSQL store is not in this version yet: use --store sqlite")
-	}
 	if cfg.P2P {
 		var err error
 		if n.trusted, err = peer.ParseIDs(cfg.P2PTrust); err != nil {
@@ -446,13 +443,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// deepest queue), an eighth for each other output.
 	storeBytes, sinkBytes := int(cfg.QueueMaxBytes/2), int(cfg.QueueMaxBytes/8)
 
-	if have, want, err := sqlite.SchemaVersion(ctx, cfg.DBFile); err == nil && have > 0 && have < want {
-		// A migration can take a while on a large store (12 s for a million numbers on 2
-		// cores); say why the node is not listening yet.
-		n.log.Log(ctx, LevelNotice, "upgrading the database schema; the node starts when it is done",
-			"db", cfg.DBFile, "from", have, "to", want)
-	}
-	if n.store, err = sqlite.Open(ctx, cfg.DBFile); err != nil {
+	if n.store, err = n.openStore(ctx); err != nil {
 		return err
 	}
 	n.labeler = intel.NewLabeler(cfg.HomeCountry)
@@ -810,7 +801,7 @@ func removeStaleReadyFile(path string) {
 // keeps its data.
 func (n *Node) summary() []any {
 	a := n.Addrs()
-	attrs := []any{"version", n.version, "node_id", n.nodeID, "data_dir", n.cfg.DataDir, "db", n.cfg.DBFile}
+	attrs := []any{"version", n.version, "node_id", n.nodeID, "data_dir", n.cfg.DataDir, "db", n.storeName()}
 	if n.sip == nil {
 		attrs = append(attrs, "sip", "disabled (-R): this node records nothing by itself")
 	} else {

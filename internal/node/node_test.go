@@ -20,9 +20,10 @@ import (
 	"github.com/dialtrap/dialtrap/internal/apiclient"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/testutil"
+	"github.com/dialtrap/dialtrap/internal/testutil/pgtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(pgtest.Wrap(m)) }
 
 // loopback is every listener of a test node on 127.0.0.1, port 0: the kernel picks free
 // ports, so any number of nodes start side by side with no collision.

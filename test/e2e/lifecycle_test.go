@@ -224,7 +224,7 @@ func TestStartupErrors(t *testing.T) {
 		{"garbage certificate", []string{"--sip-addr", free, "-t", garbage, "-k", garbage}, nil, 1, "check -t/-k"},
 		{"bad env value", []string{"--sip-addr", free}, []string{"DIALTRAP_SIP_MAX_CONNS=lots"}, 2, "DIALTRAP_SIP_MAX_CONNS"},
 		{"database is a directory", []string{"--sip-addr", free, "-f", dir}, nil, 1, "database"},
-		{"postgres not yet", []string{"--sip-addr", free, "--store", "postgres://127.0.0.1/x"}, nil, 2, "--store sqlite"},
+		{"postgres unreachable", []string{"--sip-addr", free, "--store", "postgres://dialtrap:s3cretPW@127.0.0.1:1/x"}, nil, 1, "connect to PostgreSQL at 127.0.0.1:1/x"},
 		{"BGP without router id", []string{"--sip-addr", free, "--bgp-asn", "65000", "--bgp-neighbor", "127.0.0.2 as 65001"}, nil, 2, "--bgp-router-id"},
 		{"BGP neighbour without AS", []string{"--sip-addr", free, "--bgp-asn", "65000", "--bgp-router-id", "127.0.0.1", "--bgp-neighbor", "127.0.0.2"}, nil, 2, "as ASN"},
 		{"BGP TTL over a year", []string{"--sip-addr", free, "--bgp-ttl", "9000h"}, nil, 2, "--bgp-ttl"},
@@ -256,6 +256,9 @@ func TestStartupErrors(t *testing.T) {
 				}
 				if lines != 1 {
 					t.Errorf("%d lines say %q, want one:\n%s", lines, tt.want, out)
+				}
+				if strings.Contains(string(out), "s3cretPW") {
+					t.Errorf("a password was printed:\n%s", out)
 				}
 			})
 		}

@@ -1,8 +1,7 @@
 // Package storetest is the conformance suite every event store must pass: what the hub (the
 // writer), the API and `dialtrap check` (lookups, lists, statistics, analytics), peers'
 // catch-up, export and retention rely on, checked through the methods they call. A backend's
-// tests call Run with a function that opens an empty store; SQLite's do today, and a
-// PostgreSQL backend joins behind the same suite.
+// tests call Run with a function that opens an empty store: SQLite's and PostgreSQL's do.
 package storetest
 
 import (
@@ -23,6 +22,7 @@ import (
 // uses (hub.Sink, api.Store, api.Analytics, peer.EventSource...); a backend has them all.
 type Backend interface {
 	Write(ctx context.Context, batch []*event.Event) error
+	WriteCount(ctx context.Context, batch []*event.Event) (int, error)
 	IP(ctx context.Context, ip string) (store.Aggregate, bool, error)
 	Number(ctx context.Context, n string) (store.Aggregate, bool, error)
 	MatchNumbers(ctx context.Context, n string) ([]store.Aggregate, error)
@@ -37,6 +37,12 @@ type Backend interface {
 	Targets(ctx context.Context, o store.TargetOptions, fn func(store.Target) error) (int64, error)
 	Campaigns(ctx context.Context, o store.ListOptions, fn func(store.Campaign) error) error
 	Timeline(ctx context.Context, from, until time.Time, step time.Duration) ([]store.TimeCount, error)
+	CountTargets(ctx context.Context, o store.TargetOptions) (int64, error)
+	Target(ctx context.Context, target string) (store.Target, bool, error)
+	CountCampaigns(ctx context.Context, since string) (int64, error)
+	TopNumbers(ctx context.Context, since string, limit int) ([]store.ValueCount, int64, error)
+	ChangeSeq(ctx context.Context) (epoch, seq int64, err error)
+	FeedPage(ctx context.Context, l store.List, f store.FeedFilter, o store.FeedOrder, after store.FeedItem, limit int) ([]store.FeedItem, error)
 }
 
 // base is the time of the suite's events: 2026-11-23 10:00 UTC.
@@ -74,6 +80,13 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Recent", recent},
 		{"Retention", retention},
 		{"Analytics", analytics},
+		{"Targets", targets},
+		{"TopNumbers", topNumbers},
+		{"Campaigns", campaigns},
+		{"Feed", feedPages},
+		{"RetriedBatchCountsNew", retriedBatch},
+		{"ConcurrentWriters", concurrentWriters},
+		{"FoldedWeights", foldedWeights},
 		{"FoldedEvents", foldedEvents},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
