@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +17,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/store"
+	"github.com/dialtrap/dialtrap/internal/store/postgres"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -83,9 +85,6 @@ type storeSpec struct {
 	path string   // sqlite: the database file, absolute
 	url  *url.URL // postgres, as given (password included: never print it)
 }
-
-// errNoPostgres says this build cannot open a PostgreSQL store.
-var errNoPostgres = errors.New("this dialtrap is built without the PostgreSQL backend (internal/store/postgres): migrate with a dialtrap that has it, or between SQLite databases")
 
 func parseSpec(s string) (storeSpec, error) {
 	lower := strings.ToLower(s)
@@ -176,16 +175,15 @@ func openStore(ctx context.Context, spec storeSpec, readOnly bool) (migrateStore
 		}
 		return st, nil
 	case kindPostgres:
-		// PostgreSQL goes here once internal/store/postgres is on main:
-		//
-		//	st, err := postgres.Open(ctx, spec.url.String())
-		//	if err != nil {
-		//		return nil, err
-		//	}
-		//	return st, nil
-		//
-		// (Read-only there is a connection option: default_transaction_read_only=on.)
-		return nil, fmt.Errorf("%s: %w", spec, errNoPostgres)
+		open := postgres.Open
+		if readOnly {
+			open = postgres.OpenReadOnly
+		}
+		st, err := open(ctx, spec.url.String())
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
 	}
 	return nil, fmt.Errorf("%s: unknown kind of store %q", spec, spec.kind)
 }
@@ -204,7 +202,7 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 			"Exit status: 0 copied and verified, 1 error, 2 usage, 3 copied but the counts differ.", stdout, stderr)
 	from := f.String("from", "", "the store to copy from (sqlite:PATH, PATH.db or postgres://...)")
 	to := f.String("to", "", "the store to copy into; created if it is an SQLite file that does not exist")
-	statePath := f.String("state", "", "checkpoint file (default: the --to SQLite file + .migrate.json, else dialtrap-migrate.json here)")
+	statePath := f.String("state", "", "checkpoint file (default: the --to SQLite file + .migrate.json, else dialtrap-migrate-DATABASE.json here)")
 	restart := f.Bool("restart", false, "ignore the checkpoint and copy everything again (nothing is counted twice)")
 	batch := f.Int("batch", migrateBatch, fmt.Sprintf("events per read and write transaction (1 to %d)", migrateMaxBatch))
 	home := f.String("home-country", "", "ISO 3166 code (DE) national dial strings are read in for the analytics, as the node's")
@@ -238,9 +236,12 @@ func runMigrate(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *statePath == "" {
-		*statePath = "dialtrap-migrate.json"
+		// One default file per destination database: migrations into two databases from
+		// one directory keep their own checkpoints.
 		if dst.kind == kindSQLite {
 			*statePath = dst.path + ".migrate.json"
+		} else {
+			*statePath = "dialtrap-migrate-" + path.Base(dst.url.Path) + ".json"
 		}
 	}
 	ctx, stop := signalContext()
@@ -282,12 +283,12 @@ type migrateOptions struct {
 func migrate(ctx context.Context, o migrateOptions, stdout, stderr io.Writer) (int, error) {
 	src, err := openStore(ctx, o.from, true)
 	if err != nil {
-		return openCode(err), fmt.Errorf("--from: %w", err)
+		return exitRuntime, fmt.Errorf("--from: %w", err)
 	}
 	defer src.Close()
 	dst, err := openStore(ctx, o.to, false)
 	if err != nil {
-		return openCode(err), fmt.Errorf("--to: %w", err)
+		return exitRuntime, fmt.Errorf("--to: %w", err)
 	}
 	defer dst.Close()
 	dst.SetLabeler(intel.NewLabeler(o.home))
@@ -360,15 +361,6 @@ func migrate(ctx context.Context, o migrateOptions, stdout, stderr io.Writer) (i
 	}
 	fmt.Fprintln(stdout, "verified: the destination holds every event copied, and the IP and number lists match")
 	return exitOK, nil
-}
-
-// openCode is the exit status of a store that would not open: usage when this build lacks
-// its backend (no retry helps), else runtime.
-func openCode(err error) int {
-	if errors.Is(err, errNoPostgres) {
-		return exitUsage
-	}
-	return exitRuntime
 }
 
 // withEpoch adds the store's epoch to its identity. A store without one (an SQLite database

@@ -15,8 +15,6 @@ import (
 	"github.com/dialtrap/dialtrap/internal/testutil/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
 // import, check and export work on a PostgreSQL database, named with -f or --store (as the
 // node's): importing twice adds nothing, check finds what was imported, export writes it.
 func TestStoreCommandsOnPostgreSQL(t *testing.T) {
