@@ -23,6 +23,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 	"github.com/dialtrap/dialtrap/internal/testutil"
+	"github.com/dialtrap/dialtrap/internal/testutil/pgtest"
 )
 
 var binary string // the dialtrap binary built once for all tests
@@ -39,7 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build dialtrap: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Wrap(m).Run() // the fleet tests' PostgreSQL server stops at the end
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
