@@ -33,6 +33,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
+	"github.com/dialtrap/dialtrap/internal/store/postgres"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -53,6 +54,9 @@ var openers = map[string]opener{
 	"sqlite": func(ctx context.Context, spec string) (Store, error) {
 		return sqlite.Open(ctx, strings.TrimPrefix(spec, "sqlite:"))
 	},
+	"postgres": func(ctx context.Context, spec string) (Store, error) {
+		return postgres.Open(ctx, spec)
+	},
 }
 
 func open(ctx context.Context, spec string) (Store, error) {
@@ -69,10 +73,8 @@ func open(ctx context.Context, spec string) (Store, error) {
 
 // redact hides a URL's password.
 func redact(spec string) string {
-	if i, j := strings.Index(spec, "://"), strings.LastIndex(spec, "@"); i >= 0 && j > i {
-		if k := strings.Index(spec[i+3:j], ":"); k >= 0 {
-			return spec[:i+3+k+1] + "xxx" + spec[j:]
-		}
+	if postgres.IsURL(spec) {
+		return postgres.Redact(spec)
 	}
 	return spec
 }
