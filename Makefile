@@ -5,7 +5,7 @@ COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p bench-feeds bench-nft bench-bgp bench-policy soak clean
+.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p bench-feeds bench-nft bench-bgp bench-policy bench-fleet soak clean
 
 ## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061). It runs
 ## in RUN_DIR, so its files (node id and key, TLS certificate, database, JSON log) land there,
@@ -63,6 +63,11 @@ bench-bgp:
 ## exact and national match, against a bare 302 responder (see docs/policy-agent.md)
 bench-policy:
 	$(GO) run ./bench/policy
+
+## bench-fleet: 10 writers into one PostgreSQL (a server of its own) and SQLite side by side,
+## with lookup latency, on a store of 10 million events (see docs/postgresql.md)
+bench-fleet:
+	./bench/fleet/run.sh
 
 ## bench-feeds: 100,000 addresses in each feed format against a bare SQLite scan, then the
 ## agent's full sync in a network namespace (root) against nft -f (see bench/README.md)
