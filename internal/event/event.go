@@ -157,6 +157,17 @@ func StoredMessage(msg []byte) (stored string, length int) {
 	return s, 0
 }
 
+// Folded returns a copy of e standing for n probes alike, the last of them at last: a new
+// event (a fresh UUID) with e's content, for the probes folded after e (internal/fold).
+func (e *Event) Folded(last time.Time, n int64) *Event {
+	c := *e
+	c.UUID, c.Timestamp, c.RepeatCount = newUUID(), FormatTime(last), 0
+	if n > 1 {
+		c.RepeatCount = min(n, MaxRepeatCount)
+	}
+	return &c
+}
+
 func newUUID() string {
 	u, err := uuid.NewV7()
 	if err != nil {

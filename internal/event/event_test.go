@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -305,4 +306,23 @@ func FuzzAppendJSON(f *testing.F) {
 			t.Fatalf("\n got %q\nwant %q", got, want)
 		}
 	})
+}
+
+func TestFolded(t *testing.T) {
+	e := fixed()
+	e.Tool, e.Payload = "sipvicious", []Payload{{"sqli", "to"}}
+	last := time.Date(2026, 11, 30, 12, 0, 1, 5, time.UTC)
+	for _, c := range []struct {
+		n, want int64
+	}{{1, 0}, {2, 2}, {49_999, 49_999}, {MaxRepeatCount + 5, MaxRepeatCount}} {
+		f := e.Folded(last, c.n)
+		if f.UUID == e.UUID || f.Timestamp != FormatTime(last) || f.RepeatCount != c.want || f.Weight() != max(1, c.want) {
+			t.Errorf("folded %d: uuid %s (first %s), time %s, repeat_count %d; want a new UUID, the last time and %d",
+				c.n, f.UUID, e.UUID, f.Timestamp, f.RepeatCount, c.want)
+		}
+		f.UUID, f.Timestamp, f.RepeatCount = e.UUID, e.Timestamp, e.RepeatCount
+		if !reflect.DeepEqual(f, e) {
+			t.Errorf("folded %d: content differs\n got %+v\nwant %+v", c.n, f, e)
+		}
+	}
 }

@@ -2,15 +2,21 @@
 // probe at line rate would otherwise cost a row, a JSON log line and a webhook record a probe:
 // storage would grow with the attacker's rate, not with what the attacker says.
 //
-// Probes are identical when they share source address, destination address, transport, SIP
-// method, called number and User-Agent. The first of each is passed on at once, so nothing is
-// delayed; identical ones within the window after it are held as one event, the latest, whose
-// RepeatCount says how many probes it stands for, and passed on when the window ends. Every
-// count downstream adds that weight (event.Weight), so aggregates still count every probe.
+// Probes are alike when they share source address, destination address, transport, SIP
+// method, called number and User-Agent (and whether the source was proven). The first of each
+// group is passed on at once, so nothing is delayed; the probes alike within the window after
+// it are only counted, and when the window ends one event stands for them: a copy of the
+// first with a fresh UUID, the time of the last, and a RepeatCount saying how many probes it
+// stands for. Every count downstream adds that weight (event.Weight), so aggregates still
+// count every probe.
+//
+// Capture asks Repeat before it makes an event: a probe folded into an open group costs a
+// hash and a counter, not an event, its enrichment and its place in every queue.
 package fold
 
 import (
 	"hash/maphash"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,8 +44,8 @@ const (
 // Config sets up a Folder.
 type Config struct {
 	Window time.Duration // 0 passes every probe on as it is
-	// Publish receives the events: the first of each group at once (on the caller's
-	// goroutine), folded ones from the Folder's own goroutine. It must be safe for concurrent use.
+	// Publish receives the events: the first of each group at once (on the goroutine of
+	// Open), folded ones from the Folder's own goroutine. It must be safe for concurrent use.
 	Publish   func(*event.Event)
 	MaxGroups int // default DefaultMaxGroups
 	MaxBytes  int // default DefaultMaxBytes (event.Size of the held probes)
@@ -55,8 +61,8 @@ type Config struct {
 
 // Stats are a Folder's counters.
 type Stats struct {
-	Probes   uint64 // probes offered
-	Folded   uint64 // probes held into a group rather than passed on
+	Probes   uint64 // probes offered (Repeat)
+	Folded   uint64 // probes counted into an open group rather than passed on
 	Emitted  uint64 // folded events passed on at a window's end
 	Unfolded uint64 // probes passed on unfolded because the limits were reached
 	Held     uint64 // first probes of groups held under back-pressure (Config.Busy)
@@ -64,14 +70,28 @@ type Stats struct {
 	Bytes    int    // what their held probes take (event.Size)
 }
 
+// shards spread the lock: capture runs one goroutine per CPU on the UDP socket, and one per
+// TCP or TLS connection.
+const shards = 16
+
 // PressureFactor stretches the window of groups opened under back-pressure (Config.Busy),
 // within MaxWindow.
 const PressureFactor = 5
 
-// shards spread the lock: capture runs one goroutine per UDP socket and connection.
-const shards = 16
+// Probe is what makes probes alike, read from a message before it becomes an event.
+type Probe struct {
+	Source, Dest netip.Addr
+	Transport    string
+	// Verified: a proven source (event.SourceVerified) is other evidence than a forged one.
+	Verified              bool
+	Method, Number, Agent []byte // as sent
 
-// Folder folds identical probes. Its lifecycle is New, Add from any goroutine, Close.
+	hash   uint64
+	hashed bool
+}
+
+// Folder folds probes alike. Its lifecycle is New; Repeat, then Open for probes it did not
+// fold, from any goroutine; Close.
 type Folder struct {
 	cfg    Config
 	seed   maphash.Seed
@@ -85,27 +105,31 @@ type Folder struct {
 	once sync.Once
 }
 
-type key struct {
-	src, dst, transport, method, number, agent string
-}
-
-func keyOf(e *event.Event) key {
-	return key{e.SourceIP, e.DestinationIP, e.Transport, e.SIPMethod, e.CalledNumber, e.SIPUserAgent}
-}
-
-// group is one window of identical probes after the first.
+// group is the first probe of a window and what came alike after it.
 type group struct {
-	k        key
-	deadline time.Time
-	latest   *event.Event // the latest repeat; nil while none came
+	hash                  uint64
+	src, dst              netip.Addr
+	transport             string
+	verified              bool
+	method, number, agent string // raw, to tell a hash collision from a repeat
+
+	first    *event.Event // passed on when the group opened, unless held
+	held     bool         // opened under back-pressure: first not passed on yet
 	repeats  int64
-	size     int // event.Size of latest
+	last     time.Time // of the latest repeat
+	deadline time.Time
+	size     int // event.Size of first
 	closed   bool
+}
+
+func (g *group) matches(p *Probe) bool {
+	return g.src == p.Source && g.dst == p.Dest && g.transport == p.Transport && g.verified == p.Verified &&
+		g.method == string(p.Method) && g.number == string(p.Number) && g.agent == string(p.Agent)
 }
 
 type shard struct {
 	mu     sync.Mutex
-	groups map[key]*group
+	groups map[uint64]*group
 	// The groups in the order they opened, which is the order of their deadlines (one
 	// window for each queue): the sweep pops from the front. Groups opened under
 	// back-pressure have the longer window, and a queue of their own.
@@ -156,7 +180,7 @@ func New(cfg Config) *Folder {
 		f.now = time.Now
 	}
 	for i := range f.shards {
-		f.shards[i].groups = map[key]*group{}
+		f.shards[i].groups = map[uint64]*group{}
 	}
 	if cfg.Window <= 0 {
 		close(f.done)
@@ -186,31 +210,72 @@ func (f *Folder) sweepLoop() {
 	}
 }
 
-// Add takes one probe. Events learned from peers were folded, if at all, by the node that
-// captured them, and pass as they are.
-func (f *Folder) Add(e *event.Event) {
-	if f.cfg.Window <= 0 || e.FromPeer {
+func (f *Folder) hashOf(p *Probe) uint64 {
+	if !p.hashed {
+		var h maphash.Hash
+		h.SetSeed(f.seed)
+		src, dst := p.Source.As16(), p.Dest.As16()
+		h.Write(src[:])
+		h.Write(dst[:])
+		h.WriteString(p.Transport)
+		if p.Verified {
+			h.WriteByte(1)
+		}
+		for _, b := range [...][]byte{p.Method, p.Number, p.Agent} {
+			h.WriteByte(byte(len(b))) // fields end apart: ("ab","c") is not ("a","bc")
+			h.Write(b)
+			h.WriteByte(0)
+		}
+		p.hash, p.hashed = h.Sum64(), true
+	}
+	return p.hash
+}
+
+// Repeat reports whether p is alike the first probe of an open group: it is then counted
+// there, and the caller makes no event of it. Otherwise the caller makes p's event and hands
+// it to Open.
+func (f *Folder) Repeat(p *Probe) bool {
+	if f.cfg.Window <= 0 {
+		return false
+	}
+	f.probes.Add(1)
+	h := f.hashOf(p)
+	sh := &f.shards[h%shards]
+	now := f.now()
+	sh.mu.Lock()
+	g := sh.groups[h]
+	if g == nil || !now.Before(g.deadline) || !g.matches(p) {
+		sh.mu.Unlock()
+		return false
+	}
+	g.repeats++
+	g.last = now
+	sh.mu.Unlock()
+	f.folded.Add(1)
+	return true
+}
+
+// Open passes e, the event of probe p that Repeat did not fold, on at once, and opens a group
+// for the probes alike that follow within the window. Under back-pressure (Config.Busy) e is
+// held with its group instead, and passed on when the group ends.
+func (f *Folder) Open(p *Probe, e *event.Event) {
+	if f.cfg.Window <= 0 {
 		f.cfg.Publish(e)
 		return
 	}
-	f.probes.Add(1)
-	k := keyOf(e)
-	sh := &f.shards[maphash.String(f.seed, e.SourceIP)%shards]
+	h := f.hashOf(p)
+	sh := &f.shards[h%shards]
 	now := f.now()
 	sh.mu.Lock()
-	g := sh.groups[k]
-	if g != nil && now.Before(g.deadline) {
-		size := e.Size()
-		sh.bytes += size - g.size
-		g.latest, g.size = e, size
-		g.repeats++
-		sh.mu.Unlock()
-		f.folded.Add(1)
-		return
-	}
 	var ended *event.Event
-	if g != nil { // its window ended before the sweep came by
-		ended = sh.end(g)
+	if g := sh.groups[h]; g != nil {
+		if now.Before(g.deadline) {
+			// Opened by another goroutine since Repeat, or a hash collision: e passes alone.
+			sh.mu.Unlock()
+			f.cfg.Publish(e)
+			return
+		}
+		ended = sh.end(g) // its window ended before the sweep came by
 	}
 	if len(sh.groups) >= f.cfg.MaxGroups/shards || sh.bytes >= f.cfg.MaxBytes/shards {
 		sh.mu.Unlock()
@@ -219,13 +284,16 @@ func (f *Folder) Add(e *event.Event) {
 		f.cfg.Publish(e)
 		return
 	}
-	g = &group{k: k, deadline: now.Add(f.cfg.Window)}
-	sh.groups[k] = g
+	g := &group{hash: h, src: p.Source, dst: p.Dest, transport: p.Transport, verified: p.Verified,
+		method: string(p.Method), number: string(p.Number), agent: string(p.Agent),
+		first: e, deadline: now.Add(f.cfg.Window), size: e.Size()}
+	g.size += len(g.method) + len(g.number) + len(g.agent)
+	sh.groups[h] = g
+	sh.bytes += g.size
 	if f.cfg.Busy != nil && f.cfg.Busy() {
-		sh.held.push(g)
+		g.held = true
 		g.deadline = now.Add(min(PressureFactor*f.cfg.Window, MaxWindow))
-		g.latest, g.size, g.repeats = e, e.Size(), 1
-		sh.bytes += g.size
+		sh.held.push(g)
 		sh.mu.Unlock()
 		f.held.Add(1)
 		f.pass(ended)
@@ -237,22 +305,27 @@ func (f *Folder) Add(e *event.Event) {
 	f.cfg.Publish(e)
 }
 
-// end closes g (the shard's lock held) and returns its folded event, if any came.
+// end closes g (the shard's lock held) and returns the event that stands for what it holds
+// not yet passed on, if anything.
 func (sh *shard) end(g *group) *event.Event {
 	g.closed = true
-	if sh.groups[g.k] == g {
-		delete(sh.groups, g.k)
+	if sh.groups[g.hash] == g {
+		delete(sh.groups, g.hash)
 	}
 	sh.bytes -= g.size
-	e := g.latest
-	if e == nil {
+	first := g.first
+	g.first = nil
+	switch {
+	case g.held && g.repeats == 0:
+		return first
+	case g.held:
+		// Never passed on: it becomes the one event of its group.
+		first.Timestamp, first.RepeatCount = event.FormatTime(g.last), min(1+g.repeats, event.MaxRepeatCount)
+		return first
+	case g.repeats == 0:
 		return nil
 	}
-	if g.repeats > 1 {
-		e.RepeatCount = min(g.repeats, event.MaxRepeatCount)
-	}
-	g.latest = nil
-	return e
+	return first.Folded(g.last, g.repeats)
 }
 
 func (f *Folder) pass(e *event.Event) {
@@ -288,8 +361,8 @@ func (f *Folder) sweep(all bool) {
 	}
 }
 
-// Close stops the Folder and passes on every folded event it still holds: nothing counted is
-// lost at shutdown. Add must not be called after Close.
+// Close stops the Folder and passes on everything it still holds: nothing counted is lost at
+// shutdown. Repeat and Open must not be called after Close.
 func (f *Folder) Close() {
 	f.once.Do(func() {
 		close(f.stop)

@@ -96,14 +96,15 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError})
 }
 
-// Probe counts one captured event. It allocates nothing; call it for this node's captures
-// only, never for events learned from peers.
+// Probe counts the probes of one captured event: one, or the repeat_count of a folded one
+// (internal/fold). It allocates nothing; call it for this node's captures only, never for
+// events learned from peers.
 func (m *Metrics) Probe(e *event.Event) {
 	t := transportIndex(e.Transport)
 	if t < 0 {
 		return // not a capture transport: not a probe
 	}
-	m.probes[t][MethodIndex(e.SIPMethod)][ToolIndex(e.Tool)].Inc()
+	m.probes[t][MethodIndex(e.SIPMethod)][ToolIndex(e.Tool)].Add(float64(e.Weight()))
 }
 
 func transportIndex(t string) int {

@@ -93,6 +93,9 @@ func TestProbesCountedWithBoundedLabels(t *testing.T) {
 	m.Probe(probeEvent(event.TLS, "", ""))       // a SIP response or garbage
 	m.Probe(probeEvent(event.TLS, "REGISTER", "sipsak"))
 	m.Probe(probeEvent("SCTP", "INVITE", "sipp")) // no capture transport: not a probe
+	folded := probeEvent(event.UDP, "INVITE", "sipvicious")
+	folded.RepeatCount = 4999 // stands for 4,999 probes alike
+	m.Probe(folded)
 
 	fams, body := scrape(t, m.Handler())
 	probes := fams["dialtrap_sip_probes_total"]
@@ -108,6 +111,7 @@ func TestProbesCountedWithBoundedLabels(t *testing.T) {
 		{"TLS", "none", "unknown", 1},
 		{"TLS", "REGISTER", "sipsak", 1},
 		{"UDP", "INVITE", "sipp", 0},
+		{"UDP", "INVITE", "sipvicious", 4999},
 	} {
 		got, ok := value(probes, "transport", c.transport, "method", c.method, "tool", c.tool)
 		if !ok || got != c.want {
@@ -121,8 +125,8 @@ func TestProbesCountedWithBoundedLabels(t *testing.T) {
 	for _, s := range probes.Metric {
 		total += s.Counter.GetValue()
 	}
-	if total != 6 {
-		t.Errorf("%v probes counted in all, want 6 (the SCTP event is none)", total)
+	if total != 5005 {
+		t.Errorf("%v probes counted in all, want 5005 (the SCTP event is none)", total)
 	}
 	for _, bad := range []string{"XYZ", "sqlmap", "invite", "SCTP"} {
 		if strings.Contains(body, bad) {

@@ -551,10 +551,21 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if cfg.Enrich {
 			scfg.Enrich = intel.Enrich
 		}
+		publish := n.hub.Publish
+		if m := n.metrics; m != nil {
+			// Only this node's captures are probes: peer events reach the hub through
+			// peer.Config.Receive, not here. A folded event counts the probes it stands for.
+			publish = func(e *event.Event) {
+				m.Probe(e)
+				n.hub.Publish(e)
+			}
+		}
+		scfg.Publish = publish
 		if cfg.FoldWindow > 0 {
-			// Identical probes within the window become one event (internal/fold); the
-			// metrics below still see every probe.
-			n.fold = fold.New(fold.Config{Window: cfg.FoldWindow, Publish: n.hub.Publish, Busy: n.hub.Busy})
+			// Probes alike within the window become one event (internal/fold): capture asks
+			// the folder before it makes an event of a probe.
+			n.fold = fold.New(fold.Config{Window: cfg.FoldWindow, Publish: publish, Busy: n.hub.Busy})
+			scfg.Fold = n.fold
 			// Closed after capture (closers run last first, and capture's is added below)
 			// and before the hub: the folded events it holds reach the hub before it drains.
 			n.onClose("fold", 5*time.Second, func(context.Context) error {
@@ -564,16 +575,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 					"held_under_pressure", st.Held, "unfolded_at_limit", st.Unfolded)
 				return nil
 			})
-			scfg.Publish = n.fold.Add
-		}
-		if m := n.metrics; m != nil {
-			// Only this node's captures are probes: peer events reach the hub through
-			// peer.Config.Receive, not here.
-			publish := scfg.Publish
-			scfg.Publish = func(e *event.Event) {
-				m.Probe(e)
-				publish(e)
-			}
 		}
 		if cfg.SIPTLS {
 			if scfg.TLSConfig, err = sip.TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, n.log); err != nil {

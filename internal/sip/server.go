@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/fold"
 	"github.com/dialtrap/dialtrap/internal/ratelog"
 )
 
@@ -39,7 +40,11 @@ type Config struct {
 	ReplyBurst int
 
 	Log     *slog.Logger
-	Publish func(*event.Event) // called once per received message
+	Publish func(*event.Event) // called once per received message, unless Fold is set
+	// Fold, when set, folds probes alike (internal/fold): a message alike the first of an
+	// open group is only counted there (no event is made), and the others' events go to
+	// Fold.Open, which passes them on through its own Publish, instead of to Publish.
+	Fold *fold.Folder
 	// Enrich, when set, adds what the message's shape says (the tool, payloads) to its event
 	// before Publish. It runs on the capture path: it must be fast and must not keep m or raw.
 	Enrich func(m *Message, raw []byte, e *event.Event)
@@ -274,6 +279,16 @@ func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip
 			}
 		}
 	}
+	var probe fold.Probe
+	if s.cfg.Fold != nil {
+		probe = fold.Probe{Source: src.Addr().Unmap(), Dest: dst.Addr().Unmap(), Transport: transport, Verified: verified,
+			Method: m.Method, Number: m.CalledNumber(), Agent: m.Agent()}
+		if s.cfg.Fold.Repeat(&probe) {
+			s.received.Add(1)
+			s.log.Debug("SIP message alike an earlier one: counted with it", "transport", transport, "from", src, "to", dst, "bytes", len(raw))
+			return
+		}
+	}
 	method := event.Passive
 	if s.cfg.Responsive {
 		method = event.Responsive
@@ -290,6 +305,10 @@ func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip
 		s.log.Debug("SIP message", "transport", transport, "from", src, "to", dst, "bytes", len(raw),
 			"method", e.SIPMethod, "number", e.CalledNumber, "agent", e.SIPUserAgent, "verified", verified,
 			"message", e.SIPMessage)
+	}
+	if s.cfg.Fold != nil {
+		s.cfg.Fold.Open(&probe, e)
+		return
 	}
 	s.cfg.Publish(e)
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/fold"
 	"github.com/dialtrap/dialtrap/internal/netsource"
 )
 
@@ -372,4 +373,52 @@ func TestKernelDropsAreCounted(t *testing.T) {
 		t.Errorf("received %d + dropped %d = %d, want the %d sent", received(), srv.KernelDrops(), total, sent+1)
 	}
 	t.Logf("received %d, kernel dropped %d of %d", received(), srv.KernelDrops(), sent+1)
+}
+
+// With a folder, a datagram alike the first of an open group makes no event: it is counted
+// there, and the group's end passes one event on for all of them. Responsive replies still go
+// to every one.
+func TestFoldedDatagramsMakeOneEvent(t *testing.T) {
+	h := &harness{events: make(chan *event.Event, 1000)}
+	f := fold.New(fold.Config{Window: time.Hour, Publish: func(e *event.Event) { h.events <- e }})
+	h.srv = New(Config{Addr: "127.0.0.1:0", NodeID: "node-1", AppVersion: "test", Responsive: true, Fold: f,
+		Publish: func(*event.Event) { t.Error("Publish called with a folder set") }})
+	if err := h.srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer h.srv.Close(context.Background())
+	c, err := net.Dial("udp", "127.0.0.1:"+h.port(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := readMsg(t, "svmap-options.sip")
+	other := bytes.ReplaceAll(msg, []byte("sip:100@"), []byte("sip:101@"))
+	for _, m := range [][]byte{msg, msg, msg, other, msg, msg} {
+		if _, err := c.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 4096)); err != nil {
+			t.Fatalf("no reply to a probe: %v", err)
+		}
+	}
+	first, second := h.next(t), h.next(t)
+	if first.CalledNumber != "100" || second.CalledNumber != "101" || first.RepeatCount != 0 || second.RepeatCount != 0 {
+		t.Fatalf("passed at once: %s ×%d and %s ×%d, want 100 and 101 once each", first.CalledNumber, first.Weight(), second.CalledNumber, second.Weight())
+	}
+	if n := h.srv.Received(); n != 6 {
+		t.Errorf("%d messages received, want 6", n)
+	}
+	f.Close()
+	folded := h.next(t)
+	if folded.CalledNumber != "100" || folded.RepeatCount != 4 || folded.UUID == first.UUID || folded.SIPMessage != first.SIPMessage {
+		t.Errorf("folded event %s ×%d (uuid %s, first %s), want 100 standing for the 4 probes after the first",
+			folded.CalledNumber, folded.RepeatCount, folded.UUID, first.UUID)
+	}
+	select {
+	case e := <-h.events:
+		t.Errorf("one event too many: %+v", e)
+	default:
+	}
 }
