@@ -78,6 +78,10 @@ const shards = 16
 // within MaxWindow.
 const PressureFactor = 5
 
+// maxRepeatCount is the most probes one event may stand for (event.MaxRepeatCount, which a
+// peer checks); a variable so that tests can reach it.
+var maxRepeatCount int64 = event.MaxRepeatCount
+
 // Probe is what makes probes alike, read from a message before it becomes an event.
 type Probe struct {
 	Source, Dest netip.Addr
@@ -248,6 +252,14 @@ func (f *Folder) Repeat(p *Probe) bool {
 		sh.mu.Unlock()
 		return false
 	}
+	if full := g.repeats >= maxRepeatCount || g.held && g.repeats >= maxRepeatCount-1; full {
+		// Its event cannot stand for one more probe: the group ends now, and p opens the next
+		// rather than go uncounted.
+		ended := sh.end(g)
+		sh.mu.Unlock()
+		f.pass(ended)
+		return false
+	}
 	g.repeats++
 	g.last = now
 	sh.mu.Unlock()
@@ -320,12 +332,12 @@ func (sh *shard) end(g *group) *event.Event {
 		return first
 	case g.held:
 		// Never passed on: it becomes the one event of its group.
-		first.Timestamp, first.RepeatCount = event.FormatTime(g.last), min(1+g.repeats, event.MaxRepeatCount)
+		first.Timestamp, first.RepeatCount = event.FormatTime(g.last), min(1+g.repeats, maxRepeatCount)
 		return first
 	case g.repeats == 0:
 		return nil
 	}
-	return first.Folded(g.last, g.repeats)
+	return first.Folded(g.last, min(g.repeats, maxRepeatCount))
 }
 
 func (f *Folder) pass(e *event.Event) {

@@ -317,3 +317,39 @@ func BenchmarkRepeat(b *testing.B) {
 		}
 	})
 }
+
+// An event stands for at most maxRepeatCount probes (what a peer accepts): a group that
+// reaches it ends, and the probes after it start the next, so no probe goes uncounted
+// however long the window and fast the flood.
+func TestFullGroupLosesNoCount(t *testing.T) {
+	defer func(n int64) { maxRepeatCount = n }(maxRepeatCount)
+	maxRepeatCount = 10
+	for _, c := range []struct {
+		name   string
+		busy   bool
+		probes int
+	}{
+		{"just full", false, 11},
+		{"passed at once", false, 95},
+		{"held under pressure", true, 95},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clk := &clock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+			s := &sink{}
+			f := New(Config{Window: time.Minute, Publish: s.publish, Now: clk.now, Busy: func() bool { return c.busy }})
+			for range c.probes {
+				add(f, probe("198.51.100.1", "100"))
+			}
+			f.Close()
+			got := s.take()
+			if w := weights(got); w != int64(c.probes) {
+				t.Errorf("%d events stand for %d probes, want %d", len(got), w, c.probes)
+			}
+			for _, e := range got {
+				if e.RepeatCount > maxRepeatCount {
+					t.Errorf("an event stands for %d probes, over the bound %d", e.RepeatCount, maxRepeatCount)
+				}
+			}
+		})
+	}
+}
