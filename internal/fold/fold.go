@@ -139,6 +139,9 @@ type shard struct {
 	// back-pressure have the longer window, and a queue of their own.
 	order, held fifo
 	bytes       int
+	// closed is set by Close's last sweep: no group opens after it, since no sweep would
+	// end it.
+	closed bool
 }
 
 // fifo is a queue of groups.
@@ -279,6 +282,12 @@ func (f *Folder) Open(p *Probe, e *event.Event) {
 	sh := &f.shards[h%shards]
 	now := f.now()
 	sh.mu.Lock()
+	if sh.closed {
+		// Capture outlived Close (the node's wait for it timed out): e passes as it is.
+		sh.mu.Unlock()
+		f.cfg.Publish(e)
+		return
+	}
 	var ended *event.Event
 	if g := sh.groups[h]; g != nil {
 		if now.Before(g.deadline) {
@@ -366,6 +375,7 @@ func (f *Folder) sweep(all bool) {
 		}
 		sh.order.popEnded(now, all, end)
 		sh.held.popEnded(now, all, end)
+		sh.closed = sh.closed || all
 		sh.mu.Unlock()
 	}
 	for _, e := range out {
@@ -374,7 +384,7 @@ func (f *Folder) sweep(all bool) {
 }
 
 // Close stops the Folder and passes on everything it still holds: nothing counted is lost at
-// shutdown. Repeat and Open must not be called after Close.
+// shutdown. Probes offered after Close are passed on as they are, unfolded.
 func (f *Folder) Close() {
 	f.once.Do(func() {
 		close(f.stop)

@@ -353,3 +353,30 @@ func TestFullGroupLosesNoCount(t *testing.T) {
 		})
 	}
 }
+
+// Capture that outlives Close (the node gives up waiting on the SIP listeners after a
+// timeout and closes the Folder anyway) has each probe passed on as it is: no window is left
+// open with nobody to end it.
+func TestProbesAfterCloseAreNotLost(t *testing.T) {
+	for _, busy := range []bool{false, true} {
+		t.Run(fmt.Sprint("busy=", busy), func(t *testing.T) {
+			s := &sink{}
+			f := New(Config{Window: time.Minute, Publish: s.publish, Busy: func() bool { return busy }})
+			add(f, probe("198.51.100.1", "100"))
+			add(f, probe("198.51.100.1", "100"))
+			f.Close()
+			if w := weights(s.take()); w != 2 {
+				t.Fatalf("Close passed on events standing for %d probes, want 2", w)
+			}
+			for range 3 {
+				add(f, probe("198.51.100.1", "100"))
+			}
+			if got := s.take(); len(got) != 3 || weights(got) != 3 {
+				t.Errorf("after Close: %d events standing for %d probes passed on, want each of the 3 as it is", len(got), weights(got))
+			}
+			if st := f.Stats(); st.Groups != 0 || st.Bytes != 0 {
+				t.Errorf("stats %+v: groups opened after Close", st)
+			}
+		})
+	}
+}
