@@ -394,7 +394,11 @@ func TestFoldedDatagramsMakeOneEvent(t *testing.T) {
 	defer c.Close()
 	msg := readMsg(t, "svmap-options.sip")
 	other := bytes.ReplaceAll(msg, []byte("sip:100@"), []byte("sip:101@"))
-	for _, m := range [][]byte{msg, msg, msg, other, msg, msg} {
+	// The reply goes before the event is made, and each UDP reader is a goroutine: a probe is
+	// sent once the one before it has been recorded (its event passed on, or counted in a
+	// group), or two readers would race to open the group.
+	var passed []*event.Event
+	for i, m := range [][]byte{msg, msg, msg, other, msg, msg} {
 		if _, err := c.Write(m); err != nil {
 			t.Fatal(err)
 		}
@@ -402,8 +406,12 @@ func TestFoldedDatagramsMakeOneEvent(t *testing.T) {
 		if _, err := c.Read(make([]byte, 4096)); err != nil {
 			t.Fatalf("no reply to a probe: %v", err)
 		}
+		waitFor(t, func() bool { return h.srv.Received() == uint64(i+1) })
+		if i == 0 || i == 3 {
+			passed = append(passed, h.next(t)) // Received counts it before it is passed on
+		}
 	}
-	first, second := h.next(t), h.next(t)
+	first, second := passed[0], passed[1]
 	if first.CalledNumber != "100" || second.CalledNumber != "101" || first.RepeatCount != 0 || second.RepeatCount != 0 {
 		t.Fatalf("passed at once: %s ×%d and %s ×%d, want 100 and 101 once each", first.CalledNumber, first.Weight(), second.CalledNumber, second.Weight())
 	}
