@@ -255,9 +255,9 @@ func (f *Folder) Repeat(p *Probe) bool {
 		sh.mu.Unlock()
 		return false
 	}
-	if full := g.repeats >= maxRepeatCount || g.held && g.repeats >= maxRepeatCount-1; full {
-		// Its event cannot stand for one more probe: the group ends now, and p opens the next
-		// rather than go uncounted.
+	if g.repeats >= maxRepeatCount || g.held && 1+g.repeats >= maxRepeatCount {
+		// Its event cannot stand for one more probe (a held group's stands for its first
+		// too): the group ends now, and p opens the next rather than go uncounted.
 		ended := sh.end(g)
 		sh.mu.Unlock()
 		f.pass(ended)
