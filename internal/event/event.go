@@ -265,7 +265,14 @@ func sanitizeString(s string) string {
 }
 
 // Weight is how many probes the event stands for: its RepeatCount, at least 1.
+//
+// An event from a peer not trusted (--p2p-trust) when it arrived weighs 1 whatever its
+// repeat_count: the claim of many probes is only that peer's word, and thresholds (feeds'
+// min_count, the policy agent, BGP) must not be pushed past by one event from anyone.
 func (e *Event) Weight() int64 {
+	if e.FromPeer && !e.Trusted {
+		return 1
+	}
 	return max(1, e.RepeatCount)
 }
 

@@ -326,3 +326,24 @@ func TestFolded(t *testing.T) {
 		}
 	}
 }
+
+func TestWeight(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		repeat           int64
+		fromPeer, trusts bool
+		want             int64
+	}{
+		{"one probe", 0, false, false, 1},
+		{"folded here", 4999, false, false, 4999},
+		{"folded by a trusted peer", 4999, true, true, 4999},
+		{"claimed by a peer not trusted", 4999, true, false, 1},
+		{"peer, one probe", 0, true, false, 1},
+	} {
+		e := fixed()
+		e.RepeatCount, e.FromPeer, e.Trusted = c.repeat, c.fromPeer, c.trusts
+		if got := e.Weight(); got != c.want {
+			t.Errorf("%s: weight %d, want %d", c.name, got, c.want)
+		}
+	}
+}

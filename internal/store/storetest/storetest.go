@@ -380,9 +380,16 @@ func foldedEvents(t *testing.T, s Backend) {
 	if _, err := s.Targets(ctx, store.TargetOptions{}, func(x store.Target) error { targets = append(targets, x); return nil }); err != nil || len(targets) != 1 || targets[0].Count != 1500 {
 		t.Errorf("targets %+v (%v), want one called 1500 times", targets, err)
 	}
+	// A peer not trusted claims a million probes: one sighting, stored as sent.
+	liar := fromPeer(ev(3*time.Second, "198.51.100.66", "100"), "12D3KooWPeerB", false)
+	liar.RepeatCount = 1_000_000
+	must(t, s.Write(ctx, []*event.Event{liar}))
+	if a, _, err := s.IP(ctx, "198.51.100.66"); err != nil || a.Count != 1 {
+		t.Errorf("an untrusted peer's claim of a million probes counted %d (%v), want 1", a.Count, err)
+	}
 	var got []int64
 	must(t, s.Events(ctx, func(e *event.Event) error { got = append(got, e.RepeatCount); return nil }))
-	if !reflect.DeepEqual(got, []int64{0, 499, 1000}) {
-		t.Errorf("repeat counts read back %v, want [0 499 1000]", got)
+	if !reflect.DeepEqual(got, []int64{0, 499, 1000, 1_000_000}) {
+		t.Errorf("repeat counts read back %v, want [0 499 1000 1000000]", got)
 	}
 }
