@@ -47,6 +47,7 @@ func main() {
 		numbers  = flag.Int("numbers", 1000, "distinct numbers each source cycles through (1: every source repeats one probe, a flood to fold)")
 		fold     = flag.String("fold-window", "", "the node's --fold-window (default: the node's default)")
 		noFold   = flag.Bool("compare-fold", false, "also run each step on a node with --fold-window 0, and compare disk bytes")
+		extra    = flag.String("node-args", "", "more flags for the node, space-separated (e.g. \"--sip-read-buffer 33554432\")")
 	)
 	flag.Parse()
 	if *reader != 0 {
@@ -57,6 +58,7 @@ func main() {
 	if *fold != "" {
 		nodeArgs = append(nodeArgs, "--fold-window", *fold)
 	}
+	nodeArgs = append(nodeArgs, strings.Fields(*extra)...)
 	if err := bench(*bin, *rates, *duration, *sources); err != nil {
 		fmt.Fprintln(os.Stderr, "capture:", err)
 		os.Exit(1)
@@ -228,13 +230,13 @@ func runBare(self string, rate int, d time.Duration, sources int) (got, sent int
 	return got, sent, err
 }
 
-// bareReader is the ceiling: the same socket setup as the node (8 MiB buffer) and a loop that
+// bareReader is the ceiling: the same socket setup as the node (32 MiB buffer) and a loop that
 // only counts datagrams, on as many goroutines as the node uses.
 func bareReader(port int) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<20)
 			}
 		})
 	}}

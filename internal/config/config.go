@@ -230,7 +230,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.IntVar(&c.SIPMaxConnsPerIP, "sip-max-conns-per-ip", 64, "most concurrent SIP TCP/TLS connections from one IP")
 	fs.DurationVar(&c.SIPIdleTimeout, "sip-idle-timeout", 60*time.Second, "close a SIP TCP/TLS connection idle this long")
 	fs.DurationVar(&c.SIPMessageTimeout, "sip-message-timeout", 10*time.Second, "a SIP message over TCP/TLS must arrive whole within this")
-	fs.IntVar(&c.SIPReadBuffer, "sip-read-buffer", 8<<20, "UDP socket receive buffer in bytes")
+	fs.IntVar(&c.SIPReadBuffer, "sip-read-buffer", 32<<20, "UDP socket receive buffer in bytes: it absorbs bursts of work (a flood from many sources opens a fold group for each of them at once)")
 	fs.Float64Var(&c.SIPReplyRate, "sip-reply-rate", 20, "responsive mode: replies a second to one UDP source (an IPv4 address, an IPv6 /64); an unproven source also gets back at most 3x the bytes it sent")
 	fs.IntVar(&c.SIPReplyBurst, "sip-reply-burst", 40, "responsive mode: replies one UDP source may get at once")
 	fs.IntVar(&c.APIMaxConns, "api-max-conns", 4096, "most concurrent REST API connections (when all are taken, the longest idle is closed for a new one)")

@@ -289,8 +289,11 @@ func (m *Message) CalledNumber() []byte {
 	if u := UserPart(m.RequestURI); len(u) > 0 {
 		return u
 	}
-	return []byte(notFound)
+	return notFoundBytes
 }
+
+// notFoundBytes is NOT_FOUND, made once: callers read it, never write it.
+var notFoundBytes = []byte(notFound)
 
 // Agent returns the first User-Agent value, or NOT_FOUND when missing or blank.
 func (m *Message) Agent() []byte {
@@ -298,7 +301,7 @@ func (m *Message) Agent() []byte {
 		return nil
 	}
 	if len(m.UserAgent) == 0 {
-		return []byte(notFound)
+		return notFoundBytes
 	}
 	return m.UserAgent
 }

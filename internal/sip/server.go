@@ -92,7 +92,7 @@ func New(cfg Config) *Server {
 		cfg.MessageTimeout = 10 * time.Second
 	}
 	if cfg.ReadBuffer <= 0 {
-		cfg.ReadBuffer = 8 << 20
+		cfg.ReadBuffer = 32 << 20
 	}
 	budget := newReplyBudget(cfg.ReplyRate, cfg.ReplyBurst)
 	responder := Responder{Persona: cfg.Persona, TagFor: budget.tag,
@@ -285,7 +285,9 @@ func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip
 			Method: m.Method, Number: m.CalledNumber(), Agent: m.Agent()}
 		if s.cfg.Fold.Repeat(&probe) {
 			s.received.Add(1)
-			s.log.Debug("SIP message alike an earlier one: counted with it", "transport", transport, "from", src, "to", dst, "bytes", len(raw))
+			if s.log.Enabled(context.Background(), slog.LevelDebug) { // its arguments would be boxed for nothing
+				s.log.Debug("SIP message alike an earlier one: counted with it", "transport", transport, "from", src, "to", dst, "bytes", len(raw))
+			}
 			return
 		}
 	}
