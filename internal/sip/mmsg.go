@@ -105,4 +105,3 @@ func sockaddr(sa *unix.RawSockaddrInet6, n uint32) (netip.AddrPort, bool) {
 	}
 	return netip.AddrPort{}, false
 }
-
