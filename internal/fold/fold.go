@@ -89,6 +89,9 @@ type Probe struct {
 	// Verified: a proven source (event.SourceVerified) is other evidence than a forged one.
 	Verified              bool
 	Method, Number, Agent []byte // as sent
+	// Content tells apart messages that carry none of the above (not SIP: junk, a TLS
+	// hello on the UDP port): their first bytes. Capture sets it for those only.
+	Content []byte
 
 	hash   uint64
 	hashed bool
@@ -116,6 +119,7 @@ type group struct {
 	transport             string
 	verified              bool
 	method, number, agent string // raw, to tell a hash collision from a repeat
+	content               string
 
 	first    *event.Event // passed on when the group opened, unless held
 	held     bool         // opened under back-pressure: first not passed on yet
@@ -128,7 +132,8 @@ type group struct {
 
 func (g *group) matches(p *Probe) bool {
 	return g.src == p.Source && g.dst == p.Dest && g.transport == p.Transport && g.verified == p.Verified &&
-		g.method == string(p.Method) && g.number == string(p.Number) && g.agent == string(p.Agent)
+		g.method == string(p.Method) && g.number == string(p.Number) && g.agent == string(p.Agent) &&
+		g.content == string(p.Content)
 }
 
 type shard struct {
@@ -228,7 +233,7 @@ func (f *Folder) hashOf(p *Probe) uint64 {
 		if p.Verified {
 			h.WriteByte(1)
 		}
-		for _, b := range [...][]byte{p.Method, p.Number, p.Agent} {
+		for _, b := range [...][]byte{p.Method, p.Number, p.Agent, p.Content} {
 			h.WriteByte(byte(len(b))) // fields end apart: ("ab","c") is not ("a","bc")
 			h.Write(b)
 			h.WriteByte(0)
@@ -306,9 +311,9 @@ func (f *Folder) Open(p *Probe, e *event.Event) {
 		return
 	}
 	g := &group{hash: h, src: p.Source, dst: p.Dest, transport: p.Transport, verified: p.Verified,
-		method: string(p.Method), number: string(p.Number), agent: string(p.Agent),
+		method: string(p.Method), number: string(p.Number), agent: string(p.Agent), content: string(p.Content),
 		first: e, deadline: now.Add(f.cfg.Window), size: e.Size()}
-	g.size += len(g.method) + len(g.number) + len(g.agent)
+	g.size += len(g.method) + len(g.number) + len(g.agent) + len(g.content)
 	sh.groups[h] = g
 	sh.bytes += g.size
 	if f.cfg.Busy != nil && f.cfg.Busy() {

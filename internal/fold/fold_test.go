@@ -380,3 +380,24 @@ func TestProbesAfterCloseAreNotLost(t *testing.T) {
 		})
 	}
 }
+
+// Messages that are not SIP carry no method, number or agent: their first bytes tell them
+// apart, so junk of other content is another group and junk alike folds.
+func TestContentTellsJunkApart(t *testing.T) {
+	f, s, _ := newFolder(t, time.Second)
+	src, dst := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("192.0.2.1")
+	for _, content := range []string{"", "\x16\x03\x01 hello", "\x16\x03\x01 hello", "GET / HTTP/1.1", ""} {
+		p := Probe{Source: src, Dest: dst, Transport: event.UDP, Content: []byte(content)}
+		if !f.Repeat(&p) {
+			e := probe("198.51.100.1", "")
+			e.SIPMessage = content
+			f.Open(&p, e)
+		}
+	}
+	if got := s.take(); len(got) != 3 {
+		t.Errorf("%d events passed at once for 3 kinds of junk, want 3", len(got))
+	}
+	if st := f.Stats(); st.Folded != 2 {
+		t.Errorf("%d folded, want the repeated hello and the second empty datagram", st.Folded)
+	}
+}

@@ -247,6 +247,9 @@ func (s *Server) closing() bool {
 	}
 }
 
+// garbageKey is how many first bytes of a message that is not SIP tell it apart for folding.
+const garbageKey = 64
+
 // record answers m in responsive mode, then publishes the event. The reply goes first so a
 // scanner sees a PBX's timing. The event says whether the source is proven: over TCP and TLS
 // always (the handshake completed); over UDP only in responsive mode, when the message or an
@@ -283,6 +286,11 @@ func (s *Server) record(m *Message, raw []byte, transport string, src, dst netip
 	if s.cfg.Fold != nil {
 		probe = fold.Probe{Source: src.Addr().Unmap(), Dest: dst.Addr().Unmap(), Transport: transport, Verified: verified,
 			Method: m.Method, Number: m.CalledNumber(), Agent: m.Agent()}
+		if m.Kind == Garbage {
+			// Junk of other content is other evidence (a new exploit's bytes): only
+			// datagrams alike in their first bytes fold.
+			probe.Content = raw[:min(len(raw), garbageKey)]
+		}
 		if s.cfg.Fold.Repeat(&probe) {
 			s.received.Add(1)
 			if s.log.Enabled(context.Background(), slog.LevelDebug) { // its arguments would be boxed for nothing
