@@ -3,11 +3,9 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -156,7 +154,7 @@ func (w *batchWrite) writeCampaigns(ctx context.Context, tx pgx.Tx) error {
 		for len(idx) > 0 {
 			// The leading part of the run within the gap of each event before it.
 			n := 1
-			for n < len(idx) && !apart(r.times[idx[n-1]], r.times[idx[n]]) {
+			for n < len(idx) && !store.Apart(r.times[idx[n-1]], r.times[idx[n]]) {
 				n++
 			}
 			first, last := r.times[idx[0]], r.times[idx[n-1]]
@@ -165,7 +163,7 @@ func (w *batchWrite) writeCampaigns(ctx context.Context, tx pgx.Tx) error {
 				weight += r.weights[i]
 			}
 			idx = idx[n:]
-			if latest.ok && !apart(latest.last, first) && !apart(last, latest.first) {
+			if latest.ok && !store.Apart(latest.last, first) && !store.Apart(last, latest.first) {
 				if created >= 0 && latest.id == 0 {
 					c := &creates[created]
 					c.first, c.last, c.n = min(c.first, first), max(c.last, last), c.n+weight
@@ -181,7 +179,7 @@ func (w *batchWrite) writeCampaigns(ctx context.Context, tx pgx.Tx) error {
 				var id int64
 				err := tx.QueryRow(ctx, `SELECT id FROM campaigns WHERE source_ip = $1 AND tool = $2
 					AND last_seen >= $3 AND first_seen <= $4 ORDER BY last_seen DESC LIMIT 1`,
-					k.ip, k.tool, shift(first, -store.CampaignGap), shift(last, store.CampaignGap)).Scan(&id)
+					k.ip, k.tool, store.ShiftTime(first, -store.CampaignGap), store.ShiftTime(last, store.CampaignGap)).Scan(&id)
 				switch {
 				case err == nil:
 					grow(id, first, last, weight)
@@ -261,75 +259,4 @@ func (w *batchWrite) writeCampaigns(ctx context.Context, tx pgx.Tx) error {
 		}
 	}
 	return nil
-}
-
-// shift moves an event_timestamp by d (a malformed one is returned as it is).
-func shift(ts string, d time.Duration) string {
-	t, err := event.ParseTime(ts)
-	if err != nil {
-		return ts
-	}
-	return event.FormatTime(t.Add(d))
-}
-
-// apart says whether b is more than CampaignGap after a (timestamps in event layout).
-func apart(a, b string) bool {
-	ta, err1 := event.ParseTime(a)
-	tb, err2 := event.ParseTime(b)
-	if err1 != nil || err2 != nil {
-		return a != b
-	}
-	return tb.Sub(ta) > store.CampaignGap
-}
-
-// isTarget says whether a target is a number worth counting: digits, perhaps after a +, at
-// least three of them (as the SQLite store).
-func isTarget(t string) bool {
-	d := strings.TrimPrefix(t, "+")
-	if len(d) < 3 || len(d) > 32 {
-		return false
-	}
-	for i := 0; i < len(d); i++ {
-		if d[i] < '0' || d[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// countedValue cuts v to MaxCountedValue characters.
-func countedValue(v string) string {
-	if len(v) <= store.MaxCountedValue {
-		return v
-	}
-	n := 0
-	for i := range v {
-		if n == store.MaxCountedValue {
-			return v[:i]
-		}
-		n++
-	}
-	return v
-}
-
-func payloadJSON(p []event.Payload) string {
-	if len(p) == 0 {
-		return ""
-	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "" // two strings a field: cannot fail
-	}
-	return string(b)
-}
-
-func parsePayload(s string) ([]event.Payload, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var p []event.Payload
-	if err := json.Unmarshal([]byte(s), &p); err != nil {
-		return nil, fmt.Errorf("stored payload %q is not JSON: %w", s, err)
-	}
-	return p, nil
 }

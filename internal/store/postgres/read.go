@@ -253,7 +253,7 @@ func (s *Store) readEvents(ctx context.Context, q string, args ...any) ([]*event
 			return nil, nil, err
 		}
 		e.SIPMessage, e.SourcePort, e.DestinationPort, e.SIPMessageLength = string(msg), int(sport), int(dport), int(mlen)
-		if e.Payload, err = parsePayload(payload); err != nil {
+		if e.Payload, err = store.ParsePayload(payload); err != nil {
 			return nil, nil, fmt.Errorf("event %s: %w", e.UUID, err)
 		}
 		events, ids = append(events, &e), append(ids, id)

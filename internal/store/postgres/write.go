@@ -127,7 +127,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (int, erro
 			text(e.CollectedMethod), text(e.Transport), text(e.SourceIP), int32(e.SourcePort), text(e.DestinationIP),
 			int32(e.DestinationPort), text(e.CalledNumber), text(e.SIPMethod), text(e.SIPUserAgent), []byte(e.SIPMessage),
 			int32(e.SIPMessageLength), e.FromPeer, text(e.Peer), env, e.SourceVerified, text(e.Tool), e.UASpoofed,
-			payloadJSON(e.Payload), e.RepeatCount}
+			store.PayloadJSON(e.Payload), e.RepeatCount}
 	}
 	for try := 1; ; try++ {
 		added, err := s.writeOnce(ctx, batch, rows)
@@ -266,8 +266,8 @@ func (w *batchWrite) add(e *event.Event) {
 		tool = store.UnknownTool
 	}
 	h := store.HourOf(e.Timestamp)
-	w.counts[countKey{store.SIPMethods, h, countedValue(text(e.SIPMethod))}] += n
-	w.counts[countKey{store.UserAgents, h, countedValue(text(e.SIPUserAgent))}] += n
+	w.counts[countKey{store.SIPMethods, h, store.CountedValue(text(e.SIPMethod))}] += n
+	w.counts[countKey{store.UserAgents, h, store.CountedValue(text(e.SIPUserAgent))}] += n
 	w.counts[countKey{store.Transports, h, text(e.Transport)}] += n
 	w.counts[countKey{store.Tools, h, tool}] += n
 	if e.UASpoofed {
@@ -286,7 +286,7 @@ func (w *batchWrite) add(e *event.Event) {
 		if isNum {
 			info := w.info(num, e.CalledNumber)
 			// A number that is no dial string (an injection payload, a name) has no prefix.
-			if isTarget(info.Target) {
+			if store.IsTarget(info.Target) {
 				prefix := info.Prefix
 				if prefix == "" {
 					prefix = store.NoPrefix
@@ -307,7 +307,7 @@ func (w *batchWrite) add(e *event.Event) {
 	k := campaignKey{ip, tool}
 	r := w.runs[k]
 	if r == nil {
-		r = &run{country: country, agent: countedValue(text(e.SIPUserAgent))}
+		r = &run{country: country, agent: store.CountedValue(text(e.SIPUserAgent))}
 		w.runs[k] = r
 	}
 	r.times = append(r.times, e.Timestamp)
@@ -466,7 +466,7 @@ func (w *batchWrite) upsertKeys(ctx context.Context, tx pgx.Tx, l store.List) (i
 		}
 		if target != nil && w.labeler != nil {
 			// Kept only when the number is new (the update leaves it alone).
-			if info := w.info(k, k); isTarget(info.Target) {
+			if info := w.info(k, k); store.IsTarget(info.Target) {
 				target[i], tcountry[i], ttype[i] = info.Target, info.Country, info.Type
 			}
 		}

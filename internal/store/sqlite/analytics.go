@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -105,7 +104,7 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 				a.lastNumber, a.lastInfo = e.CalledNumber, l.Number(e.CalledNumber)
 			}
 			// A number that is no dial string (an injection payload, a name) has no prefix.
-			if isTarget(a.lastInfo.Target) {
+			if store.IsTarget(a.lastInfo.Target) {
 				lb.prefix = a.lastInfo.Prefix
 				if lb.prefix == "" {
 					lb.prefix = store.NoPrefix
@@ -131,7 +130,7 @@ func (a *analytics) add(e *event.Event, l store.Labeler, counts dimensionCounts)
 	if a.lastRun == nil || k != a.lastKey {
 		r := a.runs[k]
 		if r == nil {
-			r = &run{country: lb.country, agent: countedValue(e.SIPUserAgent)}
+			r = &run{country: lb.country, agent: store.CountedValue(e.SIPUserAgent)}
 			a.runs[k] = r
 		}
 		a.lastKey, a.lastRun = k, r
@@ -149,8 +148,8 @@ func (a *analytics) flush(counts dimensionCounts) {
 	a.n = 0
 	a.minutes[lb.minute] += n
 	h := store.HourOf(lb.minute)
-	counts[countKey{store.SIPMethods, h, countedValue(lb.method)}] += n
-	counts[countKey{store.UserAgents, h, countedValue(lb.agent)}] += n
+	counts[countKey{store.SIPMethods, h, store.CountedValue(lb.method)}] += n
+	counts[countKey{store.UserAgents, h, store.CountedValue(lb.agent)}] += n
 	counts[countKey{store.Transports, h, lb.transport}] += n
 	counts[countKey{store.Tools, h, lb.tool}] += n
 	if lb.spoofed {
@@ -165,21 +164,6 @@ func (a *analytics) flush(counts dimensionCounts) {
 	if lb.targetCountry != "" {
 		counts[countKey{store.TargetCountries, h, lb.targetCountry}] += n
 	}
-}
-
-// isTarget says whether a target is a number worth a row: digits, perhaps after a +, at
-// least three of them (an extension a scanner enumerates counts; a name does not).
-func isTarget(t string) bool {
-	d := strings.TrimPrefix(t, "+")
-	if len(d) < 3 || len(d) > 32 {
-		return false
-	}
-	for i := 0; i < len(d); i++ {
-		if d[i] < '0' || d[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *Store) writeAnalytics(ctx context.Context, tx *sql.Tx, a *analytics, newNumbers []string) error {
@@ -201,7 +185,7 @@ func (s *Store) writeAnalytics(ctx context.Context, tx *sql.Tx, a *analytics, ne
 	if s.labeler != nil {
 		st = tx.StmtContext(ctx, s.analytics.target)
 		for _, n := range newNumbers {
-			if info := s.labeler.Number(n); isTarget(info.Target) {
+			if info := s.labeler.Number(n); store.IsTarget(info.Target) {
 				if _, err := st.ExecContext(ctx, n, info.Target, info.Country, info.Type); err != nil {
 					return err
 				}
@@ -242,12 +226,12 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 		for len(r.times) > 0 {
 			// The leading part of the run within the gap of each event before it.
 			n := 1
-			for n < len(r.times) && !apart(r.times[n-1].ts, r.times[n].ts) {
+			for n < len(r.times) && !store.Apart(r.times[n-1].ts, r.times[n].ts) {
 				n++
 			}
 			first, last, w := r.times[0].ts, r.times[n-1].ts, weight(r.times[:n])
 			r.times = r.times[n:]
-			if ok && !apart(latest.last, first) && !apart(last, latest.first) {
+			if ok && !store.Apart(latest.last, first) && !store.Apart(last, latest.first) {
 				if _, err := grow.ExecContext(ctx, latest.id, first, last, w); err != nil {
 					return err
 				}
@@ -257,7 +241,7 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 			if ok && last < latest.first {
 				// Older than the latest campaign: it may continue an earlier one.
 				var c openCampaign
-				err := near.QueryRowContext(ctx, k.ip, k.tool, shift(first, -store.CampaignGap), shift(last, store.CampaignGap)).Scan(&c.id, &c.first, &c.last)
+				err := near.QueryRowContext(ctx, k.ip, k.tool, store.ShiftTime(first, -store.CampaignGap), store.ShiftTime(last, store.CampaignGap)).Scan(&c.id, &c.first, &c.last)
 				switch {
 				case err == nil:
 					if _, err := grow.ExecContext(ctx, c.id, first, last, w); err != nil {
@@ -286,47 +270,6 @@ func (s *Store) writeCampaigns(ctx context.Context, tx *sql.Tx, runs map[campaig
 		s.campaigns[k] = o
 	}
 	return nil
-}
-
-// shift moves an event_timestamp by d (a malformed one is returned as it is).
-func shift(ts string, d time.Duration) string {
-	t, err := event.ParseTime(ts)
-	if err != nil {
-		return ts
-	}
-	return event.FormatTime(t.Add(d))
-}
-
-// apart says whether b is more than CampaignGap after a (timestamps in event layout).
-func apart(a, b string) bool {
-	ta, err1 := event.ParseTime(a)
-	tb, err2 := event.ParseTime(b)
-	if err1 != nil || err2 != nil {
-		return a != b
-	}
-	return tb.Sub(ta) > store.CampaignGap
-}
-
-func payloadJSON(p []event.Payload) string {
-	if len(p) == 0 {
-		return ""
-	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "" // two strings a field: cannot fail
-	}
-	return string(b)
-}
-
-func parsePayload(s string) ([]event.Payload, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var p []event.Payload
-	if err := json.Unmarshal([]byte(s), &p); err != nil {
-		return nil, fmt.Errorf("stored payload %q is not JSON: %w", s, err)
-	}
-	return p, nil
 }
 
 // TopNumbers returns the most called numbers among those last seen at or after since, with

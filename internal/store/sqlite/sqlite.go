@@ -740,7 +740,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
 				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
 				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
-				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, payloadJSON(e.Payload), e.RepeatCount)
+				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, store.PayloadJSON(e.Payload), e.RepeatCount)
 		}
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
 		if err != nil {
@@ -940,21 +940,6 @@ type countKey struct {
 
 // dimensionCounts sums a batch's events per hour and value of each counted dimension.
 type dimensionCounts map[countKey]int64
-
-// countedValue cuts v to MaxCountedValue characters (as SQL's substr does in the migration).
-func countedValue(v string) string {
-	if len(v) <= store.MaxCountedValue {
-		return v
-	}
-	n := 0
-	for i := range v {
-		if n == store.MaxCountedValue {
-			return v[:i]
-		}
-		n++
-	}
-	return v
-}
 
 func (m dimensionCounts) write(ctx context.Context, st *sql.Stmt) error {
 	for k, n := range m {
@@ -1370,7 +1355,7 @@ func (s *Store) readEvents(ctx context.Context, q string, args ...any) ([]*event
 			&e.FromPeer, &e.Peer, &e.Sealed, &e.SIPMessageLength, &e.SourceVerified, &e.Tool, &e.UASpoofed, &payload, &e.RepeatCount); err != nil {
 			return nil, nil, err
 		}
-		if e.Payload, err = parsePayload(payload); err != nil {
+		if e.Payload, err = store.ParsePayload(payload); err != nil {
 			return nil, nil, fmt.Errorf("event %s: %w", e.UUID, err)
 		}
 		events, ids = append(events, &e), append(ids, id)
