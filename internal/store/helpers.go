@@ -125,3 +125,36 @@ func FillTrusted(batch []*event.Event, trusted func(l List, key, peer string) (b
 	}
 	return nil
 }
+
+// Add counts one sighting of the aggregate's key: e, by the probes it stands for
+// (event.Weight), where it was seen and whether its source was proven.
+func (a *Aggregate) Add(e *event.Event) {
+	ts, w := e.Timestamp, e.Weight()
+	if a.FirstSeen == "" || ts < a.FirstSeen {
+		a.FirstSeen = ts
+	}
+	a.LastSeen = max(a.LastSeen, ts)
+	a.Count += w
+	if !e.FromPeer {
+		a.Local += w
+	}
+	if e.SourceVerified {
+		a.Verified += w
+		switch {
+		case !e.FromPeer:
+			a.VerifiedLocal += w
+		case e.Trusted:
+			a.VerifiedTrusted += w
+		}
+	}
+}
+
+// AddSighting counts e in m's aggregate of key, making it on first sight.
+func AddSighting(m map[string]*Aggregate, key string, e *event.Event) {
+	a, ok := m[key]
+	if !ok {
+		a = &Aggregate{Key: key}
+		m[key] = a
+	}
+	a.Add(e)
+}

@@ -247,10 +247,10 @@ func (w *batchWrite) init(l store.Labeler) {
 func (w *batchWrite) add(e *event.Event) {
 	n := e.Weight()
 	ip, num := text(e.SourceIP), text(e.CalledNumber)
-	addAggregate(w.ips, ip, e, n)
+	store.AddSighting(w.ips, ip, e)
 	isNum := store.CountsAsNumber(e.CalledNumber)
 	if isNum {
-		addAggregate(w.nums, num, e, n)
+		store.AddSighting(w.nums, num, e)
 	}
 	if e.FromPeer && e.Peer != "" {
 		kp := keyPeer{store.IPAddresses, ip, text(e.Peer)}
@@ -326,29 +326,6 @@ func (w *batchWrite) info(stored, raw string) store.NumberInfo {
 
 // minuteLayout is the prefix of an event_timestamp that names its minute.
 const minuteLayout = "2006-01-02 15:04"
-
-func addAggregate(m map[string]*store.Aggregate, key string, e *event.Event, n int64) {
-	a, ok := m[key]
-	if !ok {
-		a = &store.Aggregate{Key: key, FirstSeen: e.Timestamp, LastSeen: e.Timestamp}
-		m[key] = a
-	}
-	a.FirstSeen = min(a.FirstSeen, e.Timestamp)
-	a.LastSeen = max(a.LastSeen, e.Timestamp)
-	a.Count += n
-	if !e.FromPeer {
-		a.Local += n
-	}
-	if e.SourceVerified {
-		a.Verified += n
-		switch {
-		case !e.FromPeer:
-			a.VerifiedLocal += n
-		case e.Trusted:
-			a.VerifiedTrusted += n
-		}
-	}
-}
 
 // write applies the batch's aggregates in the transaction, in the lock order of writeOnce.
 func (w *batchWrite) write(ctx context.Context, tx pgx.Tx) error {

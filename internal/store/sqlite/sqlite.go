@@ -855,30 +855,7 @@ func (s *Store) newOnes(ctx context.Context, tx *sql.Tx, res sql.Result, n int, 
 
 type aggregates map[string]*store.Aggregate
 
-func (m aggregates) add(key string, e *event.Event) {
-	ts := e.Timestamp
-	a, ok := m[key]
-	if !ok {
-		a = &store.Aggregate{Key: key, FirstSeen: ts, LastSeen: ts}
-		m[key] = a
-	}
-	a.FirstSeen = min(a.FirstSeen, ts)
-	a.LastSeen = max(a.LastSeen, ts)
-	w := e.Weight() // a folded event counts every probe it stands for
-	a.Count += w
-	if !e.FromPeer {
-		a.Local += w
-	}
-	if e.SourceVerified {
-		a.Verified += w
-		switch {
-		case !e.FromPeer:
-			a.VerifiedLocal += w
-		case e.Trusted:
-			a.VerifiedTrusted += w
-		}
-	}
-}
+func (m aggregates) add(key string, e *event.Event) { store.AddSighting(m, key, e) }
 
 func (m aggregates) write(ctx context.Context, st *sql.Stmt, seq int64) error {
 	for _, a := range m {
