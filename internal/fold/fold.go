@@ -149,33 +149,41 @@ type shard struct {
 	closed bool
 }
 
-// fifo is a queue of groups.
+// fifo is a queue of window ends, in the order they were set: with one window length a
+// queue, the order of their times.
 type fifo struct {
-	groups []*group
-	head   int
+	ends []windowEnd
+	head int
 }
 
-func (q *fifo) push(g *group) { q.groups = append(q.groups, g) }
+// windowEnd is when a window of g ends. A group whose window moved on (a flood going on) has
+// a later end queued too; the earlier one no longer matches its deadline and is skipped.
+type windowEnd struct {
+	g  *group
+	at time.Time
+}
 
-// popEnded removes the groups at the front whose windows ended by now (all of them if all)
-// and calls end for each still open.
+func (q *fifo) push(g *group) { q.ends = append(q.ends, windowEnd{g, g.deadline}) }
+
+// popEnded removes the window ends at the front that are past by now (all of them if all)
+// and calls end for each group whose current window it is.
 func (q *fifo) popEnded(now time.Time, all bool, end func(*group)) {
-	for q.head < len(q.groups) {
-		g := q.groups[q.head]
-		if !all && !g.closed && now.Before(g.deadline) {
+	for q.head < len(q.ends) {
+		w := q.ends[q.head]
+		if !all && now.Before(w.at) {
 			break
 		}
-		q.groups[q.head] = nil
+		q.ends[q.head] = windowEnd{}
 		q.head++
-		if !g.closed {
-			end(g)
+		if !w.g.closed && w.g.deadline.Equal(w.at) {
+			end(w.g)
 		}
 	}
 	// Reuse the slice once its front half is spent.
-	if q.head > 0 && q.head >= len(q.groups)/2 {
-		n := copy(q.groups, q.groups[q.head:])
-		clear(q.groups[n:])
-		q.groups, q.head = q.groups[:n], 0
+	if q.head > 0 && q.head >= len(q.ends)/2 {
+		n := copy(q.ends, q.ends[q.head:])
+		clear(q.ends[n:])
+		q.ends, q.head = q.ends[:n], 0
 	}
 }
 
@@ -256,22 +264,32 @@ func (f *Folder) Repeat(p *Probe) bool {
 	now := f.now()
 	sh.mu.Lock()
 	g := sh.groups[h]
-	if g == nil || !now.Before(g.deadline) || !g.matches(p) {
+	if g == nil || g.closed || !g.matches(p) {
 		sh.mu.Unlock()
 		return false
 	}
-	if g.repeats >= maxRepeatCount || g.held && 1+g.repeats >= maxRepeatCount {
-		// Its event cannot stand for one more probe (a held group's stands for its first
-		// too): the group ends now, and p opens the next rather than go uncounted.
-		ended := sh.end(g)
+	var ended *event.Event
+	switch {
+	case !now.Before(g.deadline) && (g.held || g.repeats == 0):
+		// The window is over and nothing alike came in it: p starts anew.
 		sh.mu.Unlock()
-		f.pass(ended)
 		return false
+	case !now.Before(g.deadline) || g.repeats >= maxRepeatCount || g.held && 1+g.repeats >= maxRepeatCount:
+		// The flood goes on past the window (or its event cannot stand for one probe
+		// more): the window's event passes, and p is the first repeat of the next window.
+		if g.held {
+			ended = sh.end(g) // a held group's event stands for its first too: it ends
+			sh.mu.Unlock()
+			f.pass(ended)
+			return false
+		}
+		ended = sh.roll(g, now, f.cfg.Window)
 	}
 	g.repeats++
 	g.last = now
 	sh.mu.Unlock()
 	f.folded.Add(1)
+	f.pass(ended)
 	return true
 }
 
@@ -331,6 +349,16 @@ func (f *Folder) Open(p *Probe, e *event.Event) {
 	f.cfg.Publish(e)
 }
 
+// roll ends g's window (the shard's lock held) with the event standing for its repeats, and
+// starts the next window of the same group: a flood that goes on costs one event a window,
+// and its probes after the first window take no new event at all.
+func (sh *shard) roll(g *group, now time.Time, window time.Duration) *event.Event {
+	e := g.first.Folded(g.last, min(g.repeats, maxRepeatCount))
+	g.repeats, g.deadline = 0, now.Add(window)
+	sh.order.push(g)
+	return e
+}
+
 // end closes g (the shard's lock held) and returns the event that stands for what it holds
 // not yet passed on, if anything.
 func (sh *shard) end(g *group) *event.Event {
@@ -374,7 +402,13 @@ func (f *Folder) sweep(all bool) {
 		sh := &f.shards[i]
 		sh.mu.Lock()
 		end := func(g *group) {
-			if e := sh.end(g); e != nil {
+			var e *event.Event
+			if !all && !g.held && g.repeats > 0 {
+				e = sh.roll(g, now, f.cfg.Window) // the flood may go on: see Repeat
+			} else {
+				e = sh.end(g)
+			}
+			if e != nil {
 				out = append(out, e)
 			}
 		}

@@ -121,6 +121,13 @@ func TestFold(t *testing.T) {
 			if fmt.Sprint(counts) != fmt.Sprint(c.later) && !(len(counts) == 0 && len(c.later) == 0) {
 				t.Errorf("window's end passed repeat counts %v, want %v", counts, c.later)
 			}
+			// A window with repeats leaves its group open for one more (the flood may go
+			// on); a window with none closes it.
+			clk.add(c.window)
+			f.Sweep()
+			if got := s.take(); len(got) != 0 {
+				t.Errorf("a window with nothing alike passed %d events", len(got))
+			}
 			st := f.Stats()
 			if st.Folded != c.folded || st.Emitted != c.emitted || st.Groups != 0 || st.Bytes != 0 {
 				t.Errorf("stats %+v, want %d folded, %d emitted, nothing held", st, c.folded, c.emitted)
@@ -144,24 +151,35 @@ func verified(e *event.Event) *event.Event {
 	return e
 }
 
-// A probe after the window is the first of a new group: passed at once, and the old group's
-// folded event with it, even if no sweep came by.
-func TestProbeAfterWindowStartsAnew(t *testing.T) {
+// A flood that goes on past its window costs one event a window: the probe after the window
+// passes the window's event and counts in the next, even if no sweep came by. Once a window
+// passes with nothing alike, the next probe starts anew and is passed at once.
+func TestFloodGoingOnIsOneEventAWindow(t *testing.T) {
 	f, s, clk := newFolder(t, time.Second)
 	for range 3 {
 		add(f, probe("198.51.100.1", "100"))
 	}
-	clk.add(2 * time.Second)
+	clk.add(1500 * time.Millisecond)
+	add(f, probe("198.51.100.1", "100")) // no sweep came by
+	add(f, probe("198.51.100.1", "100"))
+	got := s.take()
+	if len(got) != 2 || got[1].RepeatCount != 2 || got[1].UUID == got[0].UUID {
+		t.Fatalf("passed %d events (%v), want the first and a new event for the two folded", len(got), got)
+	}
+	clk.add(1500 * time.Millisecond)
+	f.Sweep()
+	if got := s.take(); len(got) != 1 || got[0].RepeatCount != 2 {
+		t.Fatalf("the second window passed %d events (%v), want one for its 2 probes", len(got), got)
+	}
+	clk.add(1500 * time.Millisecond)
+	f.Sweep() // a window with nothing: the group closes
 	last := probe("198.51.100.1", "100")
 	add(f, last)
-	got := s.take()
-	if len(got) != 3 || got[1].RepeatCount != 2 || got[1].UUID == got[0].UUID || got[2] != last {
-		t.Fatalf("passed %d events (%v), want the first, a new event for the two folded, and the new first", len(got), got)
+	if got := s.take(); len(got) != 1 || got[0] != last {
+		t.Errorf("after a quiet window passed %v, want the new probe at once", got)
 	}
-	clk.add(2 * time.Second)
-	f.Sweep()
-	if got := s.take(); len(got) != 0 {
-		t.Errorf("the new group had no repeats but passed %d events", len(got))
+	if st := f.Stats(); st.Probes != 6 || st.Folded != 4 || st.Emitted != 2 {
+		t.Errorf("stats %+v, want 6 probes, 4 folded, 2 window events", st)
 	}
 }
 
