@@ -60,7 +60,7 @@ func TestFloodIsFoldedAndEveryProbeCounted(t *testing.T) {
 		sources  int
 		distinct bool // every probe dials another number: nothing to fold
 	}{
-		// One scanner at 50,000 probes/s for 20 s: a million probes, two events a second.
+		// One scanner at 50,000 probes/s for 20 s: a million probes, an event a second.
 		{"one source", 50000, 20 * time.Second, 1, false},
 		// Ten thousand scanners at the same rate: each repeats its probe 5 times a second.
 		{"10000 sources", 50000, 5 * time.Second, 10000, false},
@@ -139,8 +139,9 @@ func TestFloodIsFoldedAndEveryProbeCounted(t *testing.T) {
 			switch {
 			case c.distinct && rows != received:
 				t.Errorf("%d events stored for %d distinct probes, want one a probe", rows, received)
-			case !c.distinct && rows > int64(2*c.sources)*int64(c.d/time.Second+2):
-				t.Errorf("%d events stored, want at most two a second per source", rows)
+			case !c.distinct && rows > int64(c.sources)*int64(c.d/time.Second+3):
+				// The first at once, then one a window while the flood goes on.
+				t.Errorf("%d events stored, want about one a second per source", rows)
 			}
 			if c.sources == 1 && grew > 1<<20 {
 				t.Errorf("database grew %d KiB for one source's flood, want at most 1 MiB", grew>>10)
