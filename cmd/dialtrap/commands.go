@@ -151,12 +151,14 @@ func (sf *storeFlags) pgURL() (string, error) {
 	switch {
 	case postgres.IsURL(sf.dbFile):
 		return sf.dbFile, nil
+	case strings.Contains(sf.dbFile, "://"):
+		return "", fmt.Errorf("-f %q: give an SQLite file or a postgres:// URL", config.RedactURL(sf.dbFile))
 	case sf.dbFile != "":
 		return "", nil
 	case postgres.IsURL(sf.store):
 		return sf.store, nil
 	case sf.store != "sqlite":
-		return "", fmt.Errorf("--store %q: use sqlite or a postgres:// URL", sf.store)
+		return "", fmt.Errorf("--store %q: use sqlite or a postgres:// URL", config.RedactURL(sf.store))
 	}
 	return "", nil
 }

@@ -61,6 +61,8 @@ func TestStoreCommandsOnPostgreSQL(t *testing.T) {
 		{"check unknown", chk, []string{"-f", url, "198.51.100.3"}, checkUnknown, "unknown: 198.51.100.3"},
 		{"export", exp, []string{"-f", url}, exitOK, ids[0]},
 		{"bad store", chk, []string{"--store", "mysql://x", "198.51.100.3"}, checkError, "use sqlite or a postgres:// URL"},
+		{"bad store with a password", chk, []string{"--store", "mysql://u:s3cretPW@db/x", "198.51.100.3"}, checkError, "mysql://u:xxxxx@db/x"},
+		{"bad -f URL", chk, []string{"-f", "mysql://u:s3cretPW@db/x", "198.51.100.3"}, checkError, "give an SQLite file or a postgres:// URL"},
 		{"unreachable", chk, []string{"-f", "postgres://u:s3cretPW@127.0.0.1:1/x", "198.51.100.3"}, checkError, "connect to PostgreSQL at 127.0.0.1:1/x"},
 	} {
 		code, out := run(c.fn, c.args...)

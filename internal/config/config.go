@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -545,7 +546,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.Store != "sqlite" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
-		errs = append(errs, fmt.Errorf("--store %q: use sqlite or a postgres:// URL", c.Store))
+		errs = append(errs, fmt.Errorf("--store %q: use sqlite or a postgres:// URL", RedactURL(c.Store)))
 	}
 	if c.HomeCountry != "" && !validRegion(c.HomeCountry) {
 		errs = append(errs, fmt.Errorf("--home-country %q: use a two-letter ISO 3166 code such as DE or US", c.HomeCountry))
@@ -660,4 +661,26 @@ func (d *days) Set(s string) error {
 	}
 	*d = days(v)
 	return nil
+}
+
+// RedactURL hides the password of a URL (in its user part or a query parameter named
+// like password) for messages; a value that does not parse as a URL is not shown at all,
+// since it may hold a password.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL not shown: it may hold a password)"
+	}
+	q := u.Query()
+	hidden := false
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+			hidden = true
+		}
+	}
+	if hidden {
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }

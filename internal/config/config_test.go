@@ -128,6 +128,8 @@ func TestErrors(t *testing.T) {
 		{"cert without key", []string{"-t", "cert.pem"}, env(), "go together"},
 		{"bad sip addr", []string{"--sip-addr", "5060"}, env(), "not host:port"},
 		{"bad store", []string{"--store", "mysql://x"}, env(), "--store"},
+		{"bad store hides its password", []string{"--store", "mysql://u:s3cretPW@db/x"}, env(), `"mysql://u:xxxxx@db/x"`},
+		{"unparseable store hides it all", []string{"--store", "mysql://u:s3%zz@db/x"}, env(), "(a URL not shown"},
 		{"bad number match", nil, env("DIALTRAP_NUMBER_MATCH", "fuzzy"), "--number-match"},
 		{"tiny spool", []string{"--webhook-spool-max", "1000"}, env(), "--webhook-spool-max"},
 		{"tiny store spool", []string{"--store-spool-max", "1048576"}, env(), "--store-spool-max"},
