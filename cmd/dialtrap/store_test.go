@@ -18,7 +18,8 @@ import (
 // import, check and export work on a PostgreSQL database, named with -f or --store (as the
 // node's): importing twice adds nothing, check finds what was imported, export writes it.
 func TestStoreCommandsOnPostgreSQL(t *testing.T) {
-	url := pgtest.Get(t).Database(t)
+	srv := pgtest.Get(t)
+	url := srv.Database(t)
 	dir := t.TempDir()
 	var lines bytes.Buffer
 	var ids []string
@@ -63,6 +64,7 @@ func TestStoreCommandsOnPostgreSQL(t *testing.T) {
 		{"bad store", chk, []string{"--store", "mysql://x", "198.51.100.3"}, checkError, "use sqlite or a postgres:// URL"},
 		{"bad store with a password", chk, []string{"--store", "mysql://u:s3cretPW@db/x", "198.51.100.3"}, checkError, "mysql://u:xxxxx@db/x"},
 		{"bad -f URL", chk, []string{"-f", "mysql://u:s3cretPW@db/x", "198.51.100.3"}, checkError, "give an SQLite file or a postgres:// URL"},
+		{"no such database", chk, []string{"-f", srv.URL("nosuchdb"), "198.51.100.3"}, checkError, "create the database (createdb -O postgres nosuchdb)"},
 		{"unreachable", chk, []string{"-f", "postgres://u:s3cretPW@127.0.0.1:1/x", "198.51.100.3"}, checkError, "connect to PostgreSQL at 127.0.0.1:1/x"},
 	} {
 		code, out := run(c.fn, c.args...)

@@ -275,9 +275,27 @@ func connect(ctx context.Context, rawURL string, writer bool) (*Store, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (is the server running, and the URL right?)", where, scrub(err, rawURL))
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (%s)", where, scrub(err, rawURL), connectHint(err, cc.User, cc.Database))
 	}
 	return &Store{pool: pool, where: where, parts: map[string]bool{}}, nil
+}
+
+// connectHint says what to do about a failed first connection: the server's own refusal
+// (a password, a missing database or role) names what to fix; anything else is the
+// server's address or the server itself.
+func connectHint(err error, user, database string) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "28P01", "28000":
+			return fmt.Sprintf("check the user %q and its password in the URL, and the server's pg_hba.conf; percent-encode special characters in the password", user)
+		case "3D000":
+			return fmt.Sprintf("create the database (createdb -O %s %s) or fix its name in the URL", user, database)
+		case "42501":
+			return fmt.Sprintf("the role %q may not connect to %q: GRANT CONNECT, or use another role", user, database)
+		}
+	}
+	return "is the server running, and the URL's host and port right?"
 }
 
 // Redact returns a URL with its password replaced, for messages and logs.
@@ -290,16 +308,24 @@ func Redact(raw string) string {
 }
 
 // scrub returns err with every occurrence of the URL's password replaced, so that no
-// message prints it; errors.Is and As still see err.
+// message prints it, and on one line; errors.Is and As still see err.
 func scrub(err error, rawURL string) error {
 	pw := ""
 	if u, perr := url.Parse(rawURL); perr == nil {
 		pw, _ = u.User.Password()
 	}
-	if pw == "" || !strings.Contains(err.Error(), pw) {
+	msg := err.Error()
+	if pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	// pgx lists each attempt (TLS first, then plain, with the default sslmode=prefer) on a
+	// line of its own; a message or a log line is one line.
+	msg = strings.ReplaceAll(strings.ReplaceAll(msg, ":\n\t", ": "), "\n\t", "; ")
+	msg = strings.ReplaceAll(msg, "\n", " ")
+	if msg == err.Error() {
 		return err
 	}
-	return scrubbed{err, strings.ReplaceAll(err.Error(), pw, "xxxxx")}
+	return scrubbed{err, msg}
 }
 
 type scrubbed struct {

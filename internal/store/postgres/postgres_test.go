@@ -264,6 +264,25 @@ func TestPasswordNeverPrinted(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "s3cretPW") {
 			t.Errorf("Open(%s): %v", url[:22], err)
 		}
+		// One line, though pgx tries TLS then plain text (sslmode=prefer, the default).
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("Open(%s): the message is more than one line: %q", url[:22], err)
+		}
+	}
+}
+
+// A first connection the server refuses says what to fix.
+func TestConnectHint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv := pgtest.Get(t)
+	_, err := Open(ctx, strings.Replace(srv.URL("nosuchdb"), "?sslmode=disable", "", 1))
+	if err == nil || !strings.Contains(err.Error(), "create the database (createdb -O postgres nosuchdb)") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Open of a missing database: %q", err)
+	}
+	_, err = Open(ctx, "postgres://dialtrap:s3cretPW@127.0.0.1:1/dialtrap?connect_timeout=2")
+	if err == nil || !strings.Contains(err.Error(), "is the server running") {
+		t.Errorf("Open of a closed port: %q", err)
 	}
 }
 
