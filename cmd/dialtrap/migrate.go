@@ -359,7 +359,7 @@ func migrate(ctx context.Context, o migrateOptions, stdout, stderr io.Writer) (i
 	if len(v.problems) > 0 {
 		return exitVerify, fmt.Errorf("verification failed:\n  - %s", strings.Join(v.problems, "\n  - "))
 	}
-	fmt.Fprintln(stdout, "verified: the destination holds every event copied, and the IP and number lists match")
+	fmt.Fprintln(stdout, "verified: the destination holds every event copied, and every IP and number of the source")
 	return exitOK, nil
 }
 
