@@ -188,7 +188,7 @@ func (s *Sink) append(batch []*event.Event) (int, error) {
 	if errors.Is(err, spool.ErrFull) {
 		s.fullRefusals.Add(1)
 		st := s.spool.Stats()
-		s.warn.Warn(msgFull, "pending", st.Pending, "bytes", st.Bytes, "max", s.cfg.MaxBytes,
+		s.warn.Warn(msgFull, "events_in_spool", st.Pending, "bytes", st.Bytes, "max", s.cfg.MaxBytes,
 			"refusals_total", s.fullRefusals.Load())
 		// Only this goroutine appends (mu) and the replay only frees room: what fits now fits.
 		fit, size := 0, st.Bytes
@@ -341,7 +341,7 @@ func (s *Sink) replay(ctx context.Context) {
 		failures++
 		s.failures.Add(1)
 		wait := s.cfg.Backoff.Delay(failures)
-		s.warn.Warn(msgReplay, "store", s.inner.Name(), "pending", s.spool.Stats().Pending, "retry_in", wait, "err", err)
+		s.warn.Warn(msgReplay, "store", s.inner.Name(), "events_in_spool", s.spool.Stats().Pending, "retry_in", wait, "err", err)
 		s.sleep(ctx, wait)
 	}
 }
@@ -387,7 +387,9 @@ func (s *Sink) caughtUp() {
 	}
 	s.spooling.Store(false)
 	s.warn.Reset(msgSpooling) // the next outage is told at once
-	s.log.Info("store spool: caught up; events go straight to the store again",
+	// At the node's notice level (slog.LevelInfo+2), printed by default: the outage was
+	// warned of, and its end must be told as plainly.
+	s.log.Log(context.Background(), slog.LevelInfo+2, "store spool: caught up; events go straight to the store again",
 		"replayed_total", s.replayed.Load(), "store", s.inner.Name())
 }
 
