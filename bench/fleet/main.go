@@ -31,6 +31,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/postgres"
@@ -66,17 +67,9 @@ func open(ctx context.Context, spec string) (Store, error) {
 	}
 	o, ok := openers[kind]
 	if !ok {
-		return nil, fmt.Errorf("store %q: give sqlite:PATH or a postgres:// URL", redact(spec))
+		return nil, fmt.Errorf("store %q: give sqlite:PATH or a postgres:// URL", config.RedactURL(spec))
 	}
 	return o(ctx, spec)
-}
-
-// redact hides a URL's password.
-func redact(spec string) string {
-	if postgres.IsURL(spec) {
-		return postgres.Redact(spec)
-	}
-	return spec
 }
 
 func main() {

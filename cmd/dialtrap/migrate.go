@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 	"github.com/dialtrap/dialtrap/internal/intel"
@@ -100,7 +101,7 @@ func parseSpec(s string) (storeSpec, error) {
 		s = s[len("sqlite:"):]
 	case strings.HasSuffix(lower, ".db"), strings.HasSuffix(lower, ".sqlite"), strings.HasSuffix(lower, ".sqlite3"):
 	case strings.Contains(s, "://"):
-		return storeSpec{}, fmt.Errorf("%q: unknown kind of store; give sqlite:PATH or a postgres:// URL", redactURL(s))
+		return storeSpec{}, fmt.Errorf("%q: unknown kind of store; give sqlite:PATH or a postgres:// URL", config.RedactURL(s))
 	default:
 		return storeSpec{}, fmt.Errorf("%q: give sqlite:PATH (or a path ending in .db, .sqlite or .sqlite3) or a postgres:// URL", s)
 	}
@@ -123,7 +124,7 @@ func (s storeSpec) String() string {
 	if s.kind == kindSQLite {
 		return "sqlite:" + s.path
 	}
-	return redactURL(s.url.String())
+	return config.RedactURL(s.url.String())
 }
 
 // identity is what a checkpoint is keyed by: the file, or the server, user and database (not
@@ -140,24 +141,6 @@ func (s storeSpec) identity() string {
 		host += "(" + h + ")"
 	}
 	return "postgres://" + s.url.User.Username() + "@" + host + s.url.Path
-}
-
-// redactURL hides the password of a URL, in its user part or its query.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(a URL not shown: it may hold a password)"
-	}
-	q := u.Query()
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "password") {
-			q.Set(k, "xxxxx")
-		}
-	}
-	if len(q) > 0 {
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
 }
 
 // openStore opens the store a spec names; readOnly where the backend can (the source of a

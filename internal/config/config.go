@@ -672,14 +672,12 @@ func RedactURL(raw string) string {
 		return "(a URL not shown: it may hold a password)"
 	}
 	q := u.Query()
-	hidden := false
 	for k := range q {
 		if strings.Contains(strings.ToLower(k), "password") {
 			q.Set(k, "xxxxx")
-			hidden = true
 		}
 	}
-	if hidden {
+	if len(q) > 0 {
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()

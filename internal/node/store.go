@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/dialtrap/dialtrap/internal/api"
+	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/peer"
@@ -58,7 +59,7 @@ func (n *Node) openStore(ctx context.Context) (Store, error) {
 // the PostgreSQL URL without its password.
 func (n *Node) storeName() string {
 	if postgres.IsURL(n.cfg.Store) {
-		return postgres.Redact(n.cfg.Store)
+		return config.RedactURL(n.cfg.Store)
 	}
 	return n.cfg.DBFile
 }

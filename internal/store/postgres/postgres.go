@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
 
@@ -250,7 +251,7 @@ func IsURL(s string) bool {
 func connect(ctx context.Context, rawURL string, writer bool) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("PostgreSQL URL %s: %w (use postgres://user:password@host:port/database)", Redact(rawURL), scrub(err, rawURL))
+		return nil, fmt.Errorf("PostgreSQL URL %s: %w (use postgres://user:password@host:port/database)", config.RedactURL(rawURL), scrub(err, rawURL))
 	}
 	if !strings.Contains(rawURL, "pool_max_conns") {
 		// Lookups, lists, feeds and one writer at a time; the default (the CPUs, at least
@@ -296,15 +297,6 @@ func connectHint(err error, user, database string) string {
 		}
 	}
 	return "is the server running, and the URL's host and port right?"
-}
-
-// Redact returns a URL with its password replaced, for messages and logs.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
 }
 
 // scrub returns err with every occurrence of the URL's password replaced, so that no
