@@ -61,7 +61,7 @@ type Config struct {
 
 // Stats are a Folder's counters.
 type Stats struct {
-	Probes   uint64 // probes offered (Repeat)
+	Probes   uint64 // probes offered: Folded, and those handed to Open
 	Folded   uint64 // probes counted into an open group rather than passed on
 	Emitted  uint64 // folded events passed on at a window's end
 	Unfolded uint64 // probes passed on unfolded because the limits were reached
@@ -105,7 +105,9 @@ type Folder struct {
 	shards [shards]shard
 	now    func() time.Time
 
-	probes, folded, emitted, unfolded, held atomic.Uint64
+	// Counted off the hot path where they can be: a folded probe adds to folded only, and
+	// the probes offered are the folded ones and those Open took.
+	opened, folded, emitted, unfolded, held atomic.Uint64
 
 	stop chan struct{}
 	done chan struct{}
@@ -258,7 +260,6 @@ func (f *Folder) Repeat(p *Probe) bool {
 	if f.cfg.Window <= 0 {
 		return false
 	}
-	f.probes.Add(1)
 	h := f.hashOf(p)
 	sh := &f.shards[h%shards]
 	now := f.now()
@@ -301,6 +302,7 @@ func (f *Folder) Open(p *Probe, e *event.Event) {
 		f.cfg.Publish(e)
 		return
 	}
+	f.opened.Add(1)
 	h := f.hashOf(p)
 	sh := &f.shards[h%shards]
 	now := f.now()
@@ -434,7 +436,7 @@ func (f *Folder) Close() {
 
 // Stats returns the counters.
 func (f *Folder) Stats() Stats {
-	s := Stats{Probes: f.probes.Load(), Folded: f.folded.Load(), Emitted: f.emitted.Load(), Unfolded: f.unfolded.Load(),
+	s := Stats{Probes: f.opened.Load() + f.folded.Load(), Folded: f.folded.Load(), Emitted: f.emitted.Load(), Unfolded: f.unfolded.Load(),
 		Held: f.held.Load()}
 	for i := range f.shards {
 		sh := &f.shards[i]
