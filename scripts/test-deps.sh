@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: the real attack tools the
 # end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban,
-# iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio for the BGP
-# and policy-agent tests, PostgreSQL for its store's tests, Chromium and its WebDriver server
+# iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio (with its http_client module)
+# for the BGP, policy-agent and guide tests, PostgreSQL for its store's tests, Chromium and its WebDriver server
 # for the dashboard test, and a pinned staticcheck. Safe to run again: it installs only what
 # is missing.
 set -euo pipefail
@@ -25,6 +25,8 @@ command -v ipset >/dev/null 2>&1 || need_apt+=(ipset)
 command -v bird >/dev/null 2>&1 || need_apt+=(bird2)
 command -v gobgpd >/dev/null 2>&1 || need_apt+=(gobgpd)
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+# The PBX guide's Kamailio configuration asks the REST API through http_client.
+ls /usr/lib/*/kamailio/modules/http_client.so >/dev/null 2>&1 || need_apt+=(kamailio-utils-modules)
 # The PostgreSQL store's tests start their own server (initdb in a temporary directory, their
 # own port on 127.0.0.1): only the binaries are needed, never the cluster Debian creates.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)

@@ -5,6 +5,7 @@ package e2e
 // cannot drift apart.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,9 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/testutil"
@@ -33,15 +36,19 @@ func guideHolds(t *testing.T, guide, what, text string) {
 	}
 }
 
-// attackFrom makes one SIPp INVITE call over UDP from local (an address of the namespace)
-// to a responsive node at target: the ACK echoes the node's To tag, so the source is proven.
+// attackFrom makes one SIPp INVITE call over UDP from local (an address of the namespace ns,
+// or of the host when ns is nil) to a responsive node at target: the ACK echoes the node's To
+// tag, so the source is proven.
 func attackFrom(t *testing.T, ns *testutil.Netns, local, target, number string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", number,
-		"-m", "1", "-t", "u1", "-i", local, "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "10", "-timeout_error",
-		"-max_retrans", "1", target)
+	args := []string{"sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", number, "-m", "1", "-t", "u1", "-i", local,
+		"-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1", target}
+	if ns != nil {
+		args = append([]string{"ip", "netns", "exec", ns.Name}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Dir = t.TempDir()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sipp from %s: %v\n%s", local, err, out)
@@ -195,4 +202,189 @@ func TestGuideBIRDRouter(t *testing.T) {
 	if !echoed(t, trap, attacker4, "192.0.2.2:7") {
 		t.Error("the IPv4 attacker still blackholed after the node stopped")
 	}
+}
+
+// kamailioHTTP renders testdata/guides/kamailio-http.cfg: fields are the template's.
+func kamailioHTTP(t *testing.T, fields map[string]any) string {
+	t.Helper()
+	tmpl, err := template.ParseFiles("testdata/guides/kamailio-http.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, fields); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// guidePart is what the guide shows of a configuration: everything from its "# --- guide ---"
+// line on.
+func guidePart(t *testing.T, cfg string) string {
+	t.Helper()
+	_, part, ok := strings.Cut(cfg, "# --- guide ---\n")
+	if !ok {
+		t.Fatal(`the configuration has no "# --- guide ---" line`)
+	}
+	return part
+}
+
+// kamailioModulePath is the directory of Kamailio's modules, with http_client among them.
+func kamailioModulePath(t *testing.T) string {
+	t.Helper()
+	for _, pattern := range []string{"/usr/lib/*/kamailio/modules/http_client.so", "/usr/lib/kamailio/modules/http_client.so", "/usr/lib64/kamailio/modules/http_client.so"} {
+		if m, _ := filepath.Glob(pattern); len(m) > 0 {
+			return filepath.Dir(m[0])
+		}
+	}
+	t.Fatal("Kamailio's http_client module not found: install kamailio-utils-modules (scripts/test-deps.sh does)")
+	return ""
+}
+
+// TestGuideKamailioHTTP places calls through the Kamailio configuration of
+// docs/guides/pbx-integration.md, which asks a real node's REST API (with its token) about the
+// dialled number (national match) and the caller's address before relaying: a clean call
+// completes at a SIPp callee; a number attackers dialled through the honeypot, dialled here in
+// another form, and a caller that attacked the honeypot get a 403 with a Reason; with the API
+// hanging, each lookup gives up after its second and the call goes through (fail open).
+func TestGuideKamailioHTTP(t *testing.T) {
+	need(t, "sipp", "kamailio")
+	const token = "guide-token"
+	modules := kamailioModulePath(t)
+	guideHolds(t, "pbx-integration.md", "the Kamailio configuration (test/e2e/testdata/guides/kamailio-http.cfg)",
+		guidePart(t, kamailioHTTP(t, map[string]any{"Port": 5060, "ModulePath": modules, "API": "http://127.0.0.1:8082", "Token": "change-me"})))
+
+	// The honeypot: 127.0.0.66 attacks it, dialling 004990012345.
+	n := startNode(t, nodeOpts{args: []string{"-r", "-a", "--api-token", token}})
+	attackFrom(t, nil, "127.0.0.66", fmt.Sprintf("127.0.0.1:%d", n.port), "004990012345")
+
+	// The proxy, asking the node's API.
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := filepath.Join(dir, "kamailio.cfg")
+	os.WriteFile(cfg, []byte(kamailioHTTP(t, map[string]any{"Port": port, "ModulePath": modules, "API": "http://" + n.apiAddr, "Token": token})), 0o644)
+	kam := exec.Command("kamailio", "-f", cfg, "-DD", "-E", "-P", filepath.Join(dir, "kamailio.pid"), "-Y", dir, "-m", "32", "-M", "8", "-w", dir)
+	kamLog := &testutil.SyncBuffer{}
+	kam.Stdout, kam.Stderr = kamLog, kamLog
+	kam.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its children go with it
+	if err := kam.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kamDone := make(chan struct{})
+	go func() { kam.Wait(); close(kamDone) }()
+	t.Cleanup(func() {
+		syscall.Kill(-kam.Process.Pid, syscall.SIGKILL)
+		<-kamDone
+		if t.Failed() {
+			t.Logf("kamailio:\n%s", tail(kamLog.String(), 6000))
+		}
+	})
+	proxy := fmt.Sprintf("127.0.0.1:%d", port)
+	testutil.Eventually(t, "kamailio answering (405 to an OPTIONS)", 15*time.Second, func() bool {
+		select {
+		case <-kamDone:
+			t.Fatalf("kamailio exited at start:\n%s", kamLog.String())
+		default:
+		}
+		c, err := net.Dial("udp", proxy)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		lp := c.LocalAddr().(*net.UDPAddr).Port
+		fmt.Fprintf(c, "OPTIONS sip:ping@%s SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-%d\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\n"+
+			"To: <sip:ping@%s>\r\nCall-ID: ping-%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", proxy, lp, time.Now().UnixNano(), proxy, time.Now().UnixNano())
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		buf := make([]byte, 2048)
+		k, err := c.Read(buf)
+		return err == nil && bytes.HasPrefix(buf[:k], []byte("SIP/2.0 405"))
+	})
+
+	// The phone (SIPp, the policy agent's Kamailio scenarios) and the callee.
+	scenarios := filepath.Join("..", "..", "internal", "policy", "testdata", "kamailio")
+	uasPort := freePort(t)
+	target := "127.0.0.1:" + strconv.Itoa(uasPort)
+	call := func(t *testing.T, name, number, from string, status int, reason string) time.Duration {
+		t.Helper()
+		tmpl, err := template.ParseFiles(filepath.Join(scenarios, "uac.xml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		attr := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
+		if err := tmpl.Execute(&b, map[string]any{"Name": name, "Target": target, "Status": status, "Reason": attr.Replace(reason)}); err != nil {
+			t.Fatal(err)
+		}
+		scenario := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".xml")
+		os.WriteFile(scenario, b.Bytes(), 0o644)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var uas *exec.Cmd
+		uasOut := &testutil.SyncBuffer{}
+		if status == 200 {
+			uas = exec.CommandContext(ctx, "sipp", "-sf", abs(t, filepath.Join(scenarios, "uas.xml")), "-m", "1", "-nostdin",
+				"-i", "127.0.0.1", "-p", strconv.Itoa(uasPort), "-timeout", "20", "-timeout_error")
+			uas.Dir = dir
+			uas.Stdout, uas.Stderr = uasOut, uasOut
+			if err := uas.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // let it bind before the call comes
+		}
+		start := time.Now()
+		uac := exec.CommandContext(ctx, "sipp", "-sf", scenario, "-s", number, "-i", from, "-p", strconv.Itoa(freePort(t)),
+			"-m", "1", "-nostdin", "-timeout", "20", "-timeout_error", "-max_retrans", "2", proxy)
+		uac.Dir = dir
+		out, err := uac.CombinedOutput()
+		took := time.Since(start)
+		if err != nil {
+			t.Errorf("caller (sipp) from %s dialling %s: %v\n%s", from, number, err, tail(string(out), 3000))
+		}
+		if uas != nil {
+			if err := uas.Wait(); err != nil {
+				t.Errorf("callee (sipp uas): %v\n%s", err, tail(uasOut.String(), 3000))
+			}
+		}
+		return took
+	}
+
+	call(t, "clean call completes", "0046812110000", "127.0.0.1", 200, "")
+	call(t, "known-bad number in another form refused", "+4990012345", "127.0.0.1", 403, `^ *SIP;cause=403;text="dialtrap: known-bad number"$`)
+	call(t, "known-bad caller refused", "0046812110000", "127.0.0.66", 403, `^ *SIP;cause=403;text="dialtrap: known-bad caller"$`)
+
+	// Fail open: the API accepts connections and never answers. Each lookup gives up after its
+	// second, and even the known-bad caller's call goes through.
+	n.stop()
+	hang, err := net.Listen("tcp", n.apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan []net.Conn, 1)
+	go func() {
+		var conns []net.Conn // held open, unanswered, until the test ends
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				held <- conns
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	defer func() {
+		hang.Close()
+		for _, c := range <-held {
+			c.Close()
+		}
+	}()
+	took := call(t, "API hanging, call goes through", "0046812110000", "127.0.0.66", 200, "")
+	if took > 6*time.Second {
+		t.Errorf("the call took %s with the API hanging: the lookups' 1 s timeout did not hold", took)
+	}
+	for _, want := range []string{"dialtrap: number lookup failed", "dialtrap: caller lookup failed"} {
+		if !strings.Contains(kamLog.String(), want) {
+			t.Errorf("kamailio's log lacks %q", want)
+		}
+	}
+	t.Logf("with the API hanging, the call took %s", took.Round(time.Millisecond))
 }
