@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: the real attack tools the
 # end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban,
-# iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio (with its http_client module)
-# for the BGP, policy-agent and guide tests, PostgreSQL for its store's tests, Chromium and its WebDriver server
-# for the dashboard test, and a pinned staticcheck. Safe to run again: it installs only what
-# is missing.
+# iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio (with its
+# http_client module) for the BGP, policy-agent and guide tests, PostgreSQL for its store's
+# tests, Chromium and its WebDriver server for the dashboard test, and a pinned staticcheck.
+# Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 STATICCHECK_VERSION=v0.7.0 # 2026.1, which knows Go 1.26
