@@ -1,8 +1,8 @@
 package e2e
 
-// Tests that run the configurations the operator guides (docs/guides) show, as they are
-// shown: each test first checks that the guide still holds its testdata file, so the two
-// cannot drift apart.
+// Tests that run the configurations the operator guides (docs/guides) show, as they are shown:
+// the files in testdata/guides are the guides' text (test/docs checks that each guide still
+// holds its file), run here against real routers and proxies.
 
 import (
 	"bytes"
@@ -22,19 +22,6 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/testutil"
 )
-
-// guideHolds fails the test unless the guide (a file in docs/guides) contains text, a
-// configuration this test runs.
-func guideHolds(t *testing.T, guide, what, text string) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "guides", guide))
-	if err != nil {
-		t.Fatalf("read the guide: %v", err)
-	}
-	if !strings.Contains(string(b), text) {
-		t.Fatalf("docs/guides/%s no longer shows %s as this test runs it; copy it there again:\n%s", guide, what, text)
-	}
-}
 
 // attackFrom makes one SIPp INVITE call over UDP from local (an address of the namespace ns,
 // or of the host when ns is nil) to a responsive node at target: the ACK echoes the node's To
@@ -115,7 +102,6 @@ func TestGuideBIRDRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	guideHolds(t, "bgp.md", "the BIRD configuration (test/e2e/testdata/guides/bird.conf)", string(conf))
 
 	const attacker4, attacker6 = "198.18.0.31", "2001:db8:66::31"
 	trap := testutil.NewNetns(t, "gtrap")
@@ -204,10 +190,10 @@ func TestGuideBIRDRouter(t *testing.T) {
 	}
 }
 
-// kamailioHTTP renders testdata/guides/kamailio-http.cfg: fields are the template's.
-func kamailioHTTP(t *testing.T, fields map[string]any) string {
+// renderConfig renders a text/template configuration of testdata/guides with fields.
+func renderConfig(t *testing.T, file string, fields map[string]any) string {
 	t.Helper()
-	tmpl, err := template.ParseFiles("testdata/guides/kamailio-http.cfg")
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", "guides", file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,17 +202,6 @@ func kamailioHTTP(t *testing.T, fields map[string]any) string {
 		t.Fatal(err)
 	}
 	return b.String()
-}
-
-// guidePart is what the guide shows of a configuration: everything from its "# --- guide ---"
-// line on.
-func guidePart(t *testing.T, cfg string) string {
-	t.Helper()
-	_, part, ok := strings.Cut(cfg, "# --- guide ---\n")
-	if !ok {
-		t.Fatal(`the configuration has no "# --- guide ---" line`)
-	}
-	return part
 }
 
 // kamailioModulePath is the directory of Kamailio's modules, with http_client among them.
@@ -241,121 +216,123 @@ func kamailioModulePath(t *testing.T) string {
 	return ""
 }
 
-// TestGuideKamailioHTTP places calls through the Kamailio configuration of
-// docs/guides/pbx-integration.md, which asks a real node's REST API (with its token) about the
-// dialled number (national match) and the caller's address before relaying: a clean call
-// completes at a SIPp callee; a number attackers dialled through the honeypot, dialled here in
-// another form, and a caller that attacked the honeypot get a 403 with a Reason; with the API
-// hanging, each lookup gives up after its second and the call goes through (fail open).
-func TestGuideKamailioHTTP(t *testing.T) {
+// kamailio is a Kamailio proxy on 127.0.0.1:port running a guide's configuration, and the
+// phones (SIPp) that call through it.
+type kamailio struct {
+	t       *testing.T
+	dir     string
+	proxy   string // its address
+	log     *testutil.SyncBuffer
+	uasPort int // where the callee answers: calls are placed to sip:NUMBER@127.0.0.1:uasPort
+}
+
+// startKamailio runs Kamailio in the foreground with the configuration file (a template of
+// testdata/guides) rendered with fields and its own port and module path, until the test ends.
+func startKamailio(t *testing.T, file string, fields map[string]any) *kamailio {
+	t.Helper()
 	need(t, "sipp", "kamailio")
-	const token = "guide-token"
-	modules := kamailioModulePath(t)
-	guideHolds(t, "pbx-integration.md", "the Kamailio configuration (test/e2e/testdata/guides/kamailio-http.cfg)",
-		guidePart(t, kamailioHTTP(t, map[string]any{"Port": 5060, "ModulePath": modules, "API": "http://127.0.0.1:8082", "Token": "change-me"})))
-
-	// The honeypot: 127.0.0.66 attacks it, dialling 004990012345.
-	n := startNode(t, nodeOpts{args: []string{"-r", "-a", "--api-token", token}})
-	attackFrom(t, nil, "127.0.0.66", fmt.Sprintf("127.0.0.1:%d", n.port), "004990012345")
-
-	// The proxy, asking the node's API.
-	dir := t.TempDir()
+	k := &kamailio{t: t, dir: t.TempDir(), log: &testutil.SyncBuffer{}, uasPort: freePort(t)}
 	port := freePort(t)
-	cfg := filepath.Join(dir, "kamailio.cfg")
-	os.WriteFile(cfg, []byte(kamailioHTTP(t, map[string]any{"Port": port, "ModulePath": modules, "API": "http://" + n.apiAddr, "Token": token})), 0o644)
-	kam := exec.Command("kamailio", "-f", cfg, "-DD", "-E", "-P", filepath.Join(dir, "kamailio.pid"), "-Y", dir, "-m", "32", "-M", "8", "-w", dir)
-	kamLog := &testutil.SyncBuffer{}
-	kam.Stdout, kam.Stderr = kamLog, kamLog
-	kam.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its children go with it
-	if err := kam.Start(); err != nil {
+	fields["Port"], fields["ModulePath"] = port, kamailioModulePath(t)
+	cfg := filepath.Join(k.dir, "kamailio.cfg")
+	os.WriteFile(cfg, []byte(renderConfig(t, file, fields)), 0o644)
+	// -DD: stay in the foreground (children are still forked); -E: log to stderr; its own
+	// pid file and runtime directory, small memory pools.
+	cmd := exec.Command("kamailio", "-f", cfg, "-DD", "-E", "-P", filepath.Join(k.dir, "kamailio.pid"), "-Y", k.dir, "-m", "32", "-M", "8", "-w", k.dir)
+	cmd.Stdout, cmd.Stderr = k.log, k.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its children go with it
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	kamDone := make(chan struct{})
-	go func() { kam.Wait(); close(kamDone) }()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		syscall.Kill(-kam.Process.Pid, syscall.SIGKILL)
-		<-kamDone
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
 		if t.Failed() {
-			t.Logf("kamailio:\n%s", tail(kamLog.String(), 6000))
+			t.Logf("kamailio:\n%s", tail(k.log.String(), 6000))
 		}
 	})
-	proxy := fmt.Sprintf("127.0.0.1:%d", port)
+	k.proxy = fmt.Sprintf("127.0.0.1:%d", port)
 	testutil.Eventually(t, "kamailio answering (405 to an OPTIONS)", 15*time.Second, func() bool {
 		select {
-		case <-kamDone:
-			t.Fatalf("kamailio exited at start:\n%s", kamLog.String())
+		case <-done:
+			t.Fatalf("kamailio exited at start:\n%s", k.log.String())
 		default:
 		}
-		c, err := net.Dial("udp", proxy)
+		c, err := net.Dial("udp", k.proxy)
 		if err != nil {
 			return false
 		}
 		defer c.Close()
 		lp := c.LocalAddr().(*net.UDPAddr).Port
+		id := time.Now().UnixNano()
 		fmt.Fprintf(c, "OPTIONS sip:ping@%s SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-%d\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\n"+
-			"To: <sip:ping@%s>\r\nCall-ID: ping-%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", proxy, lp, time.Now().UnixNano(), proxy, time.Now().UnixNano())
+			"To: <sip:ping@%s>\r\nCall-ID: ping-%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", k.proxy, lp, id, k.proxy, id)
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		buf := make([]byte, 2048)
-		k, err := c.Read(buf)
-		return err == nil && bytes.HasPrefix(buf[:k], []byte("SIP/2.0 405"))
+		n, err := c.Read(buf)
+		return err == nil && bytes.HasPrefix(buf[:n], []byte("SIP/2.0 405"))
 	})
+	return k
+}
 
-	// The phone (SIPp, the policy agent's Kamailio scenarios) and the callee.
+// call places one call from a SIPp phone at from, dialling number through the proxy, with
+// the policy agent's Kamailio scenarios (internal/policy/testdata/kamailio). status 200: the
+// call must complete at a SIPp callee (which checks that it was placed to 0046812110000);
+// otherwise the phone must get that status with a Reason header matching reason. It returns
+// how long the phone's call took.
+func (k *kamailio) call(name, number, from string, status int, reason string) time.Duration {
+	t := k.t
+	t.Helper()
 	scenarios := filepath.Join("..", "..", "internal", "policy", "testdata", "kamailio")
-	uasPort := freePort(t)
-	target := "127.0.0.1:" + strconv.Itoa(uasPort)
-	call := func(t *testing.T, name, number, from string, status int, reason string) time.Duration {
-		t.Helper()
-		tmpl, err := template.ParseFiles(filepath.Join(scenarios, "uac.xml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var b bytes.Buffer
-		attr := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
-		if err := tmpl.Execute(&b, map[string]any{"Name": name, "Target": target, "Status": status, "Reason": attr.Replace(reason)}); err != nil {
-			t.Fatal(err)
-		}
-		scenario := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".xml")
-		os.WriteFile(scenario, b.Bytes(), 0o644)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		var uas *exec.Cmd
-		uasOut := &testutil.SyncBuffer{}
-		if status == 200 {
-			uas = exec.CommandContext(ctx, "sipp", "-sf", abs(t, filepath.Join(scenarios, "uas.xml")), "-m", "1", "-nostdin",
-				"-i", "127.0.0.1", "-p", strconv.Itoa(uasPort), "-timeout", "20", "-timeout_error")
-			uas.Dir = dir
-			uas.Stdout, uas.Stderr = uasOut, uasOut
-			if err := uas.Start(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(200 * time.Millisecond) // let it bind before the call comes
-		}
-		start := time.Now()
-		uac := exec.CommandContext(ctx, "sipp", "-sf", scenario, "-s", number, "-i", from, "-p", strconv.Itoa(freePort(t)),
-			"-m", "1", "-nostdin", "-timeout", "20", "-timeout_error", "-max_retrans", "2", proxy)
-		uac.Dir = dir
-		out, err := uac.CombinedOutput()
-		took := time.Since(start)
-		if err != nil {
-			t.Errorf("caller (sipp) from %s dialling %s: %v\n%s", from, number, err, tail(string(out), 3000))
-		}
-		if uas != nil {
-			if err := uas.Wait(); err != nil {
-				t.Errorf("callee (sipp uas): %v\n%s", err, tail(uasOut.String(), 3000))
-			}
-		}
-		return took
+	tmpl, err := template.ParseFiles(filepath.Join(scenarios, "uac.xml"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	var b bytes.Buffer
+	attr := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
+	target := "127.0.0.1:" + strconv.Itoa(k.uasPort)
+	if err := tmpl.Execute(&b, map[string]any{"Name": name, "Target": target, "Status": status, "Reason": attr.Replace(reason)}); err != nil {
+		t.Fatal(err)
+	}
+	scenario := filepath.Join(k.dir, strings.ReplaceAll(name, " ", "-")+".xml")
+	os.WriteFile(scenario, b.Bytes(), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var uas *exec.Cmd
+	uasOut := &testutil.SyncBuffer{}
+	if status == 200 {
+		uas = exec.CommandContext(ctx, "sipp", "-sf", abs(t, filepath.Join(scenarios, "uas.xml")), "-m", "1", "-nostdin",
+			"-i", "127.0.0.1", "-p", strconv.Itoa(k.uasPort), "-timeout", "20", "-timeout_error")
+		uas.Dir = k.dir
+		uas.Stdout, uas.Stderr = uasOut, uasOut
+		if err := uas.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // let it bind before the call comes
+	}
+	start := time.Now()
+	uac := exec.CommandContext(ctx, "sipp", "-sf", scenario, "-s", number, "-i", from, "-p", strconv.Itoa(freePort(t)),
+		"-m", "1", "-nostdin", "-timeout", "20", "-timeout_error", "-max_retrans", "2", k.proxy)
+	uac.Dir = k.dir
+	out, err := uac.CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		t.Errorf("%s: caller (sipp) from %s dialling %s: %v\n%s", name, from, number, err, tail(string(out), 3000))
+	}
+	if uas != nil {
+		if err := uas.Wait(); err != nil {
+			t.Errorf("%s: callee (sipp uas): %v\n%s", name, err, tail(uasOut.String(), 3000))
+		}
+	}
+	return took
+}
 
-	call(t, "clean call completes", "0046812110000", "127.0.0.1", 200, "")
-	call(t, "known-bad number in another form refused", "+4990012345", "127.0.0.1", 403, `^ *SIP;cause=403;text="dialtrap: known-bad number"$`)
-	call(t, "known-bad caller refused", "0046812110000", "127.0.0.66", 403, `^ *SIP;cause=403;text="dialtrap: known-bad caller"$`)
-
-	// Fail open: the API accepts connections and never answers. Each lookup gives up after its
-	// second, and even the known-bad caller's call goes through.
-	n.stop()
-	hang, err := net.Listen("tcp", n.apiAddr)
+// hangOn listens on addr (TCP) and accepts connections without ever answering, until the test ends.
+func hangOn(t *testing.T, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +340,7 @@ func TestGuideKamailioHTTP(t *testing.T) {
 	go func() {
 		var conns []net.Conn // held open, unanswered, until the test ends
 		for {
-			c, err := hang.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				held <- conns
 				return
@@ -371,20 +348,80 @@ func TestGuideKamailioHTTP(t *testing.T) {
 			conns = append(conns, c)
 		}
 	}()
-	defer func() {
-		hang.Close()
+	t.Cleanup(func() {
+		ln.Close()
 		for _, c := range <-held {
 			c.Close()
 		}
-	}()
-	took := call(t, "API hanging, call goes through", "0046812110000", "127.0.0.66", 200, "")
+	})
+}
+
+// TestGuideKamailioHTTP places calls through the Kamailio configuration of
+// docs/guides/pbx-integration.md that asks a real node's REST API (with its token) about the
+// dialled number (national match) and the caller's address before relaying: a clean call
+// completes at a SIPp callee; a number attackers dialled through the honeypot, dialled here in
+// another form, and a caller that attacked the honeypot get a 403 with a Reason; with the API
+// hanging, each lookup gives up after its second and the call goes through (fail open).
+func TestGuideKamailioHTTP(t *testing.T) {
+	need(t, "sipp", "kamailio")
+	const token = "guide-token"
+	// The honeypot: 127.0.0.66 attacks it, dialling 004990012345.
+	n := startNode(t, nodeOpts{args: []string{"-r", "-a", "--api-token", token}})
+	attackFrom(t, nil, "127.0.0.66", fmt.Sprintf("127.0.0.1:%d", n.port), "004990012345")
+
+	k := startKamailio(t, "kamailio-http.cfg", map[string]any{"API": "http://" + n.apiAddr, "Token": token})
+	k.call("clean call completes", "0046812110000", "127.0.0.1", 200, "")
+	k.call("known-bad number in another form refused", "+4990012345", "127.0.0.1", 403, `^ *SIP;cause=403;text="dialtrap: known-bad number"$`)
+	k.call("known-bad caller refused", "0046812110000", "127.0.0.66", 403, `^ *SIP;cause=403;text="dialtrap: known-bad caller"$`)
+
+	// Fail open: the API accepts connections and never answers. Each lookup gives up after its
+	// second, and even the known-bad caller's call goes through.
+	n.stop()
+	hangOn(t, n.apiAddr)
+	took := k.call("API hanging, call goes through", "0046812110000", "127.0.0.66", 200, "")
 	if took > 6*time.Second {
 		t.Errorf("the call took %s with the API hanging: the lookups' 1 s timeout did not hold", took)
 	}
 	for _, want := range []string{"dialtrap: number lookup failed", "dialtrap: caller lookup failed"} {
-		if !strings.Contains(kamLog.String(), want) {
+		if !strings.Contains(k.log.String(), want) {
 			t.Errorf("kamailio's log lacks %q", want)
 		}
 	}
 	t.Logf("with the API hanging, the call took %s", took.Round(time.Millisecond))
+}
+
+// TestGuideKamailioPolicy places calls through the Kamailio configuration of
+// docs/guides/pbx-integration.md that sends each new INVITE to a real node's SIP policy agent
+// (--policy-addr) first: a clean call is redirected to the dialled target and completes; a
+// number attackers dialled through the honeypot (dialled here in another form: the node
+// matches nationally) and a caller that attacked it get the agent's 403 and its Reason back;
+// with the node stopped, the proxy waits its second for the agent and places the call anyway
+// (fail open).
+func TestGuideKamailioPolicy(t *testing.T) {
+	need(t, "sipp", "kamailio")
+	agentPort := freePort(t)
+	agent := fmt.Sprintf("127.0.0.1:%d", agentPort)
+	// The honeypot, with its agent. Loopback is never refused by default (never-block), and
+	// the callers here are on loopback.
+	n := startNode(t, nodeOpts{args: []string{"-r", "-a", "--number-match", "national", "--never-block-defaults=false",
+		"--policy-addr", agent, "--policy-allow", "127.0.0.0/8"}})
+	attackFrom(t, nil, "127.0.0.66", fmt.Sprintf("127.0.0.1:%d", n.port), "004990012345")
+
+	k := startKamailio(t, "kamailio-policy.cfg", map[string]any{"Agent": agent})
+	k.call("clean call redirected and completed", "0046812110000", "127.0.0.1", 200, "")
+	k.call("known-bad number in another form refused", "+4990012345", "127.0.0.1", 403,
+		`^ *SIP;cause=403;text="dialtrap: number \+4990012345 matches known-bad 004990012345 \(2 reports\)"$`)
+	k.call("known-bad caller refused", "0046812110000", "127.0.0.66", 403,
+		`^ *SIP;cause=403;text="dialtrap: caller 127\.0\.0\.66 is known-bad \(2 reports\)"$`)
+
+	// Fail open: no agent. The proxy's 1 s timer runs out, and the call is placed.
+	n.stop()
+	took := k.call("agent down, call placed anyway", "0046812110000", "127.0.0.66", 200, "")
+	if took > 6*time.Second {
+		t.Errorf("the call took %s with the agent down: the proxy's 1 s timer did not hold", took)
+	}
+	if !strings.Contains(k.log.String(), "dialtrap policy agent did not answer (408)") {
+		t.Error("kamailio's log lacks the fail-open warning")
+	}
+	t.Logf("with the agent down, the call took %s", took.Round(time.Millisecond))
 }
