@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"text/template"
@@ -42,14 +43,16 @@ func attackFrom(t *testing.T, ns *testutil.Netns, local, target, number string) 
 	}
 }
 
-// udpEcho answers every datagram to addr (inside ns) with the same bytes, until the test ends.
-func udpEcho(t *testing.T, ns *testutil.Netns, addr string) {
+// udpEcho answers every datagram to addr (inside ns) with the same bytes, until the test
+// ends. It counts the datagrams it received.
+func udpEcho(t *testing.T, ns *testutil.Netns, addr string) *atomic.Int64 {
 	t.Helper()
 	var pc net.PacketConn
 	if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
+	var received atomic.Int64
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -57,9 +60,11 @@ func udpEcho(t *testing.T, ns *testutil.Netns, addr string) {
 			if err != nil {
 				return
 			}
+			received.Add(1)
 			_, _ = pc.WriteTo(buf[:n], from) // a blackholed source gets nothing back
 		}
 	}()
+	return &received
 }
 
 // echoed says whether a datagram sent from local (inside ns) to the echo server at to comes back.
@@ -94,8 +99,9 @@ func echoed(t *testing.T, ns *testutil.Netns, local, to string) bool {
 // router in a network namespace of its own, linked to a node's namespace by a veth pair with
 // the guide's addresses. Two attackers (IPv4 and IPv6) probe the node; the node's speaker
 // announces them; the router takes the routes through its import filter, resolves them to the
-// discard next hops and puts them in its kernel table as blackholes, and its answers to the
-// attackers stop; when the node stops, the routes go.
+// discard next hops and puts them in its kernel table as blackholes: its answers to the
+// attackers stop, and with loose reverse-path filtering what the IPv4 attacker sends is dropped
+// on the way in; when the node stops, the routes go.
 func TestGuideBIRDRouter(t *testing.T) {
 	need(t, "sipp", "bird", "birdc")
 	conf, err := os.ReadFile("testdata/guides/bird.conf")
@@ -155,8 +161,15 @@ func TestGuideBIRDRouter(t *testing.T) {
 		return router.Run(t, "", "ip", family, "route", "show", "proto", "bird")
 	}
 
+	// Loose reverse-path filtering on the router (source-based blackholing, RFC 5635): once
+	// an attacker's address is routed to the discard next hop, what it sends is dropped on
+	// the way in, not only the router's answers on the way out (IPv4; Linux has no IPv6
+	// rp_filter).
+	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.veth-t.rp_filter"} {
+		router.Run(t, "", "sysctl", "-qw", k+"=2")
+	}
 	// The echo server on the router: before the blackhole, both attackers hear back from it.
-	udpEcho(t, router, "192.0.2.2:7")
+	received4 := udpEcho(t, router, "192.0.2.2:7")
 	udpEcho(t, router, "[2001:db8:1::2]:7")
 	testutil.Eventually(t, "the attackers hearing back from the router before anything is announced", 10*time.Second, func() bool {
 		return echoed(t, trap, attacker4, "192.0.2.2:7") && echoed(t, trap, attacker6, "[2001:db8:1::2]:7")
@@ -176,8 +189,12 @@ func TestGuideBIRDRouter(t *testing.T) {
 	if routes := birdc("show route all protocol dialtrap"); !strings.Contains(routes, "(65535,666)") {
 		t.Errorf("the router's routes lack the BLACKHOLE community:\n%s", routes)
 	}
+	before := received4.Load()
 	if echoed(t, trap, attacker4, "192.0.2.2:7") || echoed(t, trap, attacker6, "[2001:db8:1::2]:7") {
 		t.Errorf("an attacker still hears back from the router:\n%s\n%s", kernelRoutes("-4"), kernelRoutes("-6"))
+	}
+	if got := received4.Load() - before; got != 0 {
+		t.Errorf("the router took %d datagrams from the blackholed IPv4 attacker in: loose rp_filter should drop them", got)
 	}
 
 	// Stopping the speaker ends the session: the router drops the routes, and answers again.
