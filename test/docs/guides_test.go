@@ -1,0 +1,312 @@
+// Package docs checks the operator guides (docs/guides/*.md) against the code: every flag they
+// mention is one the binary knows (for the subcommand they give it to), every relative link
+// leads to a file of the repository (and a heading of it), and the configurations they show
+// are the ones the end-to-end tests run.
+package docs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"text/template"
+)
+
+var binary string // the dialtrap binary built once for all tests
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dialtrap-docs-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "dialtrap")
+	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/dialtrap").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build dialtrap: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// root is the repository's root, relative to this package.
+const root = "../.."
+
+// guides are the guides' paths (relative to root) and their text.
+func guides(t *testing.T) map[string]string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(root, "docs", "guides", "*.md"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no guides in docs/guides (%v)", err)
+	}
+	m := map[string]string{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, p)
+		m[rel] = string(b)
+	}
+	return m
+}
+
+var (
+	helpFlagRe   = regexp.MustCompile(`(?m)^\s+(?:-[a-zA-Z], )?--([a-z0-9][a-z0-9-]*)`)
+	subcommandRe = regexp.MustCompile(`(?m)^\s+dialtrap ([a-z]+) `)
+	statusRe     = regexp.MustCompile(`(?m)dialtrap ([a-z]+) status \[flags\]`)
+)
+
+// commandFlags runs the binary's help for the node and every subcommand it lists (and their
+// status subcommands) and returns each one's long flags: "" is the node, "block status" a
+// nested one.
+func commandFlags(t *testing.T) map[string][]string {
+	t.Helper()
+	help := func(args ...string) string {
+		out, _ := exec.Command(binary, append(args, "-h")...).CombinedOutput() // -h may exit non-zero
+		return string(out)
+	}
+	flags := func(h string) []string {
+		var fs []string
+		for _, m := range helpFlagRe.FindAllStringSubmatch(h, -1) {
+			fs = append(fs, m[1])
+		}
+		return fs
+	}
+	top := help()
+	cmds := map[string][]string{"": flags(top)}
+	if len(cmds[""]) < 50 {
+		t.Fatalf("dialtrap -h lists %d flags; its format changed?\n%s", len(cmds[""]), top)
+	}
+	for _, m := range subcommandRe.FindAllStringSubmatch(top, -1) {
+		sub := m[1]
+		h := help(sub)
+		cmds[sub] = flags(h)
+		for _, s := range statusRe.FindAllStringSubmatch(h, -1) {
+			if s[1] == sub {
+				cmds[sub+" status"] = flags(help(sub, "status"))
+			}
+		}
+	}
+	for _, want := range []string{"check", "top", "block", "block status", "bgp", "bgp status"} {
+		if len(cmds[want]) == 0 {
+			t.Fatalf("no flags found for dialtrap %s: the help's format changed?", want)
+		}
+	}
+	return cmds
+}
+
+var (
+	fenceRe    = regexp.MustCompile("(?m)^\\s*```")
+	inlineRe   = regexp.MustCompile("`[^`\n]+`")
+	flagRe     = regexp.MustCompile(`(?:^|[^\w-])--([a-z][a-z0-9-]*)`)
+	dialtrapRe = regexp.MustCompile(`(?:^|[\s/("'=])dialtrap(?:\s|$)`)
+	commentRe  = regexp.MustCompile(`^\s*(?:#|;|//)`)
+	// a command's end: a pipe, a list operator, a command substitution's end
+	commandEnd = regexp.MustCompile(`\||&&|;|\)`)
+)
+
+// split cuts a guide into its prose and its fenced code blocks (each a list of lines, with
+// shell continuation lines joined).
+func split(text string) (prose string, blocks [][]string) {
+	parts := fenceRe.Split(text, -1)
+	var p strings.Builder
+	for i, part := range parts {
+		if i%2 == 0 {
+			p.WriteString(part)
+			continue
+		}
+		_, body, _ := strings.Cut(part, "\n") // the fence's info string
+		body = strings.ReplaceAll(body, "\\\n", " ")
+		blocks = append(blocks, strings.Split(body, "\n"))
+	}
+	return p.String(), blocks
+}
+
+// dialtrapCommands finds the dialtrap commands in a line and returns, for each, the command
+// ("" for the node, "block", "block status", ...) and its arguments up to the command's end.
+func dialtrapCommands(line string, cmds map[string][]string) (found [][2]string, rest string) {
+	rest = line
+	for {
+		loc := dialtrapRe.FindStringIndex(rest)
+		if loc == nil {
+			return found, rest
+		}
+		args := rest[loc[1]:]
+		if e := commandEnd.FindStringIndex(args); e != nil {
+			args = args[:e[0]]
+		}
+		words := strings.Fields(args)
+		cmd := ""
+		if len(words) > 0 {
+			if _, ok := cmds[words[0]]; ok {
+				cmd = words[0]
+				if len(words) > 1 {
+					if _, ok := cmds[cmd+" "+words[1]]; ok {
+						cmd += " " + words[1]
+					}
+				}
+			}
+		}
+		found = append(found, [2]string{cmd, args})
+		rest = rest[:loc[0]] + " " + rest[loc[1]+len(args):]
+	}
+}
+
+// TestGuideFlagsExist: every --flag a guide mentions is one the binary knows. In a dialtrap
+// command line (in a code block or an inline code span), the flag must belong to that
+// command (the node, or the subcommand given); elsewhere in prose and in comments of code
+// blocks, to some dialtrap command. Flags of other tools are only allowed in their own command
+// lines (curl, nft, fail2ban-regex ...).
+func TestGuideFlagsExist(t *testing.T) {
+	cmds := commandFlags(t)
+	var all []string
+	for _, fs := range cmds {
+		all = append(all, fs...)
+	}
+	for path, text := range guides(t) {
+		check := func(where, s string, known []string, whose string) {
+			for _, m := range flagRe.FindAllStringSubmatch(s, -1) {
+				if !slices.Contains(known, m[1]) {
+					t.Errorf("%s: %s mentions --%s, which %s", path, where, m[1], whose)
+				}
+			}
+		}
+		// commands checks the dialtrap commands of a line and returns the rest of it.
+		commands := func(where, line string) (rest string, found int) {
+			cmds2, rest := dialtrapCommands(line, cmds)
+			for _, f := range cmds2 {
+				check(fmt.Sprintf("%s `dialtrap %s`", where, strings.TrimSpace(f[1])), f[1], cmds[f[0]],
+					strings.TrimSpace("dialtrap "+f[0])+" does not know")
+			}
+			return rest, len(cmds2)
+		}
+		prose, blocks := split(text)
+		for _, block := range blocks {
+			for _, line := range block {
+				rest, _ := commands("a code block", line)
+				if commentRe.MatchString(line) {
+					check("a comment in a code block", rest, all, "no dialtrap command knows")
+				}
+				// Otherwise the rest is another tool's command line, or a configuration.
+			}
+		}
+		for _, span := range inlineRe.FindAllString(prose, -1) {
+			span = strings.Trim(span, "`")
+			if _, n := commands("inline code", span); n == 0 && strings.HasPrefix(span, "--") {
+				check("inline code `"+span+"`", span, all, "no dialtrap command knows")
+			}
+		}
+		check("the prose", inlineRe.ReplaceAllString(prose, " "), all, "no dialtrap command knows")
+	}
+}
+
+var (
+	linkRe    = regexp.MustCompile(`\]\(([^)\s]+)(?:\s+"[^"]*")?\)`)
+	headingRe = regexp.MustCompile(`(?m)^#{1,6}\s+(.+?)\s*#*\s*$`)
+	slugDrop  = regexp.MustCompile(`[^\p{L}\p{N}\s_-]`)
+)
+
+// anchors are the ids GitHub gives the headings of a markdown text.
+func anchors(text string) map[string]bool {
+	prose, _ := split(text)
+	ids := map[string]bool{}
+	seen := map[string]int{}
+	for _, m := range headingRe.FindAllStringSubmatch(prose, -1) {
+		h := strings.ToLower(strings.ReplaceAll(m[1], "`", ""))
+		h = strings.ReplaceAll(slugDrop.ReplaceAllString(h, ""), " ", "-")
+		id := h
+		if n := seen[h]; n > 0 {
+			id = fmt.Sprintf("%s-%d", h, n)
+		}
+		seen[h]++
+		ids[id] = true
+	}
+	return ids
+}
+
+// TestGuideLinksResolve: every link of a guide that is not a web address leads to a file of
+// the repository (never out of it), and a #fragment to a heading of that file.
+func TestGuideLinksResolve(t *testing.T) {
+	absRoot, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, text := range guides(t) {
+		prose, _ := split(text)
+		for _, m := range linkRe.FindAllStringSubmatch(prose, -1) {
+			link := m[1]
+			if strings.HasPrefix(link, "http://") || strings.HasPrefix(link, "https://") || strings.HasPrefix(link, "mailto:") {
+				continue
+			}
+			file, frag, _ := strings.Cut(link, "#")
+			target := filepath.Join(root, path)
+			if file != "" {
+				target = filepath.Join(filepath.Dir(target), file)
+			}
+			abs, _ := filepath.Abs(target)
+			if rel, err := filepath.Rel(absRoot, abs); err != nil || strings.HasPrefix(rel, "..") {
+				t.Errorf("%s: link %s leaves the repository", path, link)
+				continue
+			}
+			b, err := os.ReadFile(target)
+			if err != nil {
+				t.Errorf("%s: link %s: %v", path, link, err)
+				continue
+			}
+			if frag != "" && strings.HasSuffix(target, ".md") && !anchors(string(b))[frag] {
+				t.Errorf("%s: link %s: no heading with the id %q there", path, link, frag)
+			}
+		}
+	}
+}
+
+// TestGuidesShowTestedConfigs: the configurations the guides show are, word for word, the
+// testdata files the end-to-end tests run (test/e2e/guides_test.go), rendered with the values
+// the guides use. A configuration file's "# --- guide ---" line marks where the guide's part
+// begins.
+func TestGuidesShowTestedConfigs(t *testing.T) {
+	for _, c := range []struct {
+		guide, file string
+		fields      map[string]any // the guide's values for the template's fields
+	}{
+		{"bgp.md", "test/e2e/testdata/guides/bird.conf", nil},
+		{"pbx-integration.md", "test/e2e/testdata/guides/kamailio-http.cfg", map[string]any{"API": "http://127.0.0.1:8082", "Token": "change-me"}},
+		{"pbx-integration.md", "test/e2e/testdata/guides/kamailio-policy.cfg", map[string]any{"Agent": "127.0.0.1:5070"}},
+	} {
+		b, err := os.ReadFile(filepath.Join(root, c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		if c.fields != nil {
+			c.fields["Port"], c.fields["ModulePath"] = 5060, "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+			tmpl, err := template.New(c.file).Parse(text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if err := tmpl.Execute(&out, c.fields); err != nil {
+				t.Fatal(err)
+			}
+			text = out.String()
+		}
+		if _, part, ok := strings.Cut(text, "# --- guide ---\n"); ok {
+			text = part
+		}
+		guide, err := os.ReadFile(filepath.Join(root, "docs", "guides", c.guide))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(guide), "```\n"+text+"```\n") {
+			t.Errorf("docs/guides/%s no longer shows %s as the tests run it (a code block of its own); copy it there again:\n%s", c.guide, c.file, text)
+		}
+	}
+}
