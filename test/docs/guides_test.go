@@ -109,13 +109,21 @@ var (
 	flagRe     = regexp.MustCompile(`(?:^|[^\w-])--([a-z][a-z0-9-]*)`)
 	dialtrapRe = regexp.MustCompile(`(?:^|[\s/("'=])dialtrap(?:\s|$)`)
 	commentRe  = regexp.MustCompile(`^\s*(?:#|;|//)`)
+	tomlKeyRe  = regexp.MustCompile(`^\s*#?\s*([a-z][a-z0-9-]*)\s*=`)
+	envRe      = regexp.MustCompile(`\bDIALTRAP_([A-Z0-9_]+)`)
 	// a command's end: a pipe, a list operator, a command substitution's end
 	commandEnd = regexp.MustCompile(`\||&&|;|\)`)
 )
 
-// split cuts a guide into its prose and its fenced code blocks (each a list of lines, with
-// shell continuation lines joined).
-func split(text string) (prose string, blocks [][]string) {
+// block is a fenced code block: its info string ("sh", "toml", ...) and its lines, with shell
+// continuation lines joined.
+type block struct {
+	info  string
+	lines []string
+}
+
+// split cuts a guide into its prose and its fenced code blocks.
+func split(text string) (prose string, blocks []block) {
 	parts := fenceRe.Split(text, -1)
 	var p strings.Builder
 	for i, part := range parts {
@@ -123,9 +131,9 @@ func split(text string) (prose string, blocks [][]string) {
 			p.WriteString(part)
 			continue
 		}
-		_, body, _ := strings.Cut(part, "\n") // the fence's info string
+		info, body, _ := strings.Cut(part, "\n")
 		body = strings.ReplaceAll(body, "\\\n", " ")
-		blocks = append(blocks, strings.Split(body, "\n"))
+		blocks = append(blocks, block{strings.TrimSpace(info), strings.Split(body, "\n")})
 	}
 	return p.String(), blocks
 }
@@ -164,7 +172,8 @@ func dialtrapCommands(line string, cmds map[string][]string) (found [][2]string,
 // command line (in a code block or an inline code span), the flag must belong to that
 // command (the node, or the subcommand given); elsewhere in prose and in comments of code
 // blocks, to some dialtrap command. Flags of other tools are only allowed in their own command
-// lines (curl, nft, fail2ban-regex ...).
+// lines (curl, nft, fail2ban-regex ...). The keys of TOML blocks (commented out or not) must be
+// options of the node, and every DIALTRAP_<NAME> variable the environment form of a flag.
 func TestGuideFlagsExist(t *testing.T) {
 	cmds := commandFlags(t)
 	var all []string
@@ -189,13 +198,29 @@ func TestGuideFlagsExist(t *testing.T) {
 			return rest, len(cmds2)
 		}
 		prose, blocks := split(text)
-		for _, block := range blocks {
-			for _, line := range block {
+		for _, b := range blocks {
+			for _, line := range b.lines {
 				rest, _ := commands("a code block", line)
 				if commentRe.MatchString(line) {
 					check("a comment in a code block", rest, all, "no dialtrap command knows")
 				}
 				// Otherwise the rest is another tool's command line, or a configuration.
+				if m := tomlKeyRe.FindStringSubmatch(line); b.info == "toml" && m != nil && !slices.Contains(cmds[""], m[1]) {
+					t.Errorf("%s: a TOML block sets %q, which is no option of the node (dialtrap -h)", path, m[1])
+				}
+			}
+		}
+		// Environment variables: in the prose and in shell, unit, TOML and Compose blocks
+		// (not in a proxy's configuration, whose own names may start with DIALTRAP_).
+		envText := prose
+		for _, b := range blocks {
+			if slices.Contains([]string{"sh", "bash", "console", "ini", "toml", "yaml", "env"}, b.info) {
+				envText += "\n" + strings.Join(b.lines, "\n")
+			}
+		}
+		for _, m := range envRe.FindAllStringSubmatch(envText, -1) {
+			if name := strings.ToLower(strings.ReplaceAll(m[1], "_", "-")); !slices.Contains(all, name) {
+				t.Errorf("%s: DIALTRAP_%s is the variable of --%s, which no dialtrap command knows", path, m[1], name)
 			}
 		}
 		for _, span := range inlineRe.FindAllString(prose, -1) {
