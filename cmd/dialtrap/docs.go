@@ -71,7 +71,7 @@ func commandDoc() clidoc.Doc {
 		}
 	}
 	return clidoc.Doc{
-		Node: clidoc.Command{Usage: "[flags]", About: nodeAbout, Flags: config.FlagSet()},
+		Node:        clidoc.Command{Usage: "[flags]", About: nodeAbout, Flags: config.FlagSet()},
 		Subcommands: subs,
 		Env: func(long string) (string, []string, bool) {
 			return config.EnvName(long), config.LegacyEnvNames(long), config.InFile(long)
