@@ -118,7 +118,11 @@ func versionLine() string {
 	if c == "" {
 		c = "unknown"
 	}
-	return fmt.Sprintf("dialtrap %s (commit %s, %s)", version, c, runtime.Version())
+	build := runtime.Version()
+	if !node.P2PBuilt {
+		build += ", nop2p" // built with -tags nop2p: no peer-to-peer support
+	}
+	return fmt.Sprintf("dialtrap %s (commit %s, %s)", version, c, build)
 }
 
 // runNode runs a node until ctx ends, then stops it: listeners first, then every queued event
