@@ -56,6 +56,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
 	}
+	if err := node.CheckP2P(cfg); err != nil { // -p in a binary built with -tags nop2p
+		fmt.Fprintf(stderr, "dialtrap: %v\n", err)
+		return exitUsage
+	}
 	log := newLogger(stderr, cfg)
 	for _, n := range cfg.Notices {
 		log.Warn(n)

@@ -163,7 +163,7 @@ func newNode(cfg *config.Config, o Options) (*Node, error) {
 		o.Version = "dev"
 	}
 	n := &Node{cfg: *cfg, version: o.Version, log: o.Log}
-	if err := checkP2P(cfg); err != nil {
+	if err := CheckP2P(cfg); err != nil {
 		return nil, err
 	}
 	var err error

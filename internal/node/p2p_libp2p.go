@@ -24,7 +24,7 @@ import (
 const P2PBuilt = true
 
 // checkP2P checks the peer-to-peer options that New can check without side effects.
-func checkP2P(cfg *config.Config) error {
+func CheckP2P(cfg *config.Config) error {
 	if !cfg.P2P {
 		return nil
 	}

@@ -27,7 +27,7 @@ var errNoP2P = errors.New("this binary was built without peer-to-peer support (b
 	"(from the command line, the DIALTRAP_ environment and the config file)")
 
 // checkP2P refuses what this build cannot do.
-func checkP2P(cfg *config.Config) error {
+func CheckP2P(cfg *config.Config) error {
 	switch {
 	case cfg.P2P:
 		return fmt.Errorf("-p/--p2p: %w", errNoP2P)
