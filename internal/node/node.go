@@ -853,19 +853,6 @@ func writable(dir string) error {
 	return os.Remove(f.Name())
 }
 
-// known reports whether the store already holds ip or number (seen here, or counted
-// before): peers' reports of it then count at once.
-func known(ctx context.Context, st api.Lookups, ip, number string) bool {
-	if _, ok, err := st.IP(ctx, ip); ok && err == nil {
-		return true
-	}
-	if number == "" {
-		return false
-	}
-	_, ok, err := st.Number(ctx, number)
-	return ok && err == nil
-}
-
 // isLoopback reports whether a listen address only accepts local connections.
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
