@@ -45,7 +45,7 @@ func TestNoP2PRefusesPeerOptionsAtStartup(t *testing.T) {
 			}
 			msg := errOut.String()
 			for _, want := range []string{"dialtrap: " + c.want, "built without peer-to-peer support",
-				"built with -tags nop2p", "run the default build"} {
+				"built with -tags nop2p", "use the default build", "in the config file"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("stderr lacks %q:\n%s", want, msg)
 				}

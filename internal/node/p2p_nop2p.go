@@ -21,18 +21,19 @@ import (
 // was built with -tags nop2p.
 const P2PBuilt = false
 
-// errNoP2P is New's answer to -p or -b in a binary built without peer-to-peer support.
+// errNoP2P is the answer to -p or -b in a binary built without peer-to-peer support.
 var errNoP2P = errors.New("this binary was built without peer-to-peer support (built with -tags nop2p): " +
-	"run the default build of dialtrap to share events with peers, or drop the option " +
-	"(from the command line, the DIALTRAP_ environment and the config file)")
+	"use the default build of dialtrap to share events with peers")
 
-// checkP2P refuses what this build cannot do.
+// CheckP2P refuses what this build cannot do: -p and -b (New calls it too). The command
+// calls it before anything else, so that the refusal is all an operator reads: notices
+// about the other peer-to-peer options would only distract.
 func CheckP2P(cfg *config.Config) error {
 	switch {
 	case cfg.P2P:
-		return fmt.Errorf("-p/--p2p: %w", errNoP2P)
+		return fmt.Errorf("-p/--p2p: %w, or turn it off (command line, DIALTRAP_P2P, p2p in the config file)", errNoP2P)
 	case len(cfg.Bootstrap) > 0:
-		return fmt.Errorf("-b/--bootstrap: %w", errNoP2P)
+		return fmt.Errorf("-b/--bootstrap: %w, or remove it (command line, DIALTRAP_BOOTSTRAP, bootstrap in the config file)", errNoP2P)
 	}
 	return nil
 }

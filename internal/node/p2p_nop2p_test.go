@@ -38,7 +38,7 @@ func TestNoP2PRefusesPeerOptions(t *testing.T) {
 		if !errors.As(err, &ce) || !errors.Is(err, errNoP2P) {
 			t.Errorf("New(%q): %v (%T), want a ConfigError wrapping errNoP2P", c.args, err, err)
 		}
-		for _, want := range []string{c.want, "built without peer-to-peer support", "-tags nop2p", "default build"} {
+		for _, want := range []string{c.want, "built without peer-to-peer support", "-tags nop2p", "use the default build"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("New(%q): %q lacks %q", c.args, err, want)
 			}
