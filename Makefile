@@ -24,13 +24,21 @@ test: deps lint unit e2e
 deps:
 	./scripts/test-deps.sh
 
+## lint and unit also check the build without peer-to-peer (-tags nop2p, see docs/nop2p.md):
+## vet and staticcheck of every package, and the tests of the packages the tag changes.
+NOP2P_PKGS := ./internal/node ./cmd/dialtrap
+NOP2P_RUN  := NoP2P|BGPAndPolicyLifecycle|VersionLine|PeersCommand
+
 lint:
 	@test -z "$$(gofmt -l cmd internal test bench)" || { gofmt -l cmd internal test bench; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags nop2p ./...
 	$(GOBIN)/staticcheck ./...
+	$(GOBIN)/staticcheck -tags nop2p ./...
 
 unit:
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
+	$(GO) test -race -count=1 -tags nop2p -run '$(NOP2P_RUN)' $(NOP2P_PKGS)
 
 e2e:
 	$(GO) test -count=1 ./test/...

@@ -529,7 +529,7 @@ type importStore interface {
 
 // runVersion prints the version line.
 func runVersion(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("version", "version", "Prints name, version, commit and Go version.", stdout, stderr)
+	f := newFlags("version", "version", "Prints name, version, commit and Go version (then nop2p in a build without peer-to-peer support).", stdout, stderr)
 	if code := f.parseOnly(args, exitUsage, false); code >= 0 {
 		return code
 	}
