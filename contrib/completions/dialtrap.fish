@@ -6,7 +6,7 @@ complete -c dialtrap -n __fish_use_subcommand -a import -d 'FILE: a dialtrap JSO
 complete -c dialtrap -n __fish_use_subcommand -a migrate -d 'Copies every event of one store into another, in batches, oldest first, with peers\''
 complete -c dialtrap -n __fish_use_subcommand -a peers -d 'Lists the peers of a running node (it needs -p and -a)'
 complete -c dialtrap -n __fish_use_subcommand -a top -d 'Shows a running node\'s attacks live: probes a minute, tools, countries, prefixes, targets, campaigns'
-complete -c dialtrap -n __fish_use_subcommand -a version -d 'Prints name, version, commit and Go version'
+complete -c dialtrap -n __fish_use_subcommand -a version -d 'Prints name, version, commit and Go version (then nop2p in a build without peer-to-peer support)'
 complete -c dialtrap -n __fish_use_subcommand -a block -d 'Follows the blocklist change stream of one or more nodes and keeps an nftables set (table'
 complete -c dialtrap -n __fish_use_subcommand -a bgp -d 'Follows the blocklist change stream of one or more nodes and announces every blocked'
 complete -c dialtrap -n __fish_use_subcommand -a completion -d 'Prints the shell completion script for bash, zsh or fish. The packages install them;'
