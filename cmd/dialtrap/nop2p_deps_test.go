@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -98,6 +99,21 @@ func TestPeersCommandReadsAReport(t *testing.T) {
 		"peers       1", "12D3KooWOther", "inbound", "/ip4/127.0.0.1/tcp/5000"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("peers output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// A malformed peer address is a usage error (exit 2) found before anything starts, in either
+// build.
+func TestMalformedPeerAddressesAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-R", "-p", "-b", "/ip4/192.0.2.1/tcp/4222"},
+		{"-R", "-p", "-b", "nonsense"},
+		{"-R", "-p", "--p2p-addr", "/ip9/x"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(append(args, "--data-dir", t.TempDir()), &out, &errb); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d: %s", args, code, exitUsage, errb.String())
 		}
 	}
 }

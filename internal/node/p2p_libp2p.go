@@ -13,6 +13,7 @@ import (
 	"fmt"
 
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/config"
@@ -31,6 +32,15 @@ func CheckP2P(cfg *config.Config) error {
 	}
 	if _, err := peer.ParseIDs(cfg.P2PTrust); err != nil {
 		return fmt.Errorf("--p2p-trust: %w", err)
+	}
+	// Malformed addresses are usage errors (exit 2), found before anything starts.
+	if _, err := peer.ParseBootstrap(cfg.Bootstrap); err != nil {
+		return fmt.Errorf("-b/--bootstrap: %w", err)
+	}
+	for _, a := range cfg.P2PAddr {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("--p2p-addr %q is not a multiaddr (e.g. /ip4/0.0.0.0/tcp/4222): %w", a, err)
+		}
 	}
 	return nil
 }
