@@ -418,19 +418,21 @@ func (e *Event) appendJSON(dst []byte, c Compat) []byte {
 }
 
 // appendHostPort appends host and port as one JSON string the way net.JoinHostPort joins
-// them (an IPv6 address in brackets), straight into dst; a missing host or port (0 or less) leaves
-// the host alone.
+// them (an IPv6 address in brackets), straight into dst; a missing host or port (0 or less)
+// leaves the host alone.
 func appendHostPort(dst []byte, host string, port int) []byte {
 	if host == "" || port <= 0 {
 		return appendString(dst, host)
 	}
-	dst = append(dst, '"')
+	open := len(dst) // the opening quote
+	dst = appendString(dst, host)
+	dst = dst[:len(dst)-1] // the closing quote, written again after the port
 	if strings.IndexByte(host, ':') >= 0 {
-		dst = append(dst, '[')
-		dst = appendEscaped(dst, host)
+		// A bracket after the opening quote: the escaped address moves up one byte.
+		dst = append(dst, 0)
+		copy(dst[open+2:], dst[open+1:])
+		dst[open+1] = '['
 		dst = append(dst, ']')
-	} else {
-		dst = appendEscaped(dst, host)
 	}
 	dst = append(dst, ':')
 	dst = strconv.AppendInt(dst, int64(port), 10)
@@ -441,14 +443,8 @@ func appendHostPort(dst []byte, host string, port int) []byte {
 // escaping is off: quote, backslash and control characters; U+2028 and U+2029 (JavaScript
 // line terminators); invalid UTF-8 as U+FFFD.
 func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	dst = appendEscaped(dst, s)
-	return append(dst, '"')
-}
-
-// appendEscaped appends s escaped as appendString does, without the quotes.
-func appendEscaped(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
@@ -494,7 +490,8 @@ func appendEscaped(dst []byte, s string) []byte {
 		}
 		i += size
 	}
-	return append(dst, s[start:]...)
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // MarshalLine returns the compact JSON object followed by a newline: one JSON log line.
