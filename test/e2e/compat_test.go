@@ -171,8 +171,9 @@ func TestEventCompatBadValue(t *testing.T) {
 		{nil, "DIALTRAP_EVENT_COMPAT=tpot"},
 	} {
 		cmd := exec.Command(binary, append(c.args, "--data-dir", t.TempDir(), "--sip-addr", "127.0.0.1:0", "-z", "127.0.0.1:0")...)
+		cmd.Env = cleanEnv()
 		if c.env != "" {
-			cmd.Env = append(cmd.Environ(), c.env)
+			cmd.Env = append(cmd.Env, c.env)
 		}
 		out, err := cmd.CombinedOutput()
 		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "--event-compat") || !strings.Contains(string(out), "ip-port") {
