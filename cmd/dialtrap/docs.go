@@ -31,6 +31,8 @@ var exitCodes = []clidoc.ExitCode{
 	{Code: exitOK, Command: "check", Meaning: "the number or address is not known"},
 	{Code: 1, Command: "check", Meaning: "the number or address is known-bad"},
 	{Code: checkError, Command: "check", Meaning: "the question could not be answered (usage, database or API error): treat as unknown or fail closed, as your dialplan chooses"},
+	{Code: exitOK, Command: "health", Meaning: "the node's API answered its health check"},
+	{Code: 1, Command: "health", Meaning: "it did not answer, or not as a dialtrap node (the reason is on standard error)"},
 	{Code: exitVerify, Command: "migrate", Meaning: "the copy finished but the destination does not hold every event of the source"},
 }
 

@@ -11,6 +11,7 @@ _dialtrap() {
         migrate) cmd=migrate ;;
         peers) cmd=peers ;;
         top) cmd=top ;;
+        health) cmd=health ;;
         version) cmd=version ;;
         block) cmd=block ;;
         bgp) cmd=bgp ;;
@@ -24,7 +25,7 @@ _dialtrap() {
         COMPREPLY=($(compgen -f -- "$cur")); return ;;
     "|--data-dir")
         COMPREPLY=($(compgen -d -- "$cur")); return ;;
-    "|--bootstrap"|"|-b"|"|--oauth2-client-id"|"|-i"|"|--oauth2-client-secret"|"|-c"|"|--webhook-url"|"|-w"|"|--sip-tls-addr"|"|-z"|"|--sip-addr"|"|--api-addr"|"|--api-token"|"|--number-match"|"|--home-country"|"|--store"|"|--store-spool-max"|"|--webhook-token-url"|"|--webhook-audience"|"|--webhook-secret"|"|--webhook-spool-max"|"|--webhook-concurrency"|"|--webhook-timeout"|"|--webhook-max-backoff"|"|--p2p-addr"|"|--p2p-trust"|"|--p2p-min-sightings"|"|--p2p-rate"|"|--p2p-catchup"|"|--retention"|"|--fold-window"|"|--persona"|"|--syslog-addr"|"|--never-block"|"|--never-block-number"|"|--bgp-asn"|"|--bgp-router-id"|"|--bgp-listen"|"|--bgp-neighbor"|"|--bgp-next-hop"|"|--bgp-community"|"|--bgp-max-prefixes"|"|--bgp-max-per-ipv6-net"|"|--bgp-max-received"|"|--bgp-ttl"|"|--bgp-verified"|"|--bgp-source"|"|--bgp-min-count"|"|--policy-addr"|"|--policy-deny"|"|--policy-min-count"|"|--policy-caller-header"|"|--policy-source"|"|--policy-trusted-hops"|"|--policy-allow"|"|--sip-max-conns"|"|--sip-max-conns-per-ip"|"|--sip-idle-timeout"|"|--sip-message-timeout"|"|--sip-read-buffer"|"|--sip-reply-rate"|"|--sip-reply-burst"|"|--api-max-conns"|"|--api-max-conns-per-ip"|"|--queue-max-bytes")
+    "|--bootstrap"|"|-b"|"|--oauth2-client-id"|"|-i"|"|--oauth2-client-secret"|"|-c"|"|--webhook-url"|"|-w"|"|--sip-tls-addr"|"|-z"|"|--sip-addr"|"|--api-addr"|"|--api-token"|"|--number-match"|"|--home-country"|"|--store"|"|--store-spool-max"|"|--webhook-token-url"|"|--webhook-audience"|"|--webhook-secret"|"|--webhook-spool-max"|"|--webhook-concurrency"|"|--webhook-timeout"|"|--webhook-max-backoff"|"|--p2p-addr"|"|--p2p-trust"|"|--p2p-min-sightings"|"|--p2p-rate"|"|--p2p-catchup"|"|--retention"|"|--fold-window"|"|--persona"|"|--syslog-addr"|"|--event-compat"|"|--never-block"|"|--never-block-number"|"|--bgp-asn"|"|--bgp-router-id"|"|--bgp-listen"|"|--bgp-neighbor"|"|--bgp-next-hop"|"|--bgp-community"|"|--bgp-max-prefixes"|"|--bgp-max-per-ipv6-net"|"|--bgp-max-received"|"|--bgp-ttl"|"|--bgp-verified"|"|--bgp-source"|"|--bgp-min-count"|"|--policy-addr"|"|--policy-deny"|"|--policy-min-count"|"|--policy-caller-header"|"|--policy-source"|"|--policy-trusted-hops"|"|--policy-allow"|"|--sip-max-conns"|"|--sip-max-conns-per-ip"|"|--sip-idle-timeout"|"|--sip-message-timeout"|"|--sip-read-buffer"|"|--sip-reply-rate"|"|--sip-reply-burst"|"|--api-max-conns"|"|--api-max-conns-per-ip"|"|--queue-max-bytes")
         return ;;
     "check|--db-file"|"check|-f"|"check|--config"|"check|-g")
         COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -56,6 +57,10 @@ _dialtrap() {
         COMPREPLY=($(compgen -f -- "$cur")); return ;;
     "top|--api-url"|"top|--api-token"|"top|--api-addr"|"top|--timeout"|"top|--interval"|"top|--since"|"top|--rows")
         return ;;
+    "health|--config"|"health|-g")
+        COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    "health|--api-url"|"health|--api-token"|"health|--api-addr"|"health|--timeout")
+        return ;;
     "block|--state-file"|"block|--node-token-file"|"block|--config"|"block|-g")
         COMPREPLY=($(compgen -f -- "$cur")); return ;;
     "block|--data-dir")
@@ -81,13 +86,14 @@ _dialtrap() {
     esac
     local words
     case $cmd in
-    "") words="--db-file -f --json-log -j --json-log-file -l --p2p -p --bootstrap -b --oauth2-client-id -i --oauth2-client-secret -c --api -a --webhook-url -w --sip-responsive -r --enrich --sip-disable -R --tls-cert -t --tls-key -k --sip-tls-addr -z --config -g --syslog -s --verbose -v --debug -d --version -V --sip-addr --sip-tls --api-addr --api-token --number-match --home-country --data-dir --store --store-spool-max --webhook-token-url --webhook-audience --webhook-peer-events --webhook-secret --webhook-spool-max --webhook-concurrency --webhook-timeout --webhook-max-backoff --p2p-addr --p2p-trust --p2p-min-sightings --p2p-rate --p2p-catchup --metrics --retention --fold-window --persona --syslog-addr --json-log-peer-events --syslog-peer-events --ready-file --never-block --never-block-defaults --never-block-number --p2p-share-unverified --bgp-asn --bgp-router-id --bgp-listen --bgp-neighbor --bgp-next-hop --bgp-community --bgp-max-prefixes --bgp-max-per-ipv6-net --bgp-max-received --bgp-ttl --bgp-verified --bgp-source --bgp-min-count --policy-addr --policy-deny --policy-min-count --policy-verified-only --policy-caller-header --policy-fail-closed --policy-source --policy-trusted-hops --policy-allow --sip-max-conns --sip-max-conns-per-ip --sip-idle-timeout --sip-message-timeout --sip-read-buffer --sip-reply-rate --sip-reply-burst --api-max-conns --dashboard --api-max-conns-per-ip --queue-max-bytes --cpu-profile --help -h" ;;
+    "") words="--db-file -f --json-log -j --json-log-file -l --p2p -p --bootstrap -b --oauth2-client-id -i --oauth2-client-secret -c --api -a --webhook-url -w --sip-responsive -r --enrich --sip-disable -R --tls-cert -t --tls-key -k --sip-tls-addr -z --config -g --syslog -s --verbose -v --debug -d --version -V --sip-addr --sip-tls --api-addr --api-token --number-match --home-country --data-dir --store --store-spool-max --webhook-token-url --webhook-audience --webhook-peer-events --webhook-secret --webhook-spool-max --webhook-concurrency --webhook-timeout --webhook-max-backoff --p2p-addr --p2p-trust --p2p-min-sightings --p2p-rate --p2p-catchup --metrics --retention --fold-window --persona --syslog-addr --json-log-peer-events --event-compat --syslog-peer-events --ready-file --never-block --never-block-defaults --never-block-number --p2p-share-unverified --bgp-asn --bgp-router-id --bgp-listen --bgp-neighbor --bgp-next-hop --bgp-community --bgp-max-prefixes --bgp-max-per-ipv6-net --bgp-max-received --bgp-ttl --bgp-verified --bgp-source --bgp-min-count --policy-addr --policy-deny --policy-min-count --policy-verified-only --policy-caller-header --policy-fail-closed --policy-source --policy-trusted-hops --policy-allow --sip-max-conns --sip-max-conns-per-ip --sip-idle-timeout --sip-message-timeout --sip-read-buffer --sip-reply-rate --sip-reply-burst --api-max-conns --dashboard --api-max-conns-per-ip --queue-max-bytes --cpu-profile --help -h" ;;
     "check") words="--db-file -f --data-dir --store --api-url --api-token --timeout --number-match --quiet -q --config -g --help -h" ;;
     "export") words="--db-file -f --data-dir --store --format --output -o --since --config -g --help -h" ;;
     "import") words="--db-file -f --data-dir --store --tz --home-country --config -g --help -h" ;;
     "migrate") words="--from --to --state --restart --batch --home-country --quiet -q --config -g --help -h" ;;
     "peers") words="--api-url --api-token --api-addr --timeout --json --config -g --help -h" ;;
     "top") words="--api-url --api-token --api-addr --timeout --interval --since --rows --once --config -g --help -h" ;;
+    "health") words="--api-url --api-token --api-addr --timeout --quiet -q --config -g --help -h" ;;
     "version") words="--help -h" ;;
     "block") words="--ipset --table --set4 --set6 --no-rule --data-dir --state-file --node --api-token --node-token-file --ttl --verified --source --min-count --never-block --never-block-defaults --max-elements --dry-run --flush-on-exit --verbose -v --debug -d --config -g --help -h status" ;;
     "block status") words="--ipset --table --set4 --set6 --no-rule --data-dir --state-file --json --config -g --help -h" ;;
@@ -95,7 +101,7 @@ _dialtrap() {
     "bgp status") words="--data-dir --status-file --json --config -g --help -h" ;;
     "completion") words="--help -h" ;;
     esac
-    if ((COMP_CWORD == 1)) && [[ $cur != -* ]]; then words="check export import migrate peers top version block bgp completion"; fi
+    if ((COMP_CWORD == 1)) && [[ $cur != -* ]]; then words="check export import migrate peers top health version block bgp completion"; fi
     if [[ $cmd == "import" && $cur != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); return; fi
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }

@@ -82,6 +82,7 @@ type Node struct {
 	guards  feed.Guards   // never-block lists; own addresses are added by Start
 
 	nodeID  string
+	compat  event.Compat // the JSON log's and the webhook's spelling (--event-compat)
 	store   Store
 	labeler *intel.Labeler // countries and number targets for the analytics
 	jsonlog *jsonlog.Log
@@ -167,6 +168,9 @@ func newNode(cfg *config.Config, o Options) (*Node, error) {
 		return nil, err
 	}
 	var err error
+	if n.compat, err = event.ParseCompat(cfg.EventCompat); err != nil {
+		return nil, fmt.Errorf("--event-compat %w", err)
+	}
 	if n.guards.IPs, err = feed.NewIPGuard(cfg.NeverBlock, cfg.NeverBlockDefaults); err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
 	}
@@ -191,7 +195,7 @@ func newNode(cfg *config.Config, o Options) (*Node, error) {
 			URL: cfg.WebhookURL, UserAgent: event.AppName + "/" + o.Version,
 			ClientID: cfg.OAuth2ClientID, ClientSecret: cfg.OAuth2ClientSecret,
 			TokenURL: cfg.WebhookTokenURL, Audience: cfg.WebhookAudience,
-			Secret:   cfg.WebhookSecret,
+			Secret: cfg.WebhookSecret, Compat: n.compat,
 			SpoolDir: filepath.Join(cfg.DataDir, "webhook-spool"), SpoolMax: cfg.WebhookSpoolMax,
 			Concurrency: cfg.WebhookConcurrent, Timeout: cfg.WebhookTimeout, MaxBackoff: cfg.WebhookMaxBackoff,
 			Log: o.Log,
@@ -473,7 +477,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Policy: hub.Block, PeerEvents: routes["sqlite"]})
 
 	if cfg.JSONLog {
-		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile); err != nil {
+		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile, n.compat); err != nil {
 			return err
 		}
 		n.onClose("jsonlog", 5*time.Second, func(context.Context) error { return n.jsonlog.Close() })
