@@ -31,6 +31,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # The dashboard test drives a real headless Chromium through its WebDriver server.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The generated shell completions are loaded by the real shells, the manual page by groff.
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
+command -v fish >/dev/null 2>&1 || need_apt+=(fish)
+command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
 
 if ((${#need_apt[@]})); then
 	echo "test-deps: installing ${need_apt[*]} with apt-get" >&2

@@ -45,19 +45,20 @@ type subcommand struct {
 var subcommands map[string]subcommand
 
 // subcommandOrder is the order dialtrap -h lists them in.
-var subcommandOrder = []string{"check", "export", "import", "migrate", "peers", "top", "version", "block", "bgp"}
+var subcommandOrder = []string{"check", "export", "import", "migrate", "peers", "top", "version", "block", "bgp", "completion"}
 
 func init() {
 	subcommands = map[string]subcommand{
-		"check":   {"check [flags] NUMBER|IP   is it known-bad? exit 0 unknown, 1 known-bad, 2 error", runCheck},
-		"export":  {"export [flags]            stored events as JSON lines or CSV", runExport},
-		"import":  {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
-		"migrate": {"migrate --from S --to S   copy every event between stores (SQLite, PostgreSQL), resumable, verified", runMigrate},
-		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
-		"top":     {"top [flags]               a running node's attacks live: tools, countries, prefixes, targets, campaigns", runTop},
-		"version": {"version                   name, version, commit and Go version", runVersion},
-		"block":   {"block --node URL [flags]  firewall agent: nodes' blocklists into nftables or ipset; block status", runBlock},
-		"bgp":     {"bgp --node URL [flags]    BGP blackhole speaker: nodes' blocklists announced to routers; bgp status", runBGP},
+		"check":      {"check [flags] NUMBER|IP   is it known-bad? exit 0 unknown, 1 known-bad, 2 error", runCheck},
+		"export":     {"export [flags]            stored events as JSON lines or CSV", runExport},
+		"import":     {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
+		"migrate":    {"migrate --from S --to S   copy every event between stores (SQLite, PostgreSQL), resumable, verified", runMigrate},
+		"peers":      {"peers [flags]             a running node's peer-to-peer report", runPeers},
+		"top":        {"top [flags]               a running node's attacks live: tools, countries, prefixes, targets, campaigns", runTop},
+		"version":    {"version                   name, version, commit and Go version", runVersion},
+		"block":      {"block --node URL [flags]  firewall agent: nodes' blocklists into nftables or ipset; block status", runBlock},
+		"bgp":        {"bgp --node URL [flags]    BGP blackhole speaker: nodes' blocklists announced to routers; bgp status", runBGP},
+		"completion": {"completion bash|zsh|fish  the shell's completion script", runCompletion},
 	}
 }
 
@@ -75,6 +76,8 @@ func subcommandUsage() string {
 type flags struct {
 	*pflag.FlagSet
 	name   string
+	usage  string
+	about  string
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -83,7 +86,7 @@ func newFlags(name, usage, about string, stdout, stderr io.Writer) *flags {
 	fs := pflag.NewFlagSet("dialtrap "+name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
-	f := &flags{FlagSet: fs, name: name, stdout: stdout, stderr: stderr}
+	f := &flags{FlagSet: fs, name: name, usage: usage, about: about, stdout: stdout, stderr: stderr}
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, "Usage: dialtrap %s\n\n%s\n\nFlags (each also read from DIALTRAP_<NAME> and the -g file):\n%s", usage, about, fs.FlagUsages())
 	}
@@ -101,6 +104,10 @@ func (f *flags) parse(args []string, usageCode int) int {
 // (fill false).
 func (f *flags) parseOnly(args []string, usageCode int, fill bool) int {
 	f.BoolP("help", "h", false, "print this help")
+	if collecting != nil {
+		collecting(f)
+		return exitOK
+	}
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK

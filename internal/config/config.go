@@ -268,6 +268,23 @@ func EnvName(long string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(long, "-", "_"))
 }
 
+// FlagSet returns the node's flags as Load parses them, bound to a throwaway Config: the
+// manual, the reference and the shell completions are made from it.
+func FlagSet() *pflag.FlagSet {
+	return flagSet(&Config{})
+}
+
+// InFile reports whether an option may be set in the TOML file.
+func InFile(long string) bool {
+	return !slices.Contains(notFromFile, long)
+}
+
+// LegacyEnvNames are the reference product's environment variables read for an option when
+// its DIALTRAP_ one is unset.
+func LegacyEnvNames(long string) []string {
+	return legacyEnvNames(long)
+}
+
 func legacyEnvNames(long string) []string {
 	names := []string{legacyEnvPrefix + strings.TrimPrefix(EnvName(long), EnvPrefix)}
 	for _, n := range legacyNames[long] {
