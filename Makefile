@@ -52,7 +52,8 @@ dist: dist-inputs
 	@set -e; for p in deb rpm; do \
 		echo "nfpm: $$p of dialtrap $(VERSION) ($(ARCH))"; \
 		VERSION='$(VERSION)' ARCH='$(ARCH)' DIST='$(DIST)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \
-			$(NFPM) package -f packaging/nfpm.yaml -p $$p -t '$(DIST)/' >/dev/null; \
+			$(NFPM) package -f packaging/nfpm.yaml -p $$p -t '$(DIST)/' >'$(DIST)/stage/nfpm.log' 2>&1 || \
+			{ cat '$(DIST)/stage/nfpm.log' >&2; echo "dist: nfpm could not make the $$p package (above)" >&2; exit 1; }; \
 	done
 	@cd '$(DIST)' && for f in dialtrap dialtrap-nop2p dialtrap*.deb dialtrap*.rpm; do \
 		printf '%-40s %10d bytes %8s\n' "$$f" "$$(stat -c %s "$$f")" "$$(numfmt --to=iec --suffix=B "$$(stat -c %s "$$f")")"; \
