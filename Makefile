@@ -16,7 +16,7 @@ ARCH    := $(ARCH)
 gobuild = CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false \
 	-tags '$(2)' -ldflags '$(LDFLAGS)' -o '$(1)' ./cmd/dialtrap
 
-.PHONY: run build binary dist dist-inputs repro-check test deps lint unit e2e fuzz fuzz-list bench bench-p2p bench-feeds bench-nft bench-bgp bench-policy bench-fleet soak clean
+.PHONY: run build binary dist dist-inputs repro-check test deps lint unit e2e pkgtest fuzz fuzz-list bench bench-p2p bench-feeds bench-nft bench-bgp bench-policy bench-fleet soak clean
 
 ## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061). It runs
 ## in RUN_DIR, so its files (node id and key, TLS certificate, database, JSON log) land there,
@@ -72,8 +72,8 @@ repro-check:
 	VERSION='$(VERSION)' COMMIT='$(COMMIT)' TAGS='$(REPRO_TAGS)' ./scripts/repro-check.sh
 
 ## test: install the tools the tests use, lint, run every test (unit with -race, end-to-end,
-## the package install test in test/pkg), then check that the build is reproducible
-test: deps lint unit e2e repro-check
+## the package test), then check that the build is reproducible
+test: deps lint unit e2e pkgtest repro-check
 
 deps:
 	./scripts/test-deps.sh
@@ -86,8 +86,15 @@ lint:
 unit:
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 
+# The package test (test/pkg) runs on its own after the others: its builds would load the CPUs
+# the end-to-end tests' timings count on.
 e2e:
-	$(GO) test -count=1 ./test/...
+	$(GO) test -count=1 $$($(GO) list ./test/... | grep -v '/test/pkg$$')
+
+## pkgtest: build the .deb and .rpm (make dist), install the .deb with dpkg, run and probe its
+## node, remove and purge it (root; see packaging/README.md)
+pkgtest:
+	$(GO) test -count=1 -timeout 20m ./test/pkg
 
 ## fuzz: run every fuzz target of every package (found with go test -list) for FUZZTIME each
 FUZZTIME ?= 60s
