@@ -28,8 +28,11 @@ COPY internal ./internal
 # stamped. .dockerignore keeps .git out of the context, so COMMIT comes as a build argument.
 ARG VERSION=0.1.0
 ARG COMMIT=unknown
+# Set by BuildKit for the platform built for (docker buildx build --platform linux/arm64).
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
 RUN --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o bin/dialtrap ./cmd/dialtrap
+    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false -tags "" -ldflags "-s -w -buildid= -X main.version=${VERSION} -X main.commit=${COMMIT}" -o bin/dialtrap ./cmd/dialtrap
 
 # The data directory, copied below owned by the user the node runs as: a new named volume
 # mounted there takes this ownership (distroless has no shell to make it in the final stage).

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -160,13 +161,21 @@ func TestImageBuild(t *testing.T) {
 // The Dockerfile's go build is `make build`'s, flag for flag.
 func TestBuildCommandIsMakes(t *testing.T) {
 	df := parseDockerfile(t, filepath.Join(repo, "Dockerfile"))
+	// The ARGs' defaults (TARGETOS and TARGETARCH, which BuildKit sets per platform), then
+	// the test's build arguments.
+	args := map[string]string{}
+	for _, in := range df.stages[0].all("ARG") {
+		name, def, _ := strings.Cut(in.args, "=")
+		args[name] = def
+	}
+	maps.Copy(args, buildArgs)
 	var dockerCmd []string
 	for _, in := range df.stages[0].all("RUN") {
 		if strings.Contains(in.args, "go build") {
-			dockerCmd = shellWords(t, os.Expand(in.args, func(k string) string { return buildArgs[k] }))
+			dockerCmd = shellWords(t, os.Expand(in.args, func(k string) string { return args[k] }))
 		}
 	}
-	mk := exec.Command("make", "-s", "-n", "build", "GO=go", "VERSION="+buildArgs["VERSION"], "COMMIT="+buildArgs["COMMIT"])
+	mk := exec.Command("make", "-s", "-n", "build", "GO=go", "VERSION="+buildArgs["VERSION"], "COMMIT="+buildArgs["COMMIT"], "ARCH="+args["TARGETARCH"])
 	mk.Dir = repo
 	out, err := mk.Output()
 	if err != nil {
