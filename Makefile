@@ -1,11 +1,22 @@
 # The two commands of README.md: `make run` and `make test`.
 GO      ?= go
-VERSION ?= 0.1.0
-COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# The version and commit stamped into the binary and the packages (scripts/version.sh: from
+# git describe, 0.1.0 before the first vX.Y.Z tag); `make VERSION=1.2.3` overrides.
+VERSION ?= $(shell ./scripts/version.sh)
+COMMIT  ?= $(shell ./scripts/version.sh -c)
+VERSION := $(VERSION)
+COMMIT  := $(COMMIT)
+# Reproducible: no paths (-trimpath), no build ID, no VCS stamp beyond the commit, no cgo.
+# Two builds of one commit are byte-identical (make repro-check).
+LDFLAGS := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOBIN   := $(shell $(GO) env GOPATH)/bin
+ARCH    ?= $(shell $(GO) env GOARCH)
+ARCH    := $(ARCH)
+# gobuild OUT,TAGS: the one build command of build, dist and repro-check.
+gobuild = CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false \
+	-tags '$(2)' -ldflags '$(LDFLAGS)' -o '$(1)' ./cmd/dialtrap
 
-.PHONY: run build test deps lint unit e2e fuzz fuzz-list bench bench-p2p bench-feeds bench-nft bench-bgp bench-policy bench-fleet soak clean
+.PHONY: run build binary dist dist-inputs repro-check test deps lint unit e2e pkgtest fuzz fuzz-list bench bench-p2p bench-feeds bench-nft bench-bgp bench-policy bench-fleet soak clean
 
 ## run: start a node with the embedded defaults (SIP on :5060 UDP/TCP, TLS on :5061). It runs
 ## in RUN_DIR, so its files (node id and key, TLS certificate, database, JSON log) land there,
@@ -16,24 +27,82 @@ run: build
 	mkdir -p '$(RUN_DIR)' && cd '$(RUN_DIR)' && exec '$(CURDIR)/bin/dialtrap' $(RUN_ARGS)
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dialtrap ./cmd/dialtrap
+	$(call gobuild,bin/dialtrap,)
 
-## test: install the tools the tests use, lint, then run every test (unit with -race, end-to-end)
-test: deps lint unit e2e
+## binary: OUT built with the build tags TAGS (what repro-check builds)
+OUT  ?= bin/dialtrap
+TAGS ?=
+binary:
+	$(call gobuild,$(OUT),$(TAGS))
+
+## dist: both binaries (dist/dialtrap, and dist/dialtrap-nop2p without the peer-to-peer
+## network), then the .deb and .rpm of the default one (packaging/nfpm.yaml, built by nfpm from
+## tools/go.mod), with their sizes. ARCH=arm64 makes the arm64 ones.
+DIST ?= dist
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+SOURCE_DATE_EPOCH := $(SOURCE_DATE_EPOCH)
+NFPM := GOOS= GOARCH= $(GO) tool -modfile=tools/go.mod nfpm
+DIST_INPUTS := contrib/man/dialtrap.1 contrib/completions/dialtrap.bash contrib/completions/_dialtrap contrib/completions/dialtrap.fish
+dist: dist-inputs
+	rm -rf '$(DIST)/stage' '$(DIST)'/dialtrap*.deb '$(DIST)'/dialtrap*.rpm
+	mkdir -p '$(DIST)/stage'
+	$(call gobuild,$(DIST)/dialtrap,)
+	$(call gobuild,$(DIST)/dialtrap-nop2p,nop2p)
+	gzip -n -9 <contrib/man/dialtrap.1 >'$(DIST)/stage/dialtrap.1.gz'
+	@set -e; for p in deb rpm; do \
+		echo "nfpm: $$p of dialtrap $(VERSION) ($(ARCH))"; \
+		VERSION='$(VERSION)' ARCH='$(ARCH)' DIST='$(DIST)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \
+			$(NFPM) package -f packaging/nfpm.yaml -p $$p -t '$(DIST)/' >'$(DIST)/stage/nfpm.log' 2>&1 || \
+			{ cat '$(DIST)/stage/nfpm.log' >&2; echo "dist: nfpm could not make the $$p package (above)" >&2; exit 1; }; \
+	done
+	@cd '$(DIST)' && for f in dialtrap dialtrap-nop2p dialtrap*.deb dialtrap*.rpm; do \
+		printf '%-40s %10d bytes %8s\n' "$$f" "$$(stat -c %s "$$f")" "$$(numfmt --to=iec --suffix=B "$$(stat -c %s "$$f")")"; \
+	done
+
+## dist-inputs: the man page and completions the packages carry must be in the checkout
+dist-inputs:
+	@missing=""; for f in $(DIST_INPUTS); do [ -s "$$f" ] || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then echo "dist: missing$$missing: the packages install the man page and the shell completions from these committed files" >&2; exit 1; fi
+
+## repro-check: build the binary twice, the second time from a copy of the tree at another
+## path with an empty GOCACHE, and fail unless the two are byte-identical (REPRO_TAGS=nop2p
+## checks that build)
+REPRO_TAGS ?=
+repro-check:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' TAGS='$(REPRO_TAGS)' ./scripts/repro-check.sh
+
+## test: install the tools the tests use, lint, run every test (unit with -race, end-to-end,
+## the package test), then check that the build is reproducible
+test: deps lint unit e2e pkgtest repro-check
 
 deps:
 	./scripts/test-deps.sh
 
+## lint and unit also check the build without peer-to-peer (-tags nop2p, see docs/nop2p.md):
+## vet and staticcheck of every package, and the tests of the packages the tag changes.
+NOP2P_PKGS := ./internal/node ./cmd/dialtrap
+NOP2P_RUN  := NoP2P|BGPAndPolicyLifecycle|VersionLine|PeersCommand
+
 lint:
 	@test -z "$$(gofmt -l cmd internal test bench)" || { gofmt -l cmd internal test bench; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags nop2p ./...
 	$(GOBIN)/staticcheck ./...
+	$(GOBIN)/staticcheck -tags nop2p ./...
 
 unit:
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
+	$(GO) test -race -count=1 -tags nop2p -run '$(NOP2P_RUN)' $(NOP2P_PKGS)
 
+# The package test (test/pkg) runs on its own after the others: its builds would load the CPUs
+# the end-to-end tests' timings count on.
 e2e:
-	$(GO) test -count=1 ./test/...
+	$(GO) test -count=1 $$($(GO) list ./test/... | grep -v '/test/pkg$$')
+
+## pkgtest: build the .deb and .rpm (make dist), install the .deb with dpkg, run and probe its
+## node, remove and purge it (root; see packaging/README.md)
+pkgtest:
+	$(GO) test -count=1 -timeout 20m ./test/pkg
 
 ## fuzz: run every fuzz target of every package (found with go test -list) for FUZZTIME each
 FUZZTIME ?= 60s
@@ -89,4 +158,4 @@ bench-p2p:
 	$(GO) run ./bench/p2p
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

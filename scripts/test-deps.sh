@@ -3,8 +3,9 @@
 # end-to-end tests run (SIPp as Debian's sip-tester, sipvicious, sipsak), rsyslog and Fail2Ban,
 # iproute2, nftables and ipset for the firewall tests, BIRD 2, gobgpd and Kamailio (with its
 # http_client module) for the BGP, policy-agent and guide tests, PostgreSQL for its store's
-# tests, Chromium and its WebDriver server for the dashboard test, and a pinned staticcheck.
-# Safe to run again: it installs only what is missing.
+# tests, Chromium and its WebDriver server for the dashboard test, rpm, systemd-analyze, man
+# and logrotate for the package test, and a pinned staticcheck. Safe to run again: it installs
+# only what is missing.
 set -euo pipefail
 
 STATICCHECK_VERSION=v0.7.0 # 2026.1, which knows Go 1.26
@@ -33,6 +34,17 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # The dashboard test drives a real headless Chromium through its WebDriver server.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The generated shell completions are loaded by the real shells, the manual page by groff.
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
+command -v fish >/dev/null 2>&1 || need_apt+=(fish)
+command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
+# The package test (test/pkg) inspects the .rpm with rpm, checks the units with
+# systemd-analyze (verify looks the man page of Documentation= up with man) and runs the
+# packaged logrotate config.
+command -v rpm >/dev/null 2>&1 || need_apt+=(rpm)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v man >/dev/null 2>&1 || need_apt+=(man-db)
+command -v logrotate >/dev/null 2>&1 || need_apt+=(logrotate)
 
 if ((${#need_apt[@]})); then
 	echo "test-deps: installing ${need_apt[*]} with apt-get" >&2

@@ -45,19 +45,21 @@ type subcommand struct {
 var subcommands map[string]subcommand
 
 // subcommandOrder is the order dialtrap -h lists them in.
-var subcommandOrder = []string{"check", "export", "import", "migrate", "peers", "top", "version", "block", "bgp"}
+var subcommandOrder = []string{"check", "export", "import", "migrate", "peers", "top", "health", "version", "block", "bgp", "completion"}
 
 func init() {
 	subcommands = map[string]subcommand{
-		"check":   {"check [flags] NUMBER|IP   is it known-bad? exit 0 unknown, 1 known-bad, 2 error", runCheck},
-		"export":  {"export [flags]            stored events as JSON lines or CSV", runExport},
-		"import":  {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
-		"migrate": {"migrate --from S --to S   copy every event between stores (SQLite, PostgreSQL), resumable, verified", runMigrate},
-		"peers":   {"peers [flags]             a running node's peer-to-peer report", runPeers},
-		"top":     {"top [flags]               a running node's attacks live: tools, countries, prefixes, targets, campaigns", runTop},
-		"version": {"version                   name, version, commit and Go version", runVersion},
-		"block":   {"block --node URL [flags]  firewall agent: nodes' blocklists into nftables or ipset; block status", runBlock},
-		"bgp":     {"bgp --node URL [flags]    BGP blackhole speaker: nodes' blocklists announced to routers; bgp status", runBGP},
+		"check":      {"check [flags] NUMBER|IP   is it known-bad? exit 0 unknown, 1 known-bad, 2 error", runCheck},
+		"export":     {"export [flags]            stored events as JSON lines or CSV", runExport},
+		"import":     {"import [flags] FILE...    JSON logs, CSV exports, dialtrap or reference databases", runImport},
+		"migrate":    {"migrate --from S --to S   copy every event between stores (SQLite, PostgreSQL), resumable, verified", runMigrate},
+		"peers":      {"peers [flags]             a running node's peer-to-peer report", runPeers},
+		"top":        {"top [flags]               a running node's attacks live: tools, countries, prefixes, targets, campaigns", runTop},
+		"health":     {"health [flags]            is the node's API answering? exit 0 yes, 1 no (container health checks)", runHealth},
+		"version":    {"version                   name, version, commit and Go version", runVersion},
+		"block":      {"block --node URL [flags]  firewall agent: nodes' blocklists into nftables or ipset; block status", runBlock},
+		"bgp":        {"bgp --node URL [flags]    BGP blackhole speaker: nodes' blocklists announced to routers; bgp status", runBGP},
+		"completion": {"completion bash|zsh|fish  the shell's completion script", runCompletion},
 	}
 }
 
@@ -75,6 +77,8 @@ func subcommandUsage() string {
 type flags struct {
 	*pflag.FlagSet
 	name   string
+	usage  string
+	about  string
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -83,7 +87,7 @@ func newFlags(name, usage, about string, stdout, stderr io.Writer) *flags {
 	fs := pflag.NewFlagSet("dialtrap "+name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
-	f := &flags{FlagSet: fs, name: name, stdout: stdout, stderr: stderr}
+	f := &flags{FlagSet: fs, name: name, usage: usage, about: about, stdout: stdout, stderr: stderr}
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, "Usage: dialtrap %s\n\n%s\n\nFlags (each also read from DIALTRAP_<NAME> and the -g file):\n%s", usage, about, fs.FlagUsages())
 	}
@@ -101,6 +105,10 @@ func (f *flags) parse(args []string, usageCode int) int {
 // (fill false).
 func (f *flags) parseOnly(args []string, usageCode int, fill bool) int {
 	f.BoolP("help", "h", false, "print this help")
+	if collecting != nil {
+		collecting(f)
+		return exitOK
+	}
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK
@@ -521,8 +529,42 @@ type importStore interface {
 }
 
 // runVersion prints the version line.
+// runHealth asks a running node's /health-check: exit 0 when the node answered, 1 when it did
+// not, 2 for bad flags. It is the container image's HEALTHCHECK (the image has no curl).
+func runHealth(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("health", "health [flags]",
+		"Asks a running node's REST API (-a) whether it is up, at /health-check (no token needed).\n"+
+			"Exit status: 0 the node answered OK, 1 it did not (down, not a dialtrap node, an error), 2 bad flags.", stdout, stderr)
+	var af apiFlags
+	af.add(f, "the node's REST API (default: http:// + --api-addr, 127.0.0.1 for a wildcard host)", true)
+	quiet := f.BoolP("quiet", "q", false, "print nothing; the exit status says it all")
+	if code := f.parse(args, exitUsage); code >= 0 {
+		return code
+	}
+	if f.NArg() != 0 {
+		return f.fail(exitUsage, "unexpected argument %q (see dialtrap health -h)", f.Arg(0))
+	}
+	c := af.client()
+	if err := c.CheckURL(); err != nil {
+		return f.fail(exitUsage, "%v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
+	defer cancel()
+	v, err := c.Health(ctx)
+	if err != nil {
+		if !*quiet {
+			fmt.Fprintf(stderr, "dialtrap health: unhealthy: %v\n", err)
+		}
+		return exitRuntime
+	}
+	if !*quiet {
+		fmt.Fprintf(stdout, "ok: dialtrap %s at %s\n", v, strings.TrimRight(c.BaseURL, "/"))
+	}
+	return exitOK
+}
+
 func runVersion(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("version", "version", "Prints name, version, commit and Go version.", stdout, stderr)
+	f := newFlags("version", "version", "Prints name, version, commit and Go version (then nop2p in a build without peer-to-peer support).", stdout, stderr)
 	if code := f.parseOnly(args, exitUsage, false); code >= 0 {
 		return code
 	}

@@ -56,6 +56,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
 	}
+	if err := node.CheckP2P(cfg); err != nil { // -p in a binary built with -tags nop2p
+		fmt.Fprintf(stderr, "dialtrap: %v\n", err)
+		return exitUsage
+	}
 	log := newLogger(stderr, cfg)
 	for _, n := range cfg.Notices {
 		log.Warn(n)
@@ -118,7 +122,11 @@ func versionLine() string {
 	if c == "" {
 		c = "unknown"
 	}
-	return fmt.Sprintf("dialtrap %s (commit %s, %s)", version, c, runtime.Version())
+	build := runtime.Version()
+	if !node.P2PBuilt {
+		build += ", nop2p" // built with -tags nop2p: no peer-to-peer support
+	}
+	return fmt.Sprintf("dialtrap %s (commit %s, %s)", version, c, build)
 }
 
 // runNode runs a node until ctx ends, then stops it: listeners first, then every queued event

@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/dialtrap/dialtrap/internal/apiclient"
-	"github.com/dialtrap/dialtrap/internal/peer"
+	"github.com/dialtrap/dialtrap/internal/peerinfo"
 )
 
 // runPeers asks a running node's API for its peers and prints them.
@@ -44,7 +44,7 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 		stdout.Write(append(body, '\n'))
 		return exitOK
 	}
-	var r peer.Report
+	var r peerinfo.Report
 	if err := json.Unmarshal(body, &r); err != nil {
 		return f.fail(exitRuntime, "the answer of %s is not a peer report: %v", c.BaseURL, err)
 	}
@@ -52,7 +52,7 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func printPeers(w io.Writer, r peer.Report) {
+func printPeers(w io.Writer, r peerinfo.Report) {
 	fmt.Fprintf(w, "peer ID     %s\n", r.ID)
 	for _, a := range r.Addrs {
 		fmt.Fprintf(w, "listening   %s\n", a)

@@ -55,30 +55,34 @@ func seedAnalytics(t *testing.T) (*sqlite.Store, *intel.Labeler) {
 	return st, l
 }
 
+// analyticsCases are the analytics requests whose answers the golden files hold.
+var analyticsCases = []struct{ golden, path string }{
+	{"stats-tools", "/stats/tools"},
+	{"stats-countries", "/stats/countries"},
+	{"stats-prefixes", "/stats/prefixes"},
+	{"stats-numbers", "/stats/numbers?limit=2"},
+	{"stats-payloads", "/stats/payloads"},
+	{"stats-target-countries", "/stats/target-countries"},
+	{"stats-targets", "/stats/targets"},
+	{"stats-targets-fresh", "/stats/targets?fresh=24h"},
+	{"stats-timeline", "/stats/timeline?step=1m&since=5m"},
+	{"stats-timeline-hours", "/stats/timeline?step=1h&since=2026-11-21"},
+	{"campaigns", "/campaigns"},
+	{"campaigns-since", "/campaigns?since=1h&limit=1"},
+	{"number-info", "/numbers/900449098790123"},
+	{"number-info-national", "/numbers/+46812118532?match=national"},
+	{"stats-timeline-bad-step", "/stats/timeline?step=7m"},
+	{"stats-timeline-too-long", "/stats/timeline?step=1m&since=2026-11-01"},
+	{"stats-targets-bad-fresh", "/stats/targets?fresh=yesterday"},
+	{"campaigns-bad-limit", "/campaigns?limit=100000"},
+	{"stats-numbers-bad-limit", "/stats/numbers?limit=10001"},
+}
+
 func TestAnalyticsRoutes(t *testing.T) {
 	st, l := seedAnalytics(t)
 	srv := newAnalyticsServer(t, Config{Store: st, Analytics: st, NumberInfo: l.Analyze})
-	for _, tt := range []struct{ golden, path string }{
-		{"stats-tools", "/stats/tools"},
-		{"stats-countries", "/stats/countries"},
-		{"stats-prefixes", "/stats/prefixes"},
-		{"stats-numbers", "/stats/numbers?limit=2"},
-		{"stats-payloads", "/stats/payloads"},
-		{"stats-target-countries", "/stats/target-countries"},
-		{"stats-targets", "/stats/targets"},
-		{"stats-targets-fresh", "/stats/targets?fresh=24h"},
-		{"stats-timeline", "/stats/timeline?step=1m&since=5m"},
-		{"stats-timeline-hours", "/stats/timeline?step=1h&since=2026-11-21"},
-		{"campaigns", "/campaigns"},
-		{"campaigns-since", "/campaigns?since=1h&limit=1"},
-		{"number-info", "/numbers/900449098790123"},
-		{"number-info-national", "/numbers/+46812118532?match=national"},
-		{"stats-timeline-bad-step", "/stats/timeline?step=7m"},
-		{"stats-timeline-too-long", "/stats/timeline?step=1m&since=2026-11-01"},
-		{"stats-targets-bad-fresh", "/stats/targets?fresh=yesterday"},
-		{"campaigns-bad-limit", "/campaigns?limit=100000"},
-		{"stats-numbers-bad-limit", "/stats/numbers?limit=10001"},
-	} {
+	for _, tt := range analyticsCases {
+
 		resp, err := http.Get(srv.URL + tt.path)
 		if err != nil {
 			t.Fatal(err)

@@ -179,45 +179,78 @@ func Handler(cfg Config) http.Handler {
 	h := &handler{cfg: cfg, mux: http.NewServeMux(), tokenSum: sha256.Sum256([]byte(cfg.Token)),
 		version: []string{cfg.Version}, warn: ratelog.New(cfg.Log, 10*time.Second),
 		streams: streamSlots{n: map[netip.Prefix]int{}}}
-	m := h.mux
-	m.HandleFunc("/health-check", h.health)
-	m.HandleFunc("/ip-addresses", h.list(store.IPAddresses))
-	m.HandleFunc("/ip-addresses/ipset", h.ipset)
-	m.HandleFunc("/ipset", h.ipset)
-	m.HandleFunc("/ip-addresses/{ip}", h.ip)
-	m.HandleFunc("/numbers", h.list(store.CalledNumbers))
-	m.HandleFunc("/numbers/{n}", h.number)
-	m.HandleFunc("/api/phone-numbers/{n}", h.hostedNumber)
-	m.HandleFunc("/api/ip-addresses/{ip}", h.hostedIP)
-	m.HandleFunc("/stats", h.stats)
-	m.HandleFunc("/sip-methods", h.top(store.SIPMethods, "sip_methods", "sip_method"))
-	m.HandleFunc("/user-agents", h.top(store.UserAgents, "user_agents", "user_agent"))
-	m.HandleFunc("/stats/tools", h.tools)
-	m.HandleFunc("/stats/countries", h.top(store.Countries, "countries", "country"))
-	m.HandleFunc("/stats/prefixes", h.top(store.Prefixes, "prefixes", "prefix"))
-	m.HandleFunc("/stats/numbers", h.numbers)
-	m.HandleFunc("/stats/payloads", h.top(store.Payloads, "payloads", "payload"))
-	m.HandleFunc("/stats/target-countries", h.top(store.TargetCountries, "target_countries", "country"))
-	m.HandleFunc("/stats/targets", h.targets)
-	m.HandleFunc("/stats/timeline", h.timeline)
-	m.HandleFunc("/campaigns", h.campaigns)
-	m.HandleFunc("/peers", h.peers)
-	m.HandleFunc("/bgp", h.bgp)
-	m.HandleFunc("/policy", h.policy)
-	m.HandleFunc("/feeds/ip-addresses", h.feedList(store.IPAddresses))
-	m.HandleFunc("/feeds/numbers", h.feedList(store.CalledNumbers))
-	m.HandleFunc("/feeds/stream", h.feedStream)
-	m.HandleFunc("/metrics", h.metrics)
-	m.HandleFunc("/events/live", h.live)
-	notFound := func(w http.ResponseWriter, r *http.Request) {
+	for _, rt := range h.routes(cfg.Dashboard) {
+		h.mux.Handle(rt.Pattern, rt.handler)
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
-	}
-	if cfg.Dashboard != nil {
-		m.Handle("/{$}", cfg.Dashboard)
-		m.Handle("/dashboard/", cfg.Dashboard)
-	}
-	m.HandleFunc("/", notFound)
+	})
 	return h
+}
+
+// Route is one route of the API as docs/reference/api.md documents it.
+type Route struct {
+	Pattern string // the http.ServeMux pattern
+	Doc     string // what it answers and which query parameters it takes
+}
+
+type route struct {
+	Route
+	handler http.Handler
+}
+
+// Routes lists the API's routes in the order the reference documents them, the dashboard's
+// included.
+func Routes() []Route {
+	var out []Route
+	for _, rt := range (&handler{}).routes(http.NotFoundHandler()) {
+		out = append(out, rt.Route)
+	}
+	return out
+}
+
+// routes is the one list the mux is built from and the reference is generated from.
+func (h *handler) routes(dashboard http.Handler) []route {
+	rt := func(pattern, doc string, f http.HandlerFunc) route {
+		return route{Route{pattern, doc}, f}
+	}
+	out := []route{
+		rt("/health-check", "Says the node is up, with its version. The one route that never needs the token.", h.health),
+		rt("/ip-addresses/{ip}", "Is this address known-bad? 200 with when it was first and last seen, how often, and by whom (this node, peers, trusted peers; `verified_count`: sightings whose source was proven); 404 when unknown; 400 when `{ip}` is no IPv4 or IPv6 address. `::ffff:a.b.c.d` is the IPv4 address.", h.ip),
+		rt("/numbers/{n}", "Is this called number known-bad? As `/ip-addresses/{ip}`, and for a dial string a `number_info` object (dial-out prefix, target, country, type). `{n}` is the number as stored, escaped as one path segment: digits, `+` and digits, or a SIP user such as `service`. `?match=national` (the default with `--number-match national`; `?match=exact` overrides) also finds the same subscriber number dialled with another international or outside-line prefix; numbers of fewer than 6 digits match only exactly.", h.number),
+		rt("/ip-addresses", "Every stored address, last seen first, with `ip_addresses_total`. Streamed from the store. Query: `limit`, `offset`, `since` (a date, a date and time, RFC 3339, or a duration back from now such as `24h`); `limit=0` gives the total alone.", h.list(store.IPAddresses)),
+		rt("/numbers", "Every stored called number, as `/ip-addresses` (`called_numbers_total`, `called_numbers`), with the same query parameters.", h.list(store.CalledNumbers)),
+		rt("/ipset", "Every stored address as plain text, one a line, last seen first (the reference product's list). `limit` (at least 1), `offset`, `since`. For a firewall use `/feeds/ip-addresses`, which leaves out unproven and never-block addresses.", h.ipset),
+		rt("/ip-addresses/ipset", "The same as `/ipset`.", h.ipset),
+		rt("/api/phone-numbers/{n}", "The hosted lookup service's shape of `/numbers/{n}`: a message only.", h.hostedNumber),
+		rt("/api/ip-addresses/{ip}", "The hosted lookup service's shape of `/ip-addresses/{ip}`: a message only.", h.hostedIP),
+		rt("/stats", "Totals of events, addresses and numbers, and the leading transports, methods and User-Agents; on a capturing node `udp_receive_drops` too. Counted per hour: `since` starts the window on its hour and is echoed; `limit` (default 10) sizes the top lists.", h.stats),
+		rt("/sip-methods", "The most frequent SIP methods and their counts. `limit` (default 10), `since` (per hour, as `/stats`).", h.top(store.SIPMethods, "sip_methods", "sip_method")),
+		rt("/user-agents", "The most frequent User-Agents and their counts, as `/sip-methods`.", h.top(store.UserAgents, "user_agents", "user_agent")),
+		rt("/stats/tools", "Probes by scanner tool, named from the message's shape, and User-Agents that name another tool than the shape (`ua_spoofed`). `limit`, `since`. See docs/analytics.md.", h.tools),
+		rt("/stats/countries", "Probes by country of origin (from the embedded IP database). `limit`, `since`.", h.top(store.Countries, "countries", "country")),
+		rt("/stats/prefixes", "Dial-out prefixes scanners put before the numbers they try. `limit`, `since`.", h.top(store.Prefixes, "prefixes", "prefix")),
+		rt("/stats/numbers", "The most called numbers with what is known of each. `limit` (at most 10,000), `since`.", h.numbers),
+		rt("/stats/payloads", "Payloads found in messages (SQL injection, shell, format string, script) by kind and header. `limit`, `since`.", h.top(store.Payloads, "payloads", "payload")),
+		rt("/stats/target-countries", "Countries the called numbers belong to: where the calls were meant to go. `limit`, `since`.", h.top(store.TargetCountries, "target_countries", "country")),
+		rt("/stats/targets", "Targets behind the dial-out prefixes, newest first; `fresh` (a duration) marks those first seen within it. `limit`, `since`.", h.targets),
+		rt("/stats/timeline", "Probes over time: `step` (`1m`, `1h` or `1d`) and `since`; a window may hold at most 10,080 steps.", h.timeline),
+		rt("/campaigns", "Campaigns: runs of probes from one source with one tool, split where it went quiet. `limit` (at most 10,000), `since`.", h.campaigns),
+		rt("/peers", "The peer-to-peer report: this node's peer ID and addresses, each peer with its counters, events published, received and refused by reason, events held by the trust gate. 404 when `-p` is off.", h.peers),
+		rt("/bgp", "The BGP blackhole speaker: sessions, announcements, withdrawals and counters. 404 when the speaker is off.", h.bgp),
+		rt("/policy", "The SIP policy agent: its addresses, decisions by outcome, drops and latency. 404 when the agent is off.", h.policy),
+		rt("/feeds/ip-addresses", "The address blocklist for firewalls. `format`: `plain` (default, one a line), `ipset` (an `ipset restore -exist` script; `set4`, `set6`), `nft` (an `nft -f` script, one transaction; `table`, `set4`, `set6`), `json`, `csv`. Filters: `verified` (`only`, the default, or `any`), `source` (`trusted`, the default, `local` or `all`), `min_count`, `since`, `ttl` (a duration or seconds: only keys last seen within it, each with the time it has left). Never-block addresses are never in it.", h.feedList(store.IPAddresses)),
+		rt("/feeds/numbers", "The called-number blocklist for PBXs: `format` `plain`, `json` or `csv`, the filters of `/feeds/ip-addresses`. Emergency numbers, numbers of fewer than 6 digits and `--never-block-number` are never in it.", h.feedList(store.CalledNumbers)),
+		rt("/feeds/stream", "The change stream (`application/x-ndjson`), with the filters of the feeds: the current set as `add` lines, a `sync` line, then additions, `del` lines when a key's TTL runs out, `cursor` lines after each batch and a `heartbeat` every 15 s (`heartbeat`, 1s to 5m). Reconnect with `cursor` to get only what changed. At most 256 streams at once (503 with `Retry-After` beyond).", h.feedStream),
+		rt("/metrics", "Prometheus metrics in the text format, with `--metrics` (404 without), behind the token as every route. See docs/metrics.md.", h.metrics),
+		rt("/events/live", "New events as Server-Sent Events, for the dashboard; bounded per client. See docs/dashboard.md.", h.live),
+	}
+	if dashboard != nil {
+		out = append(out,
+			route{Route{"/{$}", "The web dashboard's page (no token needed; its data is asked for with the token). `--dashboard=false`: 404."}, dashboard},
+			route{Route{"/dashboard/", "The dashboard's scripts, styles and map data, embedded."}, dashboard})
+	}
+	return out
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

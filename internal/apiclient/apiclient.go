@@ -102,6 +102,26 @@ func (c *Client) Peers(ctx context.Context) ([]byte, error) {
 	return nil, c.unexpected(resp, body)
 }
 
+// maxHealthBody bounds the /health-check answer.
+const maxHealthBody = 64 << 10
+
+// Health asks /health-check (which needs no token) and returns the version the node reports.
+// Only a dialtrap node answering 200 with status OK is healthy.
+func (c *Client) Health(ctx context.Context) (version string, err error) {
+	resp, body, err := c.get(ctx, "/health-check", maxHealthBody)
+	if err != nil {
+		return "", err
+	}
+	var doc struct {
+		Status  string `json:"status"`
+		Version string `json:"version"`
+	}
+	if resp.StatusCode != http.StatusOK || !fromNode(resp) || json.Unmarshal(body, &doc) != nil || doc.Status != "OK" {
+		return "", c.unexpected(resp, body)
+	}
+	return doc.Version, nil
+}
+
 // CheckURL says whether BaseURL can name a node's API (http or https, with a host): a
 // command line can refuse a mistyped --api-url as a usage error before asking anything.
 func (c *Client) CheckURL() error {

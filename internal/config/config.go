@@ -97,6 +97,9 @@ type Config struct {
 	// cause a local Fail2Ban ban.
 	JSONLogPeerEvents bool
 	SyslogPeerEvents  bool
+	// EventCompat is the spelling of the JSON log's and the webhook's objects: "" or none
+	// (the contract), ip-port (address:port in source_ip and destination_ip, for T-Pot).
+	EventCompat string
 	// ReadyFile, when set, is written (JSON, atomically) with every bound address once the
 	// node listens, for scripts and tests that start it on port 0.
 	ReadyFile string
@@ -209,6 +212,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
 	fs.StringVar(&c.SyslogAddr, "syslog-addr", "", "syslog destination: unix:///path, udp://host:port or tcp://host:port (default: local syslog)")
 	fs.BoolVar(&c.JSONLogPeerEvents, "json-log-peer-events", false, "also write events learned from peers to the JSON log")
+	fs.StringVar(&c.EventCompat, "event-compat", "none", "spelling of the JSON log's and the webhook's events: none (bare addresses, ports in source_port and destination_port) or ip-port (source_ip and destination_ip as address:port, [IPv6]:port, for T-Pot's pipelines; the store, API, peers and export keep bare addresses)")
 	fs.BoolVar(&c.SyslogPeerEvents, "syslog-peer-events", false, "also write events learned from peers to syslog (they can then cause Fail2Ban bans here)")
 	fs.StringVar(&c.ReadyFile, "ready-file", "", "once listening, write the bound addresses here as JSON (for scripts starting the node on port 0)")
 	fs.StringSliceVar(&c.NeverBlock, "never-block", nil, "addresses, CIDR prefixes or files of them (one a line) that are recorded but never reach a feed, a firewall set or a peer (repeatable)")
@@ -266,6 +270,23 @@ func AddBGPFlags(fs *pflag.FlagSet, c *Config) {
 // EnvName is the environment variable for a long option name.
 func EnvName(long string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(long, "-", "_"))
+}
+
+// FlagSet returns the node's flags as Load parses them, bound to a throwaway Config: the
+// manual, the reference and the shell completions are made from it.
+func FlagSet() *pflag.FlagSet {
+	return flagSet(&Config{})
+}
+
+// InFile reports whether an option may be set in the TOML file.
+func InFile(long string) bool {
+	return !slices.Contains(notFromFile, long)
+}
+
+// LegacyEnvNames are the reference product's environment variables read for an option when
+// its DIALTRAP_ one is unset.
+func LegacyEnvNames(long string) []string {
+	return legacyEnvNames(long)
 }
 
 func legacyEnvNames(long string) []string {
@@ -550,6 +571,11 @@ func (c *Config) validate() error {
 	}
 	if c.HomeCountry != "" && !validRegion(c.HomeCountry) {
 		errs = append(errs, fmt.Errorf("--home-country %q: use a two-letter ISO 3166 code such as DE or US", c.HomeCountry))
+	}
+	switch c.EventCompat {
+	case "", "none", "ip-port":
+	default:
+		errs = append(errs, fmt.Errorf("--event-compat %q: use none (the default) or ip-port", c.EventCompat))
 	}
 	if c.NumberMatch != "exact" && c.NumberMatch != "national" {
 		errs = append(errs, fmt.Errorf("--number-match %q: use exact or national", c.NumberMatch))

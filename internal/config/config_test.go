@@ -97,6 +97,14 @@ func TestPrecedence(t *testing.T) {
 			return c.DBFile == "/var/lib/dt/dialtrap.db" && c.JSONLogFile == "/var/lib/dt/dialtrap_json.log"
 		}},
 		{"named db stays as given", []string{"--data-dir", "/var/lib/dt", "-f", "x.db"}, env(), func(c *Config) bool { return c.DBFile == "x.db" }},
+		{"event compat default", nil, env(), func(c *Config) bool { return c.EventCompat == "none" }},
+		{"event compat flag", []string{"--event-compat", "ip-port"}, env(), func(c *Config) bool { return c.EventCompat == "ip-port" }},
+		{"event compat from env", nil, env("DIALTRAP_EVENT_COMPAT", "ip-port"), func(c *Config) bool { return c.EventCompat == "ip-port" }},
+		{"event compat empty env is none", nil, env("DIALTRAP_EVENT_COMPAT", ""), func(c *Config) bool { return c.EventCompat == "" }},
+		{"event compat from file", []string{"-g", writeFile(t, "event-compat = \"ip-port\"\n")}, env(), func(c *Config) bool { return c.EventCompat == "ip-port" }},
+		{"event compat flag over file", []string{"-g", writeFile(t, "event-compat = \"ip-port\"\n"), "--event-compat", "none"}, env(), func(c *Config) bool {
+			return c.EventCompat == "none"
+		}},
 		{"repeatable bootstrap", []string{"-b", "/ip4/127.0.0.1/tcp/1", "-b", "/ip4/127.0.0.1/tcp/2,/ip4/127.0.0.1/tcp/3"}, env(), func(c *Config) bool {
 			return len(c.Bootstrap) == 3
 		}},
@@ -131,6 +139,9 @@ func TestErrors(t *testing.T) {
 		{"bad store hides its password", []string{"--store", "mysql://u:s3cretPW@db/x"}, env(), `"mysql://u:xxxxx@db/x"`},
 		{"unparseable store hides it all", []string{"--store", "mysql://u:s3%zz@db/x"}, env(), "(a URL not shown"},
 		{"bad number match", nil, env("DIALTRAP_NUMBER_MATCH", "fuzzy"), "--number-match"},
+		{"bad event compat", []string{"--event-compat", "ip:port"}, env(), `--event-compat "ip:port": use none (the default) or ip-port`},
+		{"bad event compat from env", nil, env("DIALTRAP_EVENT_COMPAT", "IP-PORT"), "--event-compat"},
+		{"bad event compat from file", []string{"-g", writeFile(t, "event-compat = \"tpot\"\n")}, env(), "--event-compat \"tpot\""},
 		{"tiny spool", []string{"--webhook-spool-max", "1000"}, env(), "--webhook-spool-max"},
 		{"tiny store spool", []string{"--store-spool-max", "1048576"}, env(), "--store-spool-max"},
 		{"no concurrency", []string{"--webhook-concurrency", "0"}, env(), "--webhook-concurrency"},

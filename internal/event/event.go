@@ -298,13 +298,81 @@ func (e *Event) Size() int {
 // is, <sip:...> and all), three times faster: the JSON log, the webhook and peers encode
 // every event (TestAppendJSONMatchesEncodingJSON, FuzzAppendJSON).
 func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
+	return e.appendJSON(dst, CompatNone), nil
+}
+
+// Compat is a spelling of the JSON object for consumers of other products' logs
+// (--event-compat). Only the operator's own outputs, the JSON log and the webhook, write it:
+// the store, the API, peers and export keep the contract's bare addresses.
+type Compat uint8
+
+const (
+	// CompatNone is the contract: bare addresses in source_ip and destination_ip, the ports
+	// in source_port and destination_port.
+	CompatNone Compat = iota
+	// CompatIPPort writes source_ip and destination_ip as address:port ([v6]:port), as the
+	// reference product's later versions do and T-Pot's log pipelines read; the port keys
+	// stay. An address without a port (0: an imported record of the reference's database,
+	// a lost destination) is written bare.
+	CompatIPPort
+)
+
+// CompatNames are the --event-compat values, in the order of the Compat constants; "" is
+// CompatNone too.
+var CompatNames = []string{"none", "ip-port"}
+
+// ParseCompat reads an --event-compat value.
+func ParseCompat(s string) (Compat, error) {
+	switch s {
+	case "", "none":
+		return CompatNone, nil
+	case "ip-port":
+		return CompatIPPort, nil
+	}
+	return CompatNone, fmt.Errorf("%q: use none (bare addresses, the default) or ip-port (address:port in source_ip and destination_ip)", s)
+}
+
+// String is the --event-compat value of c.
+func (c Compat) String() string {
+	if int(c) < len(CompatNames) {
+		return CompatNames[c]
+	}
+	return "compat(" + strconv.Itoa(int(c)) + ")"
+}
+
+// AppendJSONCompat is AppendJSON in the spelling c. The keys, their order and every other
+// value are AppendJSON's.
+func (e *Event) AppendJSONCompat(dst []byte, c Compat) ([]byte, error) {
+	return e.appendJSON(dst, c), nil
+}
+
+func (e *Event) appendJSON(dst []byte, c Compat) []byte {
 	for _, f := range [...]struct {
 		key string
 		v   string
 	}{
 		{`{"app_name":`, e.AppName}, {`,"app_version":`, e.AppVersion}, {`,"event_timestamp":`, e.Timestamp},
 		{`,"event_uuid":`, e.UUID}, {`,"created_by_node_id":`, e.NodeID}, {`,"collected_method":`, e.CollectedMethod},
-		{`,"transport_type":`, e.Transport}, {`,"source_ip":`, e.SourceIP}, {`,"destination_ip":`, e.DestinationIP},
+		{`,"transport_type":`, e.Transport},
+	} {
+		dst = append(dst, f.key...)
+		dst = appendString(dst, f.v)
+	}
+	if c == CompatIPPort {
+		dst = append(dst, `,"source_ip":`...)
+		dst = appendHostPort(dst, e.SourceIP, e.SourcePort)
+		dst = append(dst, `,"destination_ip":`...)
+		dst = appendHostPort(dst, e.DestinationIP, e.DestinationPort)
+	} else {
+		dst = append(dst, `,"source_ip":`...)
+		dst = appendString(dst, e.SourceIP)
+		dst = append(dst, `,"destination_ip":`...)
+		dst = appendString(dst, e.DestinationIP)
+	}
+	for _, f := range [...]struct {
+		key string
+		v   string
+	}{
 		{`,"called_number":`, e.CalledNumber}, {`,"sip_method":`, e.SIPMethod}, {`,"sip_user_agent":`, e.SIPUserAgent},
 		{`,"sip_message":`, e.SIPMessage},
 	} {
@@ -346,7 +414,29 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		dst = append(dst, `,"repeat_count":`...)
 		dst = strconv.AppendInt(dst, e.RepeatCount, 10)
 	}
-	return append(dst, '}'), nil
+	return append(dst, '}')
+}
+
+// appendHostPort appends host and port as one JSON string the way net.JoinHostPort joins
+// them (an IPv6 address in brackets), straight into dst; a missing host or port (0 or less)
+// leaves the host alone.
+func appendHostPort(dst []byte, host string, port int) []byte {
+	if host == "" || port <= 0 {
+		return appendString(dst, host)
+	}
+	open := len(dst) // the opening quote
+	dst = appendString(dst, host)
+	dst = dst[:len(dst)-1] // the closing quote, written again after the port
+	if strings.IndexByte(host, ':') >= 0 {
+		// A bracket after the opening quote: the escaped address moves up one byte.
+		dst = append(dst, 0)
+		copy(dst[open+2:], dst[open+1:])
+		dst[open+1] = '['
+		dst = append(dst, ']')
+	}
+	dst = append(dst, ':')
+	dst = strconv.AppendInt(dst, int64(port), 10)
+	return append(dst, '"')
 }
 
 // appendString appends s as a JSON string, escaped as encoding/json escapes it when HTML

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -88,6 +89,72 @@ func TestRoundTrip(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A JSON log written with --event-compat ip-port (source_ip and destination_ip as
+// address:port) imports as the events it was written from: the port is split off the address.
+func TestImportJSONLogIPPort(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dialtrap_json.log")
+	l, err := jsonlog.Open(path, event.CompatIPPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []*event.Event
+	for i, m := range []func(*event.Event){
+		func(*event.Event) {}, // IPv6 source, IPv4 destination
+		func(e *event.Event) { e.SourceIP, e.DestinationIP = "192.0.2.9", "2001:db8::1" },
+		func(e *event.Event) { e.SourcePort = 0 },                           // written bare
+		func(e *event.Event) { e.DestinationIP, e.DestinationPort = "", 0 }, // no destination
+		func(e *event.Event) { e.SourcePort, e.DestinationPort = 65535, 1 },
+	} {
+		e := sample(i)
+		m(e)
+		want = append(want, e)
+	}
+	if err := l.Write(context.Background(), want); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	if !bytes.Contains(raw, []byte(`"source_ip":"[2001:db8::7]:5070","destination_ip":"192.0.2.1:5060"`)) {
+		t.Fatalf("the log is not in the ip-port spelling:\n%s", raw)
+	}
+	got, res := readAll(t, path, Options{})
+	if res.Skipped != 0 || len(got) != len(want) {
+		t.Fatalf("read %d events, skipped %d (%v)", len(got), res.Skipped, res.Errors)
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Errorf("event %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
+}
+
+// The address's own port wins over a source_port that disagrees; one without a port keeps
+// the port given apart.
+func TestImportAddressPortPrecedence(t *testing.T) {
+	for _, c := range []struct {
+		ip, port string
+		wantIP   string
+		wantPort int
+	}{
+		{"192.0.2.9:5061", "5060", "192.0.2.9", 5061},
+		{"[2001:db8::9]:5061", "", "2001:db8::9", 5061},
+		{"2001:db8::9", "5060", "2001:db8::9", 5060},
+		{"[::ffff:192.0.2.9]:7", "", "192.0.2.9", 7},
+	} {
+		ip, port, err := splitAddr(c.ip, c.port)
+		if err != nil || ip != c.wantIP || port != c.wantPort {
+			t.Errorf("splitAddr(%q, %q) = %q, %d, %v; want %q, %d", c.ip, c.port, ip, port, err, c.wantIP, c.wantPort)
+		}
+	}
+	for _, bad := range []string{"[2001:db8::9]", "192.0.2.9:port", "[192.0.2.9]:5060x"} {
+		if _, _, err := splitAddr(bad, ""); err == nil {
+			t.Errorf("splitAddr(%q) accepted", bad)
+		}
 	}
 }
 

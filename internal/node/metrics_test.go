@@ -230,7 +230,7 @@ func TestPeerEventsAreNotProbes(t *testing.T) {
 	origin, _ := startNode(t, load(t, "-p", "-a", "--never-block-defaults=false"))
 	listener, _ := startNode(t, load(t, "-p", "-a", "--metrics", "-b", origin.Addrs().P2P[0], "--never-block-defaults=false"))
 	testutil.Eventually(t, "the listener joins the origin's topic", 15*time.Second, func() bool {
-		return len(listener.peer.TopicPeers()) > 0 && len(origin.peer.TopicPeers()) > 0
+		return listener.peer.Report().TopicPeers() > 0 && origin.peer.Report().TopicPeers() > 0
 	})
 	time.Sleep(time.Second) // a publish in the mesh's first moments can be lost
 	probeTCP(t, origin.Addrs().SIPTCP, "127.0.0.70", "0046812118532")

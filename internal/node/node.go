@@ -27,8 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	libpeer "github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/bgp"
 	"github.com/dialtrap/dialtrap/internal/block"
@@ -43,7 +41,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/live"
 	"github.com/dialtrap/dialtrap/internal/metrics"
-	"github.com/dialtrap/dialtrap/internal/peer"
+	"github.com/dialtrap/dialtrap/internal/peerinfo"
 	"github.com/dialtrap/dialtrap/internal/policy"
 	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
 	"github.com/dialtrap/dialtrap/internal/sink/syslog"
@@ -63,9 +61,9 @@ const LevelNotice = slog.LevelInfo + 2
 
 // The store, as the node uses it: a sink, the API's reader and catch-up's source.
 var (
-	_ hub.Sink         = (*sqlite.Store)(nil)
-	_ api.Store        = (*sqlite.Store)(nil)
-	_ peer.EventSource = (*sqlite.Store)(nil)
+	_ hub.Sink             = (*sqlite.Store)(nil)
+	_ api.Store            = (*sqlite.Store)(nil)
+	_ peerinfo.EventSource = (*sqlite.Store)(nil)
 )
 
 // Options are what a node needs beyond its configuration.
@@ -81,15 +79,15 @@ type Node struct {
 	log     *slog.Logger
 
 	webhook *webhook.Sink // validated by New, started by Start
-	trusted []libpeer.ID
-	guards  feed.Guards // never-block lists; own addresses are added by Start
+	guards  feed.Guards   // never-block lists; own addresses are added by Start
 
 	nodeID  string
+	compat  event.Compat // the JSON log's and the webhook's spelling (--event-compat)
 	store   Store
 	labeler *intel.Labeler // countries and number targets for the analytics
 	jsonlog *jsonlog.Log
 	hub     *hub.Hub
-	peer    *peer.Node
+	peer    peerNetwork // nil unless -p
 	api     *api.Server
 	live    *live.Broadcaster // the dashboard's live feed; nil without the dashboard
 	sip     *sip.Server
@@ -105,6 +103,18 @@ type Node struct {
 	// closers undo what Start did, in reverse order; each gets the time it may take.
 	closers []closer
 	closed  bool
+}
+
+// peerNetwork is peer-to-peer sharing as the node uses it: a sink of the hub (this node's
+// events to peers) that also reports on its peers. p2p_libp2p.go makes it with libp2p;
+// a binary built with -tags nop2p has none (p2p_nop2p.go).
+type peerNetwork interface {
+	hub.Sink
+	Start(context.Context) error
+	Close(context.Context) error
+	Report() peerinfo.Report
+	ID() string      // this node's peer ID
+	Addrs() []string // multiaddrs with /p2p/<peer ID>; none before Start
 }
 
 type closer struct {
@@ -154,13 +164,13 @@ func newNode(cfg *config.Config, o Options) (*Node, error) {
 		o.Version = "dev"
 	}
 	n := &Node{cfg: *cfg, version: o.Version, log: o.Log}
-	if cfg.P2P {
-		var err error
-		if n.trusted, err = peer.ParseIDs(cfg.P2PTrust); err != nil {
-			return nil, fmt.Errorf("--p2p-trust: %w", err)
-		}
+	if err := CheckP2P(cfg); err != nil {
+		return nil, err
 	}
 	var err error
+	if n.compat, err = event.ParseCompat(cfg.EventCompat); err != nil {
+		return nil, fmt.Errorf("--event-compat %w", err)
+	}
 	if n.guards.IPs, err = feed.NewIPGuard(cfg.NeverBlock, cfg.NeverBlockDefaults); err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
 	}
@@ -185,7 +195,7 @@ func newNode(cfg *config.Config, o Options) (*Node, error) {
 			URL: cfg.WebhookURL, UserAgent: event.AppName + "/" + o.Version,
 			ClientID: cfg.OAuth2ClientID, ClientSecret: cfg.OAuth2ClientSecret,
 			TokenURL: cfg.WebhookTokenURL, Audience: cfg.WebhookAudience,
-			Secret:   cfg.WebhookSecret,
+			Secret: cfg.WebhookSecret, Compat: n.compat,
 			SpoolDir: filepath.Join(cfg.DataDir, "webhook-spool"), SpoolMax: cfg.WebhookSpoolMax,
 			Concurrency: cfg.WebhookConcurrent, Timeout: cfg.WebhookTimeout, MaxBackoff: cfg.WebhookMaxBackoff,
 			Log: o.Log,
@@ -467,7 +477,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Policy: hub.Block, PeerEvents: routes["sqlite"]})
 
 	if cfg.JSONLog {
-		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile); err != nil {
+		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile, n.compat); err != nil {
 			return err
 		}
 		n.onClose("jsonlog", 5*time.Second, func(context.Context) error { return n.jsonlog.Close() })
@@ -496,22 +506,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	if cfg.P2P {
-		key, err := peer.LoadKey(cfg.DataDir)
-		if err != nil {
+		if n.peer, err = n.newPeerNetwork(); err != nil {
 			return err
 		}
-		n.peer = peer.New(peer.Config{
-			Key: key, ListenAddrs: cfg.P2PAddr, Bootstrap: cfg.Bootstrap, Log: n.log,
-			PerPeerRate: cfg.P2PRate, PerPeerBurst: max(int(cfg.P2PRate*10), 1),
-			Policy: peer.Policy{Trusted: n.trusted, MinSightings: cfg.P2PMinSightings,
-				Known: func(ip, number string) bool { return known(context.Background(), n.store, ip, number) }},
-			CatchupWindow: cfg.P2PCatchup,
-			Events:        n.store,
-			Share:         Shareable(cfg, n.guards),
-			// Peer events go through the hub like captured ones; routes decide which sinks
-			// get them.
-			Receive: func(e *event.Event, _ libpeer.ID) { n.hub.Publish(e) },
-		})
 		n.onClose("p2p", 5*time.Second, n.peer.Close) // after the hub has published this node's queued events
 		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 500, PeerEvents: routes["p2p"],
 			Accept: Shareable(cfg, n.guards)})
@@ -553,8 +550,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		publish := n.hub.Publish
 		if m := n.metrics; m != nil {
-			// Only this node's captures are probes: peer events reach the hub through
-			// peer.Config.Receive, not here. A folded event counts the probes it stands for.
+			// Only this node's captures are probes: peer events reach the hub through the
+			// peer network (newPeerNetwork), not here. A folded event counts the probes it
+			// stands for.
 			publish = func(e *event.Event) {
 				m.Probe(e)
 				n.hub.Publish(e)
@@ -684,7 +682,7 @@ func (n *Node) Addrs() Addrs {
 	}
 	if n.peer != nil {
 		if addrs := n.peer.Addrs(); len(addrs) > 0 {
-			a.PeerID, a.P2P = n.peer.ID().String(), addrs
+			a.PeerID, a.P2P = n.peer.ID(), addrs
 		}
 	}
 	return a
@@ -821,7 +819,7 @@ func (n *Node) summary() []any {
 	}
 	if n.peer != nil {
 		attrs = append(attrs, "peer_id", a.PeerID, "p2p", a.P2P, "bootstrap", len(n.cfg.Bootstrap),
-			"trusted", len(n.trusted), "min_sightings", n.cfg.P2PMinSightings)
+			"trusted", len(n.cfg.P2PTrust), "min_sightings", n.cfg.P2PMinSightings)
 	}
 	if n.jsonlog != nil {
 		attrs = append(attrs, "json_log", n.cfg.JSONLogFile)
@@ -857,19 +855,6 @@ func writable(dir string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
-}
-
-// known reports whether the store already holds ip or number (seen here, or counted
-// before): peers' reports of it then count at once.
-func known(ctx context.Context, st api.Lookups, ip, number string) bool {
-	if _, ok, err := st.IP(ctx, ip); ok && err == nil {
-		return true
-	}
-	if number == "" {
-		return false
-	}
-	_, ok, err := st.Number(ctx, number)
-	return ok && err == nil
 }
 
 // isLoopback reports whether a listen address only accepts local connections.

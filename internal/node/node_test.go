@@ -156,7 +156,7 @@ func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
 			cfg := load(t, args...)
 			listener, _ := startNode(t, cfg)
 			testutil.Eventually(t, "the listener joins the origin's topic", 15*time.Second, func() bool {
-				return len(listener.peer.TopicPeers()) > 0 && len(origin.peer.TopicPeers()) > 0
+				return listener.peer.Report().TopicPeers() > 0 && origin.peer.Report().TopicPeers() > 0
 			})
 			time.Sleep(time.Second) // a publish in the mesh's first moments can be lost
 			src := "127.0.0.20"
@@ -201,7 +201,7 @@ func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
 			if !bytes.Contains(jl, []byte(`"source_ip":"127.0.0.30"`)) {
 				t.Error("the listener's own event is missing from its JSON log")
 			}
-			if st := listener.peer.Stats(); st.Published != 1 || st.Received == 0 {
+			if st := listener.peer.Report(); st.Published != 1 || st.Received == 0 {
 				t.Errorf("listener p2p stats %+v: want its one own event published, the peer's received and not published again", st)
 			}
 		})

@@ -7,7 +7,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/hub"
-	"github.com/dialtrap/dialtrap/internal/peer"
+	"github.com/dialtrap/dialtrap/internal/peerinfo"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/postgres"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
@@ -22,7 +22,7 @@ type Store interface {
 	api.Store
 	api.Analytics
 	feed.StreamSource
-	peer.EventSource
+	peerinfo.EventSource
 	SetLabeler(store.Labeler)
 	PruneEvents(ctx context.Context, before string, limit int) (int64, error)
 	Close() error

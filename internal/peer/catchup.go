@@ -17,6 +17,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/backoff"
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/peerinfo"
 )
 
 // Catch-up: when a node meets a peer (at start, or again after a disconnection) it asks it for
@@ -43,12 +44,9 @@ const (
 // catchupRetry is the wait before asking a peer again after a failed session.
 var catchupRetry = backoff.Policy{Min: 5 * time.Second, Max: time.Minute, Jitter: true}
 
-// EventSource is what catch-up serves from: the store, declared here by its consumer.
-type EventSource interface {
-	// Recent calls fn for at most limit stored events after (since, afterID) in time order,
-	// each with its cursor ID. Events from peers must carry Peer and Sealed.
-	Recent(ctx context.Context, since string, afterID int64, limit int, fn func(e *event.Event, id int64) error) error
-}
+// EventSource is what catch-up serves from: the store (declared in peerinfo, so that the
+// store satisfies it in a build without libp2p too).
+type EventSource = peerinfo.EventSource
 
 type catchupRequest struct {
 	Since   string `json:"since"`

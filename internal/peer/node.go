@@ -212,6 +212,9 @@ func ProtocolOptions() []pubsub.Option {
 	}
 }
 
+// ParseBootstrap reads -b's multiaddrs, each ending in /p2p/<peer ID>.
+func ParseBootstrap(addrs []string) ([]libpeer.AddrInfo, error) { return parseBootstrap(addrs) }
+
 func parseBootstrap(addrs []string) ([]libpeer.AddrInfo, error) {
 	var out []libpeer.AddrInfo
 	for _, a := range addrs {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/dialtrap/dialtrap/internal/peerinfo"
 )
 
 // recent is a map that forgets its oldest key once it holds size keys.
@@ -109,33 +111,11 @@ func (n *Node) appScore(p libpeer.ID) float64 {
 	return -100 * float64(n.peers.get(p).bad)
 }
 
-// PeerInfo describes one connected peer.
-type PeerInfo struct {
-	ID        string   `json:"peer_id"`
-	Addrs     []string `json:"addresses"`
-	Topic     bool     `json:"in_topic"` // exchanges events with this node now
-	Trusted   bool     `json:"trusted"`
-	Received  uint64   `json:"events_received"`
-	Rejected  uint64   `json:"events_rejected"`
-	CaughtUp  uint64   `json:"events_caught_up"`
-	Score     float64  `json:"score"`
-	Direction string   `json:"direction"` // inbound or outbound
-}
+// PeerInfo describes one connected peer (declared in peerinfo, which builds without libp2p).
+type PeerInfo = peerinfo.PeerInfo
 
-// Report is what /peers and `dialtrap peers` show.
-type Report struct {
-	ID             string            `json:"peer_id"`
-	Addrs          []string          `json:"addresses"`
-	PeersTotal     int               `json:"peers_total"`
-	Peers          []PeerInfo        `json:"peers"`
-	Published      uint64            `json:"events_published"`
-	Received       uint64            `json:"events_received"`
-	Rejected       map[string]uint64 `json:"events_rejected"`
-	Dropped        map[string]uint64 `json:"messages_dropped"`
-	Pending        int               `json:"events_pending"`
-	PendingDropped uint64            `json:"events_pending_dropped"`
-	MinSightings   int               `json:"min_sightings"`
-}
+// Report is what /peers and `dialtrap peers` show (declared in peerinfo).
+type Report = peerinfo.Report
 
 // Report returns the node's view of its peers, sorted by peer ID.
 func (n *Node) Report() Report {

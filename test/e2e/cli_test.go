@@ -15,7 +15,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
-var subcommandNames = []string{"check", "export", "import", "migrate", "peers", "version", "block"}
+var subcommandNames = []string{"check", "export", "import", "migrate", "peers", "health", "version", "block"}
 
 // dialtrap -h names every subcommand, and each has its own -h, on standard output, exit 0.
 func TestHelpListsEverySubcommand(t *testing.T) {

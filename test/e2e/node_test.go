@@ -35,7 +35,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "dialtrap")
-	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/dialtrap").CombinedOutput()
+	// Built as make build and the packages build it (static, -trimpath): the tests run what
+	// ships, and the package test's build reuses this one's compiled packages.
+	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", binary, "../../cmd/dialtrap")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build dialtrap: %v\n%s", err, out)
 		os.Exit(1)

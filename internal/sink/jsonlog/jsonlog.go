@@ -16,16 +16,18 @@ import (
 // Log is the JSON log sink. Each batch is written with one write call; a write that fails
 // half-way is cut back, so the file never holds a partial line and a retry adds no duplicate.
 type Log struct {
-	path string
+	path   string
+	compat event.Compat // the spelling of each line (--event-compat)
 
 	mu  sync.Mutex
 	f   *os.File
 	buf []byte
 }
 
-// Open opens (creating if needed) the JSON log at path for appending.
-func Open(path string) (*Log, error) {
-	l := &Log{path: path}
+// Open opens (creating if needed) the JSON log at path for appending; each event is written
+// in the spelling compat (event.CompatNone: the contract).
+func Open(path string, compat event.Compat) (*Log, error) {
+	l := &Log{path: path, compat: compat}
 	if err := l.open(); err != nil {
 		return nil, err
 	}
@@ -91,7 +93,7 @@ func (l *Log) Write(_ context.Context, batch []*event.Event) error {
 	var bad error
 	for i, e := range batch {
 		var err error
-		if b, err = e.AppendJSON(b); err != nil {
+		if b, err = e.AppendJSONCompat(b, l.compat); err != nil {
 			bad = &hub.BadEventError{Index: i, Err: err}
 			break
 		}

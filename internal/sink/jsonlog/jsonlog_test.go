@@ -21,7 +21,7 @@ func TestAppendsOneLinePerEvent(t *testing.T) {
 	if err := os.WriteFile(path, []byte("{\"earlier\":\"line\"}\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	l, err := Open(path)
+	l, err := Open(path, event.CompatNone)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,9 +66,44 @@ func TestAppendsOneLinePerEvent(t *testing.T) {
 	}
 }
 
+func TestCompatIPPort(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dialtrap_json.log")
+	l, err := Open(path, event.CompatIPPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := []*event.Event{
+		{AppName: event.AppName, SourceIP: "192.0.2.7", SourcePort: 5070, DestinationIP: "198.51.100.1", DestinationPort: 5060},
+		{AppName: event.AppName, SourceIP: "2001:db8::7", SourcePort: 5070, DestinationIP: "2001:db8::1", DestinationPort: 5060},
+	}
+	if err := l.Write(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for _, e := range batch {
+		want, _ = e.AppendJSONCompat(want, event.CompatIPPort)
+		want = append(want, '\n')
+	}
+	if string(b) != string(want) {
+		t.Errorf("log\n%s\nwant\n%s", b, want)
+	}
+	for _, s := range []string{`"source_ip":"192.0.2.7:5070","destination_ip":"198.51.100.1:5060"`, `"source_ip":"[2001:db8::7]:5070","destination_ip":"[2001:db8::1]:5060"`} {
+		if !strings.Contains(string(b), s) {
+			t.Errorf("log lacks %s:\n%s", s, b)
+		}
+	}
+}
+
 func TestOpenErrorSaysWhatToDo(t *testing.T) {
 	dir := t.TempDir()
-	_, err := Open(dir) // a directory, not a file
+	_, err := Open(dir, event.CompatNone) // a directory, not a file
 	if err == nil {
 		t.Fatal("opened a directory as the JSON log")
 	}
@@ -77,7 +112,7 @@ func TestOpenErrorSaysWhatToDo(t *testing.T) {
 // /dev/full fails every write with ENOSPC: the error must reach the hub (which keeps the
 // batch and retries) rather than vanish.
 func TestFullDiskIsAnError(t *testing.T) {
-	l, err := Open("/dev/full")
+	l, err := Open("/dev/full", event.CompatNone)
 	if err != nil {
 		t.Skipf("no /dev/full here: %v", err)
 	}
@@ -101,7 +136,7 @@ func TestOpenRepairsCutLastLine(t *testing.T) {
 		if err := os.WriteFile(path, []byte(c.before), 0o640); err != nil {
 			t.Fatal(err)
 		}
-		l, err := Open(path)
+		l, err := Open(path, event.CompatNone)
 		if err != nil {
 			t.Fatal(err)
 		}

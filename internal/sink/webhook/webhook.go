@@ -54,6 +54,10 @@ type Config struct {
 
 	Secret string // HMAC-SHA256 key for the signature header; empty for none
 
+	// Compat is the spelling of each body (--event-compat); the zero value is the contract.
+	// Bodies are spooled encoded: those a previous run left keep that run's spelling.
+	Compat event.Compat
+
 	SpoolDir    string
 	SpoolMax    int64         // bytes; default 256 MiB
 	Concurrency int           // requests in flight; default 4
@@ -205,7 +209,7 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	records := make([][]byte, 0, len(batch))
 	var bad error
 	for i, e := range batch {
-		b, err := e.AppendJSON(nil)
+		b, err := e.AppendJSONCompat(nil, s.cfg.Compat)
 		if err != nil {
 			bad = &hub.BadEventError{Index: i, Err: err}
 			break

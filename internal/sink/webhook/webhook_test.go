@@ -271,6 +271,43 @@ func TestSignatureAndHeaders(t *testing.T) {
 	}
 }
 
+// With --event-compat ip-port the body is the JSON log's line in that spelling: one object,
+// one shape, whichever output a pipeline reads.
+func TestCompatIPPortBody(t *testing.T) {
+	rv := newReceiver(t)
+	var mu sync.Mutex
+	bodies := map[string][]byte{}
+	rv.respond = func(_ int, _ *http.Request, body []byte) (int, http.Header) {
+		var e struct {
+			UUID string `json:"event_uuid"`
+		}
+		if json.Unmarshal(body, &e) == nil {
+			mu.Lock()
+			bodies[e.UUID] = body
+			mu.Unlock()
+		}
+		return http.StatusOK, nil
+	}
+	cfg := testConfig(t, rv.srv.URL)
+	cfg.Compat = event.CompatIPPort
+	s := openSink(t, cfg)
+	events := makeEvents(3, "100")
+	write(t, s, events)
+	rv.waitAll(t, events, 10*time.Second)
+	closeSink(t, s, time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, e := range events {
+		want, _ := e.AppendJSONCompat(nil, event.CompatIPPort)
+		if got := bodies[e.UUID]; !bytes.Equal(got, want) {
+			t.Errorf("body\n got %s\nwant %s", got, want)
+		}
+		if !bytes.Contains(want, []byte(`"source_ip":"192.0.2.7:5070","destination_ip":"198.51.100.1:5060"`)) {
+			t.Errorf("body %s lacks the ip-port spelling", want)
+		}
+	}
+}
+
 // tokenServer is an OAuth2 token endpoint on loopback.
 type tokenServer struct {
 	srv       *httptest.Server

@@ -249,9 +249,23 @@ func IsURL(s string) bool {
 
 // connect opens the pool; a writer's connections each get a staging table.
 func connect(ctx context.Context, rawURL string, writer bool) (*Store, error) {
+	// pgx's own parse errors quote the URL with only the text before its first @ hidden, and
+	// a password holding an unencoded @ splits elsewhere than url.Parse does: either way a
+	// piece of the password would be printed. So such a URL is refused here, in words of our
+	// own, and pgx's message about an unreadable URL is never shown.
 	cfg, err := pgxpool.ParseConfig(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("PostgreSQL URL %s: %w (use postgres://user:password@host:port/database)", config.RedactURL(rawURL), scrub(err, rawURL))
+	if err != nil || strings.Count(authority(rawURL), "@") > 1 {
+		why := ""
+		if _, perr := url.Parse(rawURL); err != nil && perr == nil && strings.Count(authority(rawURL), "@") <= 1 {
+			// The URL is well formed, so pgx's reason (a bad sslmode, port...) quotes no
+			// fragment of a mangled password; the URL it quotes is cut out all the same.
+			msg := scrub(err, rawURL).Error()
+			if i, j := strings.Index(msg, "`"), strings.LastIndex(msg, "`"); i >= 0 && j > i {
+				msg = msg[:i] + "it" + msg[j+1:]
+			}
+			why = ": " + msg
+		}
+		return nil, fmt.Errorf("PostgreSQL URL %s cannot be read%s (use postgres://user:password@host:port/database, with @ : / ? # %% in the user name or password percent-encoded, %%40 for @)", config.RedactURL(rawURL), why)
 	}
 	if !strings.Contains(rawURL, "pool_max_conns") {
 		// Lookups, lists, feeds and one writer at a time; the default (the CPUs, at least
@@ -279,6 +293,23 @@ func connect(ctx context.Context, rawURL string, writer bool) (*Store, error) {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (%s)", where, scrub(err, rawURL), connectHint(err, cc.User, cc.Database))
 	}
 	return &Store{pool: pool, where: where, parts: map[string]bool{}}, nil
+}
+
+// authority is the user, password, host and port part of a URL: what follows the scheme up
+// to the first / after the last @ ... or simply up to the path when there is no @.
+func authority(rawURL string) string {
+	_, rest, _ := strings.Cut(rawURL, "://")
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		j := strings.IndexAny(rest[i:], "/?#")
+		if j < 0 {
+			return rest
+		}
+		return rest[:i+j]
+	}
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		return rest[:j]
+	}
+	return rest
 }
 
 // connectHint says what to do about a failed first connection: the server's own refusal

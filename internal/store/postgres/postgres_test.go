@@ -258,10 +258,15 @@ func TestPasswordNeverPrinted(t *testing.T) {
 		"postgres://dialtrap:s3cretPW@127.0.0.1:1/dialtrap?connect_timeout=2",
 		"postgres://dialtrap:s3cretPW@127.0.0.1:1/dialtrap?sslmode=nonsense",
 		"postgres://dialtrap:s3cretPW@127.0.0.1:99999/dialtrap",
+		// A password with an unencoded @, and one that is not valid percent-encoding: pgx
+		// would quote the URL with only the text before the first @ hidden.
+		"postgres://dialtrap:s3c@retPW@127.0.0.1:1/dialtrap?connect_timeout=2",
+		"postgres://dialtrap:s3c@retPW%1@127.0.0.1:1/dialtrap",
+		"postgres://dialtrap:s3c/retPW@127.0.0.1:1/dialtrap",
 	} {
 		_, err := Open(ctx, url)
 		t.Log(err)
-		if err == nil || strings.Contains(err.Error(), "s3cretPW") {
+		if err == nil || strings.Contains(err.Error(), "s3cretPW") || strings.Contains(err.Error(), "retPW") {
 			t.Errorf("Open(%s): %v", url[:22], err)
 		}
 		// One line, though pgx tries TLS then plain text (sslmode=prefer, the default).

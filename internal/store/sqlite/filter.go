@@ -174,8 +174,12 @@ func (s *Store) PrepareLookups() {
 // ready) and then checks every filterCheckInterval that the tables hold only what this
 // process wrote, rebuilding a filter that another writer or growth has made stale.
 func (s *Store) startFilters() {
+	// Under the lock writes take: the writer may be storing a batch already (a node whose
+	// API starts after capture), and it reads matchKeys.
+	s.keys.mu.Lock()
 	s.keys.ip.list, s.keys.num.list = lists[store.IPAddresses], lists[store.CalledNumbers]
 	s.keys.num.matchKeys = true
+	s.keys.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopCheck, s.checkDone = cancel, make(chan struct{})
 	go func() {
