@@ -137,6 +137,9 @@ func runBlock(args []string, stdout, stderr io.Writer) int {
 	state := sf.statePath()
 	if *dryRun {
 		state = "" // a dry run changes nothing, its cursors included: it starts whole each time
+	} else if err := os.MkdirAll(filepath.Dir(state), 0o750); err != nil {
+		// Without its state file the agent would fetch every set whole at each restart.
+		return f.fail(exitRuntime, "state directory: %v (make it, or point --data-dir or --state-file elsewhere)", err)
 	}
 	agent, err := block.New(block.Config{Nodes: cfgNodes, Set: set, Query: q, Guard: guard,
 		StateFile: state, Log: log, TTL: parsed.TTL, MaxElements: *maxElements, Fingerprint: fingerprint})
