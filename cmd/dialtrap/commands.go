@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -359,7 +360,16 @@ func checkStore(ctx context.Context, sf *storeFlags, n, ip string, isIP, nationa
 }
 
 func seen(a store.Aggregate) string {
-	return fmt.Sprintf("seen %d times, last %s UTC", a.Count, a.LastSeen)
+	return seenText(strconv.FormatInt(a.Count, 10), a.LastSeen)
+}
+
+// seenText says how often and when a key was last seen: "seen 1 time", "seen 3 times".
+func seenText(count, last string) string {
+	times := "times"
+	if count == "1" {
+		times = "time"
+	}
+	return fmt.Sprintf("seen %s %s, last %s UTC", count, times, last)
 }
 
 // checkAPI asks a node; only the node's own "not found" counts as unknown.
@@ -379,7 +389,7 @@ func checkAPI(ctx context.Context, c *apiclient.Client, n, ip string, isIP bool,
 	if len(l.Matched) > 0 {
 		return true, "matches " + strings.Join(l.Matched, ", "), nil
 	}
-	return true, fmt.Sprintf("seen %s times, last %s UTC", l.Count, l.LastSeen), nil
+	return true, seenText(l.Count, l.LastSeen), nil
 }
 
 // runExport writes every stored event, oldest first, as JSON lines or CSV.

@@ -76,3 +76,11 @@ func TestStoreCommandsOnPostgreSQL(t *testing.T) {
 		t.Errorf("export lacks %s:\n%s", ids[1], out)
 	}
 }
+
+func TestSeenText(t *testing.T) {
+	for count, want := range map[string]string{"1": "seen 1 time, last x UTC", "2": "seen 2 times, last x UTC"} {
+		if got := seenText(count, "x"); got != want {
+			t.Errorf("seenText(%s) = %q, want %q", count, got, want)
+		}
+	}
+}
