@@ -49,6 +49,7 @@ dist: dist-inputs
 	$(call gobuild,$(DIST)/dialtrap,)
 	$(call gobuild,$(DIST)/dialtrap-nop2p,nop2p)
 	gzip -n -9 <contrib/man/dialtrap.1 >'$(DIST)/stage/dialtrap.1.gz'
+	cp -R docs '$(DIST)/stage/docs' && chmod -R u=rwX,go=rX '$(DIST)/stage/docs'
 	@set -e; for p in deb rpm; do \
 		echo "nfpm: $$p of dialtrap $(VERSION) ($(ARCH))"; \
 		VERSION='$(VERSION)' ARCH='$(ARCH)' DIST='$(DIST)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \

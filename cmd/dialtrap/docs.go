@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/dialtrap/dialtrap/internal/clidoc"
@@ -22,6 +23,9 @@ var nested = map[string][]string{"block": {"status"}, "bgp": {"status"}}
 
 // fileOperands are the subcommands whose operands are files.
 var fileOperands = map[string]bool{"import": true}
+
+// wordOperands are the subcommands whose operand is one of a few words.
+var wordOperands = map[string][]string{"completion": {"bash", "zsh", "fish"}}
 
 // exitCodes is what each exit status means; the reference and the manual list it.
 var exitCodes = []clidoc.ExitCode{
@@ -68,8 +72,17 @@ func commandDoc() clidoc.Doc {
 		}
 	}
 	for i := range subs {
-		if fileOperands[subs[i].Name] {
-			subs[i].Args = clidoc.ArgFile
+		c := &subs[i]
+		if fileOperands[c.Name] {
+			c.Args = clidoc.ArgFile
+		}
+		c.Words = wordOperands[c.Name]
+		// The menus show the short line of dialtrap -h: "check [flags] NUMBER|IP   is it
+		// known-bad? ...", after the synopsis column.
+		if sub, ok := subcommands[c.Name]; ok {
+			if _, text, ok := strings.Cut(sub.synopsis, "  "); ok {
+				c.Summary = strings.TrimSpace(text)
+			}
 		}
 	}
 	return clidoc.Doc{

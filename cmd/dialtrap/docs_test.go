@@ -169,6 +169,7 @@ func TestCompletionsInRealShells(t *testing.T) {
 		{"dialtrap block status --", []string{"--json", "--state-file"}, []string{"status", "--node"}},
 		{"dialtrap -f " + dir + "/cal", []string{dir + "/calls.db"}, nil},
 		{"dialtrap import " + dir + "/cal", []string{dir + "/calls.db"}, nil},
+		{"dialtrap completion ", []string{"bash", "zsh", "fish"}, nil},
 	} {
 		words := strings.Split(tt.line, " ")
 		script := "source " + bash + "\nCOMP_WORDS=(" + quoteWords(words) + ")\nCOMP_CWORD=" +
@@ -190,6 +191,7 @@ func TestCompletionsInRealShells(t *testing.T) {
 		{"dialtrap --sip-re", []string{"--sip-responsive"}, nil},
 		{"dialtrap check --", []string{"--quiet", "--api-url"}, []string{"--sip-responsive"}},
 		{"dialtrap bgp status --", []string{"--status-file"}, []string{"--node"}},
+		{"dialtrap completion ", []string{"bash", "zsh", "fish"}, nil},
 	} {
 		out, err := exec.Command("fish", "--no-config", "-c", "source "+fish+"; complete -C '"+tt.line+"'").CombinedOutput()
 		if err != nil {

@@ -99,7 +99,7 @@ _dialtrap() {
     "block status") words="--ipset --table --set4 --set6 --no-rule --data-dir --state-file --json --config -g --help -h" ;;
     "bgp") words="--bgp-asn --bgp-router-id --bgp-listen --bgp-neighbor --bgp-next-hop --bgp-community --bgp-max-prefixes --bgp-max-per-ipv6-net --bgp-max-received --bgp-ttl --bgp-verified --bgp-source --bgp-min-count --node --api-token --node-token-file --never-block --never-block-defaults --data-dir --status-file --verbose -v --debug -d --config -g --help -h status" ;;
     "bgp status") words="--data-dir --status-file --json --config -g --help -h" ;;
-    "completion") words="--help -h" ;;
+    "completion") words="--help -h bash zsh fish" ;;
     esac
     if ((COMP_CWORD == 1)) && [[ $cur != -* ]]; then words="check export import migrate peers top health version block bgp completion"; fi
     if [[ $cmd == "import" && $cur != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); return; fi

@@ -234,7 +234,7 @@ func (h *handler) routes(dashboard http.Handler) []route {
 		rt("/stats/payloads", "Payloads found in messages (SQL injection, shell, format string, script) by kind and header. `limit`, `since`.", h.top(store.Payloads, "payloads", "payload")),
 		rt("/stats/target-countries", "Countries the called numbers belong to: where the calls were meant to go. `limit`, `since`.", h.top(store.TargetCountries, "target_countries", "country")),
 		rt("/stats/targets", "Targets behind the dial-out prefixes, newest first; `fresh` (a duration) marks those first seen within it. `limit`, `since`.", h.targets),
-		rt("/stats/timeline", "Probes over time: `step` (`1m`, `1h` or `1d`) and `since`; a window may hold at most 10,080 steps.", h.timeline),
+		rt("/stats/timeline", "Probes over time: `step` (`1m`, `5m`, `15m`, `1h` or `1d`) and `since`; a window may hold at most 10,080 steps.", h.timeline),
 		rt("/campaigns", "Campaigns: runs of probes from one source with one tool, split where it went quiet. `limit` (at most 10,000), `since`.", h.campaigns),
 		rt("/peers", "The peer-to-peer report: this node's peer ID and addresses, each peer with its counters, events published, received and refused by reason, events held by the trust gate. 404 when `-p` is off.", h.peers),
 		rt("/bgp", "The BGP blackhole speaker: sessions, announcements, withdrawals and counters. 404 when the speaker is off.", h.bgp),

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,8 +78,9 @@ func TestReference(t *testing.T) {
 	examples = append(examples, referenceCases...)
 	examples = append(examples, example{"unauthorized", "GET", "/numbers/100 (with --api-token set, no Authorization header)"})
 
-	// The mux says which route answers each example.
-	h := Handler(Config{Store: seed(t), Dashboard: http.NotFoundHandler()}).(*handler)
+	// The mux says which route answers each example. The golden answers come from servers
+	// without the dashboard, so / is an error there: it is shown with the errors, saying so.
+	h := Handler(Config{Store: seed(t)}).(*handler)
 	byRoute := map[string][]example{}
 	for _, e := range examples {
 		path, _, _ := strings.Cut(e.path, " ")
@@ -87,7 +89,26 @@ func TestReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, pattern := h.mux.Handler(req)
+		if e.golden == "root" {
+			e.path += " (with --dashboard=false)"
+		}
 		byRoute[pattern] = append(byRoute[pattern], e)
+	}
+	// A route's examples: the contract's first, then the analytics tests' (number_info),
+	// up to examplesPerRoute, so each kind of answer is shown.
+	for pattern, ex := range byRoute {
+		var contract, analytics []example
+		for _, e := range ex {
+			if slices.ContainsFunc(analyticsCases, func(c struct{ golden, path string }) bool { return c.golden == e.golden }) {
+				analytics = append(analytics, e)
+			} else {
+				contract = append(contract, e)
+			}
+		}
+		if len(analytics) > 0 && len(contract) >= examplesPerRoute {
+			contract = contract[:examplesPerRoute-1]
+		}
+		byRoute[pattern] = append(contract, analytics...)
 	}
 
 	var b bytes.Buffer

@@ -169,7 +169,7 @@ func (c *Client) unexpected(resp *http.Response, body []byte) error {
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		if c.Token != "" {
-			return fmt.Errorf("%s: %s: the node refused the token given (--api-token or DIALTRAP_API_TOKEN): check it against the node's", resp.Request.URL, resp.Status)
+			return fmt.Errorf("%s: %s: the node refused the token given (--api-token or DIALTRAP_API_TOKEN): check it against the node's --api-token", resp.Request.URL, resp.Status)
 		}
 		return fmt.Errorf("%s: %s: give the node's token with --api-token or DIALTRAP_API_TOKEN", resp.Request.URL, resp.Status)
 	}

@@ -17,6 +17,10 @@ type Command struct {
 	About string // what it does, plain text, hard-wrapped lines allowed
 	Flags *pflag.FlagSet
 	Args  ArgKind // what its operands are, for completions (ArgFile: import FILE...)
+	// Words are the operands it takes from a fixed list (completion: bash, zsh, fish).
+	Words []string
+	// Summary is the one line completion menus show; the first line of About when empty.
+	Summary string
 }
 
 // ExitCode is one exit status and what it means.
@@ -144,6 +148,9 @@ func (d Doc) children(parent string) []Command {
 
 // summary is a command's one-line description: the first line of its About.
 func summary(c Command) string {
+	if c.Summary != "" {
+		return c.Summary
+	}
 	s, _, _ := strings.Cut(c.About, "\n")
 	return strings.TrimSuffix(s, ".")
 }

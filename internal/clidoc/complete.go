@@ -72,6 +72,7 @@ func Bash(d Doc) []byte {
 			_, word, _ := strings.Cut(ch.Name, " ")
 			opts = append(opts, word)
 		}
+		opts = append(opts, c.Words...)
 		fmt.Fprintf(&b, "    \"%s\") words=\"%s\" ;;\n", c.Name, strings.Join(opts, " "))
 	}
 	b.WriteString("    esac\n")
@@ -140,6 +141,9 @@ func Zsh(d Doc) []byte {
 		if c.Args == ArgFile {
 			extra = "'*:file:_files'"
 		}
+		if len(c.Words) > 0 {
+			extra = "'1:" + c.Name + ":(" + strings.Join(c.Words, " ") + ")'"
+		}
 		if ch := d.children(c.Name); len(ch) > 0 {
 			var w []string
 			for _, x := range ch {
@@ -204,6 +208,9 @@ func Fish(d Doc) []byte {
 		fishFlags(cond, c)
 		if c.Args == ArgFile {
 			fmt.Fprintf(&b, "complete -c dialtrap -n %s -F\n", fishQuote(cond))
+		}
+		if len(c.Words) > 0 {
+			fmt.Fprintf(&b, "complete -c dialtrap -n %s -a %s\n", fishQuote(cond), fishQuote(strings.Join(c.Words, " ")))
 		}
 	}
 	return []byte(b.String())

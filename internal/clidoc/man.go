@@ -58,8 +58,9 @@ func Man(d Doc) []byte {
 		fmt.Fprintf(&b, ".SH \"%s\"\n%s", roffQuoted(strings.ToUpper(s.Title)), manText(s.Text))
 	}
 	b.WriteString(".SH \"SEE ALSO\"\n")
-	b.WriteString("The reference and the guides in the project's docs/ directory\n" +
-		"(docs/reference/cli.md, docs/reference/api.md, docs/reference/events.md).\n")
+	b.WriteString("The guides and the reference in the project's docs/ directory, which the packages install\n" +
+		"in /usr/share/doc/dialtrap/docs: reference/cli.md, reference/api.md, reference/events.md,\n" +
+		"guides/quick-start.md.\n")
 	return []byte(b.String())
 }
 
@@ -75,7 +76,7 @@ func manOption(b *strings.Builder, o Option) {
 	}
 	b.WriteString(head + "\n")
 	text := strings.Join(strings.Fields(o.Usage), " ")
-	if o.Default != "" {
+	if o.Default != "" && !strings.Contains(text, "(default") {
 		text += " (default: " + o.Default + ")"
 	}
 	b.WriteString(roff(text) + "\n")

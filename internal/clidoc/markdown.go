@@ -37,6 +37,9 @@ func Markdown(d Doc, regenerate string) []byte {
 		}
 		meaning := mdCell(o.Usage)
 		if !inFile {
+			if !strings.HasSuffix(meaning, ".") {
+				meaning += "."
+			}
 			meaning += " Not read from the TOML file."
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", mdFlag(o), envCell, mdDefault(o), meaning)

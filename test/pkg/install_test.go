@@ -53,6 +53,7 @@ var packaged = map[string]fs.FileMode{
 	"/etc/dialtrap/dialtrap.env":                                       0o600,
 	"/etc/dialtrap/block.env":                                          0o600,
 	"/etc/logrotate.d/dialtrap":                                        0o644,
+	"/usr/lib/sysctl.d/60-dialtrap.conf":                               0o644,
 	"/usr/share/man/man1/dialtrap.1.gz":                                0o644,
 	"/usr/share/bash-completion/completions/dialtrap":                  0o644,
 	"/usr/share/zsh/vendor-completions/_dialtrap":                      0o644,
@@ -61,6 +62,22 @@ var packaged = map[string]fs.FileMode{
 	"/usr/share/doc/dialtrap/examples/low-ports.conf":                  0o644,
 	"/usr/share/doc/dialtrap/examples/fail2ban/filter.d/dialtrap.conf": 0o644,
 	"/usr/share/doc/dialtrap/examples/fail2ban/jail.d/dialtrap.conf":   0o644,
+}
+
+// addDocs adds the documentation the packages carry, docs/ as it is in the checkout, to
+// packaged: the README and the manual page point at it.
+func addDocs(t *testing.T) {
+	err := filepath.WalkDir(filepath.Join(root, "docs"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		packaged["/usr/share/doc/dialtrap/"+rel] = 0o644
+		return err
+	})
+	if err != nil || packaged["/usr/share/doc/dialtrap/docs/guides/quick-start.md"] == 0 {
+		t.Fatalf("docs/ to package: %v", err)
+	}
 }
 
 var conffiles = []string{"/etc/dialtrap/block.env", "/etc/dialtrap/dialtrap.env", "/etc/dialtrap/dialtrap.toml", "/etc/logrotate.d/dialtrap"}
@@ -167,6 +184,7 @@ func TestPackageInstall(t *testing.T) {
 		t.Fatal("the package test installs a .deb: run it as root (make test does on CI)")
 	}
 	need(t, "make", "dpkg", "dpkg-query", "dpkg-deb", "rpm", "sipsak", "systemd-analyze", "logrotate", "man")
+	addDocs(t)
 	prepare(t)
 	t.Cleanup(func() {
 		if st := dpkgStatus(t); st != "" && !strings.HasSuffix(st, "not-installed") {
@@ -201,6 +219,15 @@ func TestPackageInstall(t *testing.T) {
 	})
 	ready := node.waitReady(t, filepath.Join(stateDir, "ready.json"))
 	t.Logf("node up as uid %d: SIP %s, API %s", serviceUID, ready.SIPUDP, ready.API)
+	// The package raised net.core.rmem_max, so the node, without capabilities, gets the
+	// UDP buffer it asks for and does not warn of a smaller one.
+	rmem, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if n, perr := strconv.Atoi(strings.TrimSpace(string(rmem))); err != nil || perr != nil || n < 33554432 {
+		t.Errorf("net.core.rmem_max after install: %q (%v), want at least 33554432 from /usr/lib/sysctl.d/60-dialtrap.conf", rmem, err)
+	}
+	if out := node.out.String(); strings.Contains(out, "receive buffer is smaller") {
+		t.Errorf("the packaged node warns of its UDP buffer:\n%s", out)
+	}
 	probe(t, ready.SIPUDP, "100")
 	jsonLog := filepath.Join(logsDir, "dialtrap_json.log")
 	ev := waitEvent(t, jsonLog, "100")
