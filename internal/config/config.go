@@ -689,12 +689,28 @@ func (d *days) Set(s string) error {
 	return nil
 }
 
+// AmbiguousURL reports whether a URL's user and password may not be where url.Parse finds
+// them: a password holding an unencoded @, or an unencoded / ? or # that ends the authority
+// early and leaves the rest, the real host included, in the path. Printed, such a URL shows
+// its password; given to a database driver, it connects somewhere unintended. An @ in the
+// query (application_name=trap@site1) is fine.
+func AmbiguousURL(raw string) bool {
+	_, rest, _ := strings.Cut(raw, "://")
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	path, _, _ := strings.Cut(rest[end:], "?")
+	path, _, _ = strings.Cut(path, "#")
+	return strings.Count(rest[:end], "@") > 1 || strings.Contains(path, "@")
+}
+
 // RedactURL hides the password of a URL (in its user part or a query parameter named
 // like password) for messages; a value that does not parse as a URL is not shown at all,
 // since it may hold a password.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	if err != nil || AmbiguousURL(raw) {
 		return "(a URL not shown: it may hold a password)"
 	}
 	q := u.Query()

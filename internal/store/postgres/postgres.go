@@ -254,9 +254,9 @@ func connect(ctx context.Context, rawURL string, writer bool) (*Store, error) {
 	// piece of the password would be printed. So such a URL is refused here, in words of our
 	// own, and pgx's message about an unreadable URL is never shown.
 	cfg, err := pgxpool.ParseConfig(rawURL)
-	if err != nil || strings.Count(authority(rawURL), "@") > 1 {
+	if err != nil || config.AmbiguousURL(rawURL) {
 		why := ""
-		if _, perr := url.Parse(rawURL); err != nil && perr == nil && strings.Count(authority(rawURL), "@") <= 1 {
+		if _, perr := url.Parse(rawURL); err != nil && perr == nil && !config.AmbiguousURL(rawURL) {
 			// The URL is well formed, so pgx's reason (a bad sslmode, port...) quotes no
 			// fragment of a mangled password; the URL it quotes is cut out all the same.
 			msg := scrub(err, rawURL).Error()
@@ -293,23 +293,6 @@ func connect(ctx context.Context, rawURL string, writer bool) (*Store, error) {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (%s)", where, scrub(err, rawURL), connectHint(err, cc.User, cc.Database))
 	}
 	return &Store{pool: pool, where: where, parts: map[string]bool{}}, nil
-}
-
-// authority is the user, password, host and port part of a URL: what follows the scheme up
-// to the first / after the last @ ... or simply up to the path when there is no @.
-func authority(rawURL string) string {
-	_, rest, _ := strings.Cut(rawURL, "://")
-	if i := strings.LastIndex(rest, "@"); i >= 0 {
-		j := strings.IndexAny(rest[i:], "/?#")
-		if j < 0 {
-			return rest
-		}
-		return rest[:i+j]
-	}
-	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
-		return rest[:j]
-	}
-	return rest
 }
 
 // connectHint says what to do about a failed first connection: the server's own refusal

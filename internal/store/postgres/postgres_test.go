@@ -263,6 +263,10 @@ func TestPasswordNeverPrinted(t *testing.T) {
 		"postgres://dialtrap:s3c@retPW@127.0.0.1:1/dialtrap?connect_timeout=2",
 		"postgres://dialtrap:s3c@retPW%1@127.0.0.1:1/dialtrap",
 		"postgres://dialtrap:s3c/retPW@127.0.0.1:1/dialtrap",
+		// An unencoded / first in the password: url.Parse finds no user at all, and the
+		// password in the path.
+		"postgres://dialtrap:/s3cretPW@127.0.0.1:1/dialtrap",
+		"postgres://dialtrap:12/34s3cretPW@127.0.0.1:1/dialtrap",
 	} {
 		_, err := Open(ctx, url)
 		t.Log(err)
@@ -273,6 +277,16 @@ func TestPasswordNeverPrinted(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "\n") {
 			t.Errorf("Open(%s): the message is more than one line: %q", url[:22], err)
 		}
+	}
+}
+
+// An @ in the query is no password: such a URL is read, not refused.
+func TestAtInQueryIsFine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Open(ctx, "postgres://dialtrap:s3cretPW@127.0.0.1:1/dialtrap?connect_timeout=2&application_name=trap@site1")
+	if err == nil || strings.Contains(err.Error(), "cannot be read") || strings.Contains(err.Error(), "s3cretPW") {
+		t.Errorf("Open: %v", err)
 	}
 }
 
