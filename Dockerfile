@@ -3,7 +3,7 @@
 # dialtrap as a container image: a static binary (built as `make build` builds it) on
 # distroless, run as a non-root user. Build and run:
 #
-#   docker build --build-arg VERSION=0.1.0 --build-arg COMMIT=$(git rev-parse --short HEAD) -t dialtrap .
+#   docker build --build-arg VERSION=$(scripts/version.sh) --build-arg COMMIT=$(scripts/version.sh -c) -t dialtrap .
 #   docker run -d --name dialtrap -p 5060:5060/udp -p 5060:5060/tcp -p 5061:5061/tcp \
 #       -p 127.0.0.1:8082:8082 -e DIALTRAP_API_TOKEN=... -v dialtrap-data:/var/lib/dialtrap dialtrap
 #
@@ -13,7 +13,7 @@
 
 # The Go of go.mod's go line, exactly: GOTOOLCHAIN=local makes a mismatch fail here instead
 # of fetching another toolchain in the middle of the build.
-FROM golang:1.26.8-bookworm AS build
+FROM --platform=$BUILDPLATFORM golang:1.26.8-bookworm AS build
 ENV GOTOOLCHAIN=local
 WORKDIR /src
 

@@ -538,7 +538,6 @@ type importStore interface {
 	WriteCount(ctx context.Context, batch []*event.Event) (int, error)
 }
 
-// runVersion prints the version line.
 // runHealth asks a running node's /health-check: exit 0 when the node answered, 1 when it did
 // not, 2 for bad flags. It is the container image's HEALTHCHECK (the image has no curl).
 func runHealth(args []string, stdout, stderr io.Writer) int {
@@ -573,6 +572,7 @@ func runHealth(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// runVersion prints the version line.
 func runVersion(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("version", "version", "Prints name, version, commit and Go version (then nop2p in a build without peer-to-peer support).", stdout, stderr)
 	if code := f.parseOnly(args, exitUsage, false); code >= 0 {

@@ -61,7 +61,7 @@ func MarkdownTable(t testing.TB, path, heading string) [][]string {
 			inTable = true
 			continue
 		}
-		if strings.HasPrefix(line, "|---") {
+		if strings.Trim(line, "|-: ") == "" { // the delimiter row: |---|, | --- |, |:--|
 			continue
 		}
 		var cells []string

@@ -25,7 +25,7 @@ import (
 // it was built with -tags nop2p.
 const P2PBuilt = true
 
-// checkP2P checks the peer-to-peer options that New can check without side effects.
+// CheckP2P checks the peer-to-peer options that New can check without side effects.
 func CheckP2P(cfg *config.Config) error {
 	if !cfg.P2P {
 		return nil

@@ -73,6 +73,9 @@ func parseDockerfileErr(p string, t fataler) *dockerfile {
 		cur.Reset()
 		if in.cmd == "FROM" {
 			f := strings.Fields(in.args)
+			for len(f) > 1 && strings.HasPrefix(f[0], "--") { // --platform=$BUILDPLATFORM
+				f = f[1:]
+			}
 			s := &stage{from: f[0]}
 			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
 				s.name = f[2]

@@ -53,7 +53,7 @@ var packaged = map[string]fs.FileMode{
 	"/etc/dialtrap/dialtrap.env":                                       0o600,
 	"/etc/dialtrap/block.env":                                          0o600,
 	"/etc/logrotate.d/dialtrap":                                        0o644,
-	"/usr/lib/sysctl.d/60-dialtrap.conf":                               0o644,
+	"/usr/lib/sysctl.d/10-dialtrap.conf":                               0o644,
 	"/usr/share/man/man1/dialtrap.1.gz":                                0o644,
 	"/usr/share/bash-completion/completions/dialtrap":                  0o644,
 	"/usr/share/zsh/vendor-completions/_dialtrap":                      0o644,
@@ -223,7 +223,7 @@ func TestPackageInstall(t *testing.T) {
 	// UDP buffer it asks for and does not warn of a smaller one.
 	rmem, err := os.ReadFile("/proc/sys/net/core/rmem_max")
 	if n, perr := strconv.Atoi(strings.TrimSpace(string(rmem))); err != nil || perr != nil || n < 33554432 {
-		t.Errorf("net.core.rmem_max after install: %q (%v), want at least 33554432 from /usr/lib/sysctl.d/60-dialtrap.conf", rmem, err)
+		t.Errorf("net.core.rmem_max after install: %q (%v), want at least 33554432 from /usr/lib/sysctl.d/10-dialtrap.conf", rmem, err)
 	}
 	if out := node.out.String(); strings.Contains(out, "receive buffer is smaller") {
 		t.Errorf("the packaged node warns of its UDP buffer:\n%s", out)
