@@ -57,7 +57,7 @@ func TestStoreCommandsOnPostgreSQL(t *testing.T) {
 	}{
 		{"import", imp, []string{"-f", url, in}, exitOK, "2 events added, 0 already stored"},
 		{"import again", imp, []string{"--store", url, in}, exitOK, "0 events added, 2 already stored"},
-		{"check known", chk, []string{"--store", url, "198.51.100.2"}, checkKnown, "known-bad: 198.51.100.2 (seen 1 times"},
+		{"check known", chk, []string{"--store", url, "198.51.100.2"}, checkKnown, "known-bad: 198.51.100.2 (seen 1 time,"},
 		{"check national", chk, []string{"-f", url, "--number-match", "national", "+46812118532"}, checkKnown, "matches 0046812118532"},
 		{"check unknown", chk, []string{"-f", url, "198.51.100.3"}, checkUnknown, "unknown: 198.51.100.3"},
 		{"export", exp, []string{"-f", url}, exitOK, ids[0]},

@@ -187,8 +187,8 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 		{[]string{"--data-dir", n.dir, "-q", "100"}, 1, ""},
 		{[]string{"--data-dir", t.TempDir(), "100"}, 2, ""}, // no database there
 		{[]string{"--data-dir", n.dir, "12ab"}, 0, "unknown: 12ab"},
-		{[]string{"--data-dir", n.dir, "service"}, 1, "known-bad: service (seen 1 times"},
-		{[]string{"--api-url", a.base, "--api-token", apiToken, "--number-match", "national", "service"}, 1, "known-bad: service (seen 1 times"},
+		{[]string{"--data-dir", n.dir, "service"}, 1, "known-bad: service (seen 1 time,"},
+		{[]string{"--api-url", a.base, "--api-token", apiToken, "--number-match", "national", "service"}, 1, "known-bad: service (seen 1 time,"},
 		{[]string{"--data-dir", n.dir, "\xff"}, 2, ""},
 		{[]string{"--data-dir", n.dir, "--number-match", "fuzzy", "100"}, 2, ""},
 		{[]string{"--data-dir", n.dir}, 2, ""},
