@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // repo is the module root, from this package's directory.
@@ -229,7 +231,7 @@ func TestImageDefaultsRunNode(t *testing.T) {
 	args := append(final.cmdArgs(t), "--sip-addr", "127.0.0.1:0", "-z", "127.0.0.1:0", "--ready-file", ready)
 	node := exec.Command(imagePath(bin, entry[0]), args...)
 	node.Env, node.Dir = environ, dataDir
-	var nodeLog syncBuffer
+	var nodeLog testutil.SyncBuffer
 	node.Stderr = &nodeLog
 	if err := node.Start(); err != nil {
 		t.Fatal(err)
@@ -306,7 +308,7 @@ func TestImageDefaultsRunNode(t *testing.T) {
 	for k, v := range block.Environment {
 		agent.Env = append(agent.Env, k+"="+interpolate(t, v, vars))
 	}
-	var agentLog syncBuffer
+	var agentLog testutil.SyncBuffer
 	agent.Stdout, agent.Stderr = &agentLog, &agentLog
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
@@ -425,30 +427,12 @@ func TestComposeFile(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's output and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type readyAddrs struct {
 	SIPUDP string `json:"sip_udp"`
 	API    string `json:"api"`
 }
 
-func waitReady(t *testing.T, path string, exited <-chan struct{}, log *syncBuffer) readyAddrs {
+func waitReady(t *testing.T, path string, exited <-chan struct{}, log *testutil.SyncBuffer) readyAddrs {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {

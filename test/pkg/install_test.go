@@ -23,10 +23,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 const (
@@ -365,26 +366,8 @@ func checkUnits(t *testing.T) {
 type unit struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *output
+	out    *testutil.SyncBuffer
 	exited chan error
-}
-
-// output is a process's standard output and error, read while it runs.
-type output struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (o *output) Write(b []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(b)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
 }
 
 // startUnit reads the installed unit and runs its ExecStart as its systemd settings say:
@@ -462,7 +445,7 @@ func startUnit(t *testing.T, name string, envFiles map[string]string) *unit {
 	}
 	cmd.Dir = specifiers(svc.one(t, "WorkingDirectory"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: serviceUID, Gid: serviceUID}}
-	u := &unit{name: name, cmd: cmd, out: &output{}, exited: make(chan error, 1)}
+	u := &unit{name: name, cmd: cmd, out: &testutil.SyncBuffer{}, exited: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = u.out, u.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: start %v: %v", name, argv, err)
