@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtrap/dialtrap/internal/clidoc"
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/golden"
 )
@@ -118,7 +119,7 @@ func TestReference(t *testing.T) {
 	routes := Routes()
 	for _, r := range routes {
 		first, _, _ := strings.Cut(r.Doc, ". ")
-		fmt.Fprintf(&b, "| [`%s`](#%s) | %s |\n", r.Pattern, anchor(heading(r.Pattern)), strings.ReplaceAll(strings.TrimSuffix(first, "."), "|", `\|`)+".")
+		fmt.Fprintf(&b, "| [`%s`](#%s) | %s |\n", r.Pattern, clidoc.Anchor(heading(r.Pattern)), strings.ReplaceAll(strings.TrimSuffix(first, "."), "|", `\|`)+".")
 	}
 	b.WriteString("\n")
 	for _, r := range routes {
@@ -162,20 +163,6 @@ func heading(pattern string) string {
 		return "/ (the dashboard page)"
 	}
 	return pattern
-}
-
-// anchor is the fragment GitHub gives a heading.
-func anchor(title string) string {
-	var s strings.Builder
-	for _, r := range strings.ToLower(title) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
-			s.WriteRune(r)
-		case r == ' ':
-			s.WriteByte('-')
-		}
-	}
-	return s.String()
 }
 
 // Every route the mux serves is in Routes, with a description, and the reference's hand-written

@@ -15,11 +15,11 @@ func Markdown(d Doc, regenerate string) []byte {
 	b.WriteString("declares them. A test fails when this file and the code differ.\n\n")
 	b.WriteString("- [The node: `dialtrap [flags]`](#the-node)\n")
 	for _, c := range d.Subcommands {
-		fmt.Fprintf(&b, "- [`dialtrap %s`](#%s)\n", c.Name, anchor("dialtrap "+c.Name))
+		fmt.Fprintf(&b, "- [`dialtrap %s`](#%s)\n", c.Name, Anchor("dialtrap "+c.Name))
 	}
 	b.WriteString("- [Exit status](#exit-status)\n")
 	for _, s := range d.Prose {
-		fmt.Fprintf(&b, "- [%s](#%s)\n", s.Title, anchor(s.Title))
+		fmt.Fprintf(&b, "- [%s](#%s)\n", s.Title, Anchor(s.Title))
 	}
 
 	b.WriteString("\n## The node\n\n")
@@ -76,12 +76,14 @@ func Markdown(d Doc, regenerate string) []byte {
 	return []byte(b.String())
 }
 
-// anchor is the fragment GitHub-style Markdown gives a heading.
-func anchor(title string) string {
+// Anchor is the fragment GitHub-style Markdown gives a heading: lower case, spaces as dashes,
+// other punctuation dropped. The reference's tables of contents link with it; the docs test
+// checks every link's fragment with it.
+func Anchor(title string) string {
 	var b strings.Builder
-	for _, r := range strings.ToLower(title) {
+	for _, r := range strings.ToLower(strings.TrimSpace(title)) {
 		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r > 127:
 			b.WriteRune(r)
 		case r == ' ':
 			b.WriteByte('-')

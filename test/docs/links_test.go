@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/dialtrap/dialtrap/internal/clidoc"
 )
 
 const root = "../.."
@@ -39,20 +41,6 @@ func markdownFiles(t *testing.T) []string {
 	return files
 }
 
-// slug is the anchor GitHub gives a heading.
-func slug(h string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(strings.TrimSpace(h)) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r > 127:
-			b.WriteRune(r)
-		case r == ' ':
-			b.WriteByte('-')
-		}
-	}
-	return b.String()
-}
-
 func anchors(t *testing.T, path string) map[string]bool {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -61,9 +49,9 @@ func anchors(t *testing.T, path string) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, m := range headingRE.FindAllStringSubmatch(fenceRE.ReplaceAllString(string(b), ""), -1) {
-		s := slug(m[1])
+		s := clidoc.Anchor(m[1])
 		for i := 0; out[s]; i++ { // repeated headings get -1, -2, ...
-			s = slug(m[1]) + "-" + string(rune('1'+i))
+			s = clidoc.Anchor(m[1]) + "-" + string(rune('1'+i))
 		}
 		out[s] = true
 	}
