@@ -255,7 +255,7 @@ func TestMinSightingsHoldsUntilConfirmed(t *testing.T) {
 		return ok
 	})
 	testutil.Eventually(t, "the strict node holds the first report, or counts it", 10*time.Second, func() bool {
-		held, _ := strict.gate.pending()
+		held, _ := strict.gate.Pending()
 		_, ok := strictIn.has(first.UUID)
 		return held > 0 || ok
 	})
@@ -265,7 +265,7 @@ func TestMinSightingsHoldsUntilConfirmed(t *testing.T) {
 	if _, ok := strictIn.has(first.UUID); ok {
 		t.Fatal("the strict node counted an IP only one peer reported")
 	}
-	if held, _ := strict.gate.pending(); held != 1 {
+	if held, _ := strict.gate.Pending(); held != 1 {
 		t.Errorf("strict node holds %d events, want 1", held)
 	}
 	second := testEvent(time.Now()) // same source IP, another node

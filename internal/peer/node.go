@@ -27,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/trust"
 )
 
 // Topic is the gossipsub topic of bad-actor events.
@@ -62,6 +63,27 @@ type Config struct {
 	Log           *slog.Logger
 }
 
+// Policy says which peer events count at once and which wait for confirmation: a
+// trust.Policy whose sources are peer IDs (see there for each field).
+type Policy struct {
+	Trusted         []libpeer.ID
+	MinSightings    int
+	Known           func(ip, number string) bool
+	MaxPending      int
+	MaxPendingBytes int
+}
+
+// gatePolicy is p for the trust gate, which names a peer by its ID's text form (what Event.Peer
+// holds): one ID has one text form, so the gate tells peers apart as libp2p does.
+func (p Policy) gatePolicy() trust.Policy {
+	t := trust.Policy{Trusted: make([]string, len(p.Trusted)), MinSightings: p.MinSightings, Known: p.Known,
+		MaxPending: p.MaxPending, MaxPendingBytes: p.MaxPendingBytes}
+	for i, id := range p.Trusted {
+		t.Trusted[i] = id.String()
+	}
+	return t
+}
+
 // Node is this node's place in the peer-to-peer network.
 type Node struct {
 	cfg    Config
@@ -86,7 +108,7 @@ type Node struct {
 	limitMu  sync.Mutex
 	limiters map[libpeer.ID]*rate.Limiter
 
-	gate  *gate
+	gate  *trust.Gate
 	drops drops
 	seen  *seenEvents
 	peers peerTable
@@ -125,7 +147,7 @@ func New(cfg Config) *Node {
 	}
 	return &Node{cfg: cfg, log: cfg.Log, cancel: func() {},
 		rejected: map[string]uint64{}, limiters: map[libpeer.ID]*rate.Limiter{},
-		gate: newGate(cfg.Policy), seen: newSeenEvents(1 << 16), peers: peerTable{m: map[libpeer.ID]*peerCounters{}}}
+		gate: trust.New(cfg.Policy.gatePolicy()), seen: newSeenEvents(1 << 16), peers: peerTable{m: map[libpeer.ID]*peerCounters{}}}
 }
 
 // Start joins the network: listens, connects to the bootstrap peers, joins the DHT and the
@@ -338,7 +360,7 @@ func (n *Node) readLoop(ctx context.Context) {
 // deliver passes a checked event through the trust policy to Receive.
 func (n *Node) deliver(e *event.Event, signer libpeer.ID) {
 	n.received.Add(1)
-	for _, c := range n.gate.admit(e, signer) {
+	for _, c := range n.gate.Admit(e, signer.String()) {
 		if n.cfg.Receive != nil {
 			from := signer
 			if c != e { // released from the pending sightings: its own signer

@@ -120,16 +120,17 @@ type Report = peerinfo.Report
 // Report returns the node's view of its peers, sorted by peer ID.
 func (n *Node) Report() Report {
 	st := n.Stats()
-	held, dropped := n.gate.pending()
+	held, dropped := n.gate.Pending()
 	r := Report{ID: n.self.String(), Addrs: n.Addrs(), Published: st.Published, Received: st.Received,
-		Rejected: st.Rejected, Dropped: st.Dropped, Pending: held, PendingDropped: dropped, MinSightings: n.gate.p.MinSightings,
+		Rejected: st.Rejected, Dropped: st.Dropped, Pending: held, PendingDropped: dropped, MinSightings: n.gate.MinSightings(),
 		Peers: []PeerInfo{}}
 	topic := map[libpeer.ID]bool{}
 	for _, p := range n.TopicPeers() {
 		topic[p] = true
 	}
 	for _, p := range n.host.Network().Peers() {
-		info := PeerInfo{ID: p.String(), Addrs: []string{}, Topic: topic[p], Trusted: n.gate.trusted[p], Score: n.Score(p)}
+		id := p.String()
+		info := PeerInfo{ID: id, Addrs: []string{}, Topic: topic[p], Trusted: n.gate.Trusted(id), Score: n.Score(p)}
 		for _, c := range n.host.Network().ConnsToPeer(p) {
 			info.Addrs = append(info.Addrs, c.RemoteMultiaddr().String())
 			info.Direction = "outbound"

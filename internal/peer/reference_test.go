@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/dialtrap/dialtrap/internal/golden"
+	"github.com/dialtrap/dialtrap/internal/trust"
 )
 
 // docs/reference/peer-protocol.md names the identifiers and limits the code uses: a change
@@ -44,7 +45,7 @@ func TestPeerProtocolReference(t *testing.T) {
 		catchupTimeout.Seconds() != 60 || catchupServeSlots != 4 || lim.MaxAge.Hours() != 30*24 || lim.MaxFuture.Minutes() != 5 {
 		t.Errorf("a limit changed: update %s", path)
 	}
-	if g := newGate(Policy{}); g.p.MaxPending != 20000 || g.p.MaxPendingBytes != 64<<20 {
+	if trust.DefaultMaxPending != 20000 || trust.DefaultMaxPendingBytes != 64<<20 {
 		t.Errorf("the trust gate's bounds changed: update %s", path)
 	}
 

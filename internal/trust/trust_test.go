@@ -1,11 +1,9 @@
-package peer
+package trust
 
 import (
 	"fmt"
 	"slices"
 	"testing"
-
-	libpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dialtrap/dialtrap/internal/event"
 )
@@ -24,10 +22,10 @@ func uuids(es []*event.Event) []string {
 }
 
 func TestGatePolicy(t *testing.T) {
-	p1, p2, p3, tr := libpeer.ID("P1"), libpeer.ID("P2"), libpeer.ID("P3"), libpeer.ID("T")
+	p1, p2, p3, tr := "P1", "P2", "P3", "T"
 	type step struct {
 		e      *event.Event
-		signer libpeer.ID
+		source string
 		want   []string // UUIDs that count after this step
 	}
 	tests := []struct {
@@ -67,20 +65,20 @@ func TestGatePolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := newGate(Policy{Trusted: []libpeer.ID{tr}, MinSightings: tt.min,
+			g := New(Policy{Trusted: []string{tr}, MinSightings: tt.min,
 				Known: func(ip, n string) bool { return ip == "198.51.100.7" || n == "555" }})
 			for i, s := range tt.steps {
-				got := g.admit(s.e, s.signer)
+				got := g.Admit(s.e, s.source)
 				if !slices.Equal(uuids(got), s.want) {
 					t.Errorf("step %d: counted %v, want %v", i, uuids(got), s.want)
 				}
 				for _, e := range got {
-					if e.Peer == "" || e.Trusted != (e.Peer == tr.String()) {
+					if e.Peer == "" || e.Trusted != (e.Peer == tr) {
 						t.Errorf("step %d: %s peer %q trusted %v", i, e.UUID, e.Peer, e.Trusted)
 					}
 				}
 			}
-			if n, _ := g.pending(); n != tt.held {
+			if n, _ := g.Pending(); n != tt.held {
 				t.Errorf("%d held, want %d", n, tt.held)
 			}
 		})
@@ -90,47 +88,40 @@ func TestGatePolicy(t *testing.T) {
 // A peer flooding unconfirmed sightings fills the pending room and no more: the oldest go,
 // counted, and every key of a dropped event is forgotten with it.
 func TestGateBounded(t *testing.T) {
-	g := newGate(Policy{MinSightings: 2, MaxPending: 100, MaxPendingBytes: 1 << 30})
+	g := New(Policy{MinSightings: 2, MaxPending: 100, MaxPendingBytes: 1 << 30})
 	for i := range 10000 {
-		if got := g.admit(sighting(i, fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255), fmt.Sprint(i)), "P1"); got != nil {
+		if got := g.Admit(sighting(i, fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255), fmt.Sprint(i)), "P1"); got != nil {
 			t.Fatalf("event %d counted with one sighting", i)
 		}
 	}
-	held, dropped := g.pending()
+	held, dropped := g.Pending()
 	if held != 100 || dropped != 9900 || len(g.keys) != 200 {
 		t.Errorf("held %d, dropped %d, keys %d; want 100, 9900, 200", held, dropped, len(g.keys))
 	}
 	// The newest are the ones kept: a second peer confirms one of them.
-	if got := g.admit(sighting(-1, "10.0.39.15", "x"), "P2"); !slices.Equal(uuids(got), []string{"u-1", "u9999"}) {
+	if got := g.Admit(sighting(-1, "10.0.39.15", "x"), "P2"); !slices.Equal(uuids(got), []string{"u-1", "u9999"}) {
 		t.Errorf("confirming a kept sighting counted %v", uuids(got))
 	}
-	g = newGate(Policy{MinSightings: 2, MaxPendingBytes: 64 << 10})
+	g = New(Policy{MinSightings: 2, MaxPendingBytes: 64 << 10})
 	for i := range 1000 {
 		e := sighting(i, "192.0.2.1", "")
 		e.SIPMessage = string(make([]byte, 4096))
-		g.admit(e, "P1")
+		g.Admit(e, "P1")
 	}
 	if g.bytes > 64<<10 {
 		t.Errorf("%d bytes held, cap %d", g.bytes, 64<<10)
 	}
 }
 
-func TestSeenEvents(t *testing.T) {
-	s := newSeenEvents(2)
-	steps := []struct {
-		id, data, want string
-	}{
-		{"a", "x", ""},
-		{"a", "x", ReasonDuplicate},
-		{"a", "y", ReasonConflict},
-		{"b", "x", ""}, // another event may carry the same bytes elsewhere: ids differ
-		{"c", "z", ""}, // evicts a
-		{"a", "y", ""},
-		{"c", "z", ReasonDuplicate},
+// A zero Policy gets the documented bounds and accepts every event; the accessors peer's
+// report reads say what the gate applies.
+func TestGateDefaults(t *testing.T) {
+	g := New(Policy{})
+	if g.p.MaxPending != DefaultMaxPending || g.p.MaxPendingBytes != DefaultMaxPendingBytes || g.MinSightings() != 1 {
+		t.Errorf("defaults: %d events, %d bytes, min %d", g.p.MaxPending, g.p.MaxPendingBytes, g.MinSightings())
 	}
-	for i, st := range steps {
-		if got := ReasonOf(s.add(st.id, []byte(st.data))); got != st.want {
-			t.Errorf("step %d add(%s, %s): %q, want %q", i, st.id, st.data, got, st.want)
-		}
+	g = New(Policy{Trusted: []string{"T"}, MinSightings: 3})
+	if !g.Trusted("T") || g.Trusted("P1") || g.MinSightings() != 3 {
+		t.Errorf("Trusted(T) %v, Trusted(P1) %v, MinSightings %d", g.Trusted("T"), g.Trusted("P1"), g.MinSightings())
 	}
 }

@@ -1,20 +1,29 @@
-package peer
+// Package trust decides which events from other nodes count: those from trusted sources at
+// once, the others once enough distinct sources have reported their IP address or number. It
+// names a source by a plain string (a libp2p peer ID, an OpenDHT node ID), so every peer
+// network shares one gate without linking the others.
+package trust
 
 import (
 	"container/list"
 	"slices"
 	"sync"
 
-	libpeer "github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/dialtrap/dialtrap/internal/event"
+)
+
+// The bounds on held events when the Policy leaves them 0: docs/reference/peer-protocol.md
+// states them.
+const (
+	DefaultMaxPending      = 20000
+	DefaultMaxPendingBytes = 64 << 20
 )
 
 // Policy says which peer events count at once and which wait for confirmation.
 type Policy struct {
-	// Trusted peers' events count at once.
-	Trusted []libpeer.ID
-	// MinSightings is how many distinct peers must report the same IP address or number
+	// Trusted sources' events count at once.
+	Trusted []string
+	// MinSightings is how many distinct sources must report the same IP address or number
 	// before events about it count; 1 (the default) accepts every verified event.
 	MinSightings int
 	// Known reports whether this node already holds the IP address or the number (it saw it
@@ -26,11 +35,11 @@ type Policy struct {
 	MaxPendingBytes int
 }
 
-// gate applies a Policy: it passes events that count and holds the others until enough
-// distinct peers have reported their IP address or number.
-type gate struct {
+// Gate applies a Policy: it passes events that count and holds the others until enough
+// distinct sources have reported their IP address or number. It is safe for concurrent use.
+type Gate struct {
 	p       Policy
-	trusted map[libpeer.ID]bool
+	trusted map[string]bool
 
 	mu      sync.Mutex
 	keys    map[string]*sightings // "ip:..." or "num:..."
@@ -39,13 +48,13 @@ type gate struct {
 	dropped uint64
 	// recent keys that met the policy: what comes next for them passes while the store has
 	// not written them yet (Known would still say no).
-	passed *recent[struct{}]
+	passed *recentKeys
 }
 
-// sightings are the distinct peers that reported one key, and the events held for it.
+// sightings are the distinct sources that reported one key, and the events held for it.
 type sightings struct {
-	peers map[libpeer.ID]struct{}
-	held  []*held
+	sources map[string]struct{}
+	held    []*held
 }
 
 type held struct {
@@ -57,23 +66,30 @@ type held struct {
 
 const maxPassed = 4096
 
-func newGate(p Policy) *gate {
+// New returns a gate applying p, its zero bounds replaced by the defaults.
+func New(p Policy) *Gate {
 	if p.MinSightings < 1 {
 		p.MinSightings = 1
 	}
 	if p.MaxPending <= 0 {
-		p.MaxPending = 20000
+		p.MaxPending = DefaultMaxPending
 	}
 	if p.MaxPendingBytes <= 0 {
-		p.MaxPendingBytes = 64 << 20
+		p.MaxPendingBytes = DefaultMaxPendingBytes
 	}
-	g := &gate{p: p, trusted: map[libpeer.ID]bool{}, keys: map[string]*sightings{}, queue: list.New(),
-		passed: newRecent[struct{}](maxPassed)}
-	for _, id := range p.Trusted {
-		g.trusted[id] = true
+	g := &Gate{p: p, trusted: map[string]bool{}, keys: map[string]*sightings{}, queue: list.New(),
+		passed: newRecentKeys(maxPassed)}
+	for _, s := range p.Trusted {
+		g.trusted[s] = true
 	}
 	return g
 }
+
+// Trusted reports whether source's events count at once (Policy.Trusted).
+func (g *Gate) Trusted(source string) bool { return g.trusted[source] }
+
+// MinSightings is the policy's MinSightings, at least 1: /peers reports it.
+func (g *Gate) MinSightings() int { return g.p.MinSightings }
 
 // keysOf are the policy keys of an event: its source IP and, when it has one, its number.
 func keysOf(e *event.Event) []string {
@@ -84,18 +100,20 @@ func keysOf(e *event.Event) []string {
 	return k
 }
 
-// admit takes a verified event signed by signer and returns the events that count now: none
-// (it is held), the event itself, or it with others held for the same IP or number.
-func (g *gate) admit(e *event.Event, signer libpeer.ID) []*event.Event {
-	e.Peer = signer.String()
-	e.Trusted = g.trusted[signer]
+// Admit takes a verified event vouched for by source (the peer that signed it, the node that
+// created it) and returns the events that count now: none (it is held), the event itself, or
+// it with others held for the same IP or number. It sets e.Peer to source and e.Trusted, so a
+// released event still names its own source.
+func (g *Gate) Admit(e *event.Event, source string) []*event.Event {
+	e.Peer = source
+	e.Trusted = g.trusted[source]
 	if e.Trusted || g.p.MinSightings <= 1 {
 		return []*event.Event{e}
 	}
 	keys := keysOf(e)
 	g.mu.Lock()
 	for _, k := range keys {
-		if _, ok := g.passed.get(k); ok {
+		if g.passed.has(k) {
 			g.mu.Unlock()
 			return []*event.Event{e}
 		}
@@ -117,17 +135,17 @@ func (g *gate) admit(e *event.Event, signer libpeer.ID) []*event.Event {
 	for _, k := range keys {
 		s := g.keys[k]
 		if s == nil {
-			s = &sightings{peers: map[libpeer.ID]struct{}{}}
+			s = &sightings{sources: map[string]struct{}{}}
 			g.keys[k] = s
 		}
-		s.peers[signer] = struct{}{}
+		s.sources[source] = struct{}{}
 		s.held = append(s.held, h)
 	}
 	var out []*event.Event
 	for _, k := range keys {
 		// A key may be gone: releasing the other key forgot this event, and with it a key
 		// that held nothing else.
-		if s := g.keys[k]; s != nil && len(s.peers) >= g.p.MinSightings {
+		if s := g.keys[k]; s != nil && len(s.sources) >= g.p.MinSightings {
 			out = append(out, g.release(k, s)...)
 		}
 	}
@@ -145,7 +163,7 @@ func (g *gate) admit(e *event.Event, signer libpeer.ID) []*event.Event {
 }
 
 // release lets every event held for key k through, and remembers that k passed.
-func (g *gate) release(k string, s *sightings) []*event.Event {
+func (g *Gate) release(k string, s *sightings) []*event.Event {
 	hs := slices.Clone(s.held) // forget edits s.held
 	out := make([]*event.Event, 0, len(hs))
 	for _, h := range hs {
@@ -153,15 +171,15 @@ func (g *gate) release(k string, s *sightings) []*event.Event {
 		g.forget(h)
 	}
 	delete(g.keys, k)
-	if _, ok := g.passed.get(k); !ok {
-		g.passed.put(k, struct{}{})
+	if !g.passed.has(k) {
+		g.passed.add(k)
 	}
 	return out
 }
 
 // forget takes h out of the queue and out of its keys' lists; a key left with no held
-// events is forgotten, peers and all, so memory stays bounded by the held events.
-func (g *gate) forget(h *held) {
+// events is forgotten, sources and all, so memory stays bounded by the held events.
+func (g *Gate) forget(h *held) {
 	if h.elem != nil {
 		g.queue.Remove(h.elem)
 		g.bytes -= h.size
@@ -187,9 +205,35 @@ func (g *gate) forget(h *held) {
 	}
 }
 
-// pending returns how many events are held, and how many were dropped for room.
-func (g *gate) pending() (held int, dropped uint64) {
+// Pending returns how many events are held, and how many were dropped for room.
+func (g *Gate) Pending() (held int, dropped uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.queue.Len(), g.dropped
+}
+
+// recentKeys is a set that forgets its oldest key once it holds size keys.
+type recentKeys struct {
+	m    map[string]struct{}
+	ring []string // insertion order, for eviction
+	pos  int
+}
+
+func newRecentKeys(size int) *recentKeys {
+	return &recentKeys{m: make(map[string]struct{}, size), ring: make([]string, size)}
+}
+
+func (r *recentKeys) has(k string) bool {
+	_, ok := r.m[k]
+	return ok
+}
+
+// add adds k, which must not be there yet.
+func (r *recentKeys) add(k string) {
+	if old := r.ring[r.pos]; old != "" {
+		delete(r.m, old)
+	}
+	r.ring[r.pos] = k
+	r.pos = (r.pos + 1) % len(r.ring)
+	r.m[k] = struct{}{}
 }
