@@ -95,15 +95,20 @@ lint:
 	$(GO) vet -tags nop2p ./...
 	$(GOBIN)/staticcheck ./...
 	$(GOBIN)/staticcheck -tags nop2p ./...
+	CGO_ENABLED=1 $(GO) vet -tags opendht ./internal/opendht ./internal/node ./test/opendht ./cmd/dialtrap
+	CGO_ENABLED=1 $(GOBIN)/staticcheck -tags opendht ./internal/opendht ./internal/node ./test/opendht
 
 unit:
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 	$(GO) test -race -count=1 -tags nop2p -run '$(NOP2P_RUN)' $(NOP2P_PKGS)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags opendht ./internal/opendht
+	CGO_ENABLED=1 $(GO) test -count=1 -tags opendht -run OpenDHT ./internal/node
 
 # The package test (test/pkg) runs on its own after the others: its builds would load the CPUs
 # the end-to-end tests' timings count on.
 e2e:
 	$(GO) test -count=1 $$($(GO) list ./test/... | grep -v '/test/pkg$$')
+	CGO_ENABLED=1 $(GO) test -count=1 -tags opendht ./test/opendht
 
 ## pkgtest: build the .deb and .rpm (make dist), install the .deb with dpkg, run and probe its
 ## node, remove and purge it (root; see packaging/README.md)

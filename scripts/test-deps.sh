@@ -34,6 +34,12 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # The dashboard test drives a real headless Chromium through its WebDriver server.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The OpenDHT bridge (-tags opendht, cgo) links Debian's libopendht-c; its tests talk to
+# Debian's dhtnode, and cgo needs a C and C++ compiler.
+[ -e /usr/include/opendht/opendht_c.h ] || need_apt+=(libopendht-c-dev libopendht-dev)
+command -v dhtnode >/dev/null 2>&1 || need_apt+=(dhtnode)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # The generated shell completions are loaded by the real shells, the manual page by groff.
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)

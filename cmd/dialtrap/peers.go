@@ -17,7 +17,7 @@ import (
 
 // runPeers asks a running node's API for its peers and prints them.
 func runPeers(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("peers", "peers [flags]", "Lists the peers of a running node (it needs -p and -a).", stdout, stderr)
+	f := newFlags("peers", "peers [flags]", "Lists the peers of a running node (it needs -a, and -p or --opendht).", stdout, stderr)
 	var af apiFlags
 	af.add(f, "the node's REST API (default: http:// + --api-addr)", true)
 	asJSON := f.Bool("json", false, "print the API's JSON as it is")
@@ -53,6 +53,13 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 }
 
 func printPeers(w io.Writer, r peerinfo.Report) {
+	if r.OpenDHT != nil {
+		printOpenDHT(w, r.OpenDHT)
+		if r.ID == "" { // --opendht without -p
+			return
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "peer ID     %s\n", r.ID)
 	for _, a := range r.Addrs {
 		fmt.Fprintf(w, "listening   %s\n", a)
@@ -81,6 +88,23 @@ func printPeers(w io.Writer, r peerinfo.Report) {
 			p.Received, p.Rejected, p.CaughtUp, p.Score, addr)
 	}
 	tw.Flush()
+}
+
+// printOpenDHT prints the OpenDHT bridge's part of the report.
+func printOpenDHT(w io.Writer, d *peerinfo.OpenDHT) {
+	fmt.Fprintf(w, "OpenDHT     node %s on UDP port %d, %d nodes in the routing table\n", d.NodeID, d.Port, d.Nodes)
+	fmt.Fprintf(w, "key         %s (%s)\n", d.Key, d.KeyHash)
+	fmt.Fprintf(w, "values      received %d, accepted %d, pending %d (dropped %d), min sightings %d\n",
+		d.Received, d.Accepted, d.Pending, d.PendingDropped, d.MinSightings)
+	if len(d.Refused) > 0 {
+		var ref []string
+		for _, k := range slices.Sorted(maps.Keys(d.Refused)) {
+			ref = append(ref, fmt.Sprintf("%s %d", k, d.Refused[k]))
+		}
+		fmt.Fprintf(w, "refused     %s\n", strings.Join(ref, ", "))
+	}
+	fmt.Fprintf(w, "publishing  %s, published %d (confirmed %d, failed %d); relay to libp2p %s\n",
+		yesNo(d.Publish), d.Published, d.PutsConfirmed, d.PutsFailed, yesNo(d.Relay))
 }
 
 func yesNo(b bool) string {

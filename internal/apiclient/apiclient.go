@@ -15,8 +15,8 @@ import (
 	"strings"
 )
 
-// ErrPeersOff is returned by Peers when the node runs without -p.
-var ErrPeersOff = errors.New("peer-to-peer is off on this node (start it with -p)")
+// ErrPeersOff is returned by Peers when the node runs without -p and --opendht.
+var ErrPeersOff = errors.New("peer-to-peer is off on this node (start it with -p, or --opendht)")
 
 // Body size limits: a lookup answer is small; a peer report lists every connected peer.
 const (

@@ -88,11 +88,19 @@ type Config struct {
 	P2PMinSightings   int
 	P2PRate           float64
 	P2PCatchup        time.Duration
-	Metrics           bool
-	Retention         time.Duration
-	FoldWindow        time.Duration
-	Persona           string
-	SyslogAddr        string
+	// The bridge to the reference product's OpenDHT network (a binary built with -tags
+	// opendht): join, bind, bootstrap, publish own events, relay its events to libp2p peers.
+	OpenDHT             bool
+	OpenDHTAddr         string
+	OpenDHTBootstrap    []string
+	OpenDHTPublish      bool
+	OpenDHTRelay        bool
+	OpenDHTMinSightings int
+	Metrics             bool
+	Retention           time.Duration
+	FoldWindow          time.Duration
+	Persona             string
+	SyslogAddr          string
 	// Peer events reach the JSON log and syslog only when asked: a remote node must never
 	// cause a local Fail2Ban ban.
 	JSONLogPeerEvents bool
@@ -206,6 +214,12 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.IntVar(&c.P2PMinSightings, "p2p-min-sightings", 1, "distinct peers that must report an IP or number before it counts")
 	fs.Float64Var(&c.P2PRate, "p2p-rate", 200, "events per second accepted from one originating node (bursts of 10 seconds' worth); the excess is ignored")
 	fs.DurationVar(&c.P2PCatchup, "p2p-catchup", 24*time.Hour, "how far back to fetch peers' events on meeting them (0 turns catch-up requests off; at most 720h)")
+	fs.BoolVar(&c.OpenDHT, "opendht", false, "join the reference product's OpenDHT network and take the bad actors its nodes share (unsigned, so untrusted: checked, rate limited and held like peers' events); needs a binary built with -tags opendht")
+	fs.StringVar(&c.OpenDHTAddr, "opendht-addr", ":4222", "UDP port of the OpenDHT node (:PORT; it listens on every address)")
+	fs.StringSliceVar(&c.OpenDHTBootstrap, "opendht-bootstrap", nil, "OpenDHT nodes to join through, host:port (repeatable); there is no built-in list")
+	fs.BoolVar(&c.OpenDHTPublish, "opendht-publish", false, "also put this node's shareable events on OpenDHT, in the reference's 13-key JSON")
+	fs.BoolVar(&c.OpenDHTRelay, "opendht-relay", false, "publish events received from OpenDHT to libp2p peers too, signed by this node (needs -p)")
+	fs.IntVar(&c.OpenDHTMinSightings, "opendht-min-sightings", 0, "distinct OpenDHT node ids that must report an IP or number before it counts (0: as --p2p-min-sightings)")
 	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus metrics at /metrics on the API listener (needs -a; --api-token guards it as every route); off: /metrics answers 404")
 	fs.Var((*days)(&c.Retention), "retention", "delete raw events older than this, e.g. 90d or 2160h; the counts behind lookups, feeds and statistics stay (0 keeps everything)")
 	fs.DurationVar(&c.FoldWindow, "fold-window", time.Second, "probes identical in source, destination, transport, method, number and User-Agent within this time of the first are stored as one event with a repeat_count (the first is passed on at once; every probe is counted); 0 keeps one event a probe; at most 1m")
@@ -571,6 +585,24 @@ func (c *Config) validate() error {
 	}
 	if c.HomeCountry != "" && !validRegion(c.HomeCountry) {
 		errs = append(errs, fmt.Errorf("--home-country %q: use a two-letter ISO 3166 code such as DE or US", c.HomeCountry))
+	}
+	if c.OpenDHT {
+		if host, port, err := net.SplitHostPort(c.OpenDHTAddr); err != nil || port == "" || (host != "" && host != "0.0.0.0" && host != "::") {
+			errs = append(errs, fmt.Errorf("--opendht-addr %q: give :PORT (OpenDHT listens on every address), for example :4222", c.OpenDHTAddr))
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("--opendht-addr %q: the port is not a number from 0 to 65535", c.OpenDHTAddr))
+		}
+		for _, b := range c.OpenDHTBootstrap {
+			if host, port, err := net.SplitHostPort(b); err != nil || host == "" || port == "" {
+				errs = append(errs, fmt.Errorf("--opendht-bootstrap %q: give host:port, for example 192.0.2.1:4222", b))
+			}
+		}
+		if c.OpenDHTRelay && !c.P2P {
+			errs = append(errs, errors.New("--opendht-relay publishes OpenDHT's events to libp2p peers: it needs -p/--p2p"))
+		}
+		if c.OpenDHTMinSightings < 0 {
+			errs = append(errs, errors.New("--opendht-min-sightings must be 0 or more"))
+		}
 	}
 	switch c.EventCompat {
 	case "", "none", "ip-port":

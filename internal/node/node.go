@@ -41,6 +41,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/live"
 	"github.com/dialtrap/dialtrap/internal/metrics"
+	"github.com/dialtrap/dialtrap/internal/opendht"
 	"github.com/dialtrap/dialtrap/internal/peerinfo"
 	"github.com/dialtrap/dialtrap/internal/policy"
 	"github.com/dialtrap/dialtrap/internal/sink/jsonlog"
@@ -87,7 +88,8 @@ type Node struct {
 	labeler *intel.Labeler // countries and number targets for the analytics
 	jsonlog *jsonlog.Log
 	hub     *hub.Hub
-	peer    peerNetwork // nil unless -p
+	peer    peerNetwork     // nil unless -p
+	dht     *opendht.Bridge // nil unless --opendht
 	api     *api.Server
 	live    *live.Broadcaster // the dashboard's live feed; nil without the dashboard
 	sip     *sip.Server
@@ -136,6 +138,9 @@ type Addrs struct {
 	// The SIP policy agent's listeners (--policy-addr).
 	PolicyUDP string `json:"policy_udp,omitempty"`
 	PolicyTCP string `json:"policy_tcp,omitempty"`
+	// The OpenDHT bridge's UDP port and node id (--opendht).
+	OpenDHTPort int    `json:"opendht_port,omitempty"`
+	OpenDHTID   string `json:"opendht_id,omitempty"`
 }
 
 // New checks what can be checked without touching anything: it opens no file and no socket
@@ -165,6 +170,9 @@ func newNode(cfg *config.Config, o Options) (*Node, error) {
 	}
 	n := &Node{cfg: *cfg, version: o.Version, log: o.Log}
 	if err := CheckP2P(cfg); err != nil {
+		return nil, err
+	}
+	if err := CheckOpenDHT(cfg); err != nil {
 		return nil, err
 	}
 	var err error
@@ -398,7 +406,9 @@ func Routes(cfg *config.Config) map[string]bool {
 		"jsonlog": cfg.JSONLogPeerEvents,
 		"syslog":  cfg.SyslogPeerEvents,
 		"webhook": cfg.WebhookPeerEvents,
-		"p2p":     false,
+		// Never published again, but for OpenDHT's with --opendht-relay (the p2p sink's
+		// Accept lets those through and no other peer event).
+		"p2p": cfg.OpenDHTRelay,
 	}
 }
 
@@ -511,7 +521,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		n.onClose("p2p", 5*time.Second, n.peer.Close) // after the hub has published this node's queued events
 		n.hub.Add(n.peer, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 500, PeerEvents: routes["p2p"],
-			Accept: Shareable(cfg, n.guards)})
+			Accept: relayable(cfg, Shareable(cfg, n.guards))})
+	}
+	if cfg.OpenDHT {
+		if err := n.openDHT(sinkBytes); err != nil {
+			return err
+		}
 	}
 	if cfg.API && cfg.Dashboard {
 		// The dashboard's live feed: a browser gets this node's own probes only (as the JSON
@@ -535,6 +550,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err := n.peer.Start(ctx); err != nil {
 			return err
 		}
+	}
+	if n.dht != nil {
+		n.dht.Start() // listens once every sink is attached and the hub runs
 	}
 	if !cfg.SIPDisable {
 		scfg := sip.Config{
@@ -600,8 +618,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			Feeds: n.store, Guards: n.guards,
 			Analytics: n.store, NumberInfo: n.labeler.Lookup,
 		}
-		if n.peer != nil {
-			acfg.Peers = func() any { return n.peer.Report() }
+		if n.peer != nil || n.dht != nil {
+			acfg.Peers = func() any { return n.peersReport() }
 		}
 		if n.bgp != nil {
 			acfg.BGP = func(ctx context.Context) any { return n.bgpStatus(ctx) }
@@ -684,6 +702,10 @@ func (n *Node) Addrs() Addrs {
 		if addrs := n.peer.Addrs(); len(addrs) > 0 {
 			a.PeerID, a.P2P = n.peer.ID(), addrs
 		}
+	}
+	if n.dht != nil {
+		r := n.dht.Report()
+		a.OpenDHTPort, a.OpenDHTID = r.Port, r.NodeID
 	}
 	return a
 }

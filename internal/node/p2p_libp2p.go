@@ -15,7 +15,6 @@ import (
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/peer"
@@ -73,16 +72,3 @@ func (n *Node) newPeerNetwork() (peerNetwork, error) {
 type libp2pNetwork struct{ *peer.Node }
 
 func (l libp2pNetwork) ID() string { return l.Node.ID().String() }
-
-// known reports whether the store already holds ip or number (seen here, or counted
-// before): peers' reports of it then count at once.
-func known(ctx context.Context, st api.Lookups, ip, number string) bool {
-	if _, ok, err := st.IP(ctx, ip); ok && err == nil {
-		return true
-	}
-	if number == "" {
-		return false
-	}
-	_, ok, err := st.Number(ctx, number)
-	return ok && err == nil
-}

@@ -44,6 +44,29 @@ type Report struct {
 	Pending        int               `json:"events_pending"`
 	PendingDropped uint64            `json:"events_pending_dropped"`
 	MinSightings   int               `json:"min_sightings"`
+	// OpenDHT is the bridge to the reference product's network (--opendht); nil when off.
+	OpenDHT *OpenDHT `json:"opendht,omitempty"`
+}
+
+// OpenDHT is what the OpenDHT bridge reports: its node in that network, the values it
+// received under the shared key and what became of them, and what it published.
+type OpenDHT struct {
+	NodeID         string            `json:"node_id"`
+	Port           int               `json:"port"`
+	Key            string            `json:"key"`
+	KeyHash        string            `json:"key_hash"`
+	Nodes          int               `json:"routing_table_nodes"`
+	Received       uint64            `json:"values_received"`
+	Accepted       uint64            `json:"events_accepted"`
+	Refused        map[string]uint64 `json:"values_refused"`
+	Publish        bool              `json:"publish"`
+	Relay          bool              `json:"relay"`
+	Published      uint64            `json:"events_published"`
+	PutsConfirmed  uint64            `json:"puts_confirmed"`
+	PutsFailed     uint64            `json:"puts_failed"`
+	Pending        int               `json:"events_pending"`
+	PendingDropped uint64            `json:"events_pending_dropped"`
+	MinSightings   int               `json:"min_sightings"`
 }
 
 // TopicPeers counts the peers that exchange events with this node now.

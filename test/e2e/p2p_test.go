@@ -173,7 +173,7 @@ func TestP2PNetwork(t *testing.T) {
 		!strings.Contains(out, a.report().ID) {
 		t.Errorf("dialtrap peers: %v\n%s", err, out)
 	}
-	if code, out, errOut := dialtrap(t, "peers", "--api-url", alone.api.base); code != 2 || !strings.Contains(errOut, "peer-to-peer is off on this node (start it with -p)") {
+	if code, out, errOut := dialtrap(t, "peers", "--api-url", alone.api.base); code != 2 || !strings.Contains(errOut, "peer-to-peer is off on this node (start it with -p, or --opendht)") {
 		t.Errorf("dialtrap peers against a node without -p: exit %d, want 2 saying so\n%s%s", code, out, errOut)
 	}
 
