@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dialtrap/dialtrap/internal/node"
+	"github.com/dialtrap/dialtrap/internal/peerinfo"
 )
 
 // p2pOnly are the module path prefixes that libp2p brings in (itself, multiaddr and the
@@ -115,5 +116,21 @@ func TestMalformedPeerAddressesAreUsageErrors(t *testing.T) {
 		if code := run(append(args, "--data-dir", t.TempDir()), &out, &errb); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d: %s", args, code, exitUsage, errb.String())
 		}
+	}
+}
+
+// dialtrap peers prints the OpenDHT bridge's report, alone when -p is off.
+func TestPeersPrintsOpenDHT(t *testing.T) {
+	var b strings.Builder
+	printPeers(&b, peerinfo.Report{OpenDHT: &peerinfo.OpenDHT{NodeID: "6739661e", Port: 4222, Key: "bad_actors",
+		KeyHash: "14d3", Nodes: 3, Received: 5, Accepted: 2, Refused: map[string]uint64{"schema": 2, "timestamp": 1}}})
+	out := b.String()
+	for _, want := range []string{"node 6739661e on UDP port 4222, 3 nodes", "received 5, accepted 2", "refused     schema 2, timestamp 1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "peer ID") {
+		t.Errorf("printed a libp2p part for a node without -p:\n%s", out)
 	}
 }
