@@ -96,6 +96,7 @@ type Config struct {
 	OpenDHTPublish      bool
 	OpenDHTRelay        bool
 	OpenDHTMinSightings int
+	OpenDHTRate         float64
 	Metrics             bool
 	Retention           time.Duration
 	FoldWindow          time.Duration
@@ -219,7 +220,8 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringSliceVar(&c.OpenDHTBootstrap, "opendht-bootstrap", nil, "OpenDHT nodes to join through, host:port (repeatable); there is no built-in list")
 	fs.BoolVar(&c.OpenDHTPublish, "opendht-publish", false, "also put this node's shareable events on OpenDHT, in the reference's 13-key JSON")
 	fs.BoolVar(&c.OpenDHTRelay, "opendht-relay", false, "publish events received from OpenDHT to libp2p peers too, signed by this node (needs -p)")
-	fs.IntVar(&c.OpenDHTMinSightings, "opendht-min-sightings", 0, "distinct OpenDHT node ids that must report an IP or number before it counts (0: as --p2p-min-sightings)")
+	fs.IntVar(&c.OpenDHTMinSightings, "opendht-min-sightings", 0, "OpenDHT counts as one source (its node ids are the writers' to choose): above 1, its reports count only for an IP or number this node or a trusted peer has seen (0: as --p2p-min-sightings)")
+	fs.Float64Var(&c.OpenDHTRate, "opendht-rate", 10, "events a second all of OpenDHT may bring (bursts of 10 seconds' worth); the excess is refused, counted")
 	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus metrics at /metrics on the API listener (needs -a; --api-token guards it as every route); off: /metrics answers 404")
 	fs.Var((*days)(&c.Retention), "retention", "delete raw events older than this, e.g. 90d or 2160h; the counts behind lookups, feeds and statistics stay (0 keeps everything)")
 	fs.DurationVar(&c.FoldWindow, "fold-window", time.Second, "probes identical in source, destination, transport, method, number and User-Agent within this time of the first are stored as one event with a repeat_count (the first is passed on at once; every probe is counted); 0 keeps one event a probe; at most 1m")
@@ -599,6 +601,9 @@ func (c *Config) validate() error {
 		}
 		if c.OpenDHTRelay && !c.P2P {
 			errs = append(errs, errors.New("--opendht-relay publishes OpenDHT's events to libp2p peers: it needs -p/--p2p"))
+		}
+		if c.OpenDHTRate <= 0 {
+			errs = append(errs, errors.New("--opendht-rate must be above 0"))
 		}
 		if c.OpenDHTMinSightings < 0 {
 			errs = append(errs, errors.New("--opendht-min-sightings must be 0 or more"))

@@ -14,6 +14,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/opendht"
 	"github.com/dialtrap/dialtrap/internal/peerinfo"
+	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/trust"
 )
 
@@ -56,9 +57,11 @@ func (n *Node) openDHT(sinkBytes int) error {
 	if minSightings == 0 {
 		minSightings = cfg.P2PMinSightings
 	}
+	// A gate of its own: OpenDHT's reports never count as a libp2p peer's sighting, nor the
+	// reverse. A key counts as known only when this node or a trusted peer saw it.
 	gate := trust.New(trust.Policy{MinSightings: minSightings,
-		Known: func(ip, number string) bool { return known(context.Background(), n.store, ip, number) }})
-	n.dht = opendht.New(opendht.Config{NodeID: n.nodeID, Rate: cfg.P2PRate, Gate: gate,
+		Known: func(ip, number string) bool { return knownFirstHand(context.Background(), n.store, ip, number) }})
+	n.dht = opendht.New(opendht.Config{NodeID: n.nodeID, Rate: cfg.OpenDHTRate, Gate: gate,
 		Receive: func(e *event.Event) { n.hub.Publish(e) },
 		Publish: cfg.OpenDHTPublish, Relay: cfg.OpenDHTRelay, Log: n.log}, d)
 	n.onClose("opendht", 10*time.Second, n.dht.Close) // after the hub has put this node's queued events
@@ -95,15 +98,28 @@ func (n *Node) peersReport() any {
 	return r
 }
 
-// known reports whether the store already holds ip or number (seen here, or counted
-// before): peers' reports of it then count at once.
+// known reports whether the store holds ip or number from a sighting that vouches for it:
+// this node's, a trusted peer's, or one with a proven source (what libp2p peers share). A
+// peer's report of it then counts at once. OpenDHT's reports are none of these: an unsigned
+// value must not open the gate for a libp2p peer's report.
 func known(ctx context.Context, st api.Lookups, ip, number string) bool {
-	if _, ok, err := st.IP(ctx, ip); ok && err == nil {
+	return knownBy(ctx, st, ip, number, func(a store.Aggregate) bool {
+		return a.Local > 0 || a.TrustedPeers > 0 || a.Verified > 0
+	})
+}
+
+// knownFirstHand is known for OpenDHT's gate: seen by this node or a trusted peer.
+func knownFirstHand(ctx context.Context, st api.Lookups, ip, number string) bool {
+	return knownBy(ctx, st, ip, number, func(a store.Aggregate) bool { return a.Local > 0 || a.TrustedPeers > 0 })
+}
+
+func knownBy(ctx context.Context, st api.Lookups, ip, number string, vouched func(store.Aggregate) bool) bool {
+	if a, ok, err := st.IP(ctx, ip); ok && err == nil && vouched(a) {
 		return true
 	}
 	if number == "" {
 		return false
 	}
-	_, ok, err := st.Number(ctx, number)
-	return ok && err == nil
+	a, ok, err := st.Number(ctx, number)
+	return ok && err == nil && vouched(a)
 }

@@ -14,7 +14,7 @@ func TestRelayableToLibp2p(t *testing.T) {
 	share := func(*event.Event) bool { return true }
 	own := &event.Event{}
 	libp2pPeer := &event.Event{FromPeer: true, Peer: "12D3KooWPeer"}
-	fromDHT := &event.Event{FromPeer: true, Peer: opendht.Source("3b0b7c2e-5a1e-4e0f-8b9e-2d7d5c0e9a44")}
+	fromDHT := &event.Event{FromPeer: true, Peer: opendht.Provenance}
 	for _, tt := range []struct {
 		relay bool
 		e     *event.Event

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -25,30 +26,30 @@ const (
 	ReasonTime      = event.ReasonTime   // older than 30 days, or ahead of the clock
 	ReasonIP        = event.ReasonIP
 	ReasonNumber    = event.ReasonNumber
-	ReasonRate      = "rate"      // over the rate of its node id, or of the whole network
+	ReasonRate      = "rate"      // over --opendht-rate
+	ReasonBusy      = "busy"      // arrived while the checks were queue-full
 	ReasonOwn       = "own"       // this node's own value coming back
 	ReasonDuplicate = "duplicate" // an event_uuid received before (OpenDHT delivers again)
 )
 
 const (
-	maxAge    = 30 * 24 * time.Hour // as peers: no backdated reports
-	maxFuture = 5 * time.Minute
-	// maxLimiters bounds the per-node-id limiters; beyond it the table starts afresh.
-	maxLimiters = 10000
-	// networkFactor: the whole network may send this many times one node id's rate, since
-	// node ids cost nothing to invent.
-	networkFactor = 10
-	maxSeen       = 1 << 16 // event_uuids remembered for duplicates
+	maxAge      = 30 * 24 * time.Hour // as peers: no backdated reports
+	maxFuture   = 5 * time.Minute
+	maxSeen     = 1 << 16 // event_uuids remembered for duplicates
+	queueValues = 1024    // values waiting for the checks
 )
 
 // Config says what the bridge does with what it receives and sends.
 type Config struct {
 	// NodeID is this node's created_by_node_id: its own values coming back are refused.
 	NodeID string
-	// Rate is how many events a second one created_by_node_id may bring (bursts of ten
-	// seconds' worth); the excess is refused, counted.
+	// Rate is how many events a second the whole network may bring (bursts of ten seconds'
+	// worth); the excess is refused, counted. Node ids cost nothing to invent, so no limit
+	// per node id would hold a flood back: this is the bound on what OpenDHT may write here.
 	Rate float64
-	// Gate holds events until enough distinct node ids reported their address or number.
+	// Gate holds events until their address or number is known here. Every value counts as
+	// one source, "opendht": their node ids are the writer's to choose, so they cannot count
+	// as distinct reporters.
 	Gate *trust.Gate
 	// Receive takes each event that passed, as a peer event (the hub).
 	Receive func(*event.Event)
@@ -61,12 +62,13 @@ type Config struct {
 // Bridge checks what arrives from OpenDHT and publishes this node's events there. It is the
 // hub's sink named "opendht" when Publish is set.
 type Bridge struct {
-	cfg Config
-	dht DHT
-	all *rate.Limiter
+	cfg    Config
+	dht    DHT
+	limit  *rate.Limiter
+	values chan []byte // from the DHT's thread to the goroutine that checks them
+	done   chan struct{}
 
 	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
 	seen     map[string]struct{}
 	seenRing []string
 	seenNext int
@@ -84,26 +86,57 @@ func New(cfg Config, d DHT) *Bridge {
 		cfg.Now = time.Now
 	}
 	if cfg.Rate <= 0 {
-		cfg.Rate = 200
+		cfg.Rate = DefaultRate
 	}
-	burst := max(int(cfg.Rate*10), 1)
 	return &Bridge{cfg: cfg, dht: d,
-		all:      rate.NewLimiter(rate.Limit(cfg.Rate*networkFactor), burst*networkFactor),
-		limiters: map[string]*rate.Limiter{}, seen: map[string]struct{}{},
-		seenRing: make([]string, maxSeen), refused: map[string]uint64{}}
+		limit:  rate.NewLimiter(rate.Limit(cfg.Rate), max(int(cfg.Rate*10), 1)),
+		values: make(chan []byte, queueValues), done: make(chan struct{}),
+		seen: map[string]struct{}{}, seenRing: make([]string, maxSeen), refused: map[string]uint64{}}
 }
 
-// Start listens under Key.
-func (b *Bridge) Start() { b.dht.Listen(b.Handle) }
+// Start listens under Key. The DHT's thread only queues each value (a full queue drops it,
+// counted as "busy"): OpenDHT holds its lock while it calls back, so the checks, the store
+// and the hub run on a goroutine of their own, never on that thread.
+func (b *Bridge) Start() {
+	go func() {
+		defer close(b.done)
+		for v := range b.values {
+			b.Handle(v)
+		}
+	}()
+	b.dht.Listen(func(v []byte) {
+		select {
+		case b.values <- v:
+		default:
+			b.received.Add(1)
+			b.refuse(ReasonBusy)
+		}
+	})
+}
 
-// Close leaves the network.
-func (b *Bridge) Close(context.Context) error {
-	b.dht.Close()
-	return nil
+// Close leaves the network, within ctx: the DHT's threads are joined in the background.
+func (b *Bridge) Close(ctx context.Context) error {
+	closed := make(chan struct{})
+	go func() {
+		b.dht.Close() // no callback comes after it
+		close(b.values)
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		return fmt.Errorf("opendht: leaving the network: %w", ctx.Err())
+	}
+	select {
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("opendht: checking the last values: %w", ctx.Err())
+	}
 }
 
 // Handle checks one value and, when it passes, hands the events the trust gate lets through
-// to Receive. It is called on the DHT's thread for every value put under Key.
+// to Receive.
 func (b *Bridge) Handle(data []byte) {
 	b.received.Add(1)
 	e, reason := b.open(data)
@@ -112,7 +145,7 @@ func (b *Bridge) Handle(data []byte) {
 		b.cfg.Log.Debug("opendht: value refused", "reason", reason, "bytes", len(data))
 		return
 	}
-	for _, ev := range b.cfg.Gate.Admit(e, Source(e.NodeID)) {
+	for _, ev := range b.cfg.Gate.Admit(e, Provenance) {
 		b.accepted.Add(1)
 		b.cfg.Receive(ev)
 	}
@@ -131,10 +164,8 @@ func (b *Bridge) open(data []byte) (*event.Event, string) {
 		return nil, ReasonSize
 	}
 	data = bytes.TrimRight(data, "\x00")
-	rec := eventio.Record{}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(&rec); err != nil || dec.More() {
+	rec, ok := decodeObject(data)
+	if !ok {
 		return nil, ReasonSchema
 	}
 	e, err := eventio.Normalize(rec, data, time.UTC)
@@ -147,25 +178,56 @@ func (b *Bridge) open(data []byte) (*event.Event, string) {
 	if e.NodeID == b.cfg.NodeID {
 		return nil, ReasonOwn
 	}
-	if !b.firstSight(e.UUID) {
+	// A repeat is told apart before the rate is charged, and remembered only once the rate
+	// let the value in: a value refused for rate and delivered again later is judged again.
+	if b.seenBefore(e.UUID) {
 		return nil, ReasonDuplicate
 	}
-	if !b.allow(e.NodeID) {
+	if !b.limit.Allow() {
 		return nil, ReasonRate
 	}
-	// Nobody signed it: it proves nothing about its source, and it is a peer's report.
-	e.SourceVerified, e.RepeatCount = false, 0
-	e.FromPeer, e.Trusted, e.Sealed = true, false, nil // the gate sets Peer: Source(node id)
+	b.remember(e.UUID)
+	// Nobody signed it: it proves nothing about its source, and what the reference never
+	// sends (a tool, payloads, a length, repeats) is not taken from a stranger either.
+	e.SourceVerified, e.RepeatCount, e.SIPMessageLength = false, 0, 0
+	e.Tool, e.UASpoofed, e.Payload = "", false, nil
+	e.FromPeer, e.Trusted, e.Sealed = true, false, nil // the gate sets Peer to Provenance
 	return e, ""
 }
 
-// Source is the peer name an OpenDHT event carries (Event.Peer): "opendht:" and the
-// reporting node's id, so that the store counts distinct reporters and anyone can tell
-// where the event came from.
-func Source(nodeID string) string { return Provenance + ":" + nodeID }
+// decodeObject reads one JSON object and nothing after it but white space, refusing a key
+// given twice (which parsers resolve differently: the reference's might read the other one).
+func decodeObject(data []byte) (eventio.Record, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	rec := eventio.Record{}
+	for dec.More() {
+		t, err := dec.Token()
+		k, isKey := t.(string)
+		if err != nil || !isKey {
+			return nil, false
+		}
+		if _, dup := rec[k]; dup {
+			return nil, false
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		rec[k] = v
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return nil, false
+	}
+	rest := data[dec.InputOffset():]
+	return rec, len(bytes.TrimSpace(rest)) == 0
+}
 
 // IsFrom reports whether e came from OpenDHT.
-func IsFrom(e *event.Event) bool { return e.FromPeer && strings.HasPrefix(e.Peer, Provenance+":") }
+func IsFrom(e *event.Event) bool { return e.FromPeer && e.Peer == Provenance }
 
 func reasonOf(err error) string {
 	if r := event.ReasonOf(err); r != "" {
@@ -177,34 +239,24 @@ func reasonOf(err error) string {
 	return ReasonSchema
 }
 
-// firstSight remembers an event_uuid; false when it was seen before.
-func (b *Bridge) firstSight(uuid string) bool {
+// seenBefore says whether an event_uuid was accepted before.
+func (b *Bridge) seenBefore(uuid string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.seen[uuid]; ok {
-		return false
-	}
+	_, ok := b.seen[uuid]
+	return ok
+}
+
+// remember keeps an accepted event_uuid, the oldest of maxSeen going.
+func (b *Bridge) remember(uuid string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if old := b.seenRing[b.seenNext]; old != "" {
 		delete(b.seen, old)
 	}
 	b.seenRing[b.seenNext] = uuid
 	b.seenNext = (b.seenNext + 1) % maxSeen
 	b.seen[uuid] = struct{}{}
-	return true
-}
-
-func (b *Bridge) allow(nodeID string) bool {
-	b.mu.Lock()
-	l := b.limiters[nodeID]
-	if l == nil {
-		if len(b.limiters) >= maxLimiters {
-			b.limiters = map[string]*rate.Limiter{}
-		}
-		l = rate.NewLimiter(rate.Limit(b.cfg.Rate), max(int(b.cfg.Rate*10), 1))
-		b.limiters[nodeID] = l
-	}
-	b.mu.Unlock()
-	return l.Allow() && b.all.Allow()
 }
 
 // Name is the sink's name in the hub.

@@ -40,3 +40,15 @@ static void dt_shutdown_done(void* user) {
 void dt_shutdown(dht_runner* r, atomic_int* done) {
     dht_runner_shutdown(r, dt_shutdown_done, done);
 }
+
+// dt_node_id copies the node's id in hex into out (41 bytes): dht_infohash_print writes into a
+// buffer of the calling thread, so it is read on that thread, here.
+void dt_node_id(dht_runner* r, char* out) {
+    dht_infohash id = dht_runner_get_node_id(r);
+    const char* s = dht_infohash_print(&id);
+    size_t i = 0;
+    for (; s && s[i] && i < 40; i++) {
+        out[i] = s[i];
+    }
+    out[i] = 0;
+}

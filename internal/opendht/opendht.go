@@ -21,11 +21,16 @@ const (
 	KeyHash = "14d30143330e2e0e922ed4028a60ff96a59800ad"
 )
 
-// Provenance starts the peer name events from OpenDHT carry in the store (Event.Peer).
+// Provenance is the peer name events from OpenDHT carry in the store (Event.Peer): one
+// source for all of them, since their node ids are whatever their writers chose.
 const Provenance = "opendht"
 
 // DefaultPort is the reference's OpenDHT port (UDP).
 const DefaultPort = 4222
+
+// DefaultRate is --opendht-rate's default: events a second all of OpenDHT may bring. A
+// value costs its writer nothing and nobody answers for it, so the bound is low.
+const DefaultRate = 10
 
 // MaxValue bounds a value: OpenDHT's own limit, 64 KiB.
 const MaxValue = 64 << 10

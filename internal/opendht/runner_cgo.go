@@ -15,6 +15,7 @@ dht_op_token* dt_listen(dht_runner* r, const dht_infohash* h, uintptr_t handle);
 void dt_put(dht_runner* r, const dht_infohash* h, const uint8_t* data, size_t size, uintptr_t handle);
 void dt_shutdown(dht_runner* r, atomic_int* done);
 unsigned dt_known_nodes(dht_runner* r);
+void dt_node_id(dht_runner* r, char* out);
 */
 import "C"
 
@@ -39,8 +40,11 @@ type runner struct {
 	handle cgo.Handle
 	token  *C.dht_op_token
 
+	// mu is held by every method that calls into the runner, and by Close to mark it closed,
+	// so no call reaches a freed runner. The callback never takes it: OpenDHT calls back
+	// holding a lock of its own that those calls may need.
 	mu      sync.Mutex
-	onValue func([]byte)
+	onValue atomic.Pointer[func([]byte)]
 
 	putOK, putFailed atomic.Uint64
 	closed           bool
@@ -87,17 +91,31 @@ func errnoErr(rc int) error {
 
 // Listen calls fn with each value put under the key, from the runner's thread.
 func (d *runner) Listen(fn func([]byte)) {
-	d.mu.Lock()
-	d.onValue = fn
-	d.mu.Unlock()
+	if !d.live() {
+		return
+	}
+	defer d.mu.Unlock()
+	d.onValue.Store(&fn)
 	d.token = C.dt_listen(d.r, &d.hash, C.uintptr_t(d.handle))
+}
+
+// live holds d.mu while the runner is open: a method called after Close does nothing
+// rather than touch a freed runner. It returns false (and no lock) once closed.
+func (d *runner) live() bool {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return false
+	}
+	return true
 }
 
 // Put stores data under the key (not permanent: it lives as OpenDHT values do, ten minutes).
 func (d *runner) Put(data []byte) {
-	if len(data) == 0 {
+	if len(data) == 0 || !d.live() {
 		return
 	}
+	defer d.mu.Unlock()
 	p := C.CBytes(data)
 	C.dt_put(d.r, &d.hash, (*C.uint8_t)(p), C.size_t(len(data)), C.uintptr_t(d.handle))
 	C.free(p)
@@ -105,17 +123,32 @@ func (d *runner) Put(data []byte) {
 
 // NodeID is this node's id in the DHT, in hex.
 func (d *runner) NodeID() string {
-	id := C.dht_runner_get_node_id(d.r)
-	return C.GoString(C.dht_infohash_print(&id))
+	if !d.live() {
+		return ""
+	}
+	defer d.mu.Unlock()
+	var buf [41]C.char
+	C.dt_node_id(d.r, &buf[0])
+	return C.GoString(&buf[0])
 }
 
 // Port is the UDP port the node is bound to.
 func (d *runner) Port() int {
+	if !d.live() {
+		return 0
+	}
+	defer d.mu.Unlock()
 	return int(C.dht_runner_get_bound_port(d.r, C.AF_INET))
 }
 
 // Nodes is the size of the routing table: good and dubious nodes, IPv4 and IPv6.
-func (d *runner) Nodes() int { return int(C.dt_known_nodes(d.r)) }
+func (d *runner) Nodes() int {
+	if !d.live() {
+		return 0
+	}
+	defer d.mu.Unlock()
+	return int(C.dt_known_nodes(d.r))
+}
 
 // Puts says how many puts the network confirmed and how many failed.
 func (d *runner) Puts() (ok, failed uint64) { return d.putOK.Load(), d.putFailed.Load() }
@@ -128,7 +161,8 @@ func (d *runner) Close() {
 		d.mu.Unlock()
 		return
 	}
-	d.closed, d.onValue = true, nil
+	d.closed = true
+	d.onValue.Store(nil)
 	d.mu.Unlock()
 	if d.token != nil {
 		C.dht_runner_cancel_listen(d.r, &d.hash, d.token)
@@ -147,10 +181,7 @@ func (d *runner) Close() {
 }
 
 func (d *runner) value(data []byte) {
-	d.mu.Lock()
-	fn := d.onValue
-	d.mu.Unlock()
-	if fn != nil {
-		fn(data)
+	if fn := d.onValue.Load(); fn != nil {
+		(*fn)(data)
 	}
 }

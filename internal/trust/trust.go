@@ -131,7 +131,7 @@ func (g *Gate) Admit(e *event.Event, source string) []*event.Event {
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	h := &held{e: e, keys: keys, size: len(e.Sealed) + len(e.SIPMessage) + 512}
+	h := &held{e: e, keys: keys, size: len(e.Sealed) + len(e.SIPMessage) + len(e.SIPUserAgent) + len(e.CalledNumber) + 512}
 	for _, k := range keys {
 		s := g.keys[k]
 		if s == nil {
