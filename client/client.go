@@ -205,9 +205,8 @@ func (c *Client) retry(ctx context.Context, path string, handle func(*http.Respo
 			continue
 		}
 		again, err := handle(resp)
-		// Drain a little so the connection can be reused, then close.
-		io.CopyN(io.Discard, resp.Body, 4<<10)
-		resp.Body.Close()
+		resp.Body.Close() // a stream's too: no draining, which would wait for more
+
 		if err == nil || !again {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"iter"
 	"net/http"
 	"net/url"
@@ -69,6 +70,7 @@ func (c *Client) list(ctx context.Context, path, key string, o ListOptions) (*Pa
 		if err := json.Unmarshal(doc[key], &items); err != nil {
 			return fmt.Errorf("the answer of %s has no %s list: %w", resp.Request.URL, key, err)
 		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // the newline: the connection is reused
 		p = &Page{Total: total, Entries: make([]Entry, len(items))}
 		for i := range items {
 			p.Entries[i] = items[i].entry()
