@@ -351,7 +351,7 @@ func TestStall(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		start := time.Now()
 		v := c.CheckNumber(context.Background(), "+46812345678", budget, client.WithMatch(client.MatchNational))
-		if el := time.Since(start); v.Known || v.Err == nil || el > budget+30*time.Millisecond {
+		if el := time.Since(start); v.Known || v.Err == nil || el > budget+50*time.Millisecond {
 			t.Errorf("fail-open check: %+v after %s, want unknown within %s", v, el, budget)
 		}
 	}
