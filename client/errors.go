@@ -122,5 +122,5 @@ type ConnError struct {
 	Err error
 }
 
-func (e *ConnError) Error() string { return fmt.Sprintf("ask %s: %v", e.URL, e.Err) }
+func (e *ConnError) Error() string { return fmt.Sprintf("no answer from the node: %v", e.Err) }
 func (e *ConnError) Unwrap() error { return e.Err }
