@@ -18,7 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/dialtrap/dialtrap/internal/apiclient"
+	"github.com/dialtrap/dialtrap/client"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/eventio"
@@ -257,7 +257,7 @@ func (af *apiFlags) add(f *flags, urlUsage string, withAddr bool) {
 
 // client returns the API client; without --api-url it asks the node's --api-addr on this
 // machine.
-func (af *apiFlags) client() *apiclient.Client {
+func (af *apiFlags) client() nodeAPI {
 	u := af.url
 	if u == "" {
 		host, port, err := net.SplitHostPort(af.apiAddr)
@@ -269,7 +269,7 @@ func (af *apiFlags) client() *apiclient.Client {
 		}
 		u = "http://" + net.JoinHostPort(host, port)
 	}
-	return &apiclient.Client{BaseURL: u, Token: af.token}
+	return nodeAPI{client.New(u, client.WithToken(af.token))}
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -373,9 +373,9 @@ func seenText(count, last string) string {
 }
 
 // checkAPI asks a node; only the node's own "not found" counts as unknown.
-func checkAPI(ctx context.Context, c *apiclient.Client, n, ip string, isIP bool, match string) (bool, string, error) {
+func checkAPI(ctx context.Context, c nodeAPI, n, ip string, isIP bool, match string) (bool, string, error) {
 	var (
-		l   apiclient.Lookup
+		l   client.Lookup
 		err error
 	)
 	if isIP {
@@ -386,10 +386,14 @@ func checkAPI(ctx context.Context, c *apiclient.Client, n, ip string, isIP bool,
 	if err != nil || !l.Known {
 		return false, "", err
 	}
-	if len(l.Matched) > 0 {
-		return true, "matches " + strings.Join(l.Matched, ", "), nil
+	if len(l.MatchedNumbers) > 0 {
+		var names []string
+		for _, m := range l.MatchedNumbers {
+			names = append(names, m.Value)
+		}
+		return true, "matches " + strings.Join(names, ", "), nil
 	}
-	return true, seenText(l.Count, l.LastSeen), nil
+	return true, seenText(strconv.FormatInt(l.SeenCount, 10), l.SeenLast.Format(client.TimeLayout)), nil
 }
 
 // runExport writes every stored event, oldest first, as JSON lines or CSV.

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/dialtrap/dialtrap/internal/apiclient"
 	"github.com/dialtrap/dialtrap/internal/peerinfo"
 )
 
@@ -34,7 +33,7 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 		return f.fail(exitUsage, "%v", err)
 	}
 	body, err := c.Peers(ctx)
-	if errors.Is(err, apiclient.ErrPeersOff) {
+	if errors.Is(err, errPeersOff) {
 		return f.fail(exitUsage, "%v", err)
 	}
 	if err != nil {

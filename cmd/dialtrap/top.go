@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
-
-	"github.com/dialtrap/dialtrap/internal/apiclient"
 )
 
 // runTop shows a running node's attack picture: probes per minute, tools, origins, prefixes,
@@ -105,7 +103,7 @@ type snapshot struct {
 	camps    [][5]string // source, country, tool, count, last seen
 }
 
-func takeSnapshot(ctx context.Context, c *apiclient.Client, since string, rows int) (snapshot, error) {
+func takeSnapshot(ctx context.Context, c nodeAPI, since string, rows int) (snapshot, error) {
 	q := "?since=" + url.QueryEscape(since) + fmt.Sprintf("&limit=%d", rows)
 	var s snapshot
 	var stats struct {
@@ -189,7 +187,7 @@ func takeSnapshot(ctx context.Context, c *apiclient.Client, since string, rows i
 }
 
 // topValues reads a counted dimension's list, whose items are {key: value, seen_count: n}.
-func topValues(ctx context.Context, c *apiclient.Client, path, list, key string) ([]valueCount, error) {
+func topValues(ctx context.Context, c nodeAPI, path, list, key string) ([]valueCount, error) {
 	var doc map[string]any
 	if err := c.JSON(ctx, path, &doc); err != nil {
 		return nil, err

@@ -17,7 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/dialtrap/dialtrap/internal/apiclient"
+	"github.com/dialtrap/dialtrap/client"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/testutil"
 	"github.com/dialtrap/dialtrap/internal/testutil/pgtest"
@@ -87,13 +87,13 @@ func probeOver(t *testing.T, network, to, src, number string) {
 	}
 }
 
-func client(n *Node) *apiclient.Client {
-	return &apiclient.Client{BaseURL: "http://" + n.Addrs().API}
+func apiClient(n *Node) *client.Client {
+	return client.New("http://" + n.Addrs().API)
 }
 
 func servesIP(t *testing.T, n *Node, ip string) bool {
 	t.Helper()
-	l, err := client(n).IP(context.Background(), ip)
+	l, err := apiClient(n).IP(context.Background(), ip)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestPeerEventsAreRoutedByOnePolicy(t *testing.T) {
 				t.Error("an unproven or never-block source reached a peer")
 			}
 			testutil.Eventually(t, "the listener logs its own probe", 5*time.Second, func() bool { return rcv.Has("Source IP: 127.0.0.30,") })
-			lookup, err := client(listener).IP(context.Background(), src)
+			lookup, err := apiClient(listener).IP(context.Background(), src)
 			if err != nil || !lookup.Known {
 				t.Fatalf("lookup of the peer's report: %+v %v", lookup, err)
 			}

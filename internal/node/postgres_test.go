@@ -22,8 +22,8 @@ func TestNodesShareAPostgreSQLStore(t *testing.T) {
 	probe(t, b.Addrs().SIPUDP, "127.0.0.50", "100")
 	for _, n := range []*Node{a, b} {
 		testutil.Eventually(t, "each node serves both probes", 10*time.Second, func() bool {
-			l, err := client(n).IP(context.Background(), "127.0.0.50")
-			return err == nil && l.Known && l.Count == "2"
+			l, err := apiClient(n).IP(context.Background(), "127.0.0.50")
+			return err == nil && l.Known && l.SeenCount == 2
 		})
 	}
 	if s := logs.String(); strings.Contains(s, "s3cretPW") || !strings.Contains(s, "postgres://postgres:xxxxx@") {

@@ -61,8 +61,8 @@ func TestRetention(t *testing.T) {
 	if !strings.Contains(logs.String(), "retention: deleted old events") || !strings.Contains(logs.String(), "deleted=30") {
 		t.Errorf("no line for the round:\n%s", logs)
 	}
-	l, err := client(n).IP(ctx, "198.51.100.9")
-	if err != nil || !l.Known || l.Count != "50" {
+	l, err := apiClient(n).IP(ctx, "198.51.100.9")
+	if err != nil || !l.Known || l.SeenCount != 50 {
 		t.Errorf("lookup after retention: %+v %v, want all 50 sightings counted", l, err)
 	}
 	// A day later the events of 23 h and 1 h ago are old too.
