@@ -27,7 +27,7 @@ type NotifyConfig struct {
 	WebhookSecret string
 	SlackURL      string
 	Syslog        bool
-	SyslogAddr    string // as --syslog-addr; "" for the local daemon
+	SyslogAddr    string                              // as --syslog-addr; "" for the local daemon
 	Wrap          func(webhook.Config) webhook.Config // adjusts the sinks' config (tests: back-off)
 }
 
