@@ -336,7 +336,7 @@ func reason(h Hit) string {
 	}
 	var by []string
 	if h.SeenLocally {
-		by = append(by, "here")
+		by = append(by, "this node")
 	}
 	if h.SeenByPeers > 0 {
 		by = append(by, fmt.Sprintf("%d peers (%d trusted)", h.SeenByPeers, h.SeenByTrustedPeers))
