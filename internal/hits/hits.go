@@ -45,6 +45,16 @@ type Hit struct {
 	// For the alert rules and texts; not in /hits.
 	SeenByTrustedPeers int64  `json:"-"`
 	SeenLast           string `json:"-"`
+
+	at time.Time // when Time is empty: formatted when read, not on the lookup path
+}
+
+// stamped returns h with its Time set.
+func (h Hit) stamped() Hit {
+	if h.Time == "" {
+		h.Time = event.FormatTime(h.at)
+	}
+	return h
 }
 
 // Notifier delivers an alert. Notify must not block for long (spool it, or write a line).
@@ -66,8 +76,10 @@ type Rules struct {
 
 // Config is what a Recorder needs.
 type Config struct {
-	Capacity  int // hits kept for /hits; default 10,000
-	Queue     int // hits waiting for the alert rules; default 1,024
+	Capacity int // hits kept for /hits, and waiting for the alert rules; default 10,000
+	// Poll is how often the alert rules read the hits recorded since they last looked
+	// (default 100ms): the lookup path only writes the ring, never wakes anyone.
+	Poll      time.Duration
 	Rules     Rules
 	Notifiers []Notifier // none: hits are recorded, no alert is raised
 	Log       *slog.Logger
@@ -83,8 +95,8 @@ type Recorder struct {
 	next  int    // where the next hit goes
 	total uint64 // hits recorded since start
 
-	queue    chan Hit
-	dropped  atomic.Uint64 // hits the alert queue had no room for
+	seen     uint64        // hits the alert rules have read (of total)
+	dropped  atomic.Uint64 // hits overwritten before the alert rules read them
 	alerts   atomic.Uint64 // alerts raised
 	notified []notifierStats
 	last     map[string]time.Time // entry -> time of its last alert
@@ -102,8 +114,8 @@ func New(cfg Config) *Recorder {
 	if cfg.Capacity <= 0 {
 		cfg.Capacity = 10000
 	}
-	if cfg.Queue <= 0 {
-		cfg.Queue = 1024
+	if cfg.Poll <= 0 {
+		cfg.Poll = 100 * time.Millisecond
 	}
 	if cfg.Rules.Window <= 0 {
 		cfg.Rules.Window = 10 * time.Minute
@@ -125,17 +137,15 @@ func New(cfg Config) *Recorder {
 	for i, n := range cfg.Notifiers {
 		r.notified[i].name = n.Name()
 	}
-	if len(cfg.Notifiers) > 0 {
-		r.queue = make(chan Hit, cfg.Queue)
-	}
 	return r
 }
 
-// Record keeps h (its Time set now when empty) and hands it to the alert rules without
-// waiting: when their queue is full the hit is counted as dropped for alerting.
+// Record keeps h (its Time now when empty). It takes a short lock and never waits for the
+// alert rules: they read the ring on their own time, and a hit overwritten before they read
+// it is counted as dropped.
 func (r *Recorder) Record(h Hit) {
 	if h.Time == "" {
-		h.Time = event.FormatTime(r.cfg.Now())
+		h.at = r.cfg.Now()
 	}
 	r.mu.Lock()
 	if len(r.ring) < r.cfg.Capacity {
@@ -146,13 +156,23 @@ func (r *Recorder) Record(h Hit) {
 	r.next = (r.next + 1) % r.cfg.Capacity
 	r.total++
 	r.mu.Unlock()
-	if r.queue != nil {
-		select {
-		case r.queue <- h:
-		default:
-			r.dropped.Add(1)
-		}
+}
+
+// unread returns the hits recorded since the alert rules last looked, oldest first.
+func (r *Recorder) unread(buf []Hit) []Hit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.total - r.seen
+	if kept := uint64(len(r.ring)); n > kept {
+		r.dropped.Add(n - kept)
+		n = kept
 	}
+	for i := n; i > 0; i-- {
+		j := ((r.next-int(i))%len(r.ring) + len(r.ring)) % len(r.ring)
+		buf = append(buf, r.ring[j])
+	}
+	r.seen = r.total
+	return buf
 }
 
 // Page returns the number of hits recorded since start and the kept ones from offset on,
@@ -172,7 +192,7 @@ func (r *Recorder) Page(limit, offset int) (total uint64, out []Hit) {
 	for i := range k {
 		// the newest is just before next
 		j := ((r.next-1-offset-i)%n + n) % n
-		out = append(out, r.ring[j])
+		out = append(out, r.ring[j].stamped())
 	}
 	return r.total, out
 }
@@ -181,7 +201,7 @@ func (r *Recorder) Page(limit, offset int) (total uint64, out []Hit) {
 type Stats struct {
 	Hits      uint64 // recorded since start
 	FellOut   uint64 // pushed out of the ring by newer ones
-	Dropped   uint64 // not seen by the alert rules: their queue was full
+	Dropped   uint64 // not seen by the alert rules: overwritten in the ring before they looked
 	Alerts    uint64 // alerts raised
 	Notifiers []NotifierStats
 }
@@ -208,44 +228,45 @@ func (r *Recorder) Stats() Stats {
 
 // Start runs the alert rules until Close.
 func (r *Recorder) Start() {
-	if r.queue == nil || r.done != nil {
+	if len(r.cfg.Notifiers) == 0 || r.done != nil {
 		return
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop, r.done = stop, make(chan struct{})
 	go func() {
 		defer close(r.done)
+		tick := time.NewTicker(r.cfg.Poll)
+		defer tick.Stop()
+		var buf []Hit
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case h := <-r.queue:
+			case <-tick.C:
+			}
+			buf = r.unread(buf[:0])
+			for _, h := range buf {
 				r.consider(h)
 			}
 		}
 	}()
 }
 
-// Close stops the alert rules; hits still queued are considered first.
+// Close stops the alert rules; hits not yet read are considered first.
 func (r *Recorder) Close() {
 	if r.done == nil {
 		return
 	}
-	for {
-		select {
-		case h := <-r.queue:
-			r.consider(h)
-			continue
-		default:
-		}
-		break
-	}
 	r.stop()
 	<-r.done
+	for _, h := range r.unread(nil) {
+		r.consider(h)
+	}
 }
 
 // consider applies the rules to h and notifies when it passes them.
 func (r *Recorder) consider(h Hit) {
+	h = h.stamped()
 	rules := r.cfg.Rules
 	if h.SeenCount < rules.MinCount {
 		return

@@ -80,15 +80,15 @@ func TestAlertRules(t *testing.T) {
 
 func TestRecordNeverBlocks(t *testing.T) {
 	n := &memNotifier{}
-	r := New(Config{Queue: 2, Notifiers: []Notifier{n}}) // not started: nobody drains the queue
+	r := New(Config{Capacity: 2, Notifiers: []Notifier{n}}) // not started: nobody reads the ring
 	for range 10 {
 		r.Record(Hit{Kind: KindIP, Matched: "192.0.2.1", SeenCount: 1, SeenLocally: true})
 	}
+	r.Start()
+	r.Close()
 	if st := r.Stats(); st.Dropped != 8 || st.Hits != 10 {
 		t.Errorf("stats %+v, want 8 dropped of 10", st)
 	}
-	r.Start()
-	r.Close()
 	if len(n.alerts) != 1 {
 		t.Errorf("%d alerts, want 1", len(n.alerts))
 	}

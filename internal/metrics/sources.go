@@ -159,7 +159,7 @@ func newCollector(s Sources) *collector {
 	}
 	if s.Hits != nil {
 		c.hits = d("dialtrap_hits_total", "Lookups that matched a known-bad entry (API and policy agent).")
-		c.hitsDropped = d("dialtrap_hits_alert_dropped_total", "Hits the alert rules never saw: their queue was full (the lookup never waits).")
+		c.hitsDropped = d("dialtrap_hits_alert_dropped_total", "Hits the alert rules never saw: newer ones overwrote them in the ring first (the lookup never waits).")
 		c.alerts = d("dialtrap_hit_alerts_total", "Alerts raised (first hit per entry per --alert-window that passed the rules).")
 		c.notified = d("dialtrap_hit_notifications_total", "Alerts handed to a notifier (a webhook's spool, syslog).", "notifier")
 		c.notifyFailed = d("dialtrap_hit_notification_failures_total", "Alerts a notifier could not take.", "notifier")
