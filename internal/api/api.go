@@ -468,7 +468,7 @@ func (h *handler) storeFailed(w http.ResponseWriter, r *http.Request, err error)
 	if errors.Is(err, context.Canceled) {
 		return // the client went away
 	}
-	h.warn.Error("API: store query failed", "path", r.URL.Path, "err", err)
+	h.warn.Error("API: store query failed", "path", r.URL.Path, "token", TokenName(r.Context()), "err", err)
 	writeError(w, http.StatusInternalServerError, "Internal server error")
 }
 

@@ -74,7 +74,7 @@ func bounded(s string, lo int) (int, error) {
 }
 
 func (h *handler) badRequest(w http.ResponseWriter, r *http.Request, err error) {
-	h.cfg.Log.Debug("API: bad request", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+	h.cfg.Log.Debug("API: bad request", "path", r.URL.Path, "query", r.URL.RawQuery, "token", TokenName(r.Context()), "err", err)
 	writeError(w, http.StatusBadRequest, msgInvalid)
 }
 
