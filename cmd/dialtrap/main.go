@@ -130,7 +130,7 @@ func versionLine() string {
 }
 
 // runNode runs a node until ctx ends, then stops it: listeners first, then every queued event
-// is written. SIGHUP reopens the JSON log and reloads the never-block list.
+// is written. SIGHUP reopens the JSON log and reloads the never-block list and --api-token-file.
 func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error) {
 	n, err := node.New(cfg, node.Options{Version: version, Log: log})
 	if err != nil {
@@ -159,6 +159,9 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (err err
 				log.Error("reopen JSON log after SIGHUP", "err", err)
 			} else {
 				log.Info("JSON log reopened")
+			}
+			if err := n.ReloadTokens(); err != nil {
+				log.Error("reload the API tokens after SIGHUP", "err", err)
 			}
 			if err := n.ReloadNeverBlock(); err != nil {
 				log.Error("reload the never-block list after SIGHUP", "err", err)

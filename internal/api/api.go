@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,8 +64,13 @@ type Config struct {
 	Store   Store
 	Version string // X-Dialtrap-Version and /health-check
 	// Token, when set, must be sent as "Authorization: Bearer <token>" on every route except
-	// /health-check.
-	Token string
+	// /health-check: a single token named "default". Tokens, when set, replaces it: named
+	// tokens, some limited to the lookup routes, replaceable while serving.
+	Token  string
+	Tokens *Tokens
+	// Hits, when set, is told of every lookup that matched (internal/hits); /hits lists
+	// what it holds (404 without).
+	Hits HitRecorder
 	// National makes the national number match the default of /numbers/{n} and
 	// /api/phone-numbers/{n} (?match=exact still asks for the exact one).
 	National bool
@@ -161,7 +165,6 @@ type handler struct {
 	// changeStreams counts the open /feeds/stream responses (Config.MaxChangeStreams).
 	changeStreams atomic.Int32
 	mux           *http.ServeMux
-	tokenSum      [sha256.Size]byte
 }
 
 // Handler returns the API's handler: the routes behind the checks every request passes
@@ -176,7 +179,8 @@ func Handler(cfg Config) http.Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &handler{cfg: cfg, mux: http.NewServeMux(), tokenSum: sha256.Sum256([]byte(cfg.Token)),
+	cfg.Tokens = cfg.tokens()
+	h := &handler{cfg: cfg, mux: http.NewServeMux(),
 		version: []string{cfg.Version}, warn: ratelog.New(cfg.Log, 10*time.Second),
 		streams: streamSlots{n: map[netip.Prefix]int{}}}
 	for _, rt := range h.routes(cfg.Dashboard) {
@@ -242,6 +246,7 @@ func (h *handler) routes(dashboard http.Handler) []route {
 		rt("/feeds/ip-addresses", "The address blocklist for firewalls. `format`: `plain` (default, one a line), `ipset` (an `ipset restore -exist` script; `set4`, `set6`), `nft` (an `nft -f` script, one transaction; `table`, `set4`, `set6`), `json`, `csv`. Filters: `verified` (`only`, the default, or `any`), `source` (`trusted`, the default, `local` or `all`), `min_count`, `since`, `ttl` (a duration or seconds: only keys last seen within it, each with the time it has left). Never-block addresses are never in it.", h.feedList(store.IPAddresses)),
 		rt("/feeds/numbers", "The called-number blocklist for PBXs: `format` `plain`, `json` or `csv`, the filters of `/feeds/ip-addresses`. Emergency numbers, numbers of fewer than 6 digits and `--never-block-number` are never in it.", h.feedList(store.CalledNumbers)),
 		rt("/feeds/stream", "The change stream (`application/x-ndjson`), with the filters of the feeds: the current set as `add` lines, a `sync` line, then additions, `del` lines when a key's TTL runs out, `cursor` lines after each batch and a `heartbeat` every 15 s (`heartbeat`, 1s to 5m). Reconnect with `cursor` to get only what changed. At most 256 streams at once (503 with `Retry-After` beyond).", h.feedStream),
+		rt("/hits", "Lookups that matched (hits), newest first: `hits_total` (recorded since the node started) and `hits`, each with `time`, `kind` (`ip` or `number`), the `value` asked, the entry `matched`, its `seen_count`, `seen_locally`, `seen_by_peers`, the asking `client`, the API `token`'s name and the `source` (`api` or `policy`). `limit` (default 100), `offset`. Kept in memory (the last 10,000), not across restarts. A `:lookup` token may not read it.", h.hits),
 		rt("/metrics", "Prometheus metrics in the text format, with `--metrics` (404 without), behind the token as every route. See docs/metrics.md.", h.metrics),
 		rt("/events/live", "New events as Server-Sent Events, for the dashboard; bounded per client. See docs/dashboard.md.", h.live),
 	}
@@ -298,8 +303,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, msgNotFoundRoute)
 		return
 	}
-	if h.cfg.Token != "" && r.URL.Path != "/health-check" && !(h.cfg.Dashboard != nil && dashboardPath(r.URL.Path)) {
-		if !h.authorized(r) {
+	if h.cfg.Tokens.Enabled() && r.URL.Path != "/health-check" && !(h.cfg.Dashboard != nil && dashboardPath(r.URL.Path)) {
+		tok, ok := h.authorized(r)
+		if !ok {
 			if h.cfg.Observe != nil {
 				_, r.Pattern = h.mux.Handler(r) // the route refused, for the latency histogram
 			}
@@ -310,20 +316,43 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		if h.cfg.authed != nil {
 			h.cfg.authed(r)
 		}
+		if tok.LookupOnly {
+			if _, pattern := h.mux.Handler(r); !lookupRoute(pattern) {
+				r.Pattern = pattern
+				h.cfg.Log.Warn("API: lookup-only token refused", "token", tok.Name, "path", r.URL.Path, "client", r.RemoteAddr)
+				forbidden(w, tok.Name)
+				return
+			}
+		}
+		named := r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok.Name))
+		h.mux.ServeHTTP(w, named)
+		r.Pattern = named.Pattern // for Observe
+		return
 	}
 	h.mux.ServeHTTP(w, r)
 }
 
-// authorized compares digests of the tokens in constant time, so neither the token's bytes
-// nor its length leak through timing.
-func (h *handler) authorized(r *http.Request) bool {
+// tokens is the token set the handler checks: Tokens, or Token as one named "default", or
+// nil when the API takes none.
+func (c Config) tokens() *Tokens {
+	if c.Tokens != nil {
+		return c.Tokens
+	}
+	if c.Token == "" {
+		return nil
+	}
+	// A bare secret is taken whole, colons and all, as before named tokens.
+	return NewTokens([]Token{{Name: DefaultTokenName, sum: sha256.Sum256([]byte(strings.TrimSpace(c.Token)))}})
+}
+
+// authorized finds the token the request shows (see Tokens.match).
+func (h *handler) authorized(r *http.Request) (Token, bool) {
 	// The scheme is case-insensitive (RFC 9110): "bearer" and "BEARER" are Bearer too.
 	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
+		return Token{}, false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-	return subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) == 1
+	return h.cfg.Tokens.match(strings.TrimSpace(got))
 }
 
 // live serves /events/live: new events as Server-Sent Events until the client or the
@@ -439,7 +468,7 @@ func (h *handler) storeFailed(w http.ResponseWriter, r *http.Request, err error)
 	if errors.Is(err, context.Canceled) {
 		return // the client went away
 	}
-	h.warn.Error("API: store query failed", "path", r.URL.Path, "err", err)
+	h.warn.Error("API: store query failed", "path", r.URL.Path, "token", TokenName(r.Context()), "err", err)
 	writeError(w, http.StatusInternalServerError, "Internal server error")
 }
 
@@ -483,7 +512,8 @@ type Server struct {
 
 // New returns a server for cfg; nothing listens before Start.
 func New(cfg Config) *Server {
-	s := &Server{guard: newConnGuard(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.Token != ""), done: make(chan struct{})}
+	cfg.Tokens = cfg.tokens()
+	s := &Server{guard: newConnGuard(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.Tokens.Enabled()), done: make(chan struct{})}
 	cfg.done = s.done
 	if cfg.Feeds != nil {
 		cfg.changes = feed.NewWatcher(cfg.Feeds, cfg.FeedPoll)

@@ -15,6 +15,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/clidoc"
 	"github.com/dialtrap/dialtrap/internal/feed"
 	"github.com/dialtrap/dialtrap/internal/golden"
+	"github.com/dialtrap/dialtrap/internal/hits"
 )
 
 const (
@@ -34,7 +35,11 @@ var referenceCases = []example{
 	{"feed-numbers-json", "GET", "/feeds/numbers?format=json&verified=any&source=all"},
 	{"feed-bad-format", "GET", "/feeds/numbers?format=nft"},
 	{"metrics-off", "GET", "/metrics"},
+	{"hits", "GET", "/hits?limit=2"}, // after the lookups of hitLookups
 }
+
+// hitLookups are asked before referenceCases, so that /hits has something to show.
+var hitLookups = []string{"/ip-addresses/192.0.2.10", "/numbers/100", "/numbers/8.8.8.8", "/api/ip-addresses/203.0.113.9"}
 
 // TestReference regenerates the route part of docs/reference/api.md: every route of the mux,
 // its description, and up to three answers from the golden files the other tests check, so
@@ -59,8 +64,15 @@ func TestReference(t *testing.T) {
 	// Answers of routes the contract cases leave out, checked here.
 	st := seed(t)
 	plain := httptest.NewServer(HTTPServer(Handler(Config{Store: st, Feeds: st.(feed.StreamSource), Version: "1.2.3",
-		Now: func() time.Time { return now }}), nil).Handler)
+		Now: func() time.Time { return now }, Hits: hits.New(hits.Config{Now: func() time.Time { return now }})}), nil).Handler)
 	t.Cleanup(plain.Close)
+	for _, p := range hitLookups {
+		resp, err := http.Get(plain.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
 	for _, c := range referenceCases {
 		resp, err := http.Get(plain.URL + c.path)
 		if err != nil {

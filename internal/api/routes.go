@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/hits"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
 
@@ -73,7 +74,7 @@ func bounded(s string, lo int) (int, error) {
 }
 
 func (h *handler) badRequest(w http.ResponseWriter, r *http.Request, err error) {
-	h.cfg.Log.Debug("API: bad request", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+	h.cfg.Log.Debug("API: bad request", "path", r.URL.Path, "query", r.URL.RawQuery, "token", TokenName(r.Context()), "err", err)
 	writeError(w, http.StatusBadRequest, msgInvalid)
 }
 
@@ -310,10 +311,18 @@ func (h *handler) ip(w http.ResponseWriter, r *http.Request) {
 		writeMessage(w, http.StatusNotFound, msgNoBadActor)
 		return
 	}
+	h.recordHit(r, hits.KindIP, ip, a)
 	writeJSON(w, http.StatusOK, found{IP: ip, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count), provenance: provenanceOf(a)})
 }
 
 func count(n int64) string { return strconv.FormatInt(n, 10) }
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // lookupNumber answers whether n is known: exactly, or under the national match.
 func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found, bool, error) {
@@ -322,6 +331,7 @@ func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found,
 		if !ok || err != nil {
 			return found{}, false, err
 		}
+		h.recordHit(r, hits.KindNumber, n, a)
 		return found{Number: n, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Count: count(a.Count), provenance: provenanceOf(a)}, true, nil
 	}
 	m, err := h.cfg.Store.MatchNumbers(r.Context(), n)
@@ -342,6 +352,9 @@ func (h *handler) lookupNumber(r *http.Request, n string, national bool) (found,
 		f.Matched = append(f.Matched, number{a.Key, a.LastSeen, count(a.Count), provenanceOf(a)})
 	}
 	f.Count = count(total)
+	// The hit names the newest matching entry, with the counts of all of them.
+	h.recordHit(r, hits.KindNumber, n, store.Aggregate{Key: m[0].Key, Count: total, LastSeen: f.LastSeen,
+		Local: boolInt(f.Local), Peers: f.Peers, TrustedPeers: f.TrustedPeers})
 	return f, true, nil
 }
 
@@ -401,7 +414,10 @@ func (h *handler) hostedIP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, msgInvalid)
 		return
 	}
-	_, ok, err := h.cfg.Store.IP(r.Context(), ip)
+	a, ok, err := h.cfg.Store.IP(r.Context(), ip)
+	if ok && err == nil {
+		h.recordHit(r, hits.KindIP, ip, a)
+	}
 	switch {
 	case err != nil:
 		h.storeFailed(w, r, err)

@@ -66,28 +66,37 @@ type Config struct {
 	Debug              bool
 	Version            bool
 
-	SIPAddr           string
-	SIPTLS            bool
-	APIAddr           string
-	APIToken          string
-	NumberMatch       string // exact or national: the default match of number lookups
-	HomeCountry       string // ISO region national dial strings are read in (analytics)
-	DataDir           string
-	Store             string
-	StoreSpoolMax     int64 // bytes of the disk spool a PostgreSQL store's events wait in while it is away
-	WebhookTokenURL   string
-	WebhookAudience   string
-	WebhookPeerEvents bool
-	WebhookSecret     string
-	WebhookSpoolMax   int64
-	WebhookConcurrent int
-	WebhookTimeout    time.Duration
-	WebhookMaxBackoff time.Duration
-	P2PAddr           []string
-	P2PTrust          []string
-	P2PMinSightings   int
-	P2PRate           float64
-	P2PCatchup        time.Duration
+	SIPAddr      string
+	SIPTLS       bool
+	APIAddr      string
+	APIToken     []string // SECRET, NAME:SECRET or NAME:SECRET:lookup
+	APITokenFile string
+	// Hit alerts: a lookup that matched notifies these, by these rules.
+	AlertWindow        time.Duration
+	AlertMinCount      int
+	AlertSource        string
+	AlertWebhook       string
+	AlertWebhookSecret string
+	AlertSlack         string
+	AlertSyslog        bool
+	NumberMatch        string // exact or national: the default match of number lookups
+	HomeCountry        string // ISO region national dial strings are read in (analytics)
+	DataDir            string
+	Store              string
+	StoreSpoolMax      int64 // bytes of the disk spool a PostgreSQL store's events wait in while it is away
+	WebhookTokenURL    string
+	WebhookAudience    string
+	WebhookPeerEvents  bool
+	WebhookSecret      string
+	WebhookSpoolMax    int64
+	WebhookConcurrent  int
+	WebhookTimeout     time.Duration
+	WebhookMaxBackoff  time.Duration
+	P2PAddr            []string
+	P2PTrust           []string
+	P2PMinSightings    int
+	P2PRate            float64
+	P2PCatchup         time.Duration
 	// The bridge to the reference product's OpenDHT network (a binary built with -tags
 	// opendht): join, bind, bootstrap, publish own events, relay its events to libp2p peers.
 	OpenDHT             bool
@@ -196,7 +205,15 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.StringVar(&c.SIPAddr, "sip-addr", DefaultSIPAddr, "SIP UDP and TCP listen address (empty host: IPv4 and IPv6)")
 	fs.BoolVar(&c.SIPTLS, "sip-tls", true, "run the SIP TLS listener")
 	fs.StringVar(&c.APIAddr, "api-addr", DefaultAPIAddr, "REST API listen address")
-	fs.StringVar(&c.APIToken, "api-token", "", "require 'Authorization: Bearer <token>' on the API (except /health-check)")
+	fs.StringSliceVar(&c.APIToken, "api-token", nil, "require 'Authorization: Bearer <secret>' on the API (except /health-check): SECRET (named default), NAME:SECRET, or NAME:SECRET:lookup for a token that may only ask the lookup routes (repeatable; hits and logs show the name)")
+	fs.StringVar(&c.APITokenFile, "api-token-file", "", "read API tokens from this file, one a line in the forms of --api-token ('#' comments); it must not be readable by others (chmod 600); re-read on SIGHUP, so one token can be revoked without touching the others")
+	fs.DurationVar(&c.AlertWindow, "alert-window", 10*time.Minute, "hit alerts: notify on the first lookup per matched entry in this window")
+	fs.IntVar(&c.AlertMinCount, "alert-min-count", 1, "hit alerts: only for entries seen at least this often")
+	fs.StringVar(&c.AlertSource, "alert-source", "trusted", "hit alerts: only for entries seen by: local (this node's trap), trusted (it or trusted peers), all")
+	fs.StringVar(&c.AlertWebhook, "alert-webhook", "", "POST each hit alert as JSON to this URL (spooled in --data-dir/alert-spool, retried until taken)")
+	fs.StringVar(&c.AlertWebhookSecret, "alert-webhook-secret", "", "sign each alert POST as --webhook-secret signs events (X-Dialtrap-Signature)")
+	fs.StringVar(&c.AlertSlack, "alert-slack", "", "post each hit alert to this Slack or Mattermost incoming webhook URL ({\"text\": ...}; spooled too)")
+	fs.BoolVar(&c.AlertSyslog, "alert-syslog", false, "write one syslog line per hit alert (ident dialtrap; --syslog-addr applies)")
 	fs.StringVar(&c.NumberMatch, "number-match", "exact", "default match of number lookups: exact, or national (also +, 00, 011, 9011, 900, 9... prefixed forms)")
 	fs.StringVar(&c.HomeCountry, "home-country", "", "ISO 3166 code of the country the trap poses in (DE): numbers dialled without an international prefix are read as its national numbers in the analytics")
 	fs.StringVar(&c.DataDir, "data-dir", ".", "directory for the node id, keys, certificate and default database")
@@ -667,6 +684,18 @@ func (c *Config) validate() error {
 	}
 	if c.QueueMaxBytes < 16<<20 {
 		errs = append(errs, errors.New("--queue-max-bytes must be at least 16777216 (16 MiB)"))
+	}
+	if c.AlertWindow <= 0 || c.AlertMinCount < 1 {
+		errs = append(errs, errors.New("--alert-window must be positive (e.g. 10m) and --alert-min-count at least 1"))
+	}
+	if c.AlertSource != "local" && c.AlertSource != "trusted" && c.AlertSource != "all" {
+		errs = append(errs, fmt.Errorf("--alert-source %q: use local, trusted or all", c.AlertSource))
+	}
+	if c.AlertWebhookSecret != "" && c.AlertWebhook == "" {
+		errs = append(errs, errors.New("--alert-webhook-secret needs --alert-webhook"))
+	}
+	if len(c.APIToken) > 0 && c.APITokenFile != "" {
+		errs = append(errs, errors.New("give API tokens with --api-token or --api-token-file, not both"))
 	}
 	if c.BGPMaxPrefixes < 1 || c.BGPMinCount < 1 || c.PolicyMinCount < 1 || c.BGPMaxPerNet6 < 1 || c.BGPMaxReceived < 1 {
 		errs = append(errs, errors.New("--bgp-max-prefixes, --bgp-max-per-ipv6-net, --bgp-max-received, --bgp-min-count and --policy-min-count must be at least 1"))

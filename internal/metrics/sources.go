@@ -19,6 +19,19 @@ type Sources struct {
 	StoreSpool        func() StoreSpool  // a PostgreSQL store's disk spool
 	Webhook           func() Webhook     // -w
 	Fold              func() fold.Stats  // --fold-window
+	Hits              func() Hits        // -a or --policy-addr
+}
+
+// Hits is what the hit recorder reports.
+type Hits struct {
+	Hits, Dropped, Alerts uint64
+	Notifiers             []HitNotifier
+}
+
+// HitNotifier counts one alert notifier's deliveries.
+type HitNotifier struct {
+	Name         string // alert-webhook, alert-slack, alert-syslog
+	Sent, Failed uint64
 }
 
 // Peers is what the peer-to-peer node reports (its /peers counters).
@@ -83,6 +96,7 @@ type collector struct {
 	spoolEvents, spoolBytes, whDelivered, whRejected, whFailures      *prometheus.Desc
 	whDropped                                                         *prometheus.Desc
 	folded, foldEvents, foldHeld, unfolded, foldGroups, foldBytes     *prometheus.Desc
+	hits, hitsDropped, alerts, notified, notifyFailed                 *prometheus.Desc
 }
 
 func newCollector(s Sources) *collector {
@@ -142,6 +156,13 @@ func newCollector(s Sources) *collector {
 		c.unfolded = d("dialtrap_fold_probes_unfolded_total", "Probes passed on unfolded because the groups held reached their bounds.")
 		c.foldGroups = d("dialtrap_fold_groups", "Groups of alike probes open now.")
 		c.foldBytes = d("dialtrap_fold_bytes", "Bytes the probes held for open groups take.")
+	}
+	if s.Hits != nil {
+		c.hits = d("dialtrap_hits_total", "Lookups that matched a known-bad entry (API and policy agent).")
+		c.hitsDropped = d("dialtrap_hits_alert_dropped_total", "Hits the alert rules never saw: newer ones overwrote them in the ring first (the lookup never waits).")
+		c.alerts = d("dialtrap_hit_alerts_total", "Alerts raised (first hit per entry per --alert-window that passed the rules).")
+		c.notified = d("dialtrap_hit_notifications_total", "Alerts handed to a notifier (a webhook's spool, syslog).", "notifier")
+		c.notifyFailed = d("dialtrap_hit_notification_failures_total", "Alerts a notifier could not take.", "notifier")
 	}
 	return c
 }
@@ -223,6 +244,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.unfolded, f.Unfolded)
 		gauge(c.foldGroups, float64(f.Groups))
 		gauge(c.foldBytes, float64(f.Bytes))
+	}
+	if c.s.Hits != nil {
+		h := c.s.Hits()
+		counter(c.hits, h.Hits)
+		counter(c.hitsDropped, h.Dropped)
+		counter(c.alerts, h.Alerts)
+		for _, n := range h.Notifiers {
+			counter(c.notified, n.Sent, n.Name)
+			counter(c.notifyFailed, n.Failed, n.Name)
+		}
 	}
 }
 

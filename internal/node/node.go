@@ -37,6 +37,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/fold"
 	"github.com/dialtrap/dialtrap/internal/fsutil"
 	"github.com/dialtrap/dialtrap/internal/geo"
+	"github.com/dialtrap/dialtrap/internal/hits"
 	"github.com/dialtrap/dialtrap/internal/hub"
 	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/live"
@@ -80,7 +81,12 @@ type Node struct {
 	log     *slog.Logger
 
 	webhook *webhook.Sink // validated by New, started by Start
-	guards  feed.Guards   // never-block lists; own addresses are added by Start
+	// hits records lookups that matched and raises alerts (-a or --policy-addr); tokens are
+	// the API's, replaced by ReloadTokens.
+	hits      *hits.Recorder
+	notifiers []hits.Notifier
+	tokens    *api.Tokens
+	guards    feed.Guards // never-block lists; own addresses are added by Start
 
 	nodeID  string
 	compat  event.Compat // the JSON log's and the webhook's spelling (--event-compat)
@@ -309,6 +315,57 @@ func (n *Node) startBGP(ctx context.Context) error {
 	return nil
 }
 
+// startHits opens the alert notifiers and starts the hit recorder.
+func (n *Node) startHits() error {
+	cfg := &n.cfg
+	ns, err := hits.OpenNotifiers(hits.NotifyConfig{DataDir: cfg.DataDir, UserAgent: event.AppName + "/" + n.version,
+		WebhookURL: cfg.AlertWebhook, WebhookSecret: cfg.AlertWebhookSecret, SlackURL: cfg.AlertSlack,
+		Syslog: cfg.AlertSyslog, SyslogAddr: cfg.SyslogAddr})
+	if err != nil {
+		return err
+	}
+	n.notifiers = ns
+	n.hits = hits.New(hits.Config{Notifiers: ns, Log: n.log,
+		Rules: hits.Rules{Window: cfg.AlertWindow, MinCount: int64(cfg.AlertMinCount), Source: cfg.AlertSource}})
+	n.hits.Start()
+	// Closed after the API and the policy agent (closers run last first): no hit is lost.
+	n.onClose("hit alerts", 10*time.Second, func(ctx context.Context) error {
+		n.hits.Close()
+		return hits.CloseNotifiers(ctx, n.notifiers)
+	})
+	return nil
+}
+
+// readTokens reads the API tokens from --api-token-file or --api-token; nil: none.
+func (n *Node) readTokens() ([]api.Token, error) {
+	if n.cfg.APITokenFile != "" {
+		return api.ReadTokenFile(n.cfg.APITokenFile)
+	}
+	if len(n.cfg.APIToken) == 0 {
+		return nil, nil
+	}
+	ts, err := api.ParseTokens(n.cfg.APIToken)
+	if err != nil {
+		return nil, fmt.Errorf("--api-token: %w", err)
+	}
+	return ts, nil
+}
+
+// ReloadTokens re-reads --api-token-file (SIGHUP): tokens removed from it are refused from
+// now on, the others keep working. On an error the old tokens stay in force.
+func (n *Node) ReloadTokens() error {
+	if n.tokens == nil || n.cfg.APITokenFile == "" {
+		return nil
+	}
+	ts, err := api.ReadTokenFile(n.cfg.APITokenFile)
+	if err != nil {
+		return fmt.Errorf("%w (the old tokens stay in force)", err)
+	}
+	n.tokens.Set(ts)
+	n.log.Info("API tokens reloaded", "tokens", n.tokens.Names())
+	return nil
+}
+
 // startPolicy starts the SIP policy agent on the store's lookups.
 func (n *Node) startPolicy(ctx context.Context) error {
 	cfg := &n.cfg
@@ -319,7 +376,7 @@ func (n *Node) startPolicy(ctx context.Context) error {
 		MinCount: int64(cfg.PolicyMinCount), VerifiedOnly: cfg.PolicyVerifiedOnly, Source: policySource(cfg.PolicySource),
 		IPGuard: n.guards.IPs, NumberGuard: n.guards.Numbers, Deny: code, DenyURI: uri,
 		CallerHeader: cfg.PolicyCallerHeader, FailClosed: cfg.PolicyFailClosed, TrustedHops: cfg.PolicyTrustedHops,
-		Allow: allow, Log: n.log,
+		Allow: allow, Log: n.log, Hit: n.hits.Record,
 	})
 	if err != nil {
 		return err
@@ -605,14 +662,26 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if cfg.API || cfg.PolicyAddr != "" {
+		if err := n.startHits(); err != nil {
+			return err
+		}
+	}
 	if cfg.PolicyAddr != "" {
 		if err := n.startPolicy(ctx); err != nil {
 			return err
 		}
 	}
 	if cfg.API {
+		tokens, err := n.readTokens()
+		if err != nil {
+			return err
+		}
+		if tokens != nil {
+			n.tokens = api.NewTokens(tokens)
+		}
 		acfg := api.Config{
-			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Token: cfg.APIToken,
+			Addr: cfg.APIAddr, Store: n.store, Version: n.version, Tokens: n.tokens, Hits: n.hits,
 			National: cfg.NumberMatch == "national", Log: n.log,
 			MaxConns: cfg.APIMaxConns, MaxConnsPerSource: cfg.APIMaxConnsPerIP,
 			Feeds: n.store, Guards: n.guards,
@@ -644,7 +713,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 		n.onClose("api", 5*time.Second, n.api.Close) // before the store closes: no request reads a closed store
-		if cfg.APIToken == "" && !isLoopback(n.api.Addr().String()) {
+		if n.tokens == nil && !isLoopback(n.api.Addr().String()) {
 			n.log.Warn("the REST API listens beyond loopback without --api-token: anyone who can reach it can read the collected data", "addr", n.api.Addr())
 		}
 	}
@@ -729,6 +798,16 @@ func (n *Node) metricSources() metrics.Sources {
 	}
 	if n.fold != nil {
 		s.Fold = n.fold.Stats
+	}
+	if n.hits != nil {
+		s.Hits = func() metrics.Hits {
+			st := n.hits.Stats()
+			h := metrics.Hits{Hits: st.Hits, Dropped: st.Dropped, Alerts: st.Alerts}
+			for _, ns := range st.Notifiers {
+				h.Notifiers = append(h.Notifiers, metrics.HitNotifier{Name: ns.Name, Sent: ns.Sent, Failed: ns.Failed})
+			}
+			return h
+		}
 	}
 	if n.webhook != nil {
 		s.Webhook = func() metrics.Webhook {

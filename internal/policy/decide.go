@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/hits"
 	"github.com/dialtrap/dialtrap/internal/sip"
 	"github.com/dialtrap/dialtrap/internal/store"
 )
@@ -33,6 +34,7 @@ type verdict struct {
 	matched string // the stored number it matched (national match), or ""
 	ip      netip.Addr
 	count   int64
+	agg     store.Aggregate // the entry that decided (its provenance, for the hit)
 }
 
 // decide looks up the dialled number and the caller's address. A known-bad number is
@@ -43,11 +45,11 @@ func (a *Agent) decide(ctx context.Context, number string, callers []netip.Addr)
 	v.number = number
 	var lookupErr error
 	if number != "" && !a.cfg.NumberGuard.Protects(number) {
-		matched, count, err := a.badNumber(ctx, number)
+		matched, count, agg, err := a.badNumber(ctx, number)
 		if err != nil {
 			lookupErr = err
 		} else if count > 0 {
-			v.outcome, v.matched, v.count = denyNumber, matched, count
+			v.outcome, v.matched, v.count, v.agg = denyNumber, matched, count, agg
 			return v
 		}
 	}
@@ -55,13 +57,13 @@ func (a *Agent) decide(ctx context.Context, number string, callers []netip.Addr)
 		if a.cfg.IPGuard.Protects(ip) {
 			continue
 		}
-		count, err := a.badIP(ctx, ip)
+		count, agg, err := a.badIP(ctx, ip)
 		if err != nil {
 			lookupErr = err
 			continue
 		}
 		if count > 0 {
-			v.outcome, v.ip, v.count = denySource, ip, count
+			v.outcome, v.ip, v.count, v.agg = denySource, ip, count, agg
 			return v
 		}
 	}
@@ -109,23 +111,23 @@ func (a *Agent) eligible(agg store.Aggregate) (count int64, ok bool) {
 // badNumber returns the stored number that makes n known-bad and its count (0: not bad).
 // With National it sums the counts of every national match, as GET /numbers/{n} does;
 // numbers the guard protects never count.
-func (a *Agent) badNumber(ctx context.Context, n string) (matched string, count int64, err error) {
+func (a *Agent) badNumber(ctx context.Context, n string) (matched string, count int64, best store.Aggregate, err error) {
 	if !a.cfg.National || !event.ValidNumber(n) {
 		agg, ok, err := a.cfg.Lookups.Number(ctx, n)
 		if err != nil || !ok {
-			return "", 0, err
+			return "", 0, agg, err
 		}
 		c, ok := a.eligible(agg)
 		if !ok || c < a.cfg.MinCount {
-			return "", 0, nil
+			return "", 0, agg, nil
 		}
-		return n, c, nil
+		return n, c, agg, nil
 	}
 	aggs, err := a.cfg.Lookups.MatchNumbers(ctx, n)
 	if err != nil {
-		return "", 0, err
+		return "", 0, best, err
 	}
-	var total, best int64
+	var total, most int64
 	for _, agg := range aggs {
 		if agg.Key != n && a.cfg.NumberGuard.Protects(agg.Key) {
 			continue
@@ -135,26 +137,26 @@ func (a *Agent) badNumber(ctx context.Context, n string) (matched string, count 
 			continue
 		}
 		total += c
-		if c > best || matched == "" {
-			matched, best = agg.Key, c
+		if c > most || matched == "" {
+			matched, most, best = agg.Key, c, agg
 		}
 	}
 	if total == 0 || total < a.cfg.MinCount {
-		return "", 0, nil
+		return "", 0, best, nil
 	}
-	return matched, total, nil
+	return matched, total, best, nil
 }
 
-func (a *Agent) badIP(ctx context.Context, ip netip.Addr) (int64, error) {
+func (a *Agent) badIP(ctx context.Context, ip netip.Addr) (int64, store.Aggregate, error) {
 	agg, ok, err := a.cfg.Lookups.IP(ctx, addrString(ip))
 	if err != nil || !ok {
-		return 0, err
+		return 0, agg, err
 	}
 	c, ok := a.eligible(agg)
 	if !ok || c < a.cfg.MinCount {
-		return 0, nil
+		return 0, agg, nil
 	}
-	return c, nil
+	return c, agg, nil
 }
 
 // maxCallers bounds the addresses one request may make us look up.
@@ -239,8 +241,23 @@ func (a *Agent) handle(raw []byte, src netip.AddrPort, udp bool, out []byte) ([]
 	a.st.latency.record(time.Since(start))
 	if v.outcome == denyNumber || v.outcome == denySource {
 		a.logDeny(v, method)
+		if a.cfg.Hit != nil {
+			a.cfg.Hit(hitOf(v, src))
+		}
 	}
 	return out, r.dest()
+}
+
+// hitOf is the hit a refusal records: the number or caller that decided it.
+func hitOf(v verdict, src netip.AddrPort) hits.Hit {
+	h := hits.Hit{Kind: hits.KindNumber, Value: v.number, Matched: v.matched, SeenCount: v.count,
+		SeenLocally: v.agg.Local > 0, SeenByPeers: v.agg.Peers, SeenByTrustedPeers: v.agg.TrustedPeers,
+		SeenLast: v.agg.LastSeen, Client: src.Addr().Unmap().String(), Source: hits.SourcePolicy}
+	if v.outcome == denySource {
+		h.Kind, h.Value = hits.KindIP, addrString(v.ip)
+		h.Matched = h.Value
+	}
+	return h
 }
 
 func (a *Agent) logDeny(v verdict, method string) {

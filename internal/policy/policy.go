@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/hits"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -80,6 +81,9 @@ type Config struct {
 	// refusal a 302 to this URI instead (an IVR that tells the caller why).
 	Deny    int
 	DenyURI string
+	// Hit, when set, is told of every refusal (a hit on the SIP path: internal/hits). It
+	// must not block.
+	Hit func(hits.Hit)
 	// CallerHeader names the header holding the caller's IP address (DefaultCallerHeader).
 	CallerHeader string
 	// FailClosed refuses calls when the store cannot answer; the default lets them through.

@@ -165,5 +165,15 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	return nil
 }
 
+// Notice writes one line of another kind than an event (a hit alert), cut to fit a message.
+func (s *Sink) Notice(line string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.w.Notice(cut(clean(line), s.maxLine)); err != nil {
+		return fmt.Errorf("write to syslog: %w", err)
+	}
+	return nil
+}
+
 // Close closes the connection.
 func (s *Sink) Close() error { return s.w.Close() }

@@ -226,6 +226,19 @@ func (s *Sink) Write(_ context.Context, batch []*event.Event) error {
 	return bad
 }
 
+// Enqueue spools bodies that are not events (hit alerts): each is POSTed as it is, signed,
+// retried and kept across restarts as events are. Start must have been called.
+func (s *Sink) Enqueue(bodies ...[]byte) error {
+	if s.spool == nil {
+		return errors.New("webhook: not started")
+	}
+	if err := s.spool.Append(bodies); err != nil {
+		return err
+	}
+	s.noteDrops()
+	return nil
+}
+
 // noteDrops warns when the spool's size cap dropped undelivered events.
 func (s *Sink) noteDrops() {
 	if st := s.spool.Stats(); st.Dropped > s.droppedLogged.Load() {
