@@ -16,6 +16,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/feed"
+	"github.com/dialtrap/dialtrap/internal/hits"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 )
 
@@ -40,7 +41,7 @@ func mk(i int, at, ip, number string, verified bool) *event.Event {
 
 // startNode seeds a store with a small attack history and serves the API over it, wrapped
 // in wrap when given (to make it fail or stall).
-func startNode(t testing.TB, wrap func(http.Handler) http.Handler, peers func() any) *node {
+func startNode(t testing.TB, wrap func(http.Handler) http.Handler, peers func() any, rec ...*hits.Recorder) *node {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "sdk.db"))
 	if err != nil {
@@ -62,8 +63,12 @@ func startNode(t testing.TB, wrap func(http.Handler) http.Handler, peers func() 
 	}
 	ips, _ := feed.NewIPGuard(nil, true)
 	nums, _ := feed.NewNumberGuard(nil)
-	var h http.Handler = api.Handler(api.Config{Store: st, Feeds: st, Guards: feed.Guards{IPs: ips, Numbers: nums},
-		Version: "1.2.3", Token: token, FeedPoll: 10 * time.Millisecond, Peers: peers})
+	cfg := api.Config{Store: st, Feeds: st, Guards: feed.Guards{IPs: ips, Numbers: nums},
+		Version: "1.2.3", Token: token, FeedPoll: 10 * time.Millisecond, Peers: peers}
+	if len(rec) > 0 {
+		cfg.Hits = rec[0]
+	}
+	var h http.Handler = api.Handler(cfg)
 	if wrap != nil {
 		h = wrap(h)
 	}
@@ -369,30 +374,23 @@ func TestStall(t *testing.T) {
 // /hits as the node serves it (the route comes with hit recording; here a handler with its
 // shape stands in front of the real node).
 func TestHits(t *testing.T) {
-	withHits := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/hits" {
-				next.ServeHTTP(w, r)
-				return
-			}
-			if r.URL.Query().Get("limit") != "1" || r.URL.Query().Get("offset") != "1" {
-				http.Error(w, "bad paging", 400)
-				return
-			}
-			w.Header().Set("X-Powered-By", "dialtrap")
-			w.Write([]byte(`{"hits_total": 2, "hits": [{"time": "2026-11-23 10:00:00.500000000", "kind": "number",
-				"value": "901146812345678", "matched": "+46812345678", "seen_count": "2", "client": "127.0.0.1",
-				"token": "pbx1", "source": "api"}]}`))
-		})
+	// The node records its own hits (internal/hits): two lookups that match, one that does not.
+	rec := hits.New(hits.Config{})
+	n := startNode(t, nil, nil, rec)
+	c := client.New(n.url, client.WithToken(token))
+	ctx := context.Background()
+	for _, q := range []string{"0046812345678", "999", "+46812345678"} {
+		if _, err := c.Number(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
-	n := startNode(t, withHits, nil)
-	p, err := client.New(n.url, client.WithToken(token)).Hits(context.Background(), client.HitsOptions{Limit: 1, Offset: 1})
+	p, err := c.Hits(ctx, client.HitsOptions{Limit: 1, Offset: 1})
 	if err != nil || p.Total != 2 || len(p.Hits) != 1 {
 		t.Fatalf("hits: %+v %v", p, err)
 	}
-	h := p.Hits[0]
-	if h.Kind != "number" || h.Matched != "+46812345678" || h.SeenCount != 2 || h.Token != "pbx1" || h.Source != "api" ||
-		h.Time.Format(client.TimeLayout) != "2026-11-23 10:00:00.500000000" {
+	h := p.Hits[0] // newest first: the second of the two is the first lookup
+	if h.Kind != "number" || h.Value != "0046812345678" || h.Matched != "0046812345678" || h.SeenCount != 1 ||
+		h.Token != "default" || h.Source != "api" || h.Client != "127.0.0.1" || time.Since(h.Time) > time.Minute {
 		t.Errorf("hit: %+v", h)
 	}
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtrap/dialtrap/client"
 	"github.com/dialtrap/dialtrap/internal/sink/webhook"
 )
 
@@ -116,6 +118,11 @@ func TestHitAlerts(t *testing.T) {
 		"--number-match", "national", "+46812118532"); code != 1 {
 		t.Errorf("check: exit %d, %q %q", code, out, errOut)
 	}
+	// And through the Go SDK, as a rating engine would, within a PBX's budget.
+	sdk := client.New(a.base, client.WithToken("s3cret-pbx"))
+	if v := sdk.CheckNumber(context.Background(), number, 2*time.Second); !v.Known || v.Err != nil {
+		t.Errorf("SDK CheckNumber(%s): %+v", number, v)
+	}
 
 	// One alert per window at the Slack receiver, however many hits.
 	got := slack.waitFor(t, "slack", 1, 10*time.Second)
@@ -151,19 +158,22 @@ func TestHitAlerts(t *testing.T) {
 		t.Errorf("alerts: webhook %d, slack %d; want one each per window", len(hook.got()), len(slack.got()))
 	}
 
-	// /hits: three hits, newest first, each with its token's name.
+	// /hits: four hits, newest first, each with its token's name.
 	status, _, body := a.get("/hits")
 	var hl struct {
 		Total int `json:"hits_total"`
 		Hits  []struct{ Token, Value, Matched, Client, Source string }
 	}
-	if err := json.Unmarshal([]byte(body), &hl); status != 200 || err != nil || hl.Total != 3 || len(hl.Hits) != 3 {
+	if err := json.Unmarshal([]byte(body), &hl); status != 200 || err != nil || hl.Total != 4 || len(hl.Hits) != 4 {
 		t.Fatalf("/hits: %d %s (%v)", status, body, err)
 	}
-	if h := hl.Hits[0]; h.Token != "billing" || h.Value != "+46812118532" || h.Matched != number || h.Client != "127.0.0.1" {
-		t.Errorf("newest hit %+v", h)
+	if h := hl.Hits[0]; h.Token != "pbx1" || h.Value != number || h.Source != "api" {
+		t.Errorf("newest hit (the SDK's) %+v", h)
 	}
-	if h := hl.Hits[2]; h.Token != "pbx1" || h.Value != number || h.Source != "api" {
+	if h := hl.Hits[1]; h.Token != "billing" || h.Value != "+46812118532" || h.Matched != number || h.Client != "127.0.0.1" {
+		t.Errorf("second hit (dialtrap check's) %+v", h)
+	}
+	if h := hl.Hits[3]; h.Token != "pbx1" || h.Value != number || h.Source != "api" {
 		t.Errorf("oldest hit %+v", h)
 	}
 }
