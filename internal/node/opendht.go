@@ -98,16 +98,6 @@ func (n *Node) peersReport() any {
 	return r
 }
 
-// known reports whether the store holds ip or number from a sighting that vouches for it:
-// this node's, a trusted peer's, or one with a proven source (what libp2p peers share). A
-// peer's report of it then counts at once. OpenDHT's reports are none of these: an unsigned
-// value must not open the gate for a libp2p peer's report.
-func known(ctx context.Context, st api.Lookups, ip, number string) bool {
-	return knownBy(ctx, st, ip, number, func(a store.Aggregate) bool {
-		return a.Local > 0 || a.TrustedPeers > 0 || a.Verified > 0
-	})
-}
-
 // knownFirstHand is known for OpenDHT's gate: seen by this node or a trusted peer.
 func knownFirstHand(ctx context.Context, st api.Lookups, ip, number string) bool {
 	return knownBy(ctx, st, ip, number, func(a store.Aggregate) bool { return a.Local > 0 || a.TrustedPeers > 0 })

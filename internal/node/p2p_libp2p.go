@@ -15,9 +15,11 @@ import (
 	libpeer "github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/dialtrap/dialtrap/internal/api"
 	"github.com/dialtrap/dialtrap/internal/config"
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/peer"
+	"github.com/dialtrap/dialtrap/internal/store"
 )
 
 // P2PBuilt reports whether this binary can join the peer-to-peer network (-p): true unless
@@ -72,3 +74,13 @@ func (n *Node) newPeerNetwork() (peerNetwork, error) {
 type libp2pNetwork struct{ *peer.Node }
 
 func (l libp2pNetwork) ID() string { return l.Node.ID().String() }
+
+// known reports whether the store holds ip or number from a sighting that vouches for it:
+// this node's, a trusted peer's, or one with a proven source (what libp2p peers share). A
+// peer's report of it then counts at once. OpenDHT's reports are none of these: an unsigned
+// value must not open the gate for a libp2p peer's report.
+func known(ctx context.Context, st api.Lookups, ip, number string) bool {
+	return knownBy(ctx, st, ip, number, func(a store.Aggregate) bool {
+		return a.Local > 0 || a.TrustedPeers > 0 || a.Verified > 0
+	})
+}
