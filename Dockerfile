@@ -23,6 +23,7 @@ RUN go mod download && go mod verify
 
 COPY cmd ./cmd
 COPY internal ./internal
+COPY client ./client
 
 # `make build`'s command: static (no cgo), paths trimmed, symbols stripped, version and commit
 # stamped. .dockerignore keeps .git out of the context, so COMMIT comes as a build argument.
