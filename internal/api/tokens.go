@@ -26,6 +26,9 @@ type Token struct {
 	Name       string
 	LookupOnly bool
 	sum        [sha256.Size]byte
+	// whole is the digest of the whole NAME:SECRET text: a secret with a ':' in it, given
+	// before tokens had names, keeps working for the clients that send it whole.
+	whole [sha256.Size]byte
 }
 
 // ParseToken reads one token: SECRET (named "default"), NAME:SECRET, or NAME:SECRET:lookup
@@ -53,6 +56,9 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, fmt.Errorf("API token %q has an empty secret (form NAME:SECRET[:lookup])", name)
 	}
 	t.sum = sha256.Sum256([]byte(secret))
+	if !t.LookupOnly {
+		t.whole = sha256.Sum256([]byte(s))
+	}
 	return t, nil
 }
 
@@ -159,7 +165,7 @@ func (t *Tokens) match(got string) (Token, bool) {
 	var found Token
 	ok := 0
 	for _, tk := range *t.p.Load() {
-		if subtle.ConstantTimeCompare(sum[:], tk.sum[:]) == 1 {
+		if subtle.ConstantTimeCompare(sum[:], tk.sum[:])|subtle.ConstantTimeCompare(sum[:], tk.whole[:]) == 1 {
 			found, ok = tk, 1
 		}
 	}

@@ -154,3 +154,19 @@ func TestNamedTokensAndHits(t *testing.T) {
 		t.Errorf("/hits?limit=x: %d %s", code, body)
 	}
 }
+
+// A secret with a ':' set before tokens had names keeps working for clients that send it
+// whole; a lookup-only token answers only to its secret.
+func TestTokenWithColonStillMatchesWhole(t *testing.T) {
+	ts, err := ParseTokens([]string{"pbx:s3cret", "ro:x9:lookup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := NewTokens(ts)
+	for got, want := range map[string]string{"pbx:s3cret": "pbx", "s3cret": "pbx", "x9": "ro", "ro:x9:lookup": "", "ro:x9": "", "pbx": ""} {
+		tk, ok := toks.match(got)
+		if (want != "") != ok || tk.Name != want {
+			t.Errorf("match(%q) = %q %v, want %q", got, tk.Name, ok, want)
+		}
+	}
+}
