@@ -57,8 +57,9 @@ type Client struct {
 	BaseURL string
 	// Token is the bearer token of the node's --api-token; empty for none.
 	Token string
-	// HTTPClient does the requests; nil means http.DefaultClient. Its Timeout, if any, also
-	// ends change streams: prefer contexts.
+	// HTTPClient does the requests; nil means a client like http.DefaultClient that follows
+	// no redirect (a node never redirects, and a redirect could carry the token elsewhere).
+	// Its Timeout, if any, also ends change streams: prefer contexts.
 	HTTPClient *http.Client
 	// MaxAttempts bounds the tries of one call (1: no retry); 0 means DefaultMaxAttempts.
 	MaxAttempts int
@@ -113,7 +114,7 @@ func (c *Client) httpClient() *http.Client {
 	if c.HTTPClient != nil {
 		return c.HTTPClient
 	}
-	return http.DefaultClient
+	return defaultHTTP
 }
 
 // Body size limits of answers read whole.
@@ -323,3 +324,6 @@ func parseTime(s string) time.Time {
 	}
 	return t
 }
+
+// defaultHTTP is the client used when none is given: the default transport, no redirects.
+var defaultHTTP = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

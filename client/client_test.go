@@ -394,3 +394,22 @@ func TestHits(t *testing.T) {
 		t.Errorf("hit: %+v", h)
 	}
 }
+
+// The SDK follows no redirect: one could carry the token to another port or to plain http.
+func TestNoRedirects(t *testing.T) {
+	var leaked atomic.Bool
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			leaked.Store(true)
+		}
+	}))
+	defer other.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
+	}))
+	defer redirector.Close()
+	_, err := client.New(redirector.URL, client.WithToken("s3cret-token")).IP(context.Background(), "192.0.2.1")
+	if err == nil || leaked.Load() {
+		t.Fatalf("a redirect was followed (err %v, token sent on: %v)", err, leaked.Load())
+	}
+}

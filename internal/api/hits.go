@@ -9,12 +9,15 @@ import (
 	"github.com/dialtrap/dialtrap/internal/store"
 )
 
+// maxHitsPage bounds a /hits page.
+const maxHitsPage = 1000
+
 // HitRecorder keeps the lookups that matched (internal/hits.Recorder).
 type HitRecorder interface {
 	// Record must not block: it runs on the lookup path.
 	Record(hits.Hit)
 	// Page returns how many hits were recorded and the kept ones from offset on, newest
-	// first, at most limit of them (0: all).
+	// first, at most limit of them (0: all; below 0: none, the total alone).
 	Page(limit, offset int) (total uint64, page []hits.Hit)
 }
 
@@ -51,13 +54,15 @@ func (h *handler) hits(w http.ResponseWriter, r *http.Request) {
 		h.badRequest(w, r, err)
 		return
 	}
-	if limit == 0 && v.Get("limit") == "" {
+	switch {
+	case v.Get("limit") == "":
 		limit = 100
+	case limit == 0:
+		limit = -1 // the total alone: Page copies nothing
+	case limit > maxHitsPage:
+		limit = maxHitsPage // a page is copied under the lock lookups take
 	}
 	total, page := h.cfg.Hits.Page(limit, offset)
-	if v.Get("limit") == "0" {
-		page = []hits.Hit{}
-	}
 	writeJSON(w, http.StatusOK, struct {
 		Total uint64     `json:"hits_total"`
 		Hits  []hits.Hit `json:"hits"`

@@ -17,6 +17,10 @@ import (
 // DefaultTokenName is the name of a token given without one (--api-token SECRET).
 const DefaultTokenName = "default"
 
+// MinSecret is the shortest secret a named token may have: an old secret such as
+// "k7Hq2mZ9vXb4Lr8T:1" would otherwise turn into the name k7Hq2mZ9vXb4Lr8T and the secret "1".
+const MinSecret = 8
+
 // ScopeLookup limits a token to the read-only lookup routes.
 const ScopeLookup = "lookup"
 
@@ -42,18 +46,20 @@ func ParseToken(s string) (Token, error) {
 	if !named {
 		return Token{Name: DefaultTokenName, sum: sha256.Sum256([]byte(s))}, nil
 	}
+	// The messages below never quote the secret side, nor a name that does not pass as one:
+	// a secret from before tokens had names may be the text being refused.
+	if !validTokenName(name) {
+		return Token{}, errors.New("API token: the part before the first ':' is not a name (letters, digits, '.', '_', '-'); the form is NAME:SECRET[:lookup], and a secret may not hold ':'")
+	}
 	t := Token{Name: name}
 	if rest, scope, ok := strings.Cut(secret, ":"); ok {
 		if scope != ScopeLookup {
-			return Token{}, fmt.Errorf("API token %q: unknown scope %q (the one scope is %q; a secret may not hold ':')", name, scope, ScopeLookup)
+			return Token{}, fmt.Errorf("API token %q: what follows the secret is not the scope %q (a secret may not hold ':')", name, ScopeLookup)
 		}
 		secret, t.LookupOnly = rest, true
 	}
-	if !validTokenName(name) {
-		return Token{}, fmt.Errorf("API token name %q: use letters, digits, '.', '_' and '-' (form NAME:SECRET[:lookup])", name)
-	}
-	if secret == "" {
-		return Token{}, fmt.Errorf("API token %q has an empty secret (form NAME:SECRET[:lookup])", name)
+	if len(secret) < MinSecret {
+		return Token{}, fmt.Errorf("API token %q: the secret is shorter than %d characters (form NAME:SECRET[:lookup])", name, MinSecret)
 	}
 	t.sum = sha256.Sum256([]byte(secret))
 	if !t.LookupOnly {
@@ -87,6 +93,11 @@ func ParseTokens(specs []string) ([]Token, error) {
 		}
 		if seen[t.Name] {
 			return nil, fmt.Errorf("API token name %q given twice: give each token its own name (NAME:SECRET)", t.Name)
+		}
+		for _, o := range out {
+			if o.sum == t.sum { // which one a request got would depend on their order
+				return nil, fmt.Errorf("API tokens %q and %q have the same secret: give each its own", o.Name, t.Name)
+			}
 		}
 		seen[t.Name] = true
 		out = append(out, t)

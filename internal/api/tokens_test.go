@@ -22,13 +22,16 @@ func TestParseToken(t *testing.T) {
 	}{
 		{"s3cret", "default", false, ""},
 		{" s3cret ", "default", false, ""},
-		{"pbx1:s3cret", "pbx1", false, ""},
-		{"pbx1:s3cret:lookup", "pbx1", true, ""},
-		{"fw.a-1_b:x", "fw.a-1_b", false, ""},
+		{"pbx1:s3cret-pbx", "pbx1", false, ""},
+		{"pbx1:s3cret-pbx:lookup", "pbx1", true, ""},
+		{"fw.a-1_b:xxxxxxxx", "fw.a-1_b", false, ""},
 		{"", "", false, "empty"},
-		{"pbx1:", "", false, "empty secret"},
-		{"pbx1::lookup", "", false, "empty secret"},
-		{"pbx1:s:admin", "", false, "unknown scope"},
+		{"pbx1:", "", false, "shorter than 8"},
+		{"pbx1::lookup", "", false, "shorter than 8"},
+		{"k7Hq2mZ9vXb4Lr8T:1", "", false, "shorter than 8"}, // an old secret with a ':' is not split silently
+		{"pbx1:s3cret-pbx:admin", "", false, "not the scope"},
+		{"Tr0ub4dor&3:xxxxxxxx", "", false, "not a name"}, // and never quoted
+		{"pbx1:a:b:c", "", false, "not the scope"},
 		{"bad name:s", "", false, "name"},
 		{":s", "", false, "name"},
 	} {
@@ -50,7 +53,7 @@ func TestParseToken(t *testing.T) {
 
 func TestReadTokenFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(p, []byte("# PBXs\npbx1:one:lookup\n\n  billing:two  \n"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte("# PBXs\npbx1:one-one-one:lookup\n\n  billing:two-two-two  \n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ReadTokenFile(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
@@ -82,7 +85,7 @@ func getTok(t *testing.T, url, token string) (int, []byte) {
 }
 
 func TestNamedTokensAndHits(t *testing.T) {
-	ts, err := ParseTokens([]string{"pbx1:one:lookup", "billing:two", "old:three"})
+	ts, err := ParseTokens([]string{"pbx1:one-one-one:lookup", "billing:two-two-two", "old:three-three"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,16 +99,16 @@ func TestNamedTokensAndHits(t *testing.T) {
 		path, token string
 		want        int
 	}{
-		{"/numbers/100", "one", 200},
-		{"/ip-addresses/192.0.2.10", "one", 200},
-		{"/api/phone-numbers/100", "one", 200},
-		{"/api/ip-addresses/192.0.2.10", "one", 200},
+		{"/numbers/100", "one-one-one", 200},
+		{"/ip-addresses/192.0.2.10", "one-one-one", 200},
+		{"/api/phone-numbers/100", "one-one-one", 200},
+		{"/api/ip-addresses/192.0.2.10", "one-one-one", 200},
 		{"/health-check", "", 200},
-		{"/ip-addresses", "one", 403},
-		{"/hits", "one", 403},
-		{"/stats", "one", 403},
-		{"/numbers/100", "two", 200},
-		{"/ip-addresses", "two", 200},
+		{"/ip-addresses", "one-one-one", 403},
+		{"/hits", "one-one-one", 403},
+		{"/stats", "one-one-one", 403},
+		{"/numbers/100", "two-two-two", 200},
+		{"/ip-addresses", "two-two-two", 200},
 		{"/numbers/100", "nope", 401},
 		{"/numbers/100", "", 401},
 	} {
@@ -115,15 +118,15 @@ func TestNamedTokensAndHits(t *testing.T) {
 	}
 	// Revoking one token leaves the others.
 	tokens.Set(ts[:2])
-	if got, _ := getTok(t, srv.URL+"/numbers/100", "three"); got != 401 {
+	if got, _ := getTok(t, srv.URL+"/numbers/100", "three-three"); got != 401 {
 		t.Errorf("revoked token: %d, want 401", got)
 	}
-	if got, _ := getTok(t, srv.URL+"/numbers/100", "two"); got != 200 {
+	if got, _ := getTok(t, srv.URL+"/numbers/100", "two-two-two"); got != 200 {
 		t.Errorf("kept token after a revocation: %d, want 200", got)
 	}
 
 	// Six hits so far: four by pbx1, two by billing; newest first.
-	code, body := getTok(t, srv.URL+"/hits?limit=2&offset=1", "two")
+	code, body := getTok(t, srv.URL+"/hits?limit=2&offset=1", "two-two-two")
 	if code != 200 {
 		t.Fatalf("/hits: %d %s", code, body)
 	}
@@ -150,7 +153,7 @@ func TestNamedTokensAndHits(t *testing.T) {
 	if len(h0) != len(keys) {
 		t.Errorf("hit keys %v, want exactly %v", h0, keys)
 	}
-	if code, body := getTok(t, srv.URL+"/hits?limit=x", "two"); code != 400 {
+	if code, body := getTok(t, srv.URL+"/hits?limit=x", "two-two-two"); code != 400 {
 		t.Errorf("/hits?limit=x: %d %s", code, body)
 	}
 }
@@ -158,12 +161,12 @@ func TestNamedTokensAndHits(t *testing.T) {
 // A secret with a ':' set before tokens had names keeps working for clients that send it
 // whole; a lookup-only token answers only to its secret.
 func TestTokenWithColonStillMatchesWhole(t *testing.T) {
-	ts, err := ParseTokens([]string{"pbx:s3cret", "ro:x9:lookup"})
+	ts, err := ParseTokens([]string{"pbx:s3cret99", "ro:x9x9x9x9:lookup"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	toks := NewTokens(ts)
-	for got, want := range map[string]string{"pbx:s3cret": "pbx", "s3cret": "pbx", "x9": "ro", "ro:x9:lookup": "", "ro:x9": "", "pbx": ""} {
+	for got, want := range map[string]string{"pbx:s3cret99": "pbx", "s3cret99": "pbx", "x9x9x9x9": "ro", "ro:x9x9x9x9:lookup": "", "ro:x9x9x9x9": "", "pbx": ""} {
 		tk, ok := toks.match(got)
 		if (want != "") != ok || tk.Name != want {
 			t.Errorf("match(%q) = %q %v, want %q", got, tk.Name, ok, want)

@@ -179,10 +179,11 @@ func (r *Recorder) unread(buf []Hit) []Hit {
 // newest first, at most limit of them (0: all).
 func (r *Recorder) Page(limit, offset int) (total uint64, out []Hit) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := len(r.ring)
-	if offset >= n {
-		return r.total, []Hit{}
+	if offset >= n || limit < 0 {
+		total = r.total
+		r.mu.Unlock()
+		return total, []Hit{}
 	}
 	k := n - offset
 	if limit > 0 && limit < k {
@@ -191,10 +192,15 @@ func (r *Recorder) Page(limit, offset int) (total uint64, out []Hit) {
 	out = make([]Hit, 0, k)
 	for i := range k {
 		// the newest is just before next
-		j := ((r.next-1-offset-i)%n + n) % n
-		out = append(out, r.ring[j].stamped())
+		out = append(out, r.ring[((r.next-1-offset-i)%n+n)%n])
 	}
-	return r.total, out
+	total = r.total
+	r.mu.Unlock()
+	// Formatted outside the lock that every lookup's Record takes.
+	for i := range out {
+		out[i] = out[i].stamped()
+	}
+	return total, out
 }
 
 // Stats are the recorder's counters.
@@ -291,6 +297,11 @@ func (r *Recorder) consider(h Hit) {
 			if now.Sub(t) >= rules.Window {
 				delete(r.last, k)
 			}
+		}
+		if len(r.last) >= 4*r.cfg.Capacity {
+			// Still full within one window: start afresh rather than grow, or rescan at
+			// every alert. At worst an entry alerts twice in its window.
+			r.last = map[string]time.Time{}
 		}
 	}
 	r.last[key] = now

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 
 	"github.com/dialtrap/dialtrap/internal/sink/syslog"
 	"github.com/dialtrap/dialtrap/internal/sink/webhook"
@@ -29,6 +31,7 @@ type NotifyConfig struct {
 	Syslog        bool
 	SyslogAddr    string                              // as --syslog-addr; "" for the local daemon
 	Wrap          func(webhook.Config) webhook.Config // adjusts the sinks' config (tests: back-off)
+	Log           *slog.Logger                        // where delivery failures are told
 }
 
 // OpenNotifiers opens and starts the notifiers cfg asks for. Close them with CloseNotifiers.
@@ -41,6 +44,9 @@ func OpenNotifiers(cfg NotifyConfig) ([]Notifier, error) {
 	hook := func(name, url, secret, dir string, slack bool) error {
 		wc := webhook.Config{URL: url, Secret: secret, UserAgent: cfg.UserAgent,
 			SpoolDir: filepath.Join(cfg.DataDir, "alert-spool", dir), SpoolMax: 64 << 20, Concurrency: 1}
+		if cfg.Log != nil {
+			wc.Log = cfg.Log.With("sink", name)
+		}
 		if cfg.Wrap != nil {
 			wc = cfg.Wrap(wc)
 		}
@@ -97,13 +103,30 @@ func (w *WebhookNotifier) Notify(a Alert) error {
 	if w.slack {
 		v = struct {
 			Text string `json:"text"`
-		}{"dialtrap: " + a.Reason}
+		}{"dialtrap: " + slackText(a.Reason)}
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	return w.sink.Enqueue(b)
+}
+
+// slackText makes text safe for a Slack or Mattermost message: the called number in it is
+// whatever a scanner dialled, so <!channel>, <https://...|links> and line breaks are
+// escaped or replaced, and the text is cut at 1,000 characters.
+func slackText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029 {
+			return '?'
+		}
+		return r
+	}, s)
+	s = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+	if len(s) > 1000 {
+		s = strings.ToValidUTF8(s[:1000], "") + "..."
+	}
+	return s
 }
 
 // Stats returns the webhook sink's counters.

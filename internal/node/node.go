@@ -320,7 +320,7 @@ func (n *Node) startHits() error {
 	cfg := &n.cfg
 	ns, err := hits.OpenNotifiers(hits.NotifyConfig{DataDir: cfg.DataDir, UserAgent: event.AppName + "/" + n.version,
 		WebhookURL: cfg.AlertWebhook, WebhookSecret: cfg.AlertWebhookSecret, SlackURL: cfg.AlertSlack,
-		Syslog: cfg.AlertSyslog, SyslogAddr: cfg.SyslogAddr})
+		Syslog: cfg.AlertSyslog, SyslogAddr: cfg.SyslogAddr, Log: n.log})
 	if err != nil {
 		return err
 	}
@@ -339,7 +339,12 @@ func (n *Node) startHits() error {
 // readTokens reads the API tokens from --api-token-file or --api-token; nil: none.
 func (n *Node) readTokens() ([]api.Token, error) {
 	if n.cfg.APITokenFile != "" {
-		return api.ReadTokenFile(n.cfg.APITokenFile)
+		ts, err := api.ReadTokenFile(n.cfg.APITokenFile)
+		if err == nil && len(ts) == 0 {
+			// An empty file must not mean an open API: the operator meant to require tokens.
+			err = fmt.Errorf("--api-token-file %s holds no token: add NAME:SECRET lines (or leave the option out for an API without tokens)", n.cfg.APITokenFile)
+		}
+		return ts, err
 	}
 	if len(n.cfg.APIToken) == 0 {
 		return nil, nil
@@ -354,7 +359,7 @@ func (n *Node) readTokens() ([]api.Token, error) {
 // ReloadTokens re-reads --api-token-file (SIGHUP): tokens removed from it are refused from
 // now on, the others keep working. On an error the old tokens stay in force.
 func (n *Node) ReloadTokens() error {
-	if n.tokens == nil || n.cfg.APITokenFile == "" {
+	if n.tokens == nil || n.cfg.APITokenFile == "" { // no API, or tokens given on the command line
 		return nil
 	}
 	ts, err := api.ReadTokenFile(n.cfg.APITokenFile)
