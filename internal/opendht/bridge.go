@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -277,31 +278,19 @@ func (b *Bridge) Write(_ context.Context, batch []*event.Event) error {
 	return nil
 }
 
-// Value is an event as the reference's nodes put it: its 13 keys, bare addresses.
+// Value is an event as the reference's nodes put it: its 13 keys, bare addresses. It is the
+// event encoder's output cut before the keys dialtrap appends (a quote inside a value is
+// escaped, so the first `,"source_port":` is the key itself).
 func Value(e *event.Event) ([]byte, error) {
-	v := struct {
-		AppName         string `json:"app_name"`
-		AppVersion      string `json:"app_version"`
-		Timestamp       string `json:"event_timestamp"`
-		UUID            string `json:"event_uuid"`
-		NodeID          string `json:"created_by_node_id"`
-		CollectedMethod string `json:"collected_method"`
-		Transport       string `json:"transport_type"`
-		SourceIP        string `json:"source_ip"`
-		DestinationIP   string `json:"destination_ip"`
-		CalledNumber    string `json:"called_number"`
-		SIPMethod       string `json:"sip_method"`
-		SIPUserAgent    string `json:"sip_user_agent"`
-		SIPMessage      string `json:"sip_message"`
-	}{e.AppName, e.AppVersion, e.Timestamp, e.UUID, e.NodeID, e.CollectedMethod, e.Transport,
-		e.SourceIP, e.DestinationIP, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := e.AppendJSON(nil)
+	if err != nil {
 		return nil, err
 	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	i := bytes.Index(b, []byte(`,"source_port":`))
+	if i < 0 {
+		return nil, errors.New("opendht: the event encoder wrote no source_port")
+	}
+	return append(b[:i], '}'), nil
 }
 
 // Report is the OpenDHT part of /peers.
