@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -518,6 +519,15 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	}
 	defer st.Close()
 	st.SetLabeler(intel.NewLabeler(strings.ToUpper(*home)))
+	// A CPU profile of the import, for bench/import; not a documented flag.
+	if p := os.Getenv("DIALTRAP_IMPORT_CPU_PROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			defer f.Close()
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	for _, path := range f.Args() {
 		if err := importFile(ctx, st, path, loc, stdout, stderr); err != nil {
 			return f.fail(exitRuntime, "%v", err)
@@ -589,13 +599,43 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// importBatch is how many events go into one store transaction.
+// importBatch is how many events go into one store transaction (a store without bulk
+// writes), or are handed at a time from the reader to the bulk writer.
 const importBatch = 2000
+
+// bulkImporter is a store that takes a long import in few large transactions (SQLite).
+type bulkImporter interface {
+	BeginBulk(ctx context.Context, o sqlite.BulkOptions) (*sqlite.Bulk, error)
+}
 
 func importFile(ctx context.Context, st importStore, path string, loc *time.Location, stdout, stderr io.Writer) error {
 	bar := newProgress(stderr, filepath.Base(path))
+	var (
+		res   eventio.Result
+		valid int64
+		added int64
+		err   error
+	)
+	if bs, ok := st.(bulkImporter); ok {
+		res, valid, added, err = importBulk(ctx, bs, path, loc, bar)
+	} else {
+		res, valid, added, err = importBatches(ctx, st, path, loc, bar)
+	}
+	bar.done()
+	if err != nil {
+		return fmt.Errorf("import %s: %w (events written before this are kept; importing again skips them)", path, err)
+	}
+	fmt.Fprintf(stdout, "%s: %d records, %d events added, %d already stored, %d skipped as invalid\n",
+		path, res.Records, added, valid-added, res.Skipped)
+	for _, e := range res.Errors {
+		fmt.Fprintf(stderr, "  skipped %s\n", e)
+	}
+	return nil
+}
+
+// importBatches writes a batch of importBatch events per transaction.
+func importBatches(ctx context.Context, st importStore, path string, loc *time.Location, bar *progress) (res eventio.Result, valid, added int64, err error) {
 	var batch []*event.Event
-	var valid, added int64
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -606,7 +646,7 @@ func importFile(ctx context.Context, st importStore, path string, loc *time.Loca
 		batch = batch[:0]
 		return err
 	}
-	res, err := eventio.Read(ctx, path, eventio.Options{Location: loc, Progress: func(done, total int64) {
+	res, err = eventio.Read(ctx, path, eventio.Options{Location: loc, Progress: func(done, total int64) {
 		bar.show(done, total, valid)
 	}}, func(e *event.Event) error {
 		valid++
@@ -620,16 +660,74 @@ func importFile(ctx context.Context, st importStore, path string, loc *time.Loca
 	if err == nil {
 		err = flush()
 	}
-	bar.done()
+	return res, valid, added, err
+}
+
+// importBulk reads, parses and enriches on one goroutine while the store writes on another
+// (on two cores they overlap); a few batches in flight bound the memory.
+func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Location, bar *progress) (res eventio.Result, valid, added int64, err error) {
+	b, err := bs.BeginBulk(ctx, sqlite.BulkOptions{})
 	if err != nil {
-		return fmt.Errorf("import %s: %w (events written before this are kept; importing again skips them)", path, err)
+		return res, 0, 0, err
 	}
-	fmt.Fprintf(stdout, "%s: %d records, %d events added, %d already stored, %d skipped as invalid\n",
-		path, res.Records, added, valid-added, res.Skipped)
-	for _, e := range res.Errors {
-		fmt.Fprintf(stderr, "  skipped %s\n", e)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	full := make(chan []*event.Event, 2)
+	free := make(chan []*event.Event, 3)
+	for range cap(free) {
+		free <- make([]*event.Event, 0, importBatch)
 	}
-	return nil
+	var rerr error
+	go func() {
+		defer close(full)
+		batch := <-free
+		send := func() error {
+			select {
+			case full <- batch:
+			case <-rctx.Done():
+				return rctx.Err()
+			}
+			select {
+			case batch = <-free:
+			case <-rctx.Done():
+				return rctx.Err()
+			}
+			return nil
+		}
+		res, rerr = eventio.Read(rctx, path, eventio.Options{Location: loc, Progress: func(done, total int64) {
+			bar.show(done, total, valid)
+		}}, func(e *event.Event) error {
+			valid++
+			enrichImported(e)
+			batch = append(batch, e)
+			if len(batch) == importBatch {
+				return send()
+			}
+			return nil
+		})
+		if rerr == nil && len(batch) > 0 {
+			rerr = send()
+		}
+	}()
+	var werr error
+	for batch := range full {
+		if werr == nil {
+			if werr = b.Add(ctx, batch); werr != nil {
+				cancel() // the reader stops
+			}
+		}
+		clear(batch) // the events are stored: let them go
+		free <- batch[:0]
+	}
+	if werr == nil {
+		werr = rerr
+	}
+	if werr != nil {
+		b.Abort()
+		return res, valid, b.Added(), werr
+	}
+	err = b.Close(ctx)
+	return res, valid, b.Added(), err
 }
 
 // enrichImported names the tool and payloads of an event recorded without them (by the

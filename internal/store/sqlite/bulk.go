@@ -1,0 +1,313 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/store"
+)
+
+// Bulk stores a long stream of events (dialtrap import) in few, large transactions instead of
+// one per batch of 2,000. It writes what WriteCount writes for the same events: every event
+// once, the same aggregates, statistics, analytics and number keys; only the change sequence
+// differs (one per transaction, not one per batch).
+//
+// Why: the events' UUID index and the aggregate tables' indexes take random inserts; every
+// commit writes each page it touched to the WAL and the checkpoint copies it again, so many
+// small commits rewrite the same pages over and over (a million records wrote ten times the
+// database's size). A transaction of tens of thousands of events touches each such page once,
+// sums the aggregates of all its events before writing them, and keeps its page cache.
+//
+// A transaction holds SQLite's write lock while it is open: BulkOptions bounds it, so a node
+// writing the same file beside the import waits for one transaction at most, never for the
+// whole import. What was committed stays when the import is interrupted; the open
+// transaction is rolled back, and importing again stores the rest.
+type Bulk struct {
+	s   *Store
+	o   BulkOptions
+	tx  *sql.Tx // nil between transactions
+	err error   // the first failure: the bulk is then done
+
+	// The open transaction's sums, written at its commit.
+	ips, nums aggregates
+	counts    dimensionCounts
+	an        analytics
+	peers     keyPeers
+	before    [2]int64
+	events    int   // events given to the open transaction
+	bytes     int64 // their messages' bytes
+	pending   int64 // of them, those new to the store
+	began     time.Time
+
+	inserted map[string]struct{} // new UUIDs of a chunk with duplicates
+	counted  map[string]struct{} // UUIDs of a chunk already counted
+	args     []any
+
+	added int64 // events committed as new
+}
+
+// BulkOptions bound a bulk's transactions.
+type BulkOptions struct {
+	// MaxEvents, MaxBytes (of messages) and MaxHold (how long it has been open) end a
+	// transaction after the batch that reaches one; 0 takes the defaults.
+	MaxEvents int
+	MaxBytes  int64
+	MaxHold   time.Duration
+	// CacheBytes is the writer's page cache while the bulk runs: the random index pages a
+	// transaction touches stay in memory instead of being read again; 0 takes the default.
+	CacheBytes int64
+}
+
+// Defaults of BulkOptions: about a second of import on a small machine per transaction, and
+// a page cache that keeps the process well under 200 MiB.
+const (
+	defaultBulkEvents = 50_000
+	defaultBulkBytes  = 48 << 20
+	defaultBulkCache  = 64 << 20
+	defaultBulkHold   = 2 * time.Second
+)
+
+// yieldAfterCommit is how long a bulk leaves the write lock free after each commit. SQLite
+// has no queue for its lock: a node's writer waiting for it retries every 100 ms once it has
+// waited a third of a second, and would miss a lock that is taken again at once, waiting for
+// the whole import. A variable for tests.
+var yieldAfterCommit = 110 * time.Millisecond
+
+// BeginBulk starts a bulk write. Close it (it commits what is pending); Abort drops what is
+// pending.
+func (s *Store) BeginBulk(ctx context.Context, o BulkOptions) (*Bulk, error) {
+	if s.w == nil {
+		return nil, fmt.Errorf("database %s is open read-only", s.path)
+	}
+	if o.MaxEvents <= 0 {
+		o.MaxEvents = defaultBulkEvents
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = defaultBulkBytes
+	}
+	if o.MaxHold <= 0 {
+		o.MaxHold = defaultBulkHold
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = defaultBulkCache
+	}
+	// On the writer's only connection, for this process (dialtrap import) only.
+	if _, err := s.w.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", o.CacheBytes>>10)); err != nil {
+		return nil, fmt.Errorf("set the page cache of %s: %w", s.path, err)
+	}
+	return &Bulk{s: s, o: o, args: make([]any, 0, 24*insertSizes[0]),
+		inserted: map[string]struct{}{}, counted: map[string]struct{}{}}, nil
+}
+
+// Add stores events; a transaction that reaches its bounds is committed. The events are not
+// kept: the caller may reuse the slice.
+func (b *Bulk) Add(ctx context.Context, events []*event.Event) error {
+	if b.err != nil {
+		return b.err
+	}
+	if err := b.add(ctx, events); err != nil {
+		b.fail()
+		b.err = err
+		return err
+	}
+	return nil
+}
+
+// add stores one batch of events in the open transaction, or a new one. A batch is never
+// cut: its campaigns are found as WriteCount finds a batch's (a campaign takes the user agent
+// and country of its source's first event in the batch), so an import cut into the same
+// batches stores the same campaigns.
+func (b *Bulk) add(ctx context.Context, events []*event.Event) error {
+	if b.tx == nil {
+		if err := b.begin(ctx); err != nil {
+			return err
+		}
+	}
+	if err := b.insert(ctx, events); err != nil {
+		return err
+	}
+	if len(b.an.runs) > 0 {
+		if err := b.s.writeCampaigns(ctx, b.tx, b.an.runs); err != nil {
+			return fmt.Errorf("update analytics in %s: %w", b.s.path, err)
+		}
+		clear(b.an.runs)
+		b.an.lastRun = nil
+	}
+	if b.events >= b.o.MaxEvents || b.bytes >= b.o.MaxBytes || time.Since(b.began) >= b.o.MaxHold {
+		return b.commit(ctx)
+	}
+	return nil
+}
+
+// Added returns how many events were committed as new so far.
+func (b *Bulk) Added() int64 { return b.added }
+
+// Close commits the open transaction and restores the writer's page cache. It returns the
+// bulk's first error, if any.
+func (b *Bulk) Close(ctx context.Context) error {
+	if b.err == nil && b.tx != nil {
+		if err := b.commit(ctx); err != nil {
+			b.fail()
+			b.err = err
+		}
+	}
+	b.restore()
+	return b.err
+}
+
+// Abort rolls back the open transaction: what was committed before stays.
+func (b *Bulk) Abort() {
+	b.fail()
+	if b.err == nil {
+		b.err = errors.New("bulk write aborted")
+	}
+	b.restore()
+}
+
+func (b *Bulk) restore() {
+	// The default of a connection (2 MiB), for what the store writes after the bulk.
+	b.s.w.ExecContext(context.Background(), "PRAGMA cache_size = -2000")
+}
+
+// fail rolls back the open transaction.
+func (b *Bulk) fail() {
+	if b.tx == nil {
+		return
+	}
+	b.tx.Rollback()
+	b.tx = nil
+	b.s.campaigns = nil // it may remember campaigns the rollback removed
+	b.s.keys.mu.Unlock()
+}
+
+func (b *Bulk) begin(ctx context.Context) error {
+	s := b.s
+	// As in WriteCount: the filter lock is held from before the first read to after the
+	// commit, so that the check for other writers sees a transaction wholly or not at all.
+	s.keys.mu.Lock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		s.keys.mu.Unlock()
+		return fmt.Errorf("begin write to %s: %w", s.path, err)
+	}
+	b.tx = tx
+	if b.before, err = readTotals(ctx, tx); err != nil {
+		return fmt.Errorf("read totals of %s: %w", s.path, err)
+	}
+	b.ips, b.nums, b.counts = aggregates{}, aggregates{}, dimensionCounts{}
+	b.an, b.peers = analytics{}, keyPeers{}
+	b.events, b.bytes, b.pending, b.began = 0, 0, 0, time.Now()
+	return nil
+}
+
+// insert stores events in the open transaction and adds the new ones to its sums.
+func (b *Bulk) insert(ctx context.Context, events []*event.Event) error {
+	s, tx := b.s, b.tx
+	for rest := events; len(rest) > 0; {
+		size := insertSizes[len(insertSizes)-1]
+		for _, n := range insertSizes {
+			if len(rest) >= n {
+				size = n
+				break
+			}
+		}
+		chunk := rest[:size]
+		rest = rest[size:]
+		b.args = b.args[:0]
+		for _, e := range chunk {
+			b.args = append(b.args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
+				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
+				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
+				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, store.PayloadJSON(e.Payload), e.RepeatCount)
+			b.bytes += int64(len(e.SIPMessage))
+		}
+		b.events += len(chunk)
+		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, b.args...)
+		if err != nil {
+			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+		}
+		all, err := s.newOnes(ctx, tx, res, len(chunk), b.inserted)
+		if err != nil {
+			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+		}
+		clear(b.counted)
+		for _, e := range chunk {
+			if _, ok := b.inserted[e.UUID]; !all && !ok {
+				continue // already stored: counted before
+			}
+			if !all {
+				if _, dup := b.counted[e.UUID]; dup {
+					continue // twice in this chunk (an import of two identical records)
+				}
+				b.counted[e.UUID] = struct{}{}
+			}
+			b.pending++
+			b.ips.add(e.SourceIP, e)
+			if store.CountsAsNumber(e.CalledNumber) {
+				b.nums.add(e.CalledNumber, e)
+			}
+			if e.FromPeer && e.Peer != "" {
+				b.peers.add(e)
+			}
+			b.an.add(e, s.labeler, b.counts)
+		}
+	}
+	return nil
+}
+
+// commit writes the open transaction's sums as WriteCount writes a batch's, and commits.
+func (b *Bulk) commit(ctx context.Context) error {
+	s, tx := b.s, b.tx
+	b.an.flush(b.counts)
+	var seq int64
+	if len(b.ips) > 0 {
+		if err := tx.QueryRowContext(ctx, `UPDATE totals SET value = value + 1 WHERE name = 'change_seq' RETURNING value`).Scan(&seq); err != nil {
+			return fmt.Errorf("advance the change sequence of %s: %w", s.path, err)
+		}
+	}
+	if err := b.ips.write(ctx, tx.StmtContext(ctx, s.upsertIP), seq); err != nil {
+		return fmt.Errorf("update IP aggregates in %s: %w", s.path, err)
+	}
+	if err := b.nums.write(ctx, tx.StmtContext(ctx, s.upsertNum), seq); err != nil {
+		return fmt.Errorf("update number aggregates in %s: %w", s.path, err)
+	}
+	var newNumbers []string
+	if len(b.nums) > 0 {
+		added, err := s.addNumberKeys(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("update number match keys in %s: %w", s.path, err)
+		}
+		s.keys.num.addMatchKeys(added)
+		newNumbers = added
+	}
+	if err := b.peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
+		return fmt.Errorf("update peer sightings in %s: %w", s.path, err)
+	}
+	if err := b.counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
+		return fmt.Errorf("update statistics in %s: %w", s.path, err)
+	}
+	if err := s.writeAnalytics(ctx, tx, &b.an, newNumbers); err != nil {
+		return fmt.Errorf("update analytics in %s: %w", s.path, err)
+	}
+	after, err := readTotals(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("read totals of %s: %w", s.path, err)
+	}
+	s.keys.ip.addAll(b.ips)
+	s.keys.num.addAll(b.nums)
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit %d events to %s: %w", b.events, s.path, err)
+	}
+	b.tx = nil
+	s.keys.ip.wrote(after[0] - b.before[0])
+	s.keys.num.wrote(after[1] - b.before[1])
+	s.keys.mu.Unlock()
+	b.added += b.pending
+	b.ips, b.nums, b.counts, b.an, b.peers = nil, nil, nil, analytics{}, nil
+	time.Sleep(yieldAfterCommit)
+	return nil
+}
