@@ -603,6 +603,9 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 // writes), or are handed at a time from the reader to the bulk writer.
 const importBatch = 2000
 
+// importBulkOptions are the store's defaults (a variable for tests).
+var importBulkOptions sqlite.BulkOptions
+
 // bulkImporter is a store that takes a long import in few large transactions (SQLite).
 type bulkImporter interface {
 	BeginBulk(ctx context.Context, o sqlite.BulkOptions) (*sqlite.Bulk, error)
@@ -666,7 +669,7 @@ func importBatches(ctx context.Context, st importStore, path string, loc *time.L
 // importBulk reads, parses and enriches on one goroutine while the store writes on another
 // (on two cores they overlap); a few batches in flight bound the memory.
 func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Location, bar *progress) (res eventio.Result, valid, added int64, err error) {
-	b, err := bs.BeginBulk(ctx, sqlite.BulkOptions{})
+	b, err := bs.BeginBulk(ctx, importBulkOptions)
 	if err != nil {
 		return res, 0, 0, err
 	}

@@ -287,6 +287,10 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run(append([]string{"migrate"}, c.Args...), os.Stdout, os.Stderr))
 	}
+	if args := os.Getenv(importChildEnv); args != "" {
+		importBulkOptions.MaxEvents = importChildBatch // many commits to be killed between
+		os.Exit(run(strings.Split(args, "\n"), os.Stdout, os.Stderr))
+	}
 	os.Exit(pgtest.Wrap(m).Run()) // the PostgreSQL server of the tests stops at the end
 }
 
