@@ -182,37 +182,42 @@ func writeBytes(pid int) (int64, bool) {
 	return 0, false
 }
 
-// gen draws realistic records: many sources (a few very active), many numbers with
-// repeats, the usual scanners' user agents and methods, messages of 400-900 bytes.
+// gen draws records as honeypots see them: scanners come in bursts (one source, one tool,
+// tens to thousands of probes a few hundred milliseconds apart, a few bursts at a time), a
+// few sources far more often than most; a burst guesses dial-out prefixes before one target
+// number (many distinct numbers, each dialled again by later bursts), walks extensions, or
+// repeats one REGISTER; messages of 400-900 bytes with the usual scanners' user agents.
 type gen struct {
 	r       *rand.Rand
 	ips     []string
-	numbers []string
+	targets []string
 	t       time.Time
+	active  []*burst
 }
+
+type burst struct {
+	ip, agent, method, target string
+	kind, left, step          int
+}
+
+const concurrentBursts = 4
 
 func newGen() *gen {
 	g := &gen{r: rand.New(rand.NewPCG(1, 2)), t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-	for range 50_000 {
+	for range 20_000 {
 		if g.r.IntN(50) == 0 {
 			g.ips = append(g.ips, fmt.Sprintf("2001:db8:%x::%x", g.r.IntN(65536), g.r.IntN(65536)))
 			continue
 		}
 		g.ips = append(g.ips, fmt.Sprintf("%d.%d.%d.%d", 1+g.r.IntN(222), g.r.IntN(256), g.r.IntN(256), 1+g.r.IntN(254)))
 	}
-	prefixes := []string{"00", "011", "9011", "900", "+", "0", "810", "000"}
-	countries := []string{"44", "46", "49", "972", "1", "33", "39", "7", "86", "234", "880", "355", "48"}
-	for range 200_000 {
-		switch g.r.IntN(10) {
-		case 0:
-			g.numbers = append(g.numbers, strconv.Itoa(100+g.r.IntN(9900))) // extensions
-		default:
-			n := prefixes[g.r.IntN(len(prefixes))] + countries[g.r.IntN(len(countries))]
-			for range 8 + g.r.IntN(4) {
-				n += strconv.Itoa(g.r.IntN(10))
-			}
-			g.numbers = append(g.numbers, n)
+	countries := []string{"44", "46", "49", "972", "1", "33", "39", "7", "86", "234", "880", "355", "48", "370", "252"}
+	for range 20_000 {
+		n := countries[g.r.IntN(len(countries))]
+		for range 8 + g.r.IntN(3) {
+			n += strconv.Itoa(g.r.IntN(10))
 		}
+		g.targets = append(g.targets, n)
 	}
 	return g
 }
@@ -224,29 +229,59 @@ var agents = []string{"friendly-scanner", "sipvicious", "sipcli/v1.8", "PortSIP 
 	"pplsip", "VaxSIPUserAgent/3.1", "Cisco-SIPGateway/IOS-12.x", "sipsak 0.9.7", "eyeBeam release 1011d stamp 40820",
 	"Asterisk PBX 16.6.2", "MicroSIP/3.20.0", "Linphone/3.6.1 (eXosip2/4.1.0)", "SIPPing"}
 
+// dialPrefixes are what a prefix-guessing scan puts before a target's country code.
+var dialPrefixes = []string{"", "0", "00", "000", "9", "90", "900", "9000", "011", "9011", "810", "+", "1", "10", "100", "5", "50", "500"}
+
+func (g *gen) newBurst() *burst {
+	b := &burst{ip: g.ips[g.skewed(len(g.ips))], agent: agents[g.skewed(len(agents))], kind: g.r.IntN(10)}
+	// Mostly short bursts, some very long: about 100 probes on average.
+	b.left = 1 + int(g.r.ExpFloat64()*100)
+	switch {
+	case b.kind < 6: // prefix guessing before one target
+		b.method, b.target = "INVITE", g.targets[g.skewed(len(g.targets))]
+	case b.kind < 8: // extensions
+		b.method, b.step = "REGISTER", 100*(1+g.r.IntN(3))
+	default: // one number over and over, or a discovery OPTIONS
+		b.method, b.target = []string{"REGISTER", "OPTIONS"}[g.r.IntN(2)], strconv.Itoa(100+g.r.IntN(900))
+	}
+	return b
+}
+
 type record struct {
 	ts, uuid, method, transport, ip, number, agent, msg string
 	port                                                int
 }
 
 func (g *gen) next() record {
-	g.t = g.t.Add(time.Duration(g.r.IntN(60_000)) * time.Millisecond)
+	for len(g.active) < concurrentBursts {
+		g.active = append(g.active, g.newBurst())
+	}
+	i := g.r.IntN(len(g.active))
+	b := g.active[i]
+	if b.left--; b.left <= 0 {
+		g.active = append(g.active[:i], g.active[i+1:]...)
+	}
+	// A few hundred milliseconds apart, now and then a quiet hour.
+	g.t = g.t.Add(time.Duration(g.r.IntN(400)) * time.Millisecond)
+	if g.r.IntN(20_000) == 0 {
+		g.t = g.t.Add(time.Hour)
+	}
 	rec := record{
 		ts:        g.t.Format("2006-01-02 15:04:05.000000000"),
 		uuid:      uuid.Must(uuid.NewRandomFromReader(randReader{g.r})).String(),
-		transport: []string{"UDP", "UDP", "UDP", "TCP", "TLS"}[g.r.IntN(5)],
-		ip:        g.ips[g.skewed(len(g.ips))],
-		number:    g.numbers[g.skewed(len(g.numbers))],
-		agent:     agents[g.skewed(len(agents))],
-		port:      5060 + g.r.IntN(20),
+		transport: []string{"UDP", "UDP", "UDP", "TCP", "TLS"}[len(b.ip)%5],
+		ip:        b.ip,
+		agent:     b.agent,
+		method:    b.method,
+		port:      5060 + len(b.agent)%20,
 	}
-	switch k := g.r.IntN(10); {
-	case k < 6:
-		rec.method = "INVITE"
-	case k < 8:
-		rec.method = "OPTIONS"
+	switch {
+	case b.kind < 6:
+		rec.number = dialPrefixes[g.r.IntN(len(dialPrefixes))] + b.target
+	case b.kind < 8:
+		rec.number = strconv.Itoa(b.step + g.r.IntN(b.step*9))
 	default:
-		rec.method = "REGISTER"
+		rec.number = b.target
 	}
 	rec.msg = g.message(rec)
 	return rec

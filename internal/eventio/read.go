@@ -325,14 +325,20 @@ func readRows(ctx context.Context, db *sql.DB, query string, total int64, refere
 		if res.Records%1024 == 0 {
 			o.Progress(res.Records, total)
 		}
-		rec := Record{}
-		raw.Reset()
+		rec := make(Record, len(cols)+1)
 		for i, c := range cols {
 			rec[c] = vals[i]
-			fmt.Fprintf(&raw, "%v\x00", vals[i])
 		}
 		if reference {
 			rec["app_name"] = referenceAppName
+		}
+		// The row's bytes name a record without a valid UUID (Normalize derives one from
+		// them); formatting every row's columns cost as much as the rest of its reading.
+		raw.Reset()
+		if _, err := uuid.Parse(rec.str("event_uuid")); err != nil {
+			for _, v := range vals {
+				fmt.Fprintf(&raw, "%v\x00", v)
+			}
 		}
 		e, err := Normalize(rec, raw.Bytes(), o.Location)
 		if err != nil {
