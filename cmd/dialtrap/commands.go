@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -603,6 +604,9 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 // writes), or are handed at a time from the reader to the bulk writer.
 const importBatch = 2000
 
+// importMemoryLimit is the soft limit of the Go heap during a bulk import.
+const importMemoryLimit = 100 << 20
+
 // importBulkOptions are the store's defaults (a variable for tests).
 var importBulkOptions sqlite.BulkOptions
 
@@ -673,10 +677,18 @@ func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Loc
 	if err != nil {
 		return res, 0, 0, err
 	}
+	// The Go heap's share of the import's memory: the events in flight and one
+	// transaction's sums need about 50 MiB; without a limit the heap grows to twice that
+	// before collecting. GOMEMLIMIT, where set, wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(importMemoryLimit))
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	full := make(chan []*event.Event, 2)
-	free := make(chan []*event.Event, 3)
+	// Batches in flight: the reader goes on while the writer leaves the lock free after
+	// a commit.
+	full := make(chan []*event.Event, 6)
+	free := make(chan []*event.Event, cap(full)+1)
 	for range cap(free) {
 		free <- make([]*event.Event, 0, importBatch)
 	}

@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/event"
@@ -60,15 +63,25 @@ type BulkOptions struct {
 	// CacheBytes is the writer's page cache while the bulk runs: the random index pages a
 	// transaction touches stay in memory instead of being read again; 0 takes the default.
 	CacheBytes int64
+	// CheckpointBytes is how large the WAL may grow before the bulk's commit copies it
+	// into the database; 0 takes the default, -1 keeps SQLite's (4 MB: after every
+	// transaction).
+	CheckpointBytes int64
 }
 
-// Defaults of BulkOptions: about a second of import on a small machine per transaction, and
-// a page cache that keeps the process well under 200 MiB.
+// Defaults of BulkOptions, measured with bench/import (a million records, 2 cores): a
+// transaction is about two seconds of import. The page cache is small because SQLite's
+// allocator here takes about 2.5 bytes of memory a byte of cache (64 MiB cost 150 MiB of
+// RSS); 16 MiB ran as fast as 64. Checkpointing every 256 MiB of WAL instead of after every
+// transaction copies an index page rewritten by several transactions once: 13% fewer bytes
+// written, 6% faster. A node's writer that commits meanwhile may run that checkpoint itself
+// (SQLite's default: once the WAL holds 4 MB); the WAL file is cut back to 64 MiB after it.
 const (
-	defaultBulkEvents = 50_000
-	defaultBulkBytes  = 48 << 20
-	defaultBulkCache  = 64 << 20
-	defaultBulkHold   = 2 * time.Second
+	defaultBulkEvents     = 50_000
+	defaultBulkBytes      = 48 << 20
+	defaultBulkCache      = 16 << 20
+	defaultBulkHold       = 2 * time.Second
+	defaultBulkCheckpoint = 256 << 20
 )
 
 // yieldAfterCommit is how long a bulk leaves the write lock free after each commit. SQLite
@@ -98,6 +111,14 @@ func (s *Store) BeginBulk(ctx context.Context, o BulkOptions) (*Bulk, error) {
 	// On the writer's only connection, for this process (dialtrap import) only.
 	if _, err := s.w.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", o.CacheBytes>>10)); err != nil {
 		return nil, fmt.Errorf("set the page cache of %s: %w", s.path, err)
+	}
+	if o.CheckpointBytes == 0 {
+		o.CheckpointBytes = defaultBulkCheckpoint
+	}
+	if o.CheckpointBytes > 0 {
+		if _, err := s.w.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", o.CheckpointBytes/4096)); err != nil {
+			return nil, fmt.Errorf("set the checkpoints of %s: %w", s.path, err)
+		}
 	}
 	return &Bulk{s: s, o: o, args: make([]any, 0, 24*insertSizes[0]),
 		inserted: map[string]struct{}{}, counted: map[string]struct{}{}}, nil
@@ -171,6 +192,7 @@ func (b *Bulk) Abort() {
 func (b *Bulk) restore() {
 	// The default of a connection (2 MiB), for what the store writes after the bulk.
 	b.s.w.ExecContext(context.Background(), "PRAGMA cache_size = -2000")
+	b.s.w.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint = 1000")
 }
 
 // fail rolls back the open transaction.
@@ -269,10 +291,10 @@ func (b *Bulk) commit(ctx context.Context) error {
 			return fmt.Errorf("advance the change sequence of %s: %w", s.path, err)
 		}
 	}
-	if err := b.ips.write(ctx, tx.StmtContext(ctx, s.upsertIP), seq); err != nil {
+	if err := writeSorted(ctx, tx.StmtContext(ctx, s.upsertIP), b.ips, seq); err != nil {
 		return fmt.Errorf("update IP aggregates in %s: %w", s.path, err)
 	}
-	if err := b.nums.write(ctx, tx.StmtContext(ctx, s.upsertNum), seq); err != nil {
+	if err := writeSorted(ctx, tx.StmtContext(ctx, s.upsertNum), b.nums, seq); err != nil {
 		return fmt.Errorf("update number aggregates in %s: %w", s.path, err)
 	}
 	var newNumbers []string
@@ -287,7 +309,7 @@ func (b *Bulk) commit(ctx context.Context) error {
 	if err := b.peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
 		return fmt.Errorf("update peer sightings in %s: %w", s.path, err)
 	}
-	if err := b.counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
+	if err := writeCountsSorted(ctx, tx.StmtContext(ctx, s.upsertCount), b.counts); err != nil {
 		return fmt.Errorf("update statistics in %s: %w", s.path, err)
 	}
 	if err := s.writeAnalytics(ctx, tx, &b.an, newNumbers); err != nil {
@@ -309,5 +331,40 @@ func (b *Bulk) commit(ctx context.Context) error {
 	b.added += b.pending
 	b.ips, b.nums, b.counts, b.an, b.peers = nil, nil, nil, analytics{}, nil
 	time.Sleep(yieldAfterCommit)
+	return nil
+}
+
+// writeSorted upserts aggregates in key order: a transaction's tens of thousands of keys then
+// walk the table's pages once, in order, instead of jumping between them.
+func writeSorted(ctx context.Context, st *sql.Stmt, m aggregates, seq int64) error {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		a := m[k]
+		if _, err := st.ExecContext(ctx, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local,
+			a.Verified, a.VerifiedLocal, a.VerifiedTrusted, seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeCountsSorted upserts the per-hour counts in their primary key's order.
+func writeCountsSorted(ctx context.Context, st *sql.Stmt, m dimensionCounts) error {
+	keys := make([]countKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b countKey) int {
+		return cmp.Or(cmp.Compare(a.dim, b.dim), strings.Compare(a.hour, b.hour), strings.Compare(a.value, b.value))
+	})
+	for _, k := range keys {
+		if _, err := st.ExecContext(ctx, int(k.dim), k.hour, k.value, m[k]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
