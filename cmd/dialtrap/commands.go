@@ -519,7 +519,8 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		return f.fail(exitRuntime, "%v", err)
 	}
 	defer st.Close()
-	st.SetLabeler(intel.NewLabeler(strings.ToUpper(*home)))
+	homeCountry := strings.ToUpper(*home)
+	st.SetLabeler(intel.NewLabeler(homeCountry))
 	// A CPU profile of the import, for bench/import; not a documented flag.
 	if p := os.Getenv("DIALTRAP_IMPORT_CPU_PROFILE"); p != "" {
 		if f, err := os.Create(p); err == nil {
@@ -530,7 +531,7 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for _, path := range f.Args() {
-		if err := importFile(ctx, st, path, loc, stdout, stderr); err != nil {
+		if err := importFile(ctx, st, path, loc, homeCountry, stdout, stderr); err != nil {
 			return f.fail(exitRuntime, "%v", err)
 		}
 	}
@@ -615,7 +616,8 @@ type bulkImporter interface {
 	BeginBulk(ctx context.Context, o sqlite.BulkOptions) (*sqlite.Bulk, error)
 }
 
-func importFile(ctx context.Context, st importStore, path string, loc *time.Location, stdout, stderr io.Writer) error {
+// importFile imports one file; home is the labeler's home country (--home-country).
+func importFile(ctx context.Context, st importStore, path string, loc *time.Location, home string, stdout, stderr io.Writer) error {
 	bar := newProgress(stderr, filepath.Base(path))
 	var (
 		res   eventio.Result
@@ -624,7 +626,7 @@ func importFile(ctx context.Context, st importStore, path string, loc *time.Loca
 		err   error
 	)
 	if bs, ok := st.(bulkImporter); ok {
-		res, valid, added, err = importBulk(ctx, bs, path, loc, bar)
+		res, valid, added, err = importBulk(ctx, bs, path, loc, home, bar)
 	} else {
 		res, valid, added, err = importBatches(ctx, st, path, loc, bar)
 	}
@@ -670,9 +672,10 @@ func importBatches(ctx context.Context, st importStore, path string, loc *time.L
 	return res, valid, added, err
 }
 
-// importBulk reads, parses and enriches on one goroutine while the store writes on another
-// (on two cores they overlap); a few batches in flight bound the memory.
-func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Location, bar *progress) (res eventio.Result, valid, added int64, err error) {
+// importBulk reads, parses, enriches and sums each batch on one goroutine while the store
+// writes the batch before on another (on two cores they overlap); a few batches in flight
+// bound the memory.
+func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Location, home string, bar *progress) (res eventio.Result, valid, added int64, err error) {
 	b, err := bs.BeginBulk(ctx, importBulkOptions)
 	if err != nil {
 		return res, 0, 0, err
@@ -685,9 +688,13 @@ func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Loc
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	type work struct {
+		events []*event.Event
+		sums   *sqlite.Sums
+	}
 	// Batches in flight: the reader goes on while the writer leaves the lock free after
 	// a commit.
-	full := make(chan []*event.Event, 6)
+	full := make(chan work, 6)
 	free := make(chan []*event.Event, cap(full)+1)
 	for range cap(free) {
 		free <- make([]*event.Event, 0, importBatch)
@@ -695,10 +702,11 @@ func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Loc
 	var rerr error
 	go func() {
 		defer close(full)
+		labeler := intel.NewLabeler(home) // the reader's own: a labeler is not safe for concurrent use
 		batch := <-free
 		send := func() error {
 			select {
-			case full <- batch:
+			case full <- work{batch, sqlite.Sum(batch, labeler)}:
 			case <-rctx.Done():
 				return rctx.Err()
 			}
@@ -725,14 +733,14 @@ func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Loc
 		}
 	}()
 	var werr error
-	for batch := range full {
+	for w := range full {
 		if werr == nil {
-			if werr = b.Add(ctx, batch); werr != nil {
+			if werr = b.AddSummed(ctx, w.events, w.sums); werr != nil {
 				cancel() // the reader stops
 			}
 		}
-		clear(batch) // the events are stored: let them go
-		free <- batch[:0]
+		clear(w.events) // the events are stored: let them go
+		free <- w.events[:0]
 	}
 	if werr == nil {
 		werr = rerr

@@ -46,6 +46,8 @@ type Bulk struct {
 	pending   int64 // of them, those new to the store
 	began     time.Time
 
+	sums     *Sums               // the batch's, given to AddSummed
+	fresh    []*event.Event      // the batch's new events
 	inserted map[string]struct{} // new UUIDs of a chunk with duplicates
 	counted  map[string]struct{} // UUIDs of a chunk already counted
 	args     []any
@@ -124,6 +126,105 @@ func (s *Store) BeginBulk(ctx context.Context, o BulkOptions) (*Bulk, error) {
 		inserted: map[string]struct{}{}, counted: map[string]struct{}{}}, nil
 }
 
+// Sums are what a batch adds to the aggregates, statistics and analytics when all its events
+// are new to the store. Summing is a third of the writer's work; an import sums each batch on
+// the goroutine that reads it, and the writer only stores (AddSummed).
+type Sums struct {
+	ips, nums aggregates
+	peers     keyPeers
+	counts    dimensionCounts
+	an        analytics
+	events    int // distinct events summed
+}
+
+// Sum sums a batch as WriteCount would if all its events were new; l is the labeler's
+// own instance for the caller's goroutine (a labeler is not safe for concurrent use), giving
+// what the store's labeler gives.
+func Sum(events []*event.Event, l store.Labeler) *Sums {
+	x := &Sums{ips: aggregates{}, nums: aggregates{}, peers: keyPeers{}, counts: dimensionCounts{}}
+	seen := make(map[string]struct{}, len(events))
+	for _, e := range events {
+		if _, dup := seen[e.UUID]; dup {
+			continue // stored once: the second is not new
+		}
+		seen[e.UUID] = struct{}{}
+		x.events++
+		sumEvent(e, l, x.ips, x.nums, x.peers, x.counts, &x.an)
+	}
+	x.an.flush(x.counts)
+	return x
+}
+
+// sumEvent adds one new event to sums, as WriteCount does.
+func sumEvent(e *event.Event, l store.Labeler, ips, nums aggregates, peers keyPeers, counts dimensionCounts, an *analytics) {
+	ips.add(e.SourceIP, e)
+	if store.CountsAsNumber(e.CalledNumber) {
+		nums.add(e.CalledNumber, e)
+	}
+	if e.FromPeer && e.Peer != "" {
+		peers.add(e)
+	}
+	an.add(e, l, counts)
+}
+
+// AddSummed is Add with the batch's sums made by Sum with a labeler like the store's. When
+// some of the events were stored before (an import run again), the sums do not apply and
+// the new events are summed here.
+func (b *Bulk) AddSummed(ctx context.Context, events []*event.Event, x *Sums) error {
+	if b.err != nil {
+		return b.err
+	}
+	b.sums = x
+	err := b.add(ctx, events)
+	b.sums = nil
+	if err != nil {
+		b.fail()
+		b.err = err
+	}
+	return err
+}
+
+// merge adds a batch's sums to the transaction's.
+func (b *Bulk) merge(x *Sums) {
+	for k, a := range x.ips {
+		mergeAggregate(b.ips, k, a)
+	}
+	for k, a := range x.nums {
+		mergeAggregate(b.nums, k, a)
+	}
+	for k, t := range x.peers {
+		b.peers[k] = b.peers[k] || t
+	}
+	for k, n := range x.counts {
+		b.counts[k] += n
+	}
+	if b.an.minutes == nil {
+		b.an.minutes, b.an.runs = map[string]int64{}, map[campaignKey]*run{}
+	}
+	for m, n := range x.an.minutes {
+		b.an.minutes[m] += n
+	}
+	b.pending += int64(x.events)
+}
+
+// mergeAggregate adds a's sightings to m's aggregate of key, as Aggregate.Add adds one.
+func mergeAggregate(m aggregates, key string, a *store.Aggregate) {
+	t, ok := m[key]
+	if !ok {
+		m[key] = a
+		return
+	}
+	if t.FirstSeen == "" || a.FirstSeen < t.FirstSeen {
+		t.FirstSeen = a.FirstSeen
+	}
+	t.LastSeen = max(t.LastSeen, a.LastSeen)
+	t.Count += a.Count
+	t.Local += a.Local
+	t.Verified += a.Verified
+	t.VerifiedLocal += a.VerifiedLocal
+	t.VerifiedTrusted += a.VerifiedTrusted
+}
+
 // Add stores events; a transaction that reaches its bounds is committed. The events are not
 // kept: the caller may reuse the slice.
 func (b *Bulk) Add(ctx context.Context, events []*event.Event) error {
@@ -148,8 +249,22 @@ func (b *Bulk) add(ctx context.Context, events []*event.Event) error {
 			return err
 		}
 	}
-	if err := b.insert(ctx, events); err != nil {
+	fresh, err := b.insert(ctx, events)
+	if err != nil {
 		return err
+	}
+	if x := b.sums; x != nil && len(fresh) == x.events {
+		b.merge(x) // every event was new: the batch's sums are the store's
+		if len(x.an.runs) > 0 {
+			if err := b.s.writeCampaigns(ctx, b.tx, x.an.runs); err != nil {
+				return fmt.Errorf("update analytics in %s: %w", b.s.path, err)
+			}
+		}
+	} else {
+		for _, e := range fresh {
+			b.pending++
+			sumEvent(e, b.s.labeler, b.ips, b.nums, b.peers, b.counts, &b.an)
+		}
 	}
 	if len(b.an.runs) > 0 {
 		if err := b.s.writeCampaigns(ctx, b.tx, b.an.runs); err != nil {
@@ -226,9 +341,10 @@ func (b *Bulk) begin(ctx context.Context) error {
 	return nil
 }
 
-// insert stores events in the open transaction and adds the new ones to its sums.
-func (b *Bulk) insert(ctx context.Context, events []*event.Event) error {
+// insert stores events in the open transaction and returns those that were new, in order.
+func (b *Bulk) insert(ctx context.Context, events []*event.Event) (fresh []*event.Event, err error) {
 	s, tx := b.s, b.tx
+	fresh = b.fresh[:0]
 	for rest := events; len(rest) > 0; {
 		size := insertSizes[len(insertSizes)-1]
 		for _, n := range insertSizes {
@@ -250,35 +366,30 @@ func (b *Bulk) insert(ctx context.Context, events []*event.Event) error {
 		b.events += len(chunk)
 		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, b.args...)
 		if err != nil {
-			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+			return nil, fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
 		}
 		all, err := s.newOnes(ctx, tx, res, len(chunk), b.inserted)
 		if err != nil {
-			return fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+			return nil, fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
+		}
+		if all {
+			fresh = append(fresh, chunk...)
+			continue
 		}
 		clear(b.counted)
 		for _, e := range chunk {
-			if _, ok := b.inserted[e.UUID]; !all && !ok {
+			if _, ok := b.inserted[e.UUID]; !ok {
 				continue // already stored: counted before
 			}
-			if !all {
-				if _, dup := b.counted[e.UUID]; dup {
-					continue // twice in this chunk (an import of two identical records)
-				}
-				b.counted[e.UUID] = struct{}{}
+			if _, dup := b.counted[e.UUID]; dup {
+				continue // twice in this chunk (an import of two identical records)
 			}
-			b.pending++
-			b.ips.add(e.SourceIP, e)
-			if store.CountsAsNumber(e.CalledNumber) {
-				b.nums.add(e.CalledNumber, e)
-			}
-			if e.FromPeer && e.Peer != "" {
-				b.peers.add(e)
-			}
-			b.an.add(e, s.labeler, b.counts)
+			b.counted[e.UUID] = struct{}{}
+			fresh = append(fresh, e)
 		}
 	}
-	return nil
+	b.fresh = fresh[:0]
+	return fresh, nil
 }
 
 // commit writes the open transaction's sums as WriteCount writes a batch's, and commits.
@@ -299,7 +410,7 @@ func (b *Bulk) commit(ctx context.Context) error {
 	}
 	var newNumbers []string
 	if len(b.nums) > 0 {
-		added, err := s.addNumberKeys(ctx, tx)
+		added, err := b.addNumberKeys(ctx)
 		if err != nil {
 			return fmt.Errorf("update number match keys in %s: %w", s.path, err)
 		}
@@ -367,4 +478,56 @@ func writeCountsSorted(ctx context.Context, st *sql.Stmt, m dimensionCounts) err
 		}
 	}
 	return nil
+}
+
+// keyRows is how many match keys one INSERT of addNumberKeys stores.
+const keyRows = 128
+
+// addNumberKeys is Store.addNumberKeys for a transaction's tens of thousands of new
+// numbers: their keys go in in key order, many rows a statement.
+func (b *Bulk) addNumberKeys(ctx context.Context) ([]string, error) {
+	tx := b.tx
+	added, err := queryStrings(ctx, tx, `SELECT called_number FROM new_numbers`)
+	if err != nil || len(added) == 0 {
+		return nil, err
+	}
+	type pair struct{ key, number string }
+	var pairs []pair
+	for _, n := range added {
+		for _, k := range event.NumberKeys(n) {
+			pairs = append(pairs, pair{k, n})
+		}
+	}
+	slices.SortFunc(pairs, func(a, b pair) int {
+		return cmp.Or(strings.Compare(a.key, b.key), strings.Compare(a.number, b.number))
+	})
+	var many *sql.Stmt
+	one := tx.StmtContext(ctx, b.s.insertKey)
+	args := make([]any, 0, 2*keyRows)
+	for len(pairs) > 0 {
+		n := min(len(pairs), keyRows)
+		st := one
+		if n == keyRows {
+			if many == nil {
+				if many, err = tx.PrepareContext(ctx, `INSERT INTO number_keys (match_key, called_number) VALUES (?, ?)`+
+					strings.Repeat(", (?, ?)", keyRows-1)+` ON CONFLICT DO NOTHING`); err != nil {
+					return nil, err
+				}
+				defer many.Close()
+			}
+			st = many
+		} else {
+			n = 1
+		}
+		args = args[:0]
+		for _, p := range pairs[:n] {
+			args = append(args, p.key, p.number)
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return nil, err
+		}
+		pairs = pairs[n:]
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM new_numbers`)
+	return added, err
 }

@@ -132,17 +132,24 @@ func writeCounted(t *testing.T, s *Store, events []*event.Event, batch int) int 
 	return added
 }
 
-// bulkWrite stores events through a bulk, handed over chunk at a time.
-func bulkWrite(t *testing.T, s *Store, events []*event.Event, o BulkOptions, chunk int) int64 {
+// bulkWrite stores events through a bulk, handed over chunk at a time; summed hands each
+// chunk's Sums too, made with a labeler of their own as an import makes them.
+func bulkWrite(t *testing.T, s *Store, events []*event.Event, o BulkOptions, chunk int, summed bool) int64 {
 	t.Helper()
 	ctx := context.Background()
 	b, err := s.BeginBulk(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
+	l := intel.NewLabeler("SE")
 	for len(events) > 0 {
 		n := min(chunk, len(events))
-		if err := b.Add(ctx, events[:n]); err != nil {
+		if summed {
+			err = b.AddSummed(ctx, events[:n], Sum(events[:n], l))
+		} else {
+			err = b.Add(ctx, events[:n])
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		events = events[n:]
@@ -192,25 +199,31 @@ func TestBulkMatchesWriteCount(t *testing.T) {
 		{"tiny", BulkOptions{MaxEvents: 3}, 7},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			// WriteCount given the same batches as the bulk (which never cuts one).
-			ref := openAt(t, filepath.Join(t.TempDir(), "ref.db"))
-			wantAdded := writeCounted(t, ref, events, tt.chunk)
-			want := contents(t, ref)
-			if len(want["campaigns"]) < 10 || len(want["number_keys"]) == 0 || len(want["key_peers"]) == 0 {
-				t.Fatalf("the events exercise too little: %d campaigns, %d number keys, %d peer reports",
-					len(want["campaigns"]), len(want["number_keys"]), len(want["key_peers"]))
+		for _, summed := range []bool{false, true} {
+			name := tt.name
+			if summed {
+				name += ", summed by the reader"
 			}
-			s := openAt(t, filepath.Join(t.TempDir(), "bulk.db"))
-			if added := bulkWrite(t, s, events, tt.o, tt.chunk); added != int64(wantAdded) {
-				t.Errorf("added %d, want %d", added, wantAdded)
-			}
-			diffContents(t, contents(t, s), want)
-			if added := bulkWrite(t, s, events, tt.o, tt.chunk); added != 0 {
-				t.Errorf("again: added %d, want 0", added)
-			}
-			diffContents(t, contents(t, s), want)
-		})
+			t.Run(name, func(t *testing.T) {
+				// WriteCount given the same batches as the bulk (which never cuts one).
+				ref := openAt(t, filepath.Join(t.TempDir(), "ref.db"))
+				wantAdded := writeCounted(t, ref, events, tt.chunk)
+				want := contents(t, ref)
+				if len(want["campaigns"]) < 10 || len(want["number_keys"]) == 0 || len(want["key_peers"]) == 0 {
+					t.Fatalf("the events exercise too little: %d campaigns, %d number keys, %d peer reports",
+						len(want["campaigns"]), len(want["number_keys"]), len(want["key_peers"]))
+				}
+				s := openAt(t, filepath.Join(t.TempDir(), "bulk.db"))
+				if added := bulkWrite(t, s, events, tt.o, tt.chunk, summed); added != int64(wantAdded) {
+					t.Errorf("added %d, want %d", added, wantAdded)
+				}
+				diffContents(t, contents(t, s), want)
+				if added := bulkWrite(t, s, events, tt.o, tt.chunk, summed); added != 0 {
+					t.Errorf("again: added %d, want 0", added)
+				}
+				diffContents(t, contents(t, s), want)
+			})
+		}
 	}
 }
 
@@ -243,7 +256,7 @@ func TestBulkResumesAfterAbort(t *testing.T) {
 	if err != nil || n != first || first == 0 {
 		t.Fatalf("after the abort: %d events stored (%v), %d committed", n, err, first)
 	}
-	if added := bulkWrite(t, s, events, BulkOptions{MaxEvents: 500}, 400); first+added != int64(wantAdded) {
+	if added := bulkWrite(t, s, events, BulkOptions{MaxEvents: 500}, 400, true); first+added != int64(wantAdded) {
 		t.Errorf("added %d then %d, want %d in all", first, added, wantAdded)
 	}
 	diffContents(t, contents(t, s), want)
