@@ -145,12 +145,15 @@ func readJSONLines(ctx context.Context, cr *countingReader, size int64, o Option
 			}
 			o.Progress(cr.n, size)
 		}
-		rec := Record{}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.UseNumber()
-		if err := dec.Decode(&rec); err != nil {
-			res.skip(where, fmt.Errorf("not a JSON object: %w", err))
-			continue
+		rec := make(Record, 24)
+		if !decodeFlat(b, rec) {
+			rec = Record{}
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.UseNumber()
+			if err := dec.Decode(&rec); err != nil {
+				res.skip(where, fmt.Errorf("not a JSON object: %w", err))
+				continue
+			}
 		}
 		e, err := Normalize(rec, b, o.Location)
 		if err != nil {
