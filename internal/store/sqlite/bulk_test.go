@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -348,5 +349,48 @@ func TestBulkRestoresTheCache(t *testing.T) {
 	}
 	if got := cache(); got != before {
 		t.Errorf("cache_size after the bulk %d, want %d", got, before)
+	}
+}
+
+// A bulk keeps no event it has stored: what an import holds does not grow with the events
+// of a transaction (only with its distinct keys).
+func TestBulkKeepsNoEvents(t *testing.T) {
+	noYield(t)
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "bulk.db"))
+	b, err := s.BeginBulk(ctx, BulkOptions{MaxEvents: 1 << 20}) // one open transaction
+	if err != nil {
+		t.Fatal(err)
+	}
+	var collected atomic.Int64
+	const batches, size = 5, 400
+	for i := range batches {
+		var batch []*event.Event
+		for _, e := range mixedEvents(2*size, uint64(10+i)) {
+			if !slices.Contains(batch, e) && len(batch) < size { // mixedEvents repeats some
+				batch = append(batch, e)
+			}
+		}
+		for j, e := range batch {
+			e.UUID = fmt.Sprintf("00000000-0000-4000-8001-%012d", i*size+j)
+			runtime.SetFinalizer(e, func(*event.Event) { collected.Add(1) })
+		}
+		if err := b.AddSummed(ctx, batch, Sum(batch, intel.NewLabeler("SE"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 10 {
+		runtime.GC()
+		if collected.Load() >= (batches-1)*size {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // finalizers run on their own goroutine
+	}
+	// The last batch's events may still be referenced (a reused slice); none before it.
+	if n := collected.Load(); n < (batches-1)*size {
+		t.Errorf("%d of %d stored events were collected while the transaction was open", n, batches*size)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
