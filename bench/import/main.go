@@ -119,7 +119,6 @@ type result struct {
 	wall    time.Duration
 	maxRSS  int64 // bytes
 	written int64 // bytes the child caused to be written to storage
-	procIO  int64 // the last write_bytes read from /proc/PID/io while it ran
 	dbSize  int64
 }
 
@@ -133,53 +132,19 @@ func (m result) print(name string) {
 }
 
 // measure runs the binary and reads its resource usage. ru_oublock is the kernel's
-// write_bytes of the child (storage I/O it caused) in 512-byte units; /proc/PID/io is also
-// sampled while it runs as a check.
+// write_bytes of the child (what it caused to be written to storage, the figure of
+// /proc/PID/io) in 512-byte units, and ru_maxrss its peak resident set.
 func measure(bin string, args ...string) (result, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	done := make(chan struct{})
-	var procIO int64
-	go func() {
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if n, ok := writeBytes(cmd.Process.Pid); ok {
-				procIO = n
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	err := cmd.Wait()
-	close(done)
+	err := cmd.Run()
 	wall := time.Since(start)
 	if err != nil {
 		return result{}, fmt.Errorf("%s %s: %w", bin, strings.Join(args, " "), err)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return result{wall: wall, maxRSS: ru.Maxrss << 10, written: ru.Oublock * 512, procIO: procIO}, nil
-}
-
-func writeBytes(pid int) (int64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
-	if err != nil {
-		return 0, false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
+	return result{wall: wall, maxRSS: ru.Maxrss << 10, written: ru.Oublock * 512}, nil
 }
 
 // gen draws records as honeypots see them: scanners come in bursts (one source, one tool,
