@@ -41,7 +41,7 @@ func main() {
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		fatal(err)
 	}
-	fmt.Printf("%-28s %10s %9s %12s %9s %12s %10s %7s\n", "run", "records", "wall", "records/s", "peak RSS", "written", "DB size", "ratio")
+	fmt.Printf("%-36s %10s %9s %12s %9s %12s %10s %7s\n", "run", "records", "wall", "records/s", "peak RSS", "written", "DB size", "ratio")
 	for _, r := range strings.Split(*runs, ",") {
 		var input string
 		switch r {
@@ -127,7 +127,7 @@ func (m result) print(name string) {
 	if m.dbSize > 0 {
 		ratio = float64(m.written) / float64(m.dbSize)
 	}
-	fmt.Printf("%-28s %10d %8.1fs %12.0f %8dM %11dM %9dM %7.2f\n", name, m.records, m.wall.Seconds(),
+	fmt.Printf("%-36s %10d %8.1fs %12.0f %8dM %11dM %9dM %7.2f\n", name, m.records, m.wall.Seconds(),
 		float64(m.records)/m.wall.Seconds(), m.maxRSS>>20, m.written>>20, m.dbSize>>20, ratio)
 }
 
