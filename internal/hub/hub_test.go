@@ -512,3 +512,113 @@ func (s *sizer) Write(_ context.Context, b []*event.Event) error {
 	*s.sizes = append(*s.sizes, len(b))
 	return nil
 }
+
+// batches records the size of every Write.
+type batches struct {
+	mu    sync.Mutex
+	sizes []int
+	at    []time.Time
+}
+
+func (b *batches) Name() string { return "batches" }
+
+func (b *batches) Write(_ context.Context, batch []*event.Event) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sizes = append(b.sizes, len(batch))
+	b.at = append(b.at, time.Now())
+	return nil
+}
+
+func (b *batches) get() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int(nil), b.sizes...)
+}
+
+func TestLinger(t *testing.T) {
+	const linger = 50 * time.Millisecond
+	t.Run("events of one window share a write, written one linger after the first", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 100, Linger: linger})
+			h.Start(context.Background())
+			start := time.Now()
+			for i, e := range events(20) {
+				h.Publish(e)
+				if i < 19 {
+					time.Sleep(2 * time.Millisecond) // 20 events over 38 ms
+				}
+			}
+			synctest.Wait()
+			if got := b.get(); len(got) != 0 {
+				t.Fatalf("written before the linger ended: %v", got)
+			}
+			time.Sleep(linger)
+			synctest.Wait()
+			if got := b.get(); !slices.Equal(got, []int{20}) {
+				t.Fatalf("writes %v, want one of 20", got)
+			}
+			if waited := b.at[0].Sub(start); waited != linger {
+				t.Errorf("first event written after %v, want the linger %v", waited, linger)
+			}
+			h.Close(context.Background())
+		})
+	})
+	t.Run("a full batch is written at once; the rest lingers", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 10, Linger: time.Hour})
+			h.Start(context.Background())
+			for _, e := range events(25) {
+				h.Publish(e)
+			}
+			synctest.Wait()
+			if got := b.get(); !slices.Equal(got, []int{10, 10}) {
+				t.Fatalf("writes %v, want two full batches of 10 at once", got)
+			}
+			time.Sleep(time.Hour)
+			synctest.Wait()
+			if got := b.get(); !slices.Equal(got, []int{10, 10, 5}) {
+				t.Fatalf("writes %v, want the 5 left behind one linger later", got)
+			}
+			h.Close(context.Background())
+		})
+	})
+	t.Run("close writes lingering events at once", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 100, Linger: time.Hour})
+			h.Start(context.Background())
+			for _, e := range events(3) {
+				h.Publish(e)
+			}
+			start := time.Now()
+			if err := h.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.get(); !slices.Equal(got, []int{3}) || time.Since(start) != 0 {
+				t.Fatalf("writes %v after %v, want 3 at once", got, time.Since(start))
+			}
+		})
+	})
+	t.Run("without linger every wake-up writes", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 100})
+			h.Start(context.Background())
+			for _, e := range events(3) {
+				h.Publish(e)
+				synctest.Wait()
+			}
+			if got := b.get(); !slices.Equal(got, []int{1, 1, 1}) {
+				t.Fatalf("writes %v, want three of 1", got)
+			}
+			h.Close(context.Background())
+		})
+	})
+}
