@@ -733,7 +733,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	an := analytics{}
 	peers := keyPeers{}
 	inserted := make(map[string]struct{}, rowSizes[0]) // new UUIDs of a chunk with duplicates
-	counted := make(map[string]struct{}, len(batch))      // UUIDs of this batch already counted
+	counted := make(map[string]struct{}, len(batch))   // UUIDs of this batch already counted
 	for rest := batch; len(rest) > 0; {
 		size := chunkSize(len(rest))
 		chunk := rest[:size]
