@@ -54,6 +54,7 @@ func main() {
 		extra    = flag.String("node-args", "", "more flags for the node, space-separated")
 		profile  = flag.String("node-profile", "", "write the node's CPU profile of the last step here")
 		sourcesN = flag.Int("sources", 4, "source addresses (127.0.0.2 ...)")
+		numbers  = flag.Int("numbers", 0, "distinct numbers the probes of a step cycle through (0: every probe a new number, so none folds and each is a stored event)")
 	)
 	flag.Parse()
 	if *reader != 0 {
@@ -61,7 +62,7 @@ func main() {
 		return
 	}
 	c := config{bin: *bin, events: *events, minDur: *minDur, samples: *samples, idle: *idle,
-		bare: !*noBare, nodeArgs: strings.Fields(*extra), profile: *profile, sources: *sourcesN}
+		bare: !*noBare, nodeArgs: strings.Fields(*extra), profile: *profile, sources: *sourcesN, numbers: *numbers}
 	for _, s := range strings.Split(*rates, ",") {
 		r, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || r <= 0 {
@@ -81,6 +82,7 @@ type config struct {
 	rates           []int
 	events, samples int
 	sources         int
+	numbers         int
 	minDur, idle    time.Duration
 	bare            bool
 	nodeArgs        []string
@@ -93,6 +95,7 @@ type step struct {
 	bareCPU        time.Duration // bare reader CPU over the same probes
 	bareGot        int64
 	p50, p99, pmax time.Duration // send to visible in the API
+	switches       int64 // the node's threads' context switches in the CPU pass
 	followed       int
 	missed         int
 }
@@ -106,7 +109,12 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("cost benchmark: %d cores, node flags %v; CPU from /proc/PID/task/*/schedstat\n\n", runtimeCPUs(), c.nodeArgs)
+	pool := fmt.Sprintf("a pool of %d numbers", c.numbers)
+	if c.numbers <= 0 {
+		pool = "a new number each"
+	}
+	fmt.Printf("cost benchmark: %d cores, node flags %v, %d sources, probes to %s; CPU from /proc/PID/task/*/schedstat\n\n",
+		runtimeCPUs(), c.nodeArgs, c.sources, pool)
 
 	// Idle: a fresh node with an empty store and no traffic.
 	n, err := startNode(c.bin, c.nodeArgs, "")
@@ -141,9 +149,9 @@ func run(c config) error {
 				return fmt.Errorf("%d/s bare reader: %w", rate, err)
 			}
 		}
-		fmt.Printf("%6d/s: %6d probes, node %.4f s CPU per 1,000 (%.1f µs each), bare reader %.4f s; delay send→API p50 %v p99 %v max %v (%d followed, %d never seen)\n",
+		fmt.Printf("%6d/s: %6d probes, node %.4f s CPU per 1,000 (%.1f µs each), %.1f thread switches each; bare reader %.4f s; delay send→API p50 %v p99 %v max %v (%d followed, %d never seen)\n",
 			rate, events, s.per1000(s.nodeCPU, events), s.nodeCPU.Seconds()*1e6/float64(events),
-			s.per1000(s.bareCPU, events), s.p50.Round(time.Millisecond), s.p99.Round(time.Millisecond), s.pmax.Round(time.Millisecond), s.followed, s.missed)
+			float64(s.switches)/float64(events), s.per1000(s.bareCPU, events), s.p50.Round(time.Millisecond), s.p99.Round(time.Millisecond), s.pmax.Round(time.Millisecond), s.followed, s.missed)
 		steps = append(steps, s)
 	}
 	fmt.Println()
@@ -178,8 +186,9 @@ func nodeStep(c config, s *step, idx int, profile string) error {
 	// Pass 1: CPU. Numbers 1<idx><seq> are unique to this pass.
 	d := time.Duration(float64(s.events) / float64(s.rate) * float64(time.Second))
 	cpu0 := cpuTime(n.pid())
+	v0, nv0 := switches(n.pid())
 	sent, err := testutil.Flood(context.Background(), n.sip, s.rate, d, c.sources, func(i int64) []byte {
-		return probe(number(1, idx, i), i)
+		return probe(number(1, idx, c.pooled(i)), i)
 	})
 	if err != nil {
 		return err
@@ -202,6 +211,8 @@ func nodeStep(c config, s *step, idx int, profile string) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.nodeCPU = cpuTime(n.pid()) - cpu0
+	v1, nv1 := switches(n.pid())
+	s.switches = v1 - v0 + nv1 - nv0
 
 	// Pass 2: delay. Every k-th probe is followed through the API.
 	if c.samples <= 0 {
@@ -237,12 +248,13 @@ func nodeStep(c config, s *step, idx int, profile string) error {
 		missed.Add(1)
 	}
 	_, err = testutil.Flood(context.Background(), n.sip, s.rate, d, c.sources, func(i int64) []byte {
-		num := number(2, idx, i)
 		if i%int64(every) == 0 {
+			num := number(2, idx, i) // never sent before: visible only once this probe is
 			wg.Add(1)
 			go follow(num, time.Now())
+			return probe(num, i)
 		}
-		return probe(num, i)
+		return probe(number(1, idx, c.pooled(i)), i)
 	})
 	wg.Wait()
 	if err != nil {
@@ -282,7 +294,7 @@ func bareStep(self string, c config, s *step, idx int) error {
 	d := time.Duration(float64(s.events) / float64(s.rate) * float64(time.Second))
 	cpu0 := cpuTime(cmd.Process.Pid)
 	if _, err := testutil.Flood(context.Background(), dst, s.rate, d, c.sources, func(i int64) []byte {
-		return probe(number(1, idx, i), i)
+		return probe(number(1, idx, c.pooled(i)), i)
 	}); err != nil {
 		return err
 	}
@@ -292,6 +304,14 @@ func bareStep(self string, c config, s *step, idx int) error {
 	line, _ := br.ReadString('\n')
 	s.bareGot, _ = strconv.ParseInt(strings.TrimSpace(line), 10, 64)
 	return nil
+}
+
+// pooled is the index of probe i's number in the pool of c.numbers.
+func (c config) pooled(i int64) int64 {
+	if c.numbers <= 0 {
+		return i
+	}
+	return i % int64(c.numbers)
 }
 
 // number is a distinct dialled number for probe i of a pass of step idx.

@@ -112,6 +112,10 @@ type Folder struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+	// idle is set while the sweeper sleeps with no group open (no timer running: an idle
+	// node does not wake for it); the Open that finds it set wakes the sweeper.
+	idle atomic.Bool
+	wake chan struct{}
 }
 
 // group is the first probe of a window and what came alike after it.
@@ -197,7 +201,8 @@ func New(cfg Config) *Folder {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
-	f := &Folder{cfg: cfg, seed: maphash.MakeSeed(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	f := &Folder{cfg: cfg, seed: maphash.MakeSeed(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{}),
+		wake: make(chan struct{}, 1)}
 	if f.now == nil {
 		f.now = time.Now
 	}
@@ -223,6 +228,20 @@ func (f *Folder) sweepLoop() {
 	t := time.NewTicker(f.tick())
 	defer t.Stop()
 	for {
+		if f.open() == 0 {
+			// Nothing open: sleep until an Open. idle is set before the second look, so an
+			// Open that the look missed finds it set and wakes the loop.
+			t.Stop()
+			f.idle.Store(true)
+			if f.open() == 0 || !f.idle.CompareAndSwap(true, false) {
+				select {
+				case <-f.stop:
+					return
+				case <-f.wake:
+				}
+			}
+			t.Reset(f.tick())
+		}
 		select {
 		case <-f.stop:
 			return
@@ -230,6 +249,18 @@ func (f *Folder) sweepLoop() {
 			f.Sweep()
 		}
 	}
+}
+
+// open is the number of groups open.
+func (f *Folder) open() int {
+	n := 0
+	for i := range f.shards {
+		sh := &f.shards[i]
+		sh.mu.Lock()
+		n += len(sh.groups)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 func (f *Folder) hashOf(p *Probe) uint64 {
@@ -341,14 +372,23 @@ func (f *Folder) Open(p *Probe, e *event.Event) {
 		g.deadline = now.Add(min(PressureFactor*f.cfg.Window, MaxWindow))
 		sh.held.push(g)
 		sh.mu.Unlock()
+		f.awake()
 		f.held.Add(1)
 		f.pass(ended)
 		return
 	}
 	sh.order.push(g)
 	sh.mu.Unlock()
+	f.awake()
 	f.pass(ended)
 	f.cfg.Publish(e)
+}
+
+// awake wakes the sweeper if it sleeps: a group was just opened.
+func (f *Folder) awake() {
+	if f.idle.Load() && f.idle.CompareAndSwap(true, false) {
+		f.wake <- struct{}{}
+	}
 }
 
 // roll ends g's window (the shard's lock held) with the event standing for its repeats, and
