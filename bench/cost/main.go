@@ -95,7 +95,7 @@ type step struct {
 	bareCPU        time.Duration // bare reader CPU over the same probes
 	bareGot        int64
 	p50, p99, pmax time.Duration // send to visible in the API
-	switches       int64 // the node's threads' context switches in the CPU pass
+	switches       int64         // the node's threads' context switches in the CPU pass
 	followed       int
 	missed         int
 }
