@@ -40,7 +40,7 @@ const (
 	DefaultAPIAddr     = "127.0.0.1:8082"
 	// DefaultCommitWait is --commit-wait: at the rates scanners send (100-150 probes/s) a
 	// transaction then holds several events, and a lookup waits at most this for a new one.
-	DefaultCommitWait = 50 * time.Millisecond
+	DefaultCommitWait = 100 * time.Millisecond
 )
 
 // ErrHelp is returned by Load when -h was given; the usage has been written.
