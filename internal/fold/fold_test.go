@@ -453,3 +453,37 @@ func TestSweeperSleepsWhenNothingIsOpen(t *testing.T) {
 		}
 	})
 }
+
+// Groups that owe no event (a probe with no repeat) are freed once a window, without the
+// short tick: at a few probes a second each opens a group, and a tick a tenth of a window
+// was a wake-up a probe. A repeat brings the short tick back for its event.
+func TestSweeperTicksShortOnlyWhenOwed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &sink{}
+		f := New(Config{Window: time.Second, Publish: s.publish})
+		defer f.Close()
+		for i := range 100 { // 10 a second, each its own group
+			add(f, probe("198.51.100.7", fmt.Sprint(i)))
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n := f.sweeps.Load(); n > 12 {
+			t.Errorf("%d sweeps in 10 s with nothing owed, want about one a second", n)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if st := f.Stats(); st.Groups != 0 {
+			t.Errorf("%d groups left two windows after the last probe", st.Groups)
+		}
+		before := f.sweeps.Load()
+		add(f, probe("198.51.100.8", "1"))
+		add(f, probe("198.51.100.8", "1"))
+		time.Sleep(time.Second + f.tick())
+		synctest.Wait()
+		if got := s.take(); weights(got) != 102 {
+			t.Errorf("passed events stand for %d probes, want 102", weights(got))
+		}
+		if n := f.sweeps.Load() - before; n < 5 {
+			t.Errorf("%d sweeps over the window of a group with a repeat, want the short tick", n)
+		}
+	})
+}
