@@ -79,7 +79,9 @@ type Options struct {
 	// with it: the worker wakes when Linger has passed, when a whole batch (MaxBatch events
 	// or MaxBatchBytes) is queued, or when the hub closes. 0 writes at once. At a few events
 	// a second most of a write is fixed cost (waking the worker, a transaction's commit, a
-	// system call): a short linger shares it among the events of the window.
+	// system call): a short linger shares it among the events of the window. An event that
+	// comes more than Linger after the one before is written at once: at that rate there is
+	// nothing to share the write with.
 	Linger time.Duration
 	// PeerEvents lets events learned from peers (Event.FromPeer) into this sink's queue. Off by
 	// default: a sink gets only what this node captured unless its owner decides otherwise.
@@ -270,8 +272,10 @@ func (h *Hub) run(q *queue) {
 		}
 		if batch == nil {
 			select {
-			case <-q.wake:
-				continue
+			case <-q.wake: // events to write at once (a full batch, or Linger 0)
+				if batch = q.take(); batch == nil {
+					continue
+				}
 			case <-due:
 				if batch = q.take(); batch == nil {
 					continue
@@ -357,7 +361,8 @@ type queue struct {
 	wake  chan struct{}
 	// due is the linger timer (Linger > 0): armed when an event enters an empty queue, and
 	// when a take leaves events behind.
-	due *time.Timer
+	due      *time.Timer
+	lastPush time.Time // when the last event was queued (Linger > 0)
 
 	healthy         atomic.Bool
 	delivered       atomic.Uint64
@@ -389,8 +394,18 @@ func (q *queue) push(e *event.Event) (dropped bool) {
 	q.ring[(q.head+q.n)%len(q.ring)] = e
 	q.n++
 	q.bytes += size
+	var gap time.Duration
+	if q.due != nil {
+		now := time.Now()
+		gap, q.lastPush = now.Sub(q.lastPush), now
+	}
 	switch {
 	case q.due == nil, q.fullBatch():
+		q.mu.Unlock()
+		q.signal()
+	case q.n == 1 && gap >= q.opts.Linger:
+		// The event before came longer than a linger ago: the next one is not likely to
+		// come within it either, and lingering would only add a wake-up to the write.
 		q.mu.Unlock()
 		q.signal()
 	case q.n == 1:
