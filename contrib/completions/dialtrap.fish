@@ -70,6 +70,7 @@ complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import mig
 complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import migrate peers top health version block bgp completion' -l opendht-rate -x -d 'events a second all of OpenDHT may bring'
 complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import migrate peers top health version block bgp completion' -l metrics -d 'serve Prometheus metrics at /metrics on the API listener'
 complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import migrate peers top health version block bgp completion' -l retention -x -d 'delete raw events older than this, e.g'
+complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import migrate peers top health version block bgp completion' -l commit-wait -x -d 'an event that finds the store\'s and the JSON log\'s queues empty waits...'
 complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import migrate peers top health version block bgp completion' -l fold-window -x -d 'probes identical in source, destination, transport, method, number an...'
 complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import migrate peers top health version block bgp completion' -l persona -x -d 'Server/User-Agent string of responsive mode'
 complete -c dialtrap -n 'not __fish_seen_subcommand_from check export import migrate peers top health version block bgp completion' -l syslog-addr -x -d 'syslog destination'

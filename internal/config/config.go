@@ -38,6 +38,9 @@ const (
 	DefaultSIPAddr     = ":5060"
 	DefaultSIPTLSAddr  = ":5061"
 	DefaultAPIAddr     = "127.0.0.1:8082"
+	// DefaultCommitWait is --commit-wait: at the rates scanners send (100-150 probes/s) a
+	// transaction then holds several events, and a lookup waits at most this for a new one.
+	DefaultCommitWait = 100 * time.Millisecond
 )
 
 // ErrHelp is returned by Load when -h was given; the usage has been written.
@@ -109,6 +112,7 @@ type Config struct {
 	Metrics             bool
 	Retention           time.Duration
 	FoldWindow          time.Duration
+	CommitWait          time.Duration
 	Persona             string
 	SyslogAddr          string
 	// Peer events reach the JSON log and syslog only when asked: a remote node must never
@@ -241,6 +245,7 @@ func flagSet(c *Config) *pflag.FlagSet {
 	fs.Float64Var(&c.OpenDHTRate, "opendht-rate", 10, "events a second all of OpenDHT may bring (bursts of 10 seconds' worth); the excess is refused, counted")
 	fs.BoolVar(&c.Metrics, "metrics", false, "serve Prometheus metrics at /metrics on the API listener (needs -a; --api-token guards it as every route); off: /metrics answers 404")
 	fs.Var((*days)(&c.Retention), "retention", "delete raw events older than this, e.g. 90d or 2160h; the counts behind lookups, feeds and statistics stay (0 keeps everything)")
+	fs.DurationVar(&c.CommitWait, "commit-wait", DefaultCommitWait, "an event that finds the store's and the JSON log's queues empty waits up to this long for others to be written with it, in one transaction and one write (group commit; a full batch is written at once): lookups see a new event at most this much later; 0 writes each at once; at most 1s")
 	fs.DurationVar(&c.FoldWindow, "fold-window", time.Second, "probes identical in source, destination, transport, method, number and User-Agent within this time of the first are stored as one event with a repeat_count (the first is passed on at once; every probe is counted); 0 keeps one event a probe; at most 1m")
 	fs.StringVar(&c.Persona, "persona", "", "Server/User-Agent string of responsive mode (default a common PBX banner)")
 	fs.StringVar(&c.SyslogAddr, "syslog-addr", "", "syslog destination: unix:///path, udp://host:port or tcp://host:port (default: local syslog)")
@@ -654,6 +659,9 @@ func (c *Config) validate() error {
 	}
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("--retention cannot be negative"))
+	}
+	if c.CommitWait < 0 || c.CommitWait > time.Second {
+		errs = append(errs, errors.New("--commit-wait must be between 0 (write at once) and 1s"))
 	}
 	if c.FoldWindow < 0 || c.FoldWindow > time.Minute {
 		errs = append(errs, errors.New("--fold-window must be between 0 (no folding) and 1m"))

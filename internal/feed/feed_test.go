@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -505,4 +506,42 @@ func TestWatcherSharesThePolling(t *testing.T) {
 	cancel()
 	wg.Wait()
 	<-watched
+}
+
+// With no stream open the watcher asks the store nothing; the first stream starts the
+// polling and the last one's end stops it.
+func TestWatcherIdleWithoutStreams(t *testing.T) {
+	src := &countingSource{Store: fixture(t)}
+	synctest.Test(t, func(t *testing.T) {
+		w := NewWatcher(src, 250*time.Millisecond)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go w.Run(ctx)
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if n := src.reads.Load(); n != 0 {
+			t.Fatalf("%d sequence reads in an hour with no stream", n)
+		}
+		done := w.Watch()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := src.reads.Load(); n < 4 {
+			t.Fatalf("%d sequence reads in a second with a stream, want one a poll", n)
+		}
+		if e, _, _, err := w.Current(); e == 0 || err != nil {
+			t.Fatalf("no sequence read for the stream (epoch %d, %v)", e, err)
+		}
+		done()
+		time.Sleep(time.Second) // the poll under way ends
+		synctest.Wait()
+		before := src.reads.Load()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if n := src.reads.Load() - before; n != 0 {
+			t.Fatalf("%d sequence reads in an hour after the last stream ended", n)
+		}
+		if e, _, _, _ := w.Current(); e != 0 {
+			t.Errorf("epoch %d kept after the last stream ended; a new stream would trust a stale read", e)
+		}
+	})
 }

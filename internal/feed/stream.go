@@ -166,6 +166,9 @@ func Serve(ctx context.Context, w io.Writer, src StreamSource, o StreamOptions) 
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	if o.Changes != nil {
+		defer o.Changes.Watch()()
+	}
 	for {
 		var changed <-chan struct{}
 		if o.Changes != nil {
@@ -335,6 +338,10 @@ type Watcher struct {
 	epoch, seq int64
 	err        error
 	changed    chan struct{} // closed, and replaced, when epoch, seq or err change
+	// watchers are the streams open; with none the watcher asks the store nothing (an idle
+	// node does no work for streams nobody reads). wake is signalled when the first opens.
+	watchers int
+	wake     chan struct{}
 }
 
 // NewWatcher returns a watcher of src that polls every poll (default 250 ms) once Run runs.
@@ -342,7 +349,31 @@ func NewWatcher(src StreamSource, poll time.Duration) *Watcher {
 	if poll <= 0 {
 		poll = 250 * time.Millisecond
 	}
-	return &Watcher{src: src, poll: poll, changed: make(chan struct{})}
+	return &Watcher{src: src, poll: poll, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// Watch registers a stream: the watcher polls while at least one is registered. The stream
+// calls the returned function when it ends.
+func (w *Watcher) Watch() (done func()) {
+	w.mu.Lock()
+	w.watchers++
+	first := w.watchers == 1
+	w.mu.Unlock()
+	if first {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+	return sync.OnceFunc(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.watchers--; w.watchers == 0 {
+			// What it read goes stale while nobody watches: the next stream waits for a
+			// fresh read (epoch 0 is "not read yet").
+			w.epoch, w.seq, w.err = 0, 0, nil
+		}
+	})
 }
 
 // Run polls until ctx ends.
@@ -350,6 +381,19 @@ func (w *Watcher) Run(ctx context.Context) {
 	t := time.NewTicker(w.poll)
 	defer t.Stop()
 	for {
+		w.mu.Lock()
+		idle := w.watchers == 0
+		w.mu.Unlock()
+		if idle {
+			t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.wake:
+			}
+			t.Reset(w.poll)
+			continue // the stream that woke it may have ended already
+		}
 		e, s, err := w.src.ChangeSeq(ctx)
 		if ctx.Err() != nil {
 			return

@@ -112,6 +112,13 @@ type Folder struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+	// idle is set while the sweeper sleeps with no group open (no timer running: an idle
+	// node does not wake for it); the Open that finds it set wakes the sweeper.
+	idle atomic.Bool
+	wake chan struct{}
+	owed owed
+	// sweeps counts the sweeper's wake-ups (tests).
+	sweeps atomic.Int64
 }
 
 // group is the first probe of a window and what came alike after it.
@@ -149,7 +156,28 @@ type shard struct {
 	// closed is set by Close's last sweep: no group opens after it, since no sweep would
 	// end it.
 	closed bool
+	owed   *owed // the Folder's
 }
+
+// owed counts the groups that owe an event at their window's end (repeats to fold, or a
+// held first probe). While none does, windows need ending only to free their groups, and the
+// sweeper wakes once a window instead of ten times: at a few probes a second, each of which
+// opens a group, that was a wake-up a probe.
+type owed struct {
+	n    atomic.Int64
+	wake chan struct{} // signalled when n leaves 0
+}
+
+func (o *owed) add() {
+	if o.n.Add(1) == 1 {
+		select {
+		case o.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (o *owed) done() { o.n.Add(-1) }
 
 // fifo is a queue of window ends, in the order they were set: with one window length a
 // queue, the order of their times.
@@ -197,12 +225,15 @@ func New(cfg Config) *Folder {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
-	f := &Folder{cfg: cfg, seed: maphash.MakeSeed(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	f := &Folder{cfg: cfg, seed: maphash.MakeSeed(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{}),
+		wake: make(chan struct{}, 1)}
 	if f.now == nil {
 		f.now = time.Now
 	}
+	f.owed.wake = make(chan struct{}, 1)
 	for i := range f.shards {
 		f.shards[i].groups = map[uint64]*group{}
+		f.shards[i].owed = &f.owed
 	}
 	if cfg.Window <= 0 {
 		close(f.done)
@@ -220,16 +251,50 @@ func (f *Folder) tick() time.Duration {
 
 func (f *Folder) sweepLoop() {
 	defer close(f.done)
-	t := time.NewTicker(f.tick())
+	t := time.NewTimer(f.tick())
 	defer t.Stop()
 	for {
+		if f.open() == 0 {
+			// Nothing open: sleep until an Open. idle is set before the second look, so an
+			// Open that the look missed finds it set and wakes the loop.
+			t.Stop()
+			f.idle.Store(true)
+			if f.open() == 0 || !f.idle.CompareAndSwap(true, false) {
+				select {
+				case <-f.stop:
+					return
+				case <-f.wake:
+				}
+			}
+		}
+		// Groups that owe nothing only need freeing: once a window is soon enough.
+		period := f.cfg.Window
+		if f.owed.n.Load() > 0 {
+			period = f.tick()
+		}
+		t.Reset(period)
 		select {
 		case <-f.stop:
 			return
+		case <-f.owed.wake:
+			continue // something is owed now: tick at the short period
 		case <-t.C:
+			f.sweeps.Add(1)
 			f.Sweep()
 		}
 	}
+}
+
+// open is the number of groups open.
+func (f *Folder) open() int {
+	n := 0
+	for i := range f.shards {
+		sh := &f.shards[i]
+		sh.mu.Lock()
+		n += len(sh.groups)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 func (f *Folder) hashOf(p *Probe) uint64 {
@@ -286,7 +351,9 @@ func (f *Folder) Repeat(p *Probe) bool {
 		}
 		ended = sh.roll(g, now, f.cfg.Window)
 	}
-	g.repeats++
+	if g.repeats++; g.repeats == 1 && !g.held {
+		sh.owed.add()
+	}
 	g.last = now
 	sh.mu.Unlock()
 	f.folded.Add(1)
@@ -340,15 +407,25 @@ func (f *Folder) Open(p *Probe, e *event.Event) {
 		g.held = true
 		g.deadline = now.Add(min(PressureFactor*f.cfg.Window, MaxWindow))
 		sh.held.push(g)
+		sh.owed.add()
 		sh.mu.Unlock()
+		f.awake()
 		f.held.Add(1)
 		f.pass(ended)
 		return
 	}
 	sh.order.push(g)
 	sh.mu.Unlock()
+	f.awake()
 	f.pass(ended)
 	f.cfg.Publish(e)
+}
+
+// awake wakes the sweeper if it sleeps: a group was just opened.
+func (f *Folder) awake() {
+	if f.idle.Load() && f.idle.CompareAndSwap(true, false) {
+		f.wake <- struct{}{}
+	}
 }
 
 // roll ends g's window (the shard's lock held) with the event standing for its repeats, and
@@ -358,12 +435,16 @@ func (sh *shard) roll(g *group, now time.Time, window time.Duration) *event.Even
 	e := g.first.Folded(g.last, min(g.repeats, maxRepeatCount))
 	g.repeats, g.deadline = 0, now.Add(window)
 	sh.order.push(g)
+	sh.owed.done()
 	return e
 }
 
 // end closes g (the shard's lock held) and returns the event that stands for what it holds
 // not yet passed on, if anything.
 func (sh *shard) end(g *group) *event.Event {
+	if g.held || g.repeats > 0 {
+		sh.owed.done()
+	}
 	g.closed = true
 	if sh.groups[g.hash] == g {
 		delete(sh.groups, g.hash)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/uuid"
@@ -418,4 +419,71 @@ func TestContentTellsJunkApart(t *testing.T) {
 	if st := f.Stats(); st.Folded != 2 {
 		t.Errorf("%d folded, want the repeated hello and the second empty datagram", st.Folded)
 	}
+}
+
+// With no group open the sweeper sleeps without a timer (an idle node does not wake for it),
+// and the next group wakes it: its folded event still leaves when its window ends.
+func TestSweeperSleepsWhenNothingIsOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &sink{}
+		f := New(Config{Window: time.Second, Publish: s.publish})
+		defer f.Close()
+		for round := range 3 {
+			time.Sleep(2 * time.Second) // a rolled group's next window ends empty
+			synctest.Wait()
+			if !f.idle.Load() {
+				t.Fatalf("round %d: the sweeper is not asleep with nothing open", round)
+			}
+			time.Sleep(time.Hour) // asleep: no tick, no event
+			synctest.Wait()
+			if got := s.take(); len(got) != 0 {
+				t.Fatalf("round %d: %d events while idle", round, len(got))
+			}
+			e := probe("198.51.100.7", fmt.Sprint(round))
+			add(f, e)
+			add(f, probe("198.51.100.7", fmt.Sprint(round))) // a repeat: folded
+			if f.idle.Load() {
+				t.Fatalf("round %d: still asleep with a group open", round)
+			}
+			time.Sleep(time.Second + f.tick())
+			synctest.Wait()
+			if got := s.take(); weights(got) != 2 || len(got) != 2 {
+				t.Fatalf("round %d: passed %d events standing for %d probes, want the first and one folded", round, len(got), weights(got))
+			}
+		}
+	})
+}
+
+// Groups that owe no event (a probe with no repeat) are freed once a window, without the
+// short tick: at a few probes a second each opens a group, and a tick a tenth of a window
+// was a wake-up a probe. A repeat brings the short tick back for its event.
+func TestSweeperTicksShortOnlyWhenOwed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &sink{}
+		f := New(Config{Window: time.Second, Publish: s.publish})
+		defer f.Close()
+		for i := range 100 { // 10 a second, each its own group
+			add(f, probe("198.51.100.7", fmt.Sprint(i)))
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n := f.sweeps.Load(); n > 12 {
+			t.Errorf("%d sweeps in 10 s with nothing owed, want about one a second", n)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if st := f.Stats(); st.Groups != 0 {
+			t.Errorf("%d groups left two windows after the last probe", st.Groups)
+		}
+		before := f.sweeps.Load()
+		add(f, probe("198.51.100.8", "1"))
+		add(f, probe("198.51.100.8", "1"))
+		time.Sleep(time.Second + f.tick())
+		synctest.Wait()
+		if got := s.take(); weights(got) != 102 {
+			t.Errorf("passed events stand for %d probes, want 102", weights(got))
+		}
+		if n := f.sweeps.Load() - before; n < 5 {
+			t.Errorf("%d sweeps over the window of a group with a repeat, want the short tick", n)
+		}
+	})
 }

@@ -75,6 +75,14 @@ type Options struct {
 	// when the queue is full of 64 KiB junk.
 	MaxBatchBytes int
 	Policy        Policy // default DropOldest
+	// Linger is how long an event that finds the queue empty waits for others to be written
+	// with it: the worker wakes when Linger has passed, when a whole batch (MaxBatch events
+	// or MaxBatchBytes) is queued, or when the hub closes. 0 writes at once. At a few events
+	// a second most of a write is fixed cost (waking the worker, a transaction's commit, a
+	// system call): a short linger shares it among the events of the window. An event that
+	// comes more than Linger after the one before is written at once: at that rate there is
+	// nothing to share the write with.
+	Linger time.Duration
 	// PeerEvents lets events learned from peers (Event.FromPeer) into this sink's queue. Off by
 	// default: a sink gets only what this node captured unless its owner decides otherwise.
 	PeerEvents bool
@@ -139,6 +147,10 @@ func (h *Hub) Add(s Sink, o Options) {
 	}
 	q := &queue{sink: s, opts: o, ring: make([]*event.Event, o.Capacity), wake: make(chan struct{}, 1),
 		log: ratelog.New(h.log, 10*time.Second)}
+	if o.Linger > 0 {
+		q.due = time.NewTimer(time.Hour)
+		q.due.Stop()
+	}
 	q.healthy.Store(true)
 	q.room = sync.NewCond(&q.mu)
 	h.queues = append(h.queues, q)
@@ -250,14 +262,24 @@ func (h *Hub) Close(ctx context.Context) error {
 func (h *Hub) run(q *queue) {
 	failures := 0
 	var batch []*event.Event
+	var due <-chan time.Time // fires when the oldest queued event has lingered (Linger > 0)
+	if q.due != nil {
+		due = q.due.C
+	}
 	for {
-		if batch == nil {
+		if batch == nil && (due == nil || q.batchQueued()) {
 			batch = q.take()
 		}
 		if batch == nil {
 			select {
-			case <-q.wake:
-				continue
+			case <-q.wake: // events to write at once (a full batch, or Linger 0)
+				if batch = q.take(); batch == nil {
+					continue
+				}
+			case <-due:
+				if batch = q.take(); batch == nil {
+					continue
+				}
 			case <-h.stop:
 				if batch = q.take(); batch == nil {
 					return
@@ -337,6 +359,10 @@ type queue struct {
 	n     int
 	bytes int // Event.Size of the queued events
 	wake  chan struct{}
+	// due is the linger timer (Linger > 0): armed when an event enters an empty queue, and
+	// when a take leaves events behind.
+	due      *time.Timer
+	lastPush time.Time // when the last event was queued (Linger > 0)
 
 	healthy         atomic.Bool
 	delivered       atomic.Uint64
@@ -368,9 +394,38 @@ func (q *queue) push(e *event.Event) (dropped bool) {
 	q.ring[(q.head+q.n)%len(q.ring)] = e
 	q.n++
 	q.bytes += size
-	q.mu.Unlock()
-	q.signal()
+	var gap time.Duration
+	if q.due != nil {
+		now := time.Now()
+		gap, q.lastPush = now.Sub(q.lastPush), now
+	}
+	switch {
+	case q.due == nil, q.fullBatch():
+		q.mu.Unlock()
+		q.signal()
+	case q.n == 1 && gap >= q.opts.Linger:
+		// The event before came longer than a linger ago: the next one is not likely to
+		// come within it either, and lingering would only add a wake-up to the write.
+		q.mu.Unlock()
+		q.signal()
+	case q.n == 1:
+		q.due.Reset(q.opts.Linger)
+		q.mu.Unlock()
+	default:
+		q.mu.Unlock()
+	}
 	return dropped
+}
+
+// fullBatch reports whether a whole batch is queued. Called with mu held.
+func (q *queue) fullBatch() bool {
+	return q.n >= q.opts.MaxBatch || q.opts.MaxBatchBytes > 0 && q.bytes >= q.opts.MaxBatchBytes
+}
+
+func (q *queue) batchQueued() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.fullBatch()
 }
 
 func (q *queue) full(size int) bool {
@@ -409,6 +464,9 @@ func (q *queue) take() []*event.Event {
 		q.ring[q.head] = nil
 		q.head = (q.head + 1) % len(q.ring)
 		q.n--
+	}
+	if q.due != nil && q.n > 0 {
+		q.due.Reset(q.opts.Linger) // those left behind linger too, once
 	}
 	q.room.Broadcast()
 	return batch

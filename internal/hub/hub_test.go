@@ -512,3 +512,146 @@ func (s *sizer) Write(_ context.Context, b []*event.Event) error {
 	*s.sizes = append(*s.sizes, len(b))
 	return nil
 }
+
+// batches records the size of every Write.
+type batches struct {
+	mu    sync.Mutex
+	sizes []int
+	at    []time.Time
+}
+
+func (b *batches) Name() string { return "batches" }
+
+func (b *batches) Write(_ context.Context, batch []*event.Event) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sizes = append(b.sizes, len(batch))
+	b.at = append(b.at, time.Now())
+	return nil
+}
+
+func sum(sizes []int) (n int) {
+	for _, s := range sizes {
+		n += s
+	}
+	return n
+}
+
+func (b *batches) get() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int(nil), b.sizes...)
+}
+
+func TestLinger(t *testing.T) {
+	const linger = 50 * time.Millisecond
+	t.Run("events of one window share a write, written one linger after the first", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			defer h.Close(context.Background())
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 100, Linger: linger})
+			h.Start(context.Background())
+			evs := events(21)
+			h.Publish(evs[0]) // after a silence: written at once
+			synctest.Wait()
+			start := time.Now()
+			for i, e := range evs[1:] {
+				time.Sleep(2 * time.Millisecond) // then 20 events over 40 ms
+				if i == 0 {
+					start = time.Now()
+				}
+				h.Publish(e)
+			}
+			synctest.Wait()
+			if got := b.get(); !slices.Equal(got, []int{1}) {
+				t.Fatalf("writes %v before the linger ended, want only the first event's", got)
+			}
+			time.Sleep(linger)
+			synctest.Wait()
+			if got := b.get(); !slices.Equal(got, []int{1, 20}) {
+				t.Fatalf("writes %v, want the first alone and the next 20 together", got)
+			}
+			if waited := b.at[1].Sub(start); waited != linger {
+				t.Errorf("the second event was written after %v, want the linger %v", waited, linger)
+			}
+		})
+	})
+	t.Run("events further apart than the linger are written at once", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			defer h.Close(context.Background())
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 100, Linger: linger})
+			h.Start(context.Background())
+			for i, e := range events(5) {
+				h.Publish(e)
+				published := time.Now()
+				synctest.Wait()
+				if got := b.get(); len(got) != i+1 || b.at[i] != published {
+					t.Fatalf("event %d: writes %v, want it written at once", i, got)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	})
+	t.Run("a full batch is written at once; the rest lingers", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			defer h.Close(context.Background())
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 10, Linger: time.Hour})
+			h.Start(context.Background())
+			h.Publish(&event.Event{UUID: "first"}) // written at once: nothing came for an hour
+			synctest.Wait()
+			for _, e := range events(25) {
+				h.Publish(e)
+			}
+			synctest.Wait()
+			// The 5 left may go at once too, with a wake-up that was meant for a full batch
+			// already taken: never later than the linger.
+			if got := b.get(); len(got) < 3 || !slices.Equal(got[:3], []int{1, 10, 10}) || sum(got) < 21 {
+				t.Fatalf("writes %v, want the first, then two full batches of 10 at once", got)
+			}
+			time.Sleep(time.Hour)
+			synctest.Wait()
+			if got := b.get(); sum(got) != 26 || slices.Max(got) > 10 {
+				t.Fatalf("writes %v, want the 5 left behind by one linger later", got)
+			}
+		})
+	})
+	t.Run("close writes lingering events at once", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 100, Linger: time.Hour})
+			h.Start(context.Background())
+			for _, e := range events(4) {
+				h.Publish(e)
+			}
+			start := time.Now()
+			if err := h.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.get(); sum(got) != 4 || time.Since(start) != 0 {
+				t.Fatalf("writes %v after %v, want all 4 at once", got, time.Since(start))
+			}
+		})
+	})
+	t.Run("without linger every wake-up writes", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := New(nil)
+			defer h.Close(context.Background())
+			b := &batches{}
+			h.Add(b, Options{MaxBatch: 100})
+			h.Start(context.Background())
+			for _, e := range events(3) {
+				h.Publish(e)
+				synctest.Wait()
+			}
+			if got := b.get(); !slices.Equal(got, []int{1, 1, 1}) {
+				t.Fatalf("writes %v, want three of 1", got)
+			}
+		})
+	})
+}

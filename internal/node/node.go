@@ -546,14 +546,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// keep. Queues are bounded in events and in bytes (--queue-max-bytes).
 	// A transaction of at most 8 MiB of events keeps the WAL small between checkpoints.
 	n.hub.Add(storeSink, hub.Options{Capacity: 1 << 15, MaxBytes: storeBytes, MaxBatch: 5000, MaxBatchBytes: 8 << 20,
-		Policy: hub.Block, PeerEvents: routes["sqlite"]})
+		Policy: hub.Block, PeerEvents: routes["sqlite"], Linger: cfg.CommitWait})
 
 	if cfg.JSONLog {
 		if n.jsonlog, err = jsonlog.Open(cfg.JSONLogFile, n.compat); err != nil {
 			return err
 		}
 		n.onClose("jsonlog", 5*time.Second, func(context.Context) error { return n.jsonlog.Close() })
-		n.hub.Add(n.jsonlog, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 1000, PeerEvents: routes["jsonlog"]})
+		n.hub.Add(n.jsonlog, hub.Options{Capacity: 1 << 14, MaxBytes: sinkBytes, MaxBatch: 1000, PeerEvents: routes["jsonlog"],
+			Linger: cfg.CommitWait})
 	}
 	if cfg.Syslog {
 		sl, err := syslog.Open(cfg.SyslogAddr)

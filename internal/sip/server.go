@@ -72,6 +72,9 @@ type Server struct {
 
 	received    atomic.Uint64
 	kernelDrops atomic.Uint64
+	// udpHelp wakes a helping UDP reader: signalled when a read fills its batch, so that
+	// more may be waiting in the socket (see serveUDP).
+	udpHelp chan struct{}
 }
 
 // New returns a Server for cfg, with defaults filled in.
@@ -147,8 +150,10 @@ func (s *Server) Start(ctx context.Context) error {
 		s.tls = ln
 	}
 	readers := max(1, runtime.GOMAXPROCS(0))
-	for range readers {
-		s.spawn(s.serveUDP)
+	s.udpHelp = make(chan struct{}, readers)
+	s.spawn(func() { s.serveUDP(false) })
+	for range readers - 1 {
+		s.spawn(func() { s.serveUDP(true) })
 	}
 	s.spawn(func() { s.acceptLoop(s.tcp, event.TCP) })
 	if s.tls != nil {

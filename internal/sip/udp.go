@@ -75,7 +75,13 @@ const udpBatch = 8
 
 // serveUDP reads datagrams until the socket is closed. Several run on one socket, so one
 // parses while another waits in the kernel.
-func (s *Server) serveUDP() {
+//
+// One reader always reads; the others (helpers) sleep until a read fills its batch, which
+// says datagrams are queued in the socket, and go back to sleep after a read that does not.
+// Readers of one socket take turns at it (its read lock), so at a few datagrams a second a
+// second reader only adds a hand-over, and a wake-up of a thread, to every datagram; in a
+// flood all of them read.
+func (s *Server) serveUDP(helper bool) {
 	br, err := newBatchReader(s.udp, udpBatch, maxDatagram, 128)
 	if err != nil {
 		s.log.Error("UDP capture cannot read its socket", "err", err)
@@ -92,7 +98,16 @@ func (s *Server) serveUDP() {
 	var m Message
 	to := &udpReply{conn: s.udp}
 	reply := to.send
+	asleep := helper
 	for {
+		if asleep {
+			select {
+			case <-s.done:
+				return
+			case <-s.udpHelp:
+				asleep = false
+			}
+		}
 		n, err := br.read(batch)
 		if err != nil {
 			if s.closing() || errors.Is(err, net.ErrClosed) {
@@ -100,6 +115,14 @@ func (s *Server) serveUDP() {
 			}
 			s.warn.Warn("UDP read failed", "err", err)
 			continue
+		}
+		if n == len(batch) {
+			select {
+			case s.udpHelp <- struct{}{}:
+			default: // every helper is awake or about to be
+			}
+		} else if helper {
+			asleep = true // the queue is drained: after these, back to sleep
 		}
 		for _, d := range batch[:n] {
 			addr, drops := control(d.oob)

@@ -89,9 +89,6 @@ type keyFilter struct {
 
 	// Guarded by keyFilters.mu.
 	pending *filter // being built: the writer adds to it too
-	expect  int64   // the table's size the filter accounts for
-	known   bool    // expect is meaningful
-	delta   int64   // this process's additions since the pending build's snapshot
 }
 
 // mayContain is false only when the key is certainly not stored.
@@ -132,26 +129,27 @@ func (k *keyFilter) addMatchKeys(added []string) {
 	}
 }
 
-// addTo adds a stored key, and its match keys where k keeps them, to f.
-func (k *keyFilter) addTo(f *filter, key string) {
+// addTo adds a stored key, and its match keys where k keeps them, to f, and says how many
+// entries that made.
+func (k *keyFilter) addTo(f *filter, key string) int64 {
 	f.add(key)
+	n := int64(1)
 	if k.matchKeys {
 		for _, mk := range event.NumberKeys(key) {
 			f.add(mk)
+			n++
 		}
 	}
-}
-
-// wrote records how many keys this process's committed batch added. Called with mu held.
-func (k *keyFilter) wrote(n int64) {
-	k.expect += n
-	k.delta += n
+	return n
 }
 
 // keyFilters are the store's filters and the lock that orders them against writes.
 type keyFilters struct {
 	mu      sync.Mutex
 	ip, num keyFilter
+	// dataVersion is the writer connection's PRAGMA data_version at the last check: it
+	// changes only when another connection (another process) commits. Guarded by mu.
+	dataVersion int64
 }
 
 // filterCheckInterval is how often the store looks for rows it did not write itself (dialtrap
@@ -188,10 +186,12 @@ func (s *Store) startFilters() {
 		t := time.NewTicker(filterCheckInterval)
 		defer t.Stop()
 		for {
-			for i, k := range []*keyFilter{&s.keys.ip, &s.keys.num} {
-				stale, err := s.filterStale(ctx, k, i)
-				if err == nil && stale {
-					err = s.rebuildFilter(ctx, k, i)
+			foreign, err := s.foreignWrites(ctx)
+			for _, k := range []*keyFilter{&s.keys.ip, &s.keys.num} {
+				f := k.cur.Load()
+				if err == nil && (foreign || f == nil || f.full()) {
+					k.cur.Store(nil) // ask SQLite until rebuilt
+					err = s.rebuildFilter(ctx, k)
 				}
 				if err != nil && ctx.Err() == nil {
 					k.cur.Store(nil) // cannot vouch for it: lookups ask SQLite
@@ -212,29 +212,24 @@ func (s *Store) startFilters() {
 	}()
 }
 
-// filterStale reports whether k's filter is missing, overfull, or behind its table.
-func (s *Store) filterStale(ctx context.Context, k *keyFilter, i int) (bool, error) {
-	f := k.cur.Load()
-	if f == nil || f.full() {
-		return true, nil
-	}
+// foreignWrites reports whether another connection (another process: dialtrap import beside
+// the node) committed since the last call. This process's own writes are in the filters
+// already, and the writer connection's data_version does not change for them, so a quiet
+// store costs one cheap prepared statement a check and nothing a write.
+func (s *Store) foreignWrites(ctx context.Context) (bool, error) {
 	s.keys.mu.Lock()
 	defer s.keys.mu.Unlock()
-	var totals [2]int64
-	// On the lookup pool, whose queries are all short: the store's writer waits for this lock.
-	err := s.r.QueryRowContext(ctx, totalsSQL).Scan(&totals[0], &totals[1])
-	if err != nil {
+	var v int64
+	if err := s.dataVersion.QueryRowContext(ctx).Scan(&v); err != nil {
 		return false, err
 	}
-	if totals[i] != k.expect || !k.known {
-		k.cur.Store(nil) // another process added keys: ask SQLite until rebuilt
-		return true, nil
-	}
-	return false, nil
+	changed := v != s.keys.dataVersion
+	s.keys.dataVersion = v
+	return changed, nil
 }
 
 // rebuildFilter reads every key of k's table into a new filter.
-func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
+func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter) error {
 	tx, err := s.bulk.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return err
@@ -243,8 +238,8 @@ func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
 	// The snapshot is taken under the lock, so no write of ours falls between it and the
 	// pending filter that catches the writes made during the scan.
 	s.keys.mu.Lock()
-	var totals [2]int64
-	if err := tx.QueryRowContext(ctx, totalsSQL).Scan(&totals[0], &totals[1]); err != nil {
+	var rows int64
+	if err := tx.QueryRowContext(ctx, `SELECT value FROM totals WHERE name = ?`, k.list.table).Scan(&rows); err != nil {
 		s.keys.mu.Unlock()
 		return err
 	}
@@ -254,8 +249,8 @@ func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
 			k.perRow = 5 // a typical dialled number has four match keys; measured below
 		}
 	}
-	f := newFilter(int64(float64(totals[i]) * k.perRow))
-	k.pending, k.delta = f, 0
+	f := newFilter(int64(float64(rows) * k.perRow))
+	k.pending = f
 	s.keys.mu.Unlock()
 	defer func() {
 		s.keys.mu.Lock()
@@ -263,37 +258,28 @@ func (s *Store) rebuildFilter(ctx context.Context, k *keyFilter, i int) error {
 		s.keys.mu.Unlock()
 	}()
 
-	rows, err := tx.QueryContext(ctx, `SELECT `+k.list.key+` FROM `+k.list.table)
+	keys, err := tx.QueryContext(ctx, `SELECT `+k.list.key+` FROM `+k.list.table)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
+	defer keys.Close()
+	var scanned, entries int64
+	for keys.Next() {
 		var key string
-		if err := rows.Scan(&key); err != nil {
+		if err := keys.Scan(&key); err != nil {
 			return err
 		}
-		k.addTo(f, key)
+		scanned++
+		entries += k.addTo(f, key)
 	}
-	if err := rows.Err(); err != nil {
+	if err := keys.Err(); err != nil {
 		return err
 	}
 	s.keys.mu.Lock()
-	if rows := totals[i] + k.delta; rows > 0 {
-		k.perRow = max(1, float64(f.added.Load())/float64(rows))
+	if scanned > 0 {
+		k.perRow = max(1, float64(entries)/float64(scanned))
 	}
-	k.expect, k.known = totals[i]+k.delta, true
 	k.cur.Store(f)
 	s.keys.mu.Unlock()
 	return nil
-}
-
-const totalsSQL = `SELECT (SELECT value FROM totals WHERE name = 'ip_addresses'),
-	(SELECT value FROM totals WHERE name = 'called_numbers')`
-
-// readTotals returns the sizes of the IP and number tables as tx sees them.
-func readTotals(ctx context.Context, tx *sql.Tx) ([2]int64, error) {
-	var t [2]int64
-	err := tx.QueryRowContext(ctx, totalsSQL).Scan(&t[0], &t[1])
-	return t, err
 }

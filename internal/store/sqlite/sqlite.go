@@ -225,21 +225,22 @@ type migration struct {
 }
 
 func backfillNumberKeys(ctx context.Context, tx *sql.Tx) error {
-	nums, err := queryStrings(ctx, tx, `SELECT called_number FROM called_numbers`)
+	nums, err := scanStrings(tx.QueryContext(ctx, `SELECT called_number FROM called_numbers`))
 	if err != nil {
 		return err
 	}
-	st, err := tx.PrepareContext(ctx, insertKeySQL)
-	if err != nil {
-		return err
+	for args := keyArgs(nums); len(args) > 0; {
+		n := chunkSize(len(args) / 2)
+		if _, err := tx.ExecContext(ctx, insertKeysSQL(values(n, 2)), args[:2*n]...); err != nil {
+			return err
+		}
+		args = args[2*n:]
 	}
-	defer st.Close()
-	return insertKeys(ctx, st, nums)
+	return nil
 }
 
-// queryStrings returns the single text column of a query's rows.
-func queryStrings(ctx context.Context, tx *sql.Tx, q string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, q)
+// scanStrings returns the single text column of a query's rows.
+func scanStrings(rows *sql.Rows, err error) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -255,20 +256,21 @@ func queryStrings(ctx context.Context, tx *sql.Tx, q string) ([]string, error) {
 	return out, rows.Err()
 }
 
-const insertKeySQL = `INSERT INTO number_keys (match_key, called_number) VALUES (?, ?) ON CONFLICT DO NOTHING`
-
-func insertKeys(ctx context.Context, st *sql.Stmt, nums []string) error {
+// keyArgs are the rows of the match keys of nums (match_key, called_number).
+func keyArgs(nums []string) []any {
+	var args []any
 	for _, n := range nums {
 		for _, k := range event.NumberKeys(n) {
-			if _, err := st.ExecContext(ctx, k, n); err != nil {
-				return err
-			}
+			args = append(args, k, n)
 		}
 	}
-	return nil
+	return args
 }
 
-// Store is the SQLite backend.
+func insertKeysSQL(values string) string {
+	return `INSERT INTO number_keys (match_key, called_number) VALUES ` + values + ` ON CONFLICT DO NOTHING`
+}
+
 type Store struct {
 	path string
 	w    *sql.DB // one connection: the single writer
@@ -279,12 +281,17 @@ type Store struct {
 	// the connections statistics, exports, catch-up and the filter check need.
 	snap *sql.DB
 
-	inserts     map[int]*sql.Stmt // multi-row event inserts by row count
-	upsertIP    *sql.Stmt
-	upsertNum   *sql.Stmt
-	insertKey   *sql.Stmt
+	inserts     multiRow // events
+	upsertIP    multiRow
+	upsertNum   multiRow
+	insertKeys  multiRow
 	insertPeer  *sql.Stmt
-	upsertCount *sql.Stmt
+	upsertCount multiRow
+	nextSeq     *sql.Stmt // advances the change sequence
+	newNumbers  *sql.Stmt // the numbers the called_numbers_added trigger noted
+	clearNew    *sql.Stmt
+	addedUUIDs  *sql.Stmt // the UUIDs of a range of rowids (newOnes)
+	dataVersion *sql.Stmt // on the writer: changes when another connection commits
 	analytics   analyticsStmts
 
 	// labeler gives events' countries and number targets (SetLabeler); nil leaves them out.
@@ -312,12 +319,6 @@ type Store struct {
 	checkDone   chan struct{}
 }
 
-// insertSizes are the row counts of the prepared multi-row INSERTs, largest first: a batch is
-// cut into chunks of these sizes. Fewer, larger statements cost less per event; 64 rows stay
-// well under SQLite's 32766 bound parameters (24 a row). They are prepared at open because
-// the single writer connection is busy inside a transaction while a batch is written.
-var insertSizes = []int{64, 8, 1}
-
 const eventColumns = `event_uuid, event_timestamp, app_name, app_version, created_by_node_id,
 	collected_method, transport_type, source_ip, source_port, destination_ip, destination_port,
 	called_number, sip_method, sip_user_agent, sip_message, from_peer, peer_id, envelope, sip_message_length,
@@ -342,19 +343,13 @@ func (s *Store) readColumns() string {
 	return cols
 }
 
-// insertSQL inserts n events, skipping UUIDs already stored.
-func insertSQL(n int) string {
-	var b strings.Builder
-	b.WriteString("INSERT INTO events (" + eventColumns + ") VALUES ")
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-	}
-	b.WriteString(" ON CONFLICT(event_uuid) DO NOTHING")
-	return b.String()
+// insertSQL inserts events, skipping UUIDs already stored.
+func insertSQL(values string) string {
+	return "INSERT INTO events (" + eventColumns + ") VALUES " + values + " ON CONFLICT(event_uuid) DO NOTHING"
 }
+
+// eventCols is the number of eventColumns.
+const eventCols = 24
 
 // Open opens or creates the database at path and brings its schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -645,17 +640,21 @@ func (s *Store) prepare(ctx context.Context) error {
 		st, err = s.w.PrepareContext(ctx, q)
 		return st
 	}
-	s.inserts = map[int]*sql.Stmt{}
-	for _, n := range insertSizes {
-		s.inserts[n] = prep(insertSQL(n))
-	}
-	s.upsertIP = prep(upsert("ip_addresses", "ip_address"))
-	s.upsertNum = prep(upsert("called_numbers", "called_number"))
-	s.insertKey = prep(insertKeySQL)
+	s.inserts = prepareRows(prep, eventCols, insertSQL)
+	s.upsertIP = prepareRows(prep, 9, upsert("ip_addresses", "ip_address"))
+	s.upsertNum = prepareRows(prep, 9, upsert("called_numbers", "called_number"))
+	s.insertKeys = prepareRows(prep, 2, insertKeysSQL)
+	s.nextSeq = prep(`UPDATE totals SET value = value + 1 WHERE name = 'change_seq' RETURNING value`)
+	s.newNumbers = prep(`SELECT called_number FROM new_numbers`)
+	s.clearNew = prep(`DELETE FROM new_numbers`)
+	s.addedUUIDs = prep(`SELECT event_uuid FROM events WHERE id BETWEEN ? AND ?`)
+	s.dataVersion = prep(`PRAGMA data_version`)
 	s.insertPeer = prep(`INSERT INTO key_peers (list, key, peer_id, trusted) VALUES (?,?,?,?)
 		ON CONFLICT DO UPDATE SET trusted = 1 WHERE excluded.trusted > trusted`)
-	s.upsertCount = prep(`INSERT INTO event_counts (dimension, hour, value, seen_count) VALUES (?,?,?,?)
-		ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`)
+	s.upsertCount = prepareRows(prep, 4, func(values string) string {
+		return `INSERT INTO event_counts (dimension, hour, value, seen_count) VALUES ` + values + `
+		ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`
+	})
 	s.analytics = analyticsStmts{
 		minute: prep(`INSERT INTO minute_counts (minute, seen_count) VALUES (?,?)
 			ON CONFLICT DO UPDATE SET seen_count = seen_count + excluded.seen_count`),
@@ -675,9 +674,11 @@ func (s *Store) prepare(ctx context.Context) error {
 	return nil
 }
 
-func upsert(table, key string) string {
-	return `INSERT INTO ` + table + ` (` + key + `, first_seen, last_seen, seen_count, local_count,
-			verified_count, verified_local, verified_trusted, seq) VALUES (?,?,?,?,?,?,?,?,?)
+// upsert adds rows of sightings (9 columns) to an aggregate table.
+func upsert(table, key string) func(values string) string {
+	return func(values string) string {
+		return `INSERT INTO ` + table + ` (` + key + `, first_seen, last_seen, seen_count, local_count,
+			verified_count, verified_local, verified_trusted, seq) VALUES ` + values + `
 		ON CONFLICT(` + key + `) DO UPDATE SET
 			first_seen  = min(first_seen, excluded.first_seen),
 			last_seen   = max(last_seen, excluded.last_seen),
@@ -687,6 +688,7 @@ func upsert(table, key string) string {
 			verified_local   = verified_local + excluded.verified_local,
 			verified_trusted = verified_trusted + excluded.verified_trusted,
 			seq = excluded.seq`
+	}
 }
 
 // Name implements hub.Sink.
@@ -714,29 +716,26 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			s.campaigns = nil // it may remember campaigns the rollback removed
 		}
 	}()
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("store %d events in %s: %w", len(batch), s.path, err)
+	}
+	// A batch, once begun, is written whole: a context that can end costs the driver a
+	// goroutine per statement (and database/sql one per transaction) to watch it, more than
+	// a small batch's statements themselves. SQLite's busy timeout bounds the wait for the lock.
+	ctx = context.WithoutCancel(ctx)
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin write to %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
-	before, err := readTotals(ctx, tx)
-	if err != nil {
-		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
-	}
 	ips, nums, counts := aggregates{}, aggregates{}, dimensionCounts{}
-	args := make([]any, 0, 24*insertSizes[0])
+	args := make([]any, 0, eventCols*rowSizes[0])
 	an := analytics{}
 	peers := keyPeers{}
-	inserted := make(map[string]struct{}, insertSizes[0]) // new UUIDs of a chunk with duplicates
-	counted := make(map[string]struct{}, len(batch))      // UUIDs of this batch already counted
+	inserted := make(map[string]struct{}, rowSizes[0]) // new UUIDs of a chunk with duplicates
+	counted := make(map[string]struct{}, len(batch))   // UUIDs of this batch already counted
 	for rest := batch; len(rest) > 0; {
-		size := insertSizes[len(insertSizes)-1]
-		for _, n := range insertSizes {
-			if len(rest) >= n {
-				size = n
-				break
-			}
-		}
+		size := chunkSize(len(rest))
 		chunk := rest[:size]
 		rest = rest[size:]
 		args = args[:0]
@@ -746,7 +745,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
 				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, store.PayloadJSON(e.Payload), e.RepeatCount)
 		}
-		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, args...)
+		res, err := tx.StmtContext(ctx, s.inserts.stmts[size]).ExecContext(ctx, args...)
 		if err != nil {
 			return 0, fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
 		}
@@ -778,14 +777,14 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	// resumes after the last sequence it sent.
 	var seq int64
 	if len(ips) > 0 {
-		if err := tx.QueryRowContext(ctx, `UPDATE totals SET value = value + 1 WHERE name = 'change_seq' RETURNING value`).Scan(&seq); err != nil {
+		if err := tx.StmtContext(ctx, s.nextSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
 			return 0, fmt.Errorf("advance the change sequence of %s: %w", s.path, err)
 		}
 	}
-	if err := ips.write(ctx, tx.StmtContext(ctx, s.upsertIP), seq); err != nil {
+	if err := ips.write(ctx, tx, s.upsertIP, seq); err != nil {
 		return 0, fmt.Errorf("update IP aggregates in %s: %w", s.path, err)
 	}
-	if err := nums.write(ctx, tx.StmtContext(ctx, s.upsertNum), seq); err != nil {
+	if err := nums.write(ctx, tx, s.upsertNum, seq); err != nil {
 		return 0, fmt.Errorf("update number aggregates in %s: %w", s.path, err)
 	}
 	var newNumbers []string
@@ -800,15 +799,11 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	if err := peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
 		return 0, fmt.Errorf("update peer sightings in %s: %w", s.path, err)
 	}
-	if err := counts.write(ctx, tx.StmtContext(ctx, s.upsertCount)); err != nil {
+	if err := counts.write(ctx, tx, s.upsertCount); err != nil {
 		return 0, fmt.Errorf("update statistics in %s: %w", s.path, err)
 	}
 	if err := s.writeAnalytics(ctx, tx, &an, newNumbers); err != nil {
 		return 0, fmt.Errorf("update analytics in %s: %w", s.path, err)
-	}
-	after, err := readTotals(ctx, tx)
-	if err != nil {
-		return 0, fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	// Keys go into the filters before the commit: a lookup may then find a key the store
 	// does not hold yet (SQLite answers), never the reverse.
@@ -817,8 +812,6 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit %d events to %s: %w", len(batch), s.path, err)
 	}
-	s.keys.ip.wrote(after[0] - before[0])
-	s.keys.num.wrote(after[1] - before[1])
 	return added, nil
 }
 
@@ -842,7 +835,7 @@ func (s *Store) newOnes(ctx context.Context, tx *sql.Tx, res sql.Result, n int, 
 	if err != nil {
 		return false, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT event_uuid FROM events WHERE id BETWEEN ? AND ?`, last-k+1, last)
+	rows, err := tx.StmtContext(ctx, s.addedUUIDs).QueryContext(ctx, last-k+1, last)
 	if err != nil {
 		return false, err
 	}
@@ -861,14 +854,13 @@ type aggregates map[string]*store.Aggregate
 
 func (m aggregates) add(key string, e *event.Event) { store.AddSighting(m, key, e) }
 
-func (m aggregates) write(ctx context.Context, st *sql.Stmt, seq int64) error {
+func (m aggregates) write(ctx context.Context, tx *sql.Tx, st multiRow, seq int64) error {
+	args := make([]any, 0, 9*len(m))
 	for _, a := range m {
-		if _, err := st.ExecContext(ctx, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local,
-			a.Verified, a.VerifiedLocal, a.VerifiedTrusted, seq); err != nil {
-			return err
-		}
+		args = append(args, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local,
+			a.Verified, a.VerifiedLocal, a.VerifiedTrusted, seq)
 	}
-	return nil
+	return st.exec(ctx, tx, args)
 }
 
 // keyPeer is one peer's report of one IP or number.
@@ -902,14 +894,14 @@ func (m keyPeers) write(ctx context.Context, st *sql.Stmt) error {
 // called_numbers_added trigger noted in new_numbers.
 // It returns them.
 func (s *Store) addNumberKeys(ctx context.Context, tx *sql.Tx) ([]string, error) {
-	added, err := queryStrings(ctx, tx, `SELECT called_number FROM new_numbers`)
+	added, err := scanStrings(tx.StmtContext(ctx, s.newNumbers).QueryContext(ctx))
 	if err != nil || len(added) == 0 {
 		return nil, err
 	}
-	if err := insertKeys(ctx, tx.StmtContext(ctx, s.insertKey), added); err != nil {
+	if err := s.insertKeys.exec(ctx, tx, keyArgs(added)); err != nil {
 		return nil, err
 	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM new_numbers`)
+	_, err = tx.StmtContext(ctx, s.clearNew).ExecContext(ctx)
 	return added, err
 }
 
@@ -922,13 +914,12 @@ type countKey struct {
 // dimensionCounts sums a batch's events per hour and value of each counted dimension.
 type dimensionCounts map[countKey]int64
 
-func (m dimensionCounts) write(ctx context.Context, st *sql.Stmt) error {
+func (m dimensionCounts) write(ctx context.Context, tx *sql.Tx, st multiRow) error {
+	args := make([]any, 0, 4*len(m))
 	for k, n := range m {
-		if _, err := st.ExecContext(ctx, int(k.dim), k.hour, k.value, n); err != nil {
-			return err
-		}
+		args = append(args, int(k.dim), k.hour, k.value, n)
 	}
-	return nil
+	return st.exec(ctx, tx, args)
 }
 
 // IP returns the aggregate of one source IP; ok is false when it was never seen.

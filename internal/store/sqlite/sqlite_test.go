@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/intel"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/storetest"
 )
@@ -337,4 +338,39 @@ func TestConcurrentOpensMigrateOnce(t *testing.T) {
 // The store passes the suite every backend must pass.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t) })
+}
+
+// BenchmarkWriteSmallBatches is the store's cost per event at the batch sizes low rates
+// make (an event alone, or the few of a short commit wait), with what capture writes: a
+// labeler, scanner events from a few sources, each with a number never seen before.
+//
+//	go test -run '^$' -bench WriteSmallBatches ./internal/store/sqlite
+func BenchmarkWriteSmallBatches(b *testing.B) {
+	for _, size := range []int{1, 5, 50, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(ctx, filepath.Join(b.TempDir(), "b.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			s.SetLabeler(intel.NewLabeler(""))
+			batch := make([]*event.Event, size)
+			i := 0
+			for b.Loop() {
+				for j := range batch {
+					i++
+					e := ev(i%60, fmt.Sprintf("192.0.2.%d", i%4), fmt.Sprint(900346500000000+i))
+					e.UUID = uuid.Must(uuid.NewV7()).String()
+					e.Timestamp = event.FormatTime(time.Date(2026, 11, 23, 0, 0, 0, i*1000, time.UTC))
+					e.Tool, e.SIPMethod = "sipvicious", "INVITE"
+					batch[j] = e
+				}
+				if err := s.Write(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*size), "µs/event")
+		})
+	}
 }
