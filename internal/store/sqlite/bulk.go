@@ -40,7 +40,6 @@ type Bulk struct {
 	counts    dimensionCounts
 	an        analytics
 	peers     keyPeers
-	before    [2]int64
 	events    int   // events given to the open transaction
 	bytes     int64 // their messages' bytes
 	pending   int64 // of them, those new to the store
@@ -122,7 +121,7 @@ func (s *Store) BeginBulk(ctx context.Context, o BulkOptions) (*Bulk, error) {
 			return nil, fmt.Errorf("set the checkpoints of %s: %w", s.path, err)
 		}
 	}
-	return &Bulk{s: s, o: o, args: make([]any, 0, 24*insertSizes[0]),
+	return &Bulk{s: s, o: o, args: make([]any, 0, eventCols*rowSizes[0]),
 		inserted: map[string]struct{}{}, counted: map[string]struct{}{}}, nil
 }
 
@@ -332,9 +331,6 @@ func (b *Bulk) begin(ctx context.Context) error {
 		return fmt.Errorf("begin write to %s: %w", s.path, err)
 	}
 	b.tx = tx
-	if b.before, err = readTotals(ctx, tx); err != nil {
-		return fmt.Errorf("read totals of %s: %w", s.path, err)
-	}
 	b.ips, b.nums, b.counts = aggregates{}, aggregates{}, dimensionCounts{}
 	b.an, b.peers = analytics{}, keyPeers{}
 	b.events, b.bytes, b.pending, b.began = 0, 0, 0, time.Now()
@@ -346,13 +342,7 @@ func (b *Bulk) insert(ctx context.Context, events []*event.Event) (fresh []*even
 	s, tx := b.s, b.tx
 	fresh = b.fresh[:0]
 	for rest := events; len(rest) > 0; {
-		size := insertSizes[len(insertSizes)-1]
-		for _, n := range insertSizes {
-			if len(rest) >= n {
-				size = n
-				break
-			}
-		}
+		size := chunkSize(len(rest))
 		chunk := rest[:size]
 		rest = rest[size:]
 		b.args = b.args[:0]
@@ -364,7 +354,7 @@ func (b *Bulk) insert(ctx context.Context, events []*event.Event) (fresh []*even
 			b.bytes += int64(len(e.SIPMessage))
 		}
 		b.events += len(chunk)
-		res, err := tx.StmtContext(ctx, s.inserts[size]).ExecContext(ctx, b.args...)
+		res, err := tx.StmtContext(ctx, s.inserts.stmts[size]).ExecContext(ctx, b.args...)
 		if err != nil {
 			return nil, fmt.Errorf("store %d events in %s: %w", len(chunk), s.path, err)
 		}
@@ -398,19 +388,19 @@ func (b *Bulk) commit(ctx context.Context) error {
 	b.an.flush(b.counts)
 	var seq int64
 	if len(b.ips) > 0 {
-		if err := tx.QueryRowContext(ctx, `UPDATE totals SET value = value + 1 WHERE name = 'change_seq' RETURNING value`).Scan(&seq); err != nil {
+		if err := tx.StmtContext(ctx, s.nextSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
 			return fmt.Errorf("advance the change sequence of %s: %w", s.path, err)
 		}
 	}
-	if err := writeSorted(ctx, tx.StmtContext(ctx, s.upsertIP), b.ips, seq); err != nil {
+	if err := writeSorted(ctx, tx, s.upsertIP, b.ips, seq); err != nil {
 		return fmt.Errorf("update IP aggregates in %s: %w", s.path, err)
 	}
-	if err := writeSorted(ctx, tx.StmtContext(ctx, s.upsertNum), b.nums, seq); err != nil {
+	if err := writeSorted(ctx, tx, s.upsertNum, b.nums, seq); err != nil {
 		return fmt.Errorf("update number aggregates in %s: %w", s.path, err)
 	}
 	var newNumbers []string
 	if len(b.nums) > 0 {
-		added, err := b.addNumberKeys(ctx)
+		added, err := s.addNumberKeys(ctx, tx)
 		if err != nil {
 			return fmt.Errorf("update number match keys in %s: %w", s.path, err)
 		}
@@ -420,15 +410,11 @@ func (b *Bulk) commit(ctx context.Context) error {
 	if err := b.peers.write(ctx, tx.StmtContext(ctx, s.insertPeer)); err != nil {
 		return fmt.Errorf("update peer sightings in %s: %w", s.path, err)
 	}
-	if err := writeCountsSorted(ctx, tx.StmtContext(ctx, s.upsertCount), b.counts); err != nil {
+	if err := writeCountsSorted(ctx, tx, s.upsertCount, b.counts); err != nil {
 		return fmt.Errorf("update statistics in %s: %w", s.path, err)
 	}
 	if err := s.writeAnalytics(ctx, tx, &b.an, newNumbers); err != nil {
 		return fmt.Errorf("update analytics in %s: %w", s.path, err)
-	}
-	after, err := readTotals(ctx, tx)
-	if err != nil {
-		return fmt.Errorf("read totals of %s: %w", s.path, err)
 	}
 	s.keys.ip.addAll(b.ips)
 	s.keys.num.addAll(b.nums)
@@ -436,8 +422,6 @@ func (b *Bulk) commit(ctx context.Context) error {
 		return fmt.Errorf("commit %d events to %s: %w", b.events, s.path, err)
 	}
 	b.tx = nil
-	s.keys.ip.wrote(after[0] - b.before[0])
-	s.keys.num.wrote(after[1] - b.before[1])
 	s.keys.mu.Unlock()
 	b.added += b.pending
 	b.ips, b.nums, b.counts, b.an, b.peers = nil, nil, nil, analytics{}, nil
@@ -447,24 +431,23 @@ func (b *Bulk) commit(ctx context.Context) error {
 
 // writeSorted upserts aggregates in key order: a transaction's tens of thousands of keys then
 // walk the table's pages once, in order, instead of jumping between them.
-func writeSorted(ctx context.Context, st *sql.Stmt, m aggregates, seq int64) error {
+func writeSorted(ctx context.Context, tx *sql.Tx, st multiRow, m aggregates, seq int64) error {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	args := make([]any, 0, 9*len(m))
 	for _, k := range keys {
 		a := m[k]
-		if _, err := st.ExecContext(ctx, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local,
-			a.Verified, a.VerifiedLocal, a.VerifiedTrusted, seq); err != nil {
-			return err
-		}
+		args = append(args, a.Key, a.FirstSeen, a.LastSeen, a.Count, a.Local,
+			a.Verified, a.VerifiedLocal, a.VerifiedTrusted, seq)
 	}
-	return nil
+	return st.exec(ctx, tx, args)
 }
 
 // writeCountsSorted upserts the per-hour counts in their primary key's order.
-func writeCountsSorted(ctx context.Context, st *sql.Stmt, m dimensionCounts) error {
+func writeCountsSorted(ctx context.Context, tx *sql.Tx, st multiRow, m dimensionCounts) error {
 	keys := make([]countKey, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -472,62 +455,9 @@ func writeCountsSorted(ctx context.Context, st *sql.Stmt, m dimensionCounts) err
 	slices.SortFunc(keys, func(a, b countKey) int {
 		return cmp.Or(cmp.Compare(a.dim, b.dim), strings.Compare(a.hour, b.hour), strings.Compare(a.value, b.value))
 	})
+	args := make([]any, 0, 4*len(m))
 	for _, k := range keys {
-		if _, err := st.ExecContext(ctx, int(k.dim), k.hour, k.value, m[k]); err != nil {
-			return err
-		}
+		args = append(args, int(k.dim), k.hour, k.value, m[k])
 	}
-	return nil
-}
-
-// keyRows is how many match keys one INSERT of addNumberKeys stores.
-const keyRows = 128
-
-// addNumberKeys is Store.addNumberKeys for a transaction's tens of thousands of new
-// numbers: their keys go in in key order, many rows a statement.
-func (b *Bulk) addNumberKeys(ctx context.Context) ([]string, error) {
-	tx := b.tx
-	added, err := queryStrings(ctx, tx, `SELECT called_number FROM new_numbers`)
-	if err != nil || len(added) == 0 {
-		return nil, err
-	}
-	type pair struct{ key, number string }
-	var pairs []pair
-	for _, n := range added {
-		for _, k := range event.NumberKeys(n) {
-			pairs = append(pairs, pair{k, n})
-		}
-	}
-	slices.SortFunc(pairs, func(a, b pair) int {
-		return cmp.Or(strings.Compare(a.key, b.key), strings.Compare(a.number, b.number))
-	})
-	var many *sql.Stmt
-	one := tx.StmtContext(ctx, b.s.insertKey)
-	args := make([]any, 0, 2*keyRows)
-	for len(pairs) > 0 {
-		n := min(len(pairs), keyRows)
-		st := one
-		if n == keyRows {
-			if many == nil {
-				if many, err = tx.PrepareContext(ctx, `INSERT INTO number_keys (match_key, called_number) VALUES (?, ?)`+
-					strings.Repeat(", (?, ?)", keyRows-1)+` ON CONFLICT DO NOTHING`); err != nil {
-					return nil, err
-				}
-				defer many.Close()
-			}
-			st = many
-		} else {
-			n = 1
-		}
-		args = args[:0]
-		for _, p := range pairs[:n] {
-			args = append(args, p.key, p.number)
-		}
-		if _, err := st.ExecContext(ctx, args...); err != nil {
-			return nil, err
-		}
-		pairs = pairs[n:]
-	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM new_numbers`)
-	return added, err
+	return st.exec(ctx, tx, args)
 }
