@@ -71,7 +71,9 @@ type BulkOptions struct {
 }
 
 // Defaults of BulkOptions, measured with bench/import (a million records, 2 cores): a
-// transaction is about two seconds of import. The page cache is small because SQLite's
+// transaction is about two seconds of import; five at most, for a slow source or a loaded
+// machine (bounded by time alone, transactions got shorter as the machine got busier, and
+// wrote more: 3.4 GB instead of 3.2). The page cache is small because SQLite's
 // allocator here takes about 2.5 bytes of memory a byte of cache (64 MiB cost 150 MiB of
 // RSS); 16 MiB ran as fast as 64. Checkpointing every 256 MiB of WAL instead of after every
 // transaction copies an index page rewritten by several transactions once: 13% fewer bytes
@@ -81,7 +83,7 @@ const (
 	defaultBulkEvents     = 50_000
 	defaultBulkBytes      = 48 << 20
 	defaultBulkCache      = 16 << 20
-	defaultBulkHold       = 2 * time.Second
+	defaultBulkHold       = 5 * time.Second
 	defaultBulkCheckpoint = 256 << 20
 )
 
