@@ -417,9 +417,12 @@ func (q *queue) push(e *event.Event) (dropped bool) {
 	return dropped
 }
 
-// fullBatch reports whether a whole batch is queued. Called with mu held.
+// fullBatch reports whether a whole batch is queued, or the queue is half full (of large
+// events, a batch may never fill it before it overflows): no reason to linger. Called with
+// mu held.
 func (q *queue) fullBatch() bool {
-	return q.n >= q.opts.MaxBatch || q.opts.MaxBatchBytes > 0 && q.bytes >= q.opts.MaxBatchBytes
+	return q.n >= q.opts.MaxBatch || q.opts.MaxBatchBytes > 0 && q.bytes >= q.opts.MaxBatchBytes ||
+		2*q.n >= len(q.ring) || 2*q.bytes >= q.opts.MaxBytes
 }
 
 func (q *queue) batchQueued() bool {

@@ -655,3 +655,27 @@ func TestLinger(t *testing.T) {
 		})
 	})
 }
+
+// A queue half full of large events is written at once, whatever the linger: lingering on
+// would drop the oldest before a batch filled.
+func TestLingerEndsWhenHalfFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := New(nil)
+		defer h.Close(context.Background())
+		b := &batches{}
+		h.Add(b, Options{MaxBatch: 1000, MaxBytes: 20 << 10, Linger: time.Hour})
+		h.Start(context.Background())
+		h.Publish(&event.Event{UUID: "first"})
+		synctest.Wait()
+		for i := range 5 {
+			h.Publish(&event.Event{UUID: fmt.Sprint(i), SIPMessage: strings.Repeat("x", 2000)})
+		}
+		synctest.Wait()
+		if got := b.get(); sum(got) != 6 {
+			t.Fatalf("writes %v: the half-full queue waited for the linger", got)
+		}
+		if st := h.Stats(); st[0].Dropped != 0 {
+			t.Errorf("%d events dropped", st[0].Dropped)
+		}
+	})
+}

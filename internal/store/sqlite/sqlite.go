@@ -271,6 +271,7 @@ func insertKeysSQL(values string) string {
 	return `INSERT INTO number_keys (match_key, called_number) VALUES ` + values + ` ON CONFLICT DO NOTHING`
 }
 
+// Store is the SQLite backend.
 type Store struct {
 	path string
 	w    *sql.DB // one connection: the single writer
