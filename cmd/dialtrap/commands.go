@@ -422,7 +422,11 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 			return f.fail(exitUsage, "--since: %v", err)
 		}
 	}
-	if err := export(&sf, eventio.Format(*format), *out, from, stdout); err != nil {
+	bar := newProgress(stderr, "export")
+	if *out == "-" && isTTY(stdout) {
+		bar.tty = false // the events go to the same terminal: a bar would break their lines
+	}
+	if err := export(&sf, eventio.Format(*format), *out, from, stdout, bar); err != nil {
 		return f.fail(exitRuntime, "%v", err)
 	}
 	return exitOK
@@ -433,7 +437,7 @@ type eventReader interface {
 	Events(ctx context.Context, fn func(*event.Event) error) error
 }
 
-func export(sf *storeFlags, format eventio.Format, out, since string, stdout io.Writer) (err error) {
+func export(sf *storeFlags, format eventio.Format, out, since string, stdout io.Writer, bar *progress) (err error) {
 	ctx, stop := signalContext()
 	defer stop()
 	st, err := sf.openReadOnly(ctx)
@@ -441,10 +445,19 @@ func export(sf *storeFlags, format eventio.Format, out, since string, stdout io.
 		return err
 	}
 	defer st.Close()
-	return writeExport(ctx, st, format, out, since, stdout)
+	return writeExport(ctx, st, format, out, since, stdout, bar)
 }
 
-func writeExport(ctx context.Context, st eventReader, format eventio.Format, out, since string, stdout io.Writer) (err error) {
+// writeExport writes the events of st at or after since to out; bar, drawn on a terminal
+// only, shows how many of the store's events were read.
+func writeExport(ctx context.Context, st eventReader, format eventio.Format, out, since string, stdout io.Writer, bar *progress) (err error) {
+	var total, read, written int64
+	if c, ok := st.(interface {
+		CountEvents(context.Context) (int64, error)
+	}); ok && bar.tty {
+		total, _ = c.CountEvents(ctx) // only for the bar: without it, the bar shows no share
+	}
+	defer bar.done()
 	dst, commit := stdout, func() error { return nil }
 	if out != "-" {
 		// Written beside the target and renamed at the end: an interrupted export never
@@ -472,9 +485,12 @@ func writeExport(ctx context.Context, st eventReader, format eventio.Format, out
 		return err
 	}
 	err = st.Events(ctx, func(e *event.Event) error {
+		read++
+		bar.show(read, total, written)
 		if e.Timestamp < since {
 			return nil
 		}
+		written++
 		return w.Write(e)
 	})
 	if err != nil {

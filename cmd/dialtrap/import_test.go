@@ -145,3 +145,44 @@ func storeSummary(t *testing.T, db string) string {
 	fmt.Fprintf(&b, "national matches %d\n", len(m))
 	return b.String()
 }
+
+// someEvents is an eventReader of n events, one a minute from 10:00.
+type someEvents int
+
+func (n someEvents) Events(_ context.Context, fn func(*event.Event) error) error {
+	for i := range int(n) {
+		ts := time.Date(2026, 11, 30, 10, i, 0, 0, time.UTC)
+		e := &event.Event{AppName: event.AppName, UUID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i),
+			Timestamp: event.FormatTime(ts), SourceIP: "192.0.2.1", Transport: event.UDP}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n someEvents) CountEvents(context.Context) (int64, error) { return int64(n), nil }
+
+// Export draws the progress bar on a terminal (the share of the store's events read, the
+// events written) and clears it at the end; elsewhere it writes nothing but the events.
+func TestExportProgress(t *testing.T) {
+	for _, tty := range []bool{true, false} {
+		var bar, out strings.Builder
+		p := newProgress(&bar, "export")
+		p.tty = tty
+		err := writeExport(context.Background(), someEvents(3), eventio.JSONLines, "-", "2026-11-30 10:01:00", &out, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(out.String(), "\n"); n != 2 {
+			t.Errorf("tty %v: %d events exported, want the 2 since 10:01", tty, n)
+		}
+		want := ""
+		if tty {
+			want = "\rexport  33% [==========                    ] 0 events\r\x1b[K" // drawn at the first event, then cleared
+		}
+		if bar.String() != want {
+			t.Errorf("tty %v: bar %q, want %q", tty, bar.String(), want)
+		}
+	}
+}
