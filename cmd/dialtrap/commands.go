@@ -658,33 +658,38 @@ func importFile(ctx context.Context, st importStore, path string, loc *time.Loca
 	return nil
 }
 
-// importBatches writes a batch of importBatch events per transaction.
-func importBatches(ctx context.Context, st importStore, path string, loc *time.Location, bar *progress) (res eventio.Result, valid, added int64, err error) {
-	var batch []*event.Event
-	flush := func() error {
-		if len(batch) == 0 {
+// readBatches reads path's events, each enriched as capture would have, and hands them to
+// send in batches of importBatch (the last one shorter); send returns the slice to fill next.
+// valid counts the events read.
+func readBatches(ctx context.Context, path string, loc *time.Location, bar *progress, valid *int64,
+	batch []*event.Event, send func([]*event.Event) ([]*event.Event, error)) (eventio.Result, error) {
+	res, err := eventio.Read(ctx, path, eventio.Options{Location: loc, Progress: func(done, total int64) {
+		bar.show(done, total, *valid)
+	}}, func(e *event.Event) error {
+		*valid++
+		enrichImported(e)
+		batch = append(batch, e)
+		if len(batch) < importBatch {
 			return nil
 		}
+		var err error
+		batch, err = send(batch)
+		return err
+	})
+	if err == nil && len(batch) > 0 {
+		_, err = send(batch)
+	}
+	return res, err
+}
+
+// importBatches writes a batch of importBatch events per transaction.
+func importBatches(ctx context.Context, st importStore, path string, loc *time.Location, bar *progress) (res eventio.Result, valid, added int64, err error) {
+	res, err = readBatches(ctx, path, loc, bar, &valid, nil, func(batch []*event.Event) ([]*event.Event, error) {
 		// Counted by the store per batch: a node writing beside the import does not count.
 		n, err := st.WriteCount(ctx, batch)
 		added += int64(n)
-		batch = batch[:0]
-		return err
-	}
-	res, err = eventio.Read(ctx, path, eventio.Options{Location: loc, Progress: func(done, total int64) {
-		bar.show(done, total, valid)
-	}}, func(e *event.Event) error {
-		valid++
-		enrichImported(e)
-		batch = append(batch, e)
-		if len(batch) == importBatch {
-			return flush()
-		}
-		return nil
+		return batch[:0], err
 	})
-	if err == nil {
-		err = flush()
-	}
 	return res, valid, added, err
 }
 
@@ -718,35 +723,20 @@ func importBulk(ctx context.Context, bs bulkImporter, path string, loc *time.Loc
 	var rerr error
 	go func() {
 		defer close(full)
-		labeler := intel.NewLabeler(home) // the reader's own: a labeler is not safe for concurrent use
-		batch := <-free
-		send := func() error {
+		labeler := intel.NewLabeler(home) // the reader's own: its cache never waits on the writer's
+		res, rerr = readBatches(rctx, path, loc, bar, &valid, <-free, func(batch []*event.Event) ([]*event.Event, error) {
 			select {
 			case full <- work{batch, sqlite.Sum(batch, labeler)}:
 			case <-rctx.Done():
-				return rctx.Err()
+				return nil, rctx.Err()
 			}
 			select {
-			case batch = <-free:
+			case next := <-free:
+				return next, nil
 			case <-rctx.Done():
-				return rctx.Err()
+				return nil, rctx.Err()
 			}
-			return nil
-		}
-		res, rerr = eventio.Read(rctx, path, eventio.Options{Location: loc, Progress: func(done, total int64) {
-			bar.show(done, total, valid)
-		}}, func(e *event.Event) error {
-			valid++
-			enrichImported(e)
-			batch = append(batch, e)
-			if len(batch) == importBatch {
-				return send()
-			}
-			return nil
 		})
-		if rerr == nil && len(batch) > 0 {
-			rerr = send()
-		}
 	}()
 	var werr error
 	for w := range full {
