@@ -15,20 +15,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
@@ -51,7 +46,7 @@ func main() {
 	)
 	flag.Parse()
 	if *reader != 0 {
-		bareReader(*reader)
+		testutil.ServeBareUDP(*reader)
 		return
 	}
 	nodeProfile, compareEnrich, distinctNumbers, compareFold = *profile, *compare, *numbers, *noFold
@@ -107,7 +102,7 @@ func bench(bin, rateList string, d time.Duration, sources int) error {
 	}
 	var results []result
 	fmt.Printf("capture benchmark: %d sources, %d distinct numbers each, %v per step, node flags %v, GOMAXPROCS of the node = all %d cores\n\n",
-		sources, distinctNumbers, d, nodeArgs, runtimeCPUs())
+		sources, distinctNumbers, d, nodeArgs, testutil.CPUs())
 	fmt.Printf("%9s %9s | %9s %7s | %9s %7s %9s %9s | %10s | %8s\n", "offered/s", "sent", "bare got", "loss", "counted", "loss", "rows", "json", "DB B/Mprobe", "node RSS")
 	for _, f := range strings.Split(rateList, ",") {
 		rate, err := strconv.Atoi(strings.TrimSpace(f))
@@ -175,34 +170,9 @@ func loss(sent, got int64) float64 {
 	return 100 * float64(sent-got) / float64(sent)
 }
 
-func runtimeCPUs() int {
-	var set unix.CPUSet
-	if unix.SchedGetaffinity(0, &set) == nil {
-		return set.Count()
-	}
-	return 0
-}
-
-func freePort() (int, error) {
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port")
-}
-
 // runBare starts this program as a bare reader, sends to it, and returns what it counted.
 func runBare(self string, rate int, d time.Duration, sources int) (got, sent int64, err error) {
-	port, err := freePort()
+	port, err := testutil.FreePort()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -230,46 +200,6 @@ func runBare(self string, rate int, d time.Duration, sources int) (got, sent int
 	return got, sent, err
 }
 
-// bareReader is the ceiling: the same socket setup as the node (32 MiB buffer) and a loop that
-// only counts datagrams, on as many goroutines as the node uses.
-func bareReader(port int) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<20)
-			}
-		})
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp", fmt.Sprintf(":%d", port))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	conn := pc.(*net.UDPConn)
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	for range runtimeCPUs() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 65535)
-			for {
-				if _, _, err := conn.ReadFromUDPAddrPort(buf); err != nil {
-					return
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
-	fmt.Println("ready")
-	<-sig
-	conn.Close()
-	wg.Wait()
-	fmt.Println(n.Load())
-}
-
 // runNode starts a fresh node, sends to it, stops it with SIGTERM (which flushes) and counts
 // what it kept.
 func runNode(bin string, rate int, d time.Duration, sources int, extra ...string) (r nodeResult, sent, rssKiB int64, err error) {
@@ -278,7 +208,7 @@ func runNode(bin string, rate int, d time.Duration, sources int, extra ...string
 		return
 	}
 	defer os.RemoveAll(dir)
-	port, err := freePort()
+	port, err := testutil.FreePort()
 	if err != nil {
 		return
 	}

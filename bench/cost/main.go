@@ -20,12 +20,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -34,8 +32,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
 	"github.com/dialtrap/dialtrap/internal/testutil"
@@ -58,7 +54,7 @@ func main() {
 	)
 	flag.Parse()
 	if *reader != 0 {
-		bareReader(*reader)
+		testutil.ServeBareUDP(*reader)
 		return
 	}
 	c := config{bin: *bin, events: *events, minDur: *minDur, samples: *samples, idle: *idle,
@@ -114,7 +110,7 @@ func run(c config) error {
 		pool = "a new number each"
 	}
 	fmt.Printf("cost benchmark: %d cores, node flags %v, %d sources, probes to %s; CPU from /proc/PID/task/*/schedstat\n\n",
-		runtimeCPUs(), c.nodeArgs, c.sources, pool)
+		testutil.CPUs(), c.nodeArgs, c.sources, pool)
 
 	// Idle: a fresh node with an empty store and no traffic.
 	n, err := startNode(c.bin, c.nodeArgs, "")
@@ -271,7 +267,7 @@ func nodeStep(c config, s *step, idx int, profile string) error {
 
 // bareStep sends the CPU pass's probes to the bare reader and reads its CPU the same way.
 func bareStep(self string, c config, s *step, idx int) error {
-	port, err := freePort()
+	port, err := testutil.FreePort()
 	if err != nil {
 		return err
 	}
@@ -351,11 +347,11 @@ func startNode(bin string, extra []string, profile string) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	sipPort, err := freePort()
+	sipPort, err := testutil.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	apiPort, err := freePort()
+	apiPort, err := testutil.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -450,82 +446,4 @@ func status(pid int, key string) int64 {
 		}
 	}
 	return 0
-}
-
-func runtimeCPUs() int {
-	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && n > 0 {
-		return n
-	}
-	return len(cpuSet())
-}
-
-func cpuSet() []int {
-	var set unix.CPUSet
-	if unix.SchedGetaffinity(0, &set) != nil {
-		return []int{0}
-	}
-	var out []int
-	for i := range 1024 {
-		if set.IsSet(i) {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func freePort() (int, error) {
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port")
-}
-
-// bareReader is the baseline: a socket set up as the node's (32 MiB buffer) and one goroutine
-// a core that only counts datagrams.
-func bareReader(port int) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<20)
-			}
-		})
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp", fmt.Sprintf(":%d", port))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	conn := pc.(*net.UDPConn)
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	for range runtimeCPUs() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 65535)
-			for {
-				if _, _, err := conn.ReadFromUDPAddrPort(buf); err != nil {
-					return
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
-	fmt.Println("ready")
-	<-sig
-	conn.Close()
-	wg.Wait()
-	fmt.Println(n.Load())
 }
