@@ -342,6 +342,7 @@ type Watcher struct {
 	// node does no work for streams nobody reads). wake is signalled when the first opens.
 	watchers int
 	wake     chan struct{}
+	gen      int // counts the times the last stream ended (and the state was reset)
 }
 
 // NewWatcher returns a watcher of src that polls every poll (default 250 ms) once Run runs.
@@ -372,6 +373,7 @@ func (w *Watcher) Watch() (done func()) {
 			// What it read goes stale while nobody watches: the next stream waits for a
 			// fresh read (epoch 0 is "not read yet").
 			w.epoch, w.seq, w.err = 0, 0, nil
+			w.gen++
 		}
 	})
 }
@@ -394,12 +396,16 @@ func (w *Watcher) Run(ctx context.Context) {
 			t.Reset(w.poll)
 			continue // the stream that woke it may have ended already
 		}
+		w.mu.Lock()
+		gen := w.gen
+		w.mu.Unlock()
 		e, s, err := w.src.ChangeSeq(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		w.mu.Lock()
-		if e != w.epoch || s != w.seq || (err == nil) != (w.err == nil) {
+		// A read begun before the last stream ended is stale for the next one: dropped.
+		if gen == w.gen && (e != w.epoch || s != w.seq || (err == nil) != (w.err == nil)) {
 			w.epoch, w.seq, w.err = e, s, err
 			close(w.changed)
 			w.changed = make(chan struct{})

@@ -253,11 +253,14 @@ func (f *Folder) sweepLoop() {
 	defer close(f.done)
 	t := time.NewTimer(f.tick())
 	defer t.Stop()
+	armed := time.Duration(0) // the period t runs for; 0: stopped or fired
 	for {
-		if f.open() == 0 {
+		open := f.open()
+		if open == 0 {
 			// Nothing open: sleep until an Open. idle is set before the second look, so an
 			// Open that the look missed finds it set and wakes the loop.
 			t.Stop()
+			armed = 0
 			f.idle.Store(true)
 			if f.open() == 0 || !f.idle.CompareAndSwap(true, false) {
 				select {
@@ -267,18 +270,24 @@ func (f *Folder) sweepLoop() {
 				}
 			}
 		}
-		// Groups that owe nothing only need freeing: once a window is soon enough.
+		// Groups that owe nothing only need freeing: once a window is soon enough, unless
+		// they crowd the limits (a flood from many sources, each probing once: the sooner
+		// they go, the more of the flood folds).
 		period := f.cfg.Window
-		if f.owed.n.Load() > 0 {
+		if f.owed.n.Load() > 0 || open > f.cfg.MaxGroups/4 {
 			period = f.tick()
 		}
-		t.Reset(period)
+		if period != armed {
+			t.Reset(period)
+			armed = period
+		}
 		select {
 		case <-f.stop:
 			return
 		case <-f.owed.wake:
 			continue // something is owed now: tick at the short period
 		case <-t.C:
+			armed = 0
 			f.sweeps.Add(1)
 			f.Sweep()
 		}
