@@ -14,14 +14,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -218,36 +216,15 @@ func runNode(bin string, rate int, d time.Duration, sources int, extra ...string
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
+	if err = testutil.StartNode(cmd, 15*time.Second); err != nil {
 		return
-	}
-	if err = cmd.Start(); err != nil {
-		return
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "dialtrap running") {
-				once.Do(func() { close(ready) })
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	select {
-	case <-ready:
-	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		return r, 0, 0, fmt.Errorf("node not ready")
 	}
 	if sent, err = send(port, rate, d, sources); err != nil {
 		cmd.Process.Kill()
 		return
 	}
 	time.Sleep(500 * time.Millisecond)
-	rssKiB = peakRSS(cmd.Process.Pid)
+	rssKiB = testutil.ProcStatusKiB(cmd.Process.Pid, "VmHWM:")
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err = cmd.Wait(); err != nil {
 		return r, 0, 0, fmt.Errorf("node exit: %w", err)
@@ -275,20 +252,6 @@ func runNode(bin string, rate int, d time.Duration, sources int, extra ...string
 	}
 	r.jsonLine, r.jsonSum, err = countLines(filepath.Join(dir, "dialtrap_json.log"))
 	return r, sent, rssKiB, err
-}
-
-func peakRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-			return v
-		}
-	}
-	return 0
 }
 
 // countLines counts the JSON log's lines and the probes they stand for (a folded event's

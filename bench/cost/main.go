@@ -123,7 +123,7 @@ func run(c config) error {
 	time.Sleep(c.idle)
 	idleCPU := cpuTime(n.pid()) - cpu0
 	v1, nv1 := switches(n.pid())
-	rss := status(n.pid(), "VmRSS:")
+	rss := testutil.ProcStatusKiB(n.pid(), "VmRSS:")
 	n.stop()
 	fmt.Printf("idle node: %.3f ms CPU per second over %v (%.4f%% of one core), %.1f thread wake-ups per second; RSS at rest with an empty store %.1f MiB\n\n",
 		idleCPU.Seconds()*1000/c.idle.Seconds(), c.idle, idleCPU.Seconds()*100/c.idle.Seconds(),
@@ -364,31 +364,11 @@ func startNode(bin string, extra []string, profile string) (*node, error) {
 		args = append(args, "--cpu-profile", profile)
 	}
 	n.cmd = exec.Command(bin, append(args, extra...)...)
-	stderr, err := n.cmd.StderrPipe()
-	if err != nil {
+	if err := testutil.StartNode(n.cmd, 15*time.Second); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := n.cmd.Start(); err != nil {
-		return nil, err
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "dialtrap running") {
-				once.Do(func() { close(ready) })
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	select {
-	case <-ready:
-		return n, nil
-	case <-time.After(15 * time.Second):
-		n.stop()
-		return nil, fmt.Errorf("node not ready in 15 s")
-	}
+	return n, nil
 }
 
 // cpuTime is the CPU time of every thread of pid so far, from /proc/PID/task/*/schedstat
@@ -431,19 +411,4 @@ func switches(pid int) (vol, invol int64) {
 		}
 	}
 	return vol, invol
-}
-
-// status reads a kB figure of /proc/PID/status.
-func status(pid int, key string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, key) {
-			v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-			return v
-		}
-	}
-	return 0
 }
