@@ -170,7 +170,7 @@ func loss(sent, got int64) float64 {
 
 // runBare starts this program as a bare reader, sends to it, and returns what it counted.
 func runBare(self string, rate int, d time.Duration, sources int) (got, sent int64, err error) {
-	port, err := testutil.FreePort()
+	port, err := testutil.PickPort("127.0.0.1")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -206,7 +206,7 @@ func runNode(bin string, rate int, d time.Duration, sources int, extra ...string
 		return
 	}
 	defer os.RemoveAll(dir)
-	port, err := testutil.FreePort()
+	port, err := testutil.PickPort("127.0.0.1")
 	if err != nil {
 		return
 	}

@@ -267,7 +267,7 @@ func nodeStep(c config, s *step, idx int, profile string) error {
 
 // bareStep sends the CPU pass's probes to the bare reader and reads its CPU the same way.
 func bareStep(self string, c config, s *step, idx int) error {
-	port, err := testutil.FreePort()
+	port, err := testutil.PickPort("127.0.0.1")
 	if err != nil {
 		return err
 	}
@@ -347,11 +347,11 @@ func startNode(bin string, extra []string, profile string) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	sipPort, err := testutil.FreePort()
+	sipPort, err := testutil.PickPort("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
-	apiPort, err := testutil.FreePort()
+	apiPort, err := testutil.PickPort("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -238,19 +239,10 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func freePort() (int, error) {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
-}
-
 // sipp runs one step against target and reads its response times.
 func sipp(work, target string, rate, calls int) (result, error) {
 	var r result
-	port, err := freePort()
+	port, err := testutil.PickPort("127.0.0.1")
 	if err != nil {
 		return r, err
 	}

@@ -156,7 +156,7 @@ func gobgpdCount(b *testing.B, grpc int) int {
 func announceGoBGPd(b *testing.B, mrtFile string, n int) time.Duration {
 	r := testutil.StartBird(b, testutil.BirdOptions{ASN: 65001, PeerASN: 65000})
 	dir := b.TempDir()
-	grpc := testutil.FreeTCPPort(b, "127.0.0.1")
+	grpc := testutil.FreePort(b, "127.0.0.1")
 	conf := fmt.Sprintf(`[global.config]
   as = 65000
   router-id = "127.0.0.1"

@@ -85,7 +85,7 @@ func TestAnnounceToBird(t *testing.T) {
 			o := testutil.BirdOptions{ASN: peerASN, PeerASN: 65000}
 			cfg := Config{Communities: []uint32{64512<<16 | 666}, NextHop4: netip.MustParseAddr("192.0.2.66"), NextHop6: netip.MustParseAddr("100::66")}
 			if tc.listen {
-				o.PeerPort = testutil.FreeTCPPort(t, "127.0.0.1")
+				o.PeerPort = testutil.FreePort(t, "127.0.0.1")
 				cfg.Listen = fmt.Sprintf("127.0.0.1:%d", o.PeerPort)
 			}
 			b := testutil.StartBird(t, o)
@@ -272,7 +272,7 @@ func TestParseCommunity(t *testing.T) {
 
 // idleNeighbor is a neighbour that never answers: the speaker's RIB works without a session.
 func idleNeighbor(t *testing.T) []Neighbor {
-	return []Neighbor{{Address: netip.MustParseAddr("127.0.0.2"), ASN: 65001, Port: uint16(testutil.FreeTCPPort(t, "127.0.0.2"))}}
+	return []Neighbor{{Address: netip.MustParseAddr("127.0.0.2"), ASN: 65001, Port: uint16(testutil.FreePort(t, "127.0.0.2"))}}
 }
 
 // One IPv6 /64 cannot fill the cap: beyond MaxPerIPv6Net its addresses are refused, and an

@@ -3,6 +3,7 @@ package fingerprint
 import (
 	"context"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"os/exec"
 	"strconv"
@@ -42,15 +43,6 @@ func captureLive(t *testing.T, name string, args func(port int) []string) []byte
 	return buf[:n]
 }
 
-func freeUDPPort(t *testing.T) string {
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
-}
-
 // The tools run in the test, their first request identified by shape, with and without a
 // User-Agent that lies.
 func TestLiveTools(t *testing.T) {
@@ -58,16 +50,18 @@ func TestLiveTools(t *testing.T) {
 		name, tool string
 		args       func(port int) []string
 	}{
-		{"svmap", SIPVicious, func(p int) []string { return []string{"-p" + strconv.Itoa(p), "-P", freeUDPPort(t), "127.0.0.1"} }},
+		{"svmap", SIPVicious, func(p int) []string {
+			return []string{"-p" + strconv.Itoa(p), "-P", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")), "127.0.0.1"}
+		}},
 		{"svwar", SIPVicious, func(p int) []string {
-			return []string{"-p" + strconv.Itoa(p), "-P", freeUDPPort(t), "-e100-101", "127.0.0.1"}
+			return []string{"-p" + strconv.Itoa(p), "-P", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")), "-e100-101", "127.0.0.1"}
 		}},
 		{"svcrack", SIPVicious, func(p int) []string {
-			return []string{"-p" + strconv.Itoa(p), "-P", freeUDPPort(t), "-u100", "-r1-2", "127.0.0.1"}
+			return []string{"-p" + strconv.Itoa(p), "-P", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")), "-u100", "-r1-2", "127.0.0.1"}
 		}},
 		{"sipsak", SIPSak, func(p int) []string { return []string{"-s", fmt.Sprintf("sip:100@127.0.0.1:%d", p)} }},
 		{"sipp", SIPp, func(p int) []string {
-			return []string{"-sn", "uac", "-m", "1", "-nostdin", "-p", freeUDPPort(t), "-s", "0046812118532", fmt.Sprintf("127.0.0.1:%d", p)}
+			return []string{"-sn", "uac", "-m", "1", "-nostdin", "-p", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")), "-s", "0046812118532", fmt.Sprintf("127.0.0.1:%d", p)}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

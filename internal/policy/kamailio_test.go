@@ -38,7 +38,7 @@ func startKamailio(t *testing.T, dir, agent string) string {
 	if _, err := exec.LookPath("kamailio"); err != nil {
 		t.Fatalf("kamailio is not installed (scripts/test-deps.sh installs it): %v", err)
 	}
-	port := freePort(t, "127.0.0.1")
+	port := testutil.FreePort(t, "127.0.0.1")
 	tmpl, err := template.ParseFiles(filepath.Join("testdata", "kamailio", "kamailio.cfg"))
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func TestKamailio(t *testing.T) {
 	agent := startAgent(t, Config{Lookups: db, National: true})
 	proxy := startKamailio(t, dir, agent.UDPAddr().String())
 
-	uasPort := freePort(t, "127.0.0.1")
+	uasPort := testutil.FreePort(t, "127.0.0.1")
 	target := "127.0.0.1:" + strconv.Itoa(uasPort)
 	for _, c := range []struct {
 		name, number, from string
@@ -145,7 +145,7 @@ func TestKamailio(t *testing.T) {
 				uas = startUAS(t, dir, uasPort)
 			}
 			code, out := runSIPp(t, dir, 20*time.Second, "-sf", scenario, "-s", c.number, "-i", c.from,
-				"-p", strconv.Itoa(freePort(t, c.from)), proxy)
+				"-p", strconv.Itoa(testutil.FreePort(t, c.from)), proxy)
 			if code != 0 {
 				t.Fatalf("caller (sipp) exited %d:\n%s", code, tail(out, 3000))
 			}

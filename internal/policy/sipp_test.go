@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -58,26 +59,6 @@ func writeScenario(t *testing.T, dir, file string, s sippScenario) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// freePort returns a port that was free on 127.0.0.1 for both UDP and TCP a moment ago.
-func freePort(t testing.TB, ip string) int {
-	t.Helper()
-	for range 20 {
-		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 // runSIPp runs one SIPp call and returns its exit code and output. SIPp exits 0 only when
@@ -168,7 +149,7 @@ func TestSIPp(t *testing.T) {
 				transport = "u1"
 			}
 			code, out := runSIPp(t, dir, 20*time.Second, "-sf", scenario, "-s", c.number, "-t", transport,
-				"-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t, "127.0.0.1")), c.agent.UDPAddr().String())
+				"-i", "127.0.0.1", "-p", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")), c.agent.UDPAddr().String())
 			if c.fail {
 				if code != 1 {
 					t.Fatalf("sipp exited %d for a wrong expectation, want 1 (a failed call):\n%s", code, tail(out, 3000))

@@ -22,24 +22,6 @@ func CPUs() int {
 	return 1
 }
 
-// FreePort is a loopback port free for both TCP and UDP (a node's SIP listens on both).
-func FreePort() (int, error) {
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port")
-}
-
 // ServeBareUDP is the benchmarks' baseline receiver, run as a process of its own: a UDP
 // socket on port with the node's 32 MiB receive buffer and a goroutine a core that only
 // counts datagrams. It prints "ready", and on SIGTERM the count, then returns.

@@ -5,8 +5,6 @@ package testutil
 import (
 	"bufio"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +45,7 @@ func StartBird(t testing.TB, o BirdOptions) *Bird {
 		t.Fatalf("bird not installed (scripts/test-deps.sh installs Debian's bird2): %v", err)
 	}
 	dir := t.TempDir()
-	b := &Bird{t: t, sock: filepath.Join(dir, "bird.ctl"), Addr: "127.0.0.2", Port: FreeTCPPort(t, "127.0.0.2"), ASN: o.ASN}
+	b := &Bird{t: t, sock: filepath.Join(dir, "bird.ctl"), Addr: "127.0.0.2", Port: FreePort(t, "127.0.0.2"), ASN: o.ASN}
 	var opts []string
 	if o.PeerPort == 0 {
 		opts = append(opts, "passive;")
@@ -121,32 +119,6 @@ protocol device {}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// FreeTCPPort is a TCP port free on host now, below Linux's ephemeral range (32768 on): a
-// daemon the test starts binds it a moment later, and a port the kernel hands out for ":0"
-// listeners and outgoing connections of tests running beside it could be taken by then (BIRD
-// then reports "No listening socket").
-func FreeTCPPort(t testing.TB, host string) int {
-	t.Helper()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		// Free on the wildcard too (another test's listener on ":port" would block it), then
-		// on host (one bound to host alone).
-		w, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		w.Close()
-		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port
-	}
-	t.Fatal("no free TCP port between 20000 and 32000")
-	return 0
 }
 
 // Try runs one birdc command on the control socket.

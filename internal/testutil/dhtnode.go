@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -29,7 +28,7 @@ func StartDHTNode(t *testing.T, bootstrap string) *DHTNode {
 	if _, err := exec.LookPath("dhtnode"); err != nil {
 		t.Fatal("dhtnode is missing: run scripts/test-deps.sh (Debian package dhtnode)")
 	}
-	port := FreeUDPPort(t)
+	port := FreePort(t, "127.0.0.1")
 	args := []string{"-p", fmt.Sprint(port)}
 	if bootstrap != "" {
 		args = append(args, "-b", bootstrap)
@@ -90,15 +89,4 @@ func (n *DHTNode) WaitOutput(s string, d time.Duration) {
 		}
 	}
 	n.t.Fatalf("dhtnode did not print %q:\n%s", s, n.Output())
-}
-
-// FreeUDPPort is a UDP port on 127.0.0.1 that nothing listens on now.
-func FreeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
 }

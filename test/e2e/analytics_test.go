@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"strings"
 	"testing"
 	"time"
@@ -15,14 +16,14 @@ func TestAnalyticsOverRealTools(t *testing.T) {
 	need(t, "svmap", "sipsak", "sipp")
 	n := startNode(t, nodeOpts{args: []string{"-r", "-a", "--api-token", "tok"}})
 	port := fmt.Sprint(n.port)
-	if out, err := run(t, 60*time.Second, "svmap", "-p"+port, "-P", fmt.Sprint(freePort(t)), "127.0.0.1"); err != nil {
+	if out, err := run(t, 60*time.Second, "svmap", "-p"+port, "-P", fmt.Sprint(testutil.FreePort(t, "")), "127.0.0.1"); err != nil {
 		t.Fatalf("svmap: %v\n%s", err, out)
 	}
 	if out, err := run(t, 30*time.Second, "sipsak", "-s", fmt.Sprintf("sip:200@127.0.0.1:%d", n.port)); err != nil {
 		t.Fatalf("sipsak: %v\n%s", err, out)
 	}
 	if out, err := run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", "900449098790123",
-		"-m", "2", "-r", "50", "-t", "u1", "-i", "127.0.0.1", "-p", fmt.Sprint(freePort(t)),
+		"-m", "2", "-r", "50", "-t", "u1", "-i", "127.0.0.1", "-p", fmt.Sprint(testutil.FreePort(t, "")),
 		"-nostdin", "-timeout", "30", "-timeout_error", "-max_retrans", "2", "127.0.0.1:"+port); err != nil {
 		t.Fatalf("sipp: %v\n%s", err, tail(out, 2000))
 	}

@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"io"
 	"net/http"
 	"os"
@@ -107,7 +108,7 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 		{"options.xml", "", "127.0.0.3", fmt.Sprintf("127.0.0.1:%d", n.port)}, // SIPp's default user: "service"
 	} {
 		args := []string{"-sf", abs(t, "testdata/"+r.scenario), "-m", "1", "-t", "u1", "-i", r.local,
-			"-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "30", "-timeout_error", r.target}
+			"-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "30", "-timeout_error", r.target}
 		if r.number != "" {
 			args = append(args, "-s", r.number)
 		}
@@ -179,7 +180,7 @@ func TestAPIOverCapturedProbes(t *testing.T) {
 		{[]string{"--api-url", a.base, "--api-token", apiToken, "::1"}, 1, "known-bad: ::1"},
 		{[]string{"--api-url", a.base, "100"}, 2, ""},                                      // no token: 401 is not an answer
 		{[]string{"--api-url", a.base + "/prefix", "--api-token", apiToken, "100"}, 2, ""}, // wrong URL: a 404 that is not a lookup
-		{[]string{"--api-url", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), "100"}, 2, ""},
+		{[]string{"--api-url", fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t, "")), "100"}, 2, ""},
 		{[]string{"--data-dir", n.dir, "127.0.0.2"}, 1, "known-bad: 127.0.0.2 (seen 2 times"},
 		{[]string{"--data-dir", n.dir, "::ffff:127.0.0.1"}, 1, "known-bad: 127.0.0.1 (seen 2 times"},
 		{[]string{"--data-dir", n.dir, "192.0.2.1"}, 0, "unknown: 192.0.2.1"},

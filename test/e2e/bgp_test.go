@@ -34,7 +34,7 @@ func attack(t *testing.T, ns *testutil.Netns, n *node, from, number string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", number, "-m", "1", "-t", "u1",
-		"-i", from, "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1",
+		"-i", from, "-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1",
 		fmt.Sprintf("127.0.0.1:%d", n.port))
 	cmd.Dir = t.TempDir()
 	if out, err := cmd.CombinedOutput(); err != nil {

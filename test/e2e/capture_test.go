@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -160,7 +161,7 @@ func TestSIPpResponsive(t *testing.T) {
 	start := time.Now()
 	n := startNode(t, nodeOpts{args: []string{"-r"}, syslog: true})
 	target := fmt.Sprintf("127.0.0.1:%d", n.port)
-	ports := map[string]int{"udp-options": freePort(t), "udp-invite": freePort(t), "tcp-invite": freePort(t), "v6": freePort(t)}
+	ports := map[string]int{"udp-options": testutil.FreePort(t, ""), "udp-invite": testutil.FreePort(t, ""), "tcp-invite": testutil.FreePort(t, ""), "v6": testutil.FreePort(t, "")}
 	runs := []struct {
 		name, scenario, number, transport, local, target string
 		calls                                            int
@@ -251,7 +252,7 @@ func TestSipviciousResponsiveAndPassive(t *testing.T) {
 			}
 			n := startNode(t, nodeOpts{args: args, syslog: true})
 			port := fmt.Sprint(n.port)
-			optPort, invPort, warPort := freePort(t), freePort(t), freePort(t)
+			optPort, invPort, warPort := testutil.FreePort(t, ""), testutil.FreePort(t, ""), testutil.FreePort(t, "")
 			out, err := run(t, 60*time.Second, "svmap", "-p"+port, "-P", fmt.Sprint(optPort), "127.0.0.1")
 			if err != nil {
 				t.Fatalf("svmap: %v\n%s", err, out)

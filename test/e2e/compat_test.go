@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -49,7 +50,7 @@ func TestEventCompatIPPort(t *testing.T) {
 		}
 	}
 	if out, err := run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/options.xml"), "-m", "1", "-t", "u1", "-i", "::1",
-		"-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "30", "-timeout_error", "-s", "302", fmt.Sprintf("[::1]:%d", n.port)); err != nil {
+		"-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "30", "-timeout_error", "-s", "302", fmt.Sprintf("[::1]:%d", n.port)); err != nil {
 		t.Fatalf("sipp: %v\n%s", err, tail(out, 2000))
 	}
 	deadline := time.Now().Add(10 * time.Second)

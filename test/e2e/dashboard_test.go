@@ -88,7 +88,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if out, err := run(t, 30*time.Second, "sipsak", "-s", "sip:"+loNumber+"@127.0.0.1:"+port); err != nil {
 		t.Fatalf("sipsak: %v\n%s", err, out)
 	}
-	if out, err := run(t, 60*time.Second, "svmap", "-p"+port, "-P", fmt.Sprint(freePort(t)), "127.0.0.1"); err != nil {
+	if out, err := run(t, 60*time.Second, "svmap", "-p"+port, "-P", fmt.Sprint(testutil.FreePort(t, "")), "127.0.0.1"); err != nil {
 		t.Fatalf("svmap: %v\n%s", err, out)
 	}
 	// The store has them (the stats the page reads) before the browser looks.

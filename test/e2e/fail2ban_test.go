@@ -55,7 +55,7 @@ func TestFail2BanBansProbers(t *testing.T) {
 
 	// rsyslogd as on Debian (facility user to user.log, traditional format), on its own socket.
 	// It also listens on TCP, as a central log host would for a remote node.
-	tcpPort := freePort(t)
+	tcpPort := testutil.FreePort(t, "")
 	rsconf := filepath.Join(dir, "rsyslog.conf")
 	os.WriteFile(rsconf, fmt.Appendf(nil, `global(workDirectory=%q)
 module(load="imuxsock" SysSock.Use="off")
@@ -134,7 +134,7 @@ user.* action(type="omfile" file=%q template="RSYSLOG_TraditionalFileFormat")
 		{"::1", fmt.Sprintf("[::1]:%d", n.port)},
 	} {
 		if out, err := run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/options.xml"), "-s", "100",
-			"-m", "1", "-t", "u1", "-i", r.local, "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "30",
+			"-m", "1", "-t", "u1", "-i", r.local, "-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "30",
 			"-timeout_error", r.target); err != nil {
 			t.Fatalf("sipp from %s: %v\n%s", r.local, err, tail(out, 2000))
 		}

@@ -32,7 +32,7 @@ func attackFrom(t *testing.T, ns *testutil.Netns, local, target, number string) 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	args := []string{"sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", number, "-m", "1", "-t", "u1", "-i", local,
-		"-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1", target}
+		"-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1", target}
 	if ns != nil {
 		args = append([]string{"ip", "netns", "exec", ns.Name}, args...)
 	}
@@ -248,8 +248,8 @@ type kamailio struct {
 func startKamailio(t *testing.T, file string, fields map[string]any) *kamailio {
 	t.Helper()
 	need(t, "sipp", "kamailio")
-	k := &kamailio{t: t, dir: t.TempDir(), log: &testutil.SyncBuffer{}, uasPort: freePort(t)}
-	port := freePort(t)
+	k := &kamailio{t: t, dir: t.TempDir(), log: &testutil.SyncBuffer{}, uasPort: testutil.FreePort(t, "")}
+	port := testutil.FreePort(t, "")
 	fields["Port"], fields["ModulePath"] = port, kamailioModulePath(t)
 	cfg := filepath.Join(k.dir, "kamailio.cfg")
 	os.WriteFile(cfg, []byte(renderConfig(t, file, fields)), 0o644)
@@ -330,7 +330,7 @@ func (k *kamailio) call(name, number, from string, status int, reason string) ti
 		time.Sleep(200 * time.Millisecond) // let it bind before the call comes
 	}
 	start := time.Now()
-	uac := exec.CommandContext(ctx, "sipp", "-sf", scenario, "-s", number, "-i", from, "-p", strconv.Itoa(freePort(t)),
+	uac := exec.CommandContext(ctx, "sipp", "-sf", scenario, "-s", number, "-i", from, "-p", strconv.Itoa(testutil.FreePort(t, "")),
 		"-m", "1", "-nostdin", "-timeout", "20", "-timeout_error", "-max_retrans", "2", k.proxy)
 	uac.Dir = k.dir
 	out, err := uac.CombinedOutput()
@@ -416,7 +416,7 @@ func TestGuideKamailioHTTP(t *testing.T) {
 // (fail open).
 func TestGuideKamailioPolicy(t *testing.T) {
 	need(t, "sipp", "kamailio")
-	agentPort := freePort(t)
+	agentPort := testutil.FreePort(t, "")
 	agent := fmt.Sprintf("127.0.0.1:%d", agentPort)
 	// The honeypot, with its agent. Loopback is never refused by default (never-block), and
 	// the callers here are on loopback.

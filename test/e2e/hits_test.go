@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -74,7 +75,7 @@ func TestHitAlerts(t *testing.T) {
 	}
 	go slackSrv.Serve(slackLn)
 	t.Cleanup(func() { slackSrv.Close() })
-	hookPort := freePort(t) // nothing listens there yet: the webhook receiver is down
+	hookPort := testutil.FreePort(t, "") // nothing listens there yet: the webhook receiver is down
 
 	n := startNode(t, nodeOpts{args: []string{"-r", "-a",
 		"--api-token", "pbx1:s3cret-pbx:lookup", "--api-token", "billing:s3cret-billing",
@@ -84,7 +85,7 @@ func TestHitAlerts(t *testing.T) {
 
 	const number = "0046812118532"
 	args := []string{"-sf", abs(t, "testdata/invite.xml"), "-m", "1", "-t", "u1", "-i", "127.0.0.2",
-		"-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "30", "-timeout_error", "-s", number,
+		"-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "30", "-timeout_error", "-s", number,
 		fmt.Sprintf("127.0.0.1:%d", n.port)}
 	if out, err := run(t, 60*time.Second, "sipp", args...); err != nil {
 		t.Fatalf("sipp: %v\n%s", err, tail(out, 2000))

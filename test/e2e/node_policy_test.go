@@ -36,7 +36,7 @@ func askPolicy(t *testing.T, agent, number, scenario string) (bool, string) {
 	}
 	os.WriteFile(sf, []byte(strings.ReplaceAll(string(b), generic, want+"&gt;$")), 0o644)
 	cmd := exec.CommandContext(ctx, "sipp", "-sf", sf, "-s", number, "-m", "1", "-t", "u1",
-		"-i", "127.0.0.1", "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1", agent)
+		"-i", "127.0.0.1", "-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "10", "-timeout_error", "-max_retrans", "1", agent)
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
 	return err == nil, string(out)
@@ -61,7 +61,7 @@ func TestNodePolicyAgent(t *testing.T) {
 	}
 	// An attacker dials a premium number through the honeypot.
 	if out, err := run(t, 30*time.Second, "sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", "0044900123456", "-m", "1", "-t", "u1",
-		"-i", "127.0.0.5", "-p", fmt.Sprint(freePort(t)), "-nostdin", "-timeout", "10", "-timeout_error", fmt.Sprintf("127.0.0.1:%d", n.port)); err != nil {
+		"-i", "127.0.0.5", "-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin", "-timeout", "10", "-timeout_error", fmt.Sprintf("127.0.0.1:%d", n.port)); err != nil {
 		t.Fatalf("attack: %v\n%s", err, tail(out, 2000))
 	}
 	testutil.Eventually(t, "the attack stored", 10*time.Second, func() bool {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -58,26 +57,6 @@ func need(t *testing.T, tools ...string) {
 			t.Fatalf("%s is not installed: run scripts/test-deps.sh (make test does)", tool)
 		}
 	}
-}
-
-// freePort returns a port free on both UDP and TCP on all addresses.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", ":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf(":%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 // node is one running dialtrap process. It listens on port 0 and says where in its

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"os"
 	"path/filepath"
 	"sort"
@@ -56,28 +57,28 @@ func TestVerifySourcesByTool(t *testing.T) {
 		// INVITE, 100 Trying and 404, then the ACK for the 404 carries our To tag.
 		{"sipp INVITE", true, "", func(t *testing.T, n *node) (string, error) {
 			return run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", "0046812118532",
-				"-m", "2", "-t", "u1", "-i", "127.0.0.1", "-p", fmt.Sprint(freePort(t)), "-nostdin",
+				"-m", "2", "-t", "u1", "-i", "127.0.0.1", "-p", fmt.Sprint(testutil.FreePort(t, "")), "-nostdin",
 				"-timeout", "30", "-timeout_error", "-max_retrans", "2", fmt.Sprintf("127.0.0.1:%d", n.port))
 		}},
 		// REGISTER, 401 with our nonce, REGISTER with credentials for it: any password is
 		// accepted, so the first of the list is reported.
 		{"svcrack", true, "1234", func(t *testing.T, n *node) (string, error) {
 			return run(t, 60*time.Second, "svcrack", "-u100", "-d", words, fmt.Sprintf("-p%d", n.port),
-				"-P", fmt.Sprint(freePort(t)), "127.0.0.1")
+				"-P", fmt.Sprint(testutil.FreePort(t, "")), "127.0.0.1")
 		}},
 		// svwar ACKs the 404 to each INVITE, with our tag.
 		{"svwar -m INVITE", true, "", func(t *testing.T, n *node) (string, error) {
-			return run(t, 60*time.Second, "svwar", fmt.Sprintf("-p%d", n.port), "-P", fmt.Sprint(freePort(t)),
+			return run(t, 60*time.Second, "svwar", fmt.Sprintf("-p%d", n.port), "-P", fmt.Sprint(testutil.FreePort(t, "")),
 				"-e100-102", "-m", "INVITE", "127.0.0.1")
 		}},
 		// One OPTIONS, one 200: nothing comes back to us.
 		{"svmap", false, "Asterisk PBX", func(t *testing.T, n *node) (string, error) {
-			return run(t, 60*time.Second, "svmap", fmt.Sprintf("-p%d", n.port), "-P", fmt.Sprint(freePort(t)), "127.0.0.1")
+			return run(t, 60*time.Second, "svmap", fmt.Sprintf("-p%d", n.port), "-P", fmt.Sprint(testutil.FreePort(t, "")), "127.0.0.1")
 		}},
 		// svwar first REGISTERs a random extension; our 401 to it ends the scan (as Asterisk's
 		// alwaysauthreject does), without an answer to the challenge.
 		{"svwar REGISTER", false, "authentication request for an unknown extension", func(t *testing.T, n *node) (string, error) {
-			return run(t, 60*time.Second, "svwar", fmt.Sprintf("-p%d", n.port), "-P", fmt.Sprint(freePort(t)),
+			return run(t, 60*time.Second, "svwar", fmt.Sprintf("-p%d", n.port), "-P", fmt.Sprint(testutil.FreePort(t, "")),
 				"-e100-104", "-m", "REGISTER", "127.0.0.1")
 		}},
 		{"sipsak OPTIONS", false, "", func(t *testing.T, n *node) (string, error) {

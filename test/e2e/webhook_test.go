@@ -217,7 +217,7 @@ func hookArgs(r *hookReceiver) []string {
 func sippCalls(t *testing.T, n *node, calls int, number string) {
 	t.Helper()
 	if out, err := run(t, 60*time.Second, "sipp", "-sf", abs(t, "testdata/invite.xml"), "-s", number,
-		"-m", strconv.Itoa(calls), "-r", "50", "-t", "u1", "-i", "127.0.0.1", "-p", fmt.Sprint(freePort(t)),
+		"-m", strconv.Itoa(calls), "-r", "50", "-t", "u1", "-i", "127.0.0.1", "-p", fmt.Sprint(testutil.FreePort(t, "")),
 		"-nostdin", "-timeout", "30", "-timeout_error", fmt.Sprintf("127.0.0.1:%d", n.port)); err != nil {
 		t.Fatalf("sipp: %v\n%s", err, tail(out, 2000))
 	}

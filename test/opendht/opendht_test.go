@@ -212,12 +212,14 @@ func TestValuesFromDHTNode(t *testing.T) {
 // reference's 13-key JSON, and dhtnode's get reads it back.
 func TestPublishedEventReadByDHTNode(t *testing.T) {
 	dht := testutil.StartDHTNode(t, "")
-	sip := testutil.FreeUDPPort(t)
-	n := start(t, "-r", "--sip-addr", fmt.Sprintf("127.0.0.1:%d", sip), "--sip-tls=false", "--never-block-defaults=false",
+	// Port 0 and the ready file: a port probed and released here could be taken (by any
+	// test's outgoing TCP connection) before the node binds it.
+	n := start(t, "-r", "--sip-addr", "127.0.0.1:0", "--sip-tls=false", "--never-block-defaults=false",
 		"--opendht", "--opendht-addr", ":0", "--opendht-publish", "--opendht-bootstrap", fmt.Sprintf("127.0.0.1:%d", dht.Port))
+	sip := n.ready["sip_tcp"].(string) // sipsak goes over TCP
 	n.waitFor(t, "meeting dhtnode", func(r *peerinfo.OpenDHT) bool { return r.Nodes > 0 })
 	// TCP proves the source: only proven sources are shared.
-	out, err := exec.Command("sipsak", "-s", fmt.Sprintf("sip:100@127.0.0.1:%d", sip), "-E", "tcp").CombinedOutput()
+	out, err := exec.Command("sipsak", "-s", "sip:100@"+sip, "-E", "tcp").CombinedOutput()
 	if err != nil {
 		t.Logf("sipsak (its exit status is the reply's, not a failure): %v\n%s", err, out)
 	}

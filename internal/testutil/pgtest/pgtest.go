@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -132,7 +133,7 @@ func start() (*Server, error) {
 	// A free port can be taken by another process between the check and the start: try a
 	// few.
 	for range 5 {
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = testutil.PickPort("127.0.0.1"); err != nil {
 			break
 		}
 		if err = s.Start(); err == nil {
@@ -141,15 +142,6 @@ func start() (*Server, error) {
 	}
 	os.RemoveAll(dir)
 	return nil, err
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Start starts the server on its data directory and port, and waits until it accepts
