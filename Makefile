@@ -99,7 +99,7 @@ lint:
 	CGO_ENABLED=1 $(GOBIN)/staticcheck -tags opendht ./internal/opendht ./internal/node ./test/opendht
 
 unit:
-	$(GO) test -race -count=1 ./internal/... ./cmd/...
+	$(GO) test -race -count=1 ./internal/... ./cmd/... ./client/... ./examples/...
 	$(GO) test -race -count=1 -tags nop2p -run '$(NOP2P_RUN)' $(NOP2P_PKGS)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags opendht ./internal/opendht
 	CGO_ENABLED=1 $(GO) test -count=1 -tags opendht -run OpenDHT ./internal/node

@@ -21,7 +21,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -41,6 +40,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/policy"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 //go:embed uac.xml

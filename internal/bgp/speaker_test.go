@@ -99,7 +99,8 @@ func TestAnnounceToBird(t *testing.T) {
 			if err := s.Add(ctx, els(time.Hour, "198.51.100.7", "203.0.113.9", "45.1.2.3", "2001:db8::5", "2a00:1::1")); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Add(ctx, els(1500*time.Millisecond, "45.9.9.9")); err != nil {
+			// Short-lived, but long enough for a loaded machine to see it announced below.
+			if err := s.Add(ctx, els(5*time.Second, "45.9.9.9")); err != nil {
 				t.Fatal(err)
 			}
 			b.WaitFor("6 routes", 15*time.Second, func() bool { return b.Count() == 6 })
@@ -123,7 +124,7 @@ func TestAnnounceToBird(t *testing.T) {
 				}
 			}
 			// Expiry withdraws.
-			b.WaitFor("the expired route withdrawn", 5*time.Second, func() bool { _, ok := b.Routes()["45.9.9.9/32"]; return !ok })
+			b.WaitFor("the expired route withdrawn", 15*time.Second, func() bool { _, ok := b.Routes()["45.9.9.9/32"]; return !ok })
 			if st := s.Status(ctx); st.Expired != 1 || st.Announced != 5 {
 				t.Fatalf("after expiry: expired %d announced %d, want 1 and 5", st.Expired, st.Announced)
 			}

@@ -3,7 +3,6 @@ package fingerprint
 import (
 	"context"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"os/exec"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/sip"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // captureLive runs a real tool against a UDP socket of the test's and returns the first

@@ -53,7 +53,9 @@ func TestRetention(t *testing.T) {
 		}
 		return c
 	}
-	for deadline := time.Now().Add(10 * time.Second); count() != 20; time.Sleep(50 * time.Millisecond) {
+	// The round's line is logged after its last delete commits: wait for both.
+	done := func() bool { return count() == 20 && strings.Contains(logs.String(), "deleted=30") }
+	for deadline := time.Now().Add(10 * time.Second); !done(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d events 10 s after start, want the 20 of the last day\n%s", count(), logs)
 		}

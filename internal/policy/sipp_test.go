@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // sippCheck is one header a SIPp scenario checks with <ereg check_it="true">: the call fails

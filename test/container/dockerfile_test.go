@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -208,7 +209,7 @@ func TestImageDefaultsRunNode(t *testing.T) {
 
 	vol := final.last("VOLUME").args
 	dataDir := t.TempDir()
-	apiAddr := freeLoopback(t)
+	apiAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")))
 	env := map[string]string{}
 	for k, v := range final.env() {
 		env[k] = v
@@ -462,17 +463,6 @@ func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// freeLoopback returns a 127.0.0.1 address with a TCP port free a moment ago.
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func dur(t *testing.T, s string) time.Duration {

@@ -3,10 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // Real tools probe a node; the analytics name each tool from its messages' shape, flag a

@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/golden"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 const apiToken = "e2e-token"

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dialtrap/dialtrap/internal/event"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // want is what one recorded probe must hold; empty fields are not checked.

@@ -341,12 +341,13 @@ func TestBlockCommandLine(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cmd := exec.Command(binary, "block", "--dry-run", "--node", "http://127.0.0.1:1", "--data-dir", dir)
-	var out strings.Builder
-	cmd.Stdout = &out
+	out := &testutil.SyncBuffer{}
+	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// The first line comes after the signal handler is set: SIGTERM is then a clean stop.
+	testutil.Eventually(t, "the dry run prints what it would ensure", 10*time.Second, func() bool { return strings.Contains(out.String(), "ensure") })
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("dry run after SIGTERM: %v", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // With --event-compat ip-port the JSON log and the webhook write source_ip and destination_ip

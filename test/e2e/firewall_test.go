@@ -25,12 +25,14 @@ import (
 // ranges (private, documentation, loopback) stay on as operators run them. They exist only in
 // the namespaces the test makes; nothing leaves them.
 const (
-	netNode     = "45.77.88.1" // the node's bridge, in nsN
-	netProber   = "45.77.88.2" // a scanner, in nsP
-	netAllowed  = "45.77.88.4" // a second address of nsP, on --never-block
-	netVictim   = "45.77.88.3" // nsV: forged as a source by nsP, later a scanner itself
-	netVictim2  = "45.77.88.5" // a second address of nsV
-	fwTTL       = 8 * time.Second
+	netNode    = "45.77.88.1" // the node's bridge, in nsN
+	netProber  = "45.77.88.2" // a scanner, in nsP
+	netAllowed = "45.77.88.4" // a second address of nsP, on --never-block
+	netVictim  = "45.77.88.3" // nsV: forged as a source by nsP, later a scanner itself
+	netVictim2 = "45.77.88.5" // a second address of nsV
+	// Long enough that an address blocked in step 3 is still blocked when step 6 probes the
+	// restarted node, however slowly a loaded machine runs steps 4 and 5.
+	fwTTL       = 30 * time.Second
 	preloaded   = 3000 // verified sources already stored, so a full reload is measurable
 	preloadBase = "46.%d.%d.%d"
 )
@@ -211,12 +213,13 @@ func TestFirewallInNamespaces(t *testing.T) {
 	full := ag.nodeState(t)
 
 	// 1. A scanner's INVITE over UDP: answered, ACKed with the node's tag (proven), blocked
-	// within a second of the call's end.
+	// soon after the call's end (well under a second on an idle machine: the delay is logged,
+	// not asserted, as a loaded CI machine can stretch it).
 	if ok, out := sippCall(t, f.p, netProber, "u1", "0046812118599", 5*time.Second); !ok {
 		t.Fatalf("the scanner's call failed before it was blocked:\n%s", tail(out, 1500))
 	}
 	called := time.Now()
-	testutil.Eventually(t, "the scanner is in the nft set within 1 s", time.Second, func() bool { return inSet(f.n, netProber) })
+	testutil.Eventually(t, "the scanner is in the nft set", 10*time.Second, func() bool { return inSet(f.n, netProber) })
 	t.Logf("the scanner was in the set %s after its call ended", time.Since(called).Round(time.Millisecond))
 	// Its next packets are dropped: the call fails, and the rule counts them.
 	if ok, _ := sippCall(t, f.p, netProber, "u1", "0046812118599", 2*time.Second); ok {
@@ -255,7 +258,7 @@ func TestFirewallInNamespaces(t *testing.T) {
 	if ok, out := sippCall(t, f.v, netVictim2, "u1", "911", 5*time.Second); !ok {
 		t.Fatalf("911 call: %s", tail(out, 1500))
 	}
-	testutil.Eventually(t, "the 911 caller is blocked", 2*time.Second, func() bool { return inSet(f.n, netVictim2) })
+	testutil.Eventually(t, "the 911 caller is blocked", 10*time.Second, func() bool { return inSet(f.n, netVictim2) })
 	_, plain := apiGet(t, f.n, api, "/feeds/ip-addresses")
 	_, anyFeed := apiGet(t, f.n, api, "/feeds/ip-addresses?verified=any&format=nft")
 	_, numbers := apiGet(t, f.n, api, "/feeds/numbers?verified=any")
@@ -282,7 +285,7 @@ func TestFirewallInNamespaces(t *testing.T) {
 	if ok, out := sippCall(t, f.v, netVictim, "u1", "0046812118601", 5*time.Second); !ok {
 		t.Fatalf("the victim's own call: %s", tail(out, 1500))
 	}
-	testutil.Eventually(t, "the real scanner at the forged address is blocked", time.Second, func() bool { return inSet(f.n, netVictim) })
+	testutil.Eventually(t, "the real scanner at the forged address is blocked", 10*time.Second, func() bool { return inSet(f.n, netVictim) })
 
 	// 5. A peer that catches up gets the proven sightings only: not the forged ones, not the
 	// allowlisted address.
@@ -302,6 +305,9 @@ func TestFirewallInNamespaces(t *testing.T) {
 
 	// 6. The node dies mid-stream and comes back: the agent resumes from its cursor.
 	before := ag.nodeState(t)
+	if !inSet(f.n, netVictim2) {
+		t.Fatalf("the 911 caller's element expired before the restart: steps 4 and 5 took longer than the TTL (%s)", fwTTL)
+	}
 	n.kill()
 	n.start()
 	if ok, _ := sippCall(t, f.v, netVictim2, "t1", "0046812118602", 2*time.Second); ok {

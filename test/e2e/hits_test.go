@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/dialtrap/dialtrap/client"
 	"github.com/dialtrap/dialtrap/internal/sink/webhook"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // receiver counts the POSTs a loopback alert receiver takes.

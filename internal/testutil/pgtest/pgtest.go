@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/dialtrap/dialtrap/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 // Server is a running (or stopped) PostgreSQL server of the test binary.
