@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,9 @@ func TestAgentFollowsNodeIntoNftables(t *testing.T) {
 	if err := st.Write(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	srv := startAPI(t, st, "127.0.0.1:0", "tok")
+	// Below the ephemeral range: the node restarts on this address later, and while it is
+	// down no outgoing connection can take the port.
+	srv := startAPI(t, st, net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "127.0.0.1"))), "tok")
 	addr := srv.Addr().String()
 
 	set, err := firewall.NewNFT(firewall.NFTOptions{NetNS: ns.FD()})

@@ -256,8 +256,14 @@ func TestFloodFromOneNodeIsRateLimited(t *testing.T) {
 	})
 	elapsed := time.Since(began)
 	fromFlooder := accepted()
-	if limit := burst + int(perSec*elapsed.Seconds()) + 1; fromFlooder > limit || fromFlooder < burst/2 {
-		t.Errorf("accepted %d of 1000 flooded events in %v, want between %d and %d", fromFlooder, elapsed, burst/2, limit)
+	// The burst gets through, unless gossipsub dropped much of the flood before the rate
+	// limit saw it (a slow machine; those drops are counted above).
+	least := burst / 2
+	if st := receiver.Stats(); st.Dropped["validation"]+st.Dropped["delivery"]+flooder.Stats().Dropped["outbound"] > 0 {
+		least = 1
+	}
+	if limit := burst + int(perSec*elapsed.Seconds()) + 1; fromFlooder > limit || fromFlooder < least {
+		t.Errorf("accepted %d of 1000 flooded events in %v, want between %d and %d", fromFlooder, elapsed, least, limit)
 	}
 	if s := receiver.Score(flooder.ID()); s < 0 {
 		t.Errorf("the flooder's valid events cost it score %.0f; rate limiting must not penalise", s)

@@ -47,3 +47,18 @@ func free(host string, port int) bool {
 	pc.Close()
 	return true
 }
+
+// StableListener listens on 127.0.0.1 at a port below the ephemeral range, for a server
+// a test takes down and brings back on the same address: while it is down, no outgoing
+// connection of another test can take its port.
+func StableListener(t testing.TB) net.Listener {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t, "127.0.0.1"))))
+		if err == nil {
+			return ln
+		}
+	}
+	t.Fatal("no listener below the ephemeral range on 127.0.0.1")
+	return nil
+}

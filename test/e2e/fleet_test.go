@@ -59,7 +59,16 @@ func TestFleetOnOnePostgreSQLSurvivesItsRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	phase(1) // the database is away: spooled
-	time.Sleep(time.Second)
+	// Back only once every node has met the outage (a write that came after the restart
+	// would not spool, and the test would prove nothing for that node).
+	testutil.Eventually(t, "every node spools", 30*time.Second, func() bool {
+		for _, n := range fleet {
+			if !strings.Contains(n.log(), "store write failed: events go to the disk spool") {
+				return false
+			}
+		}
+		return true
+	})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,11 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 		statuses: map[int]int{}, tokens: map[string]bool{}, audiences: map[string]bool{}}
 	r.mode.Store("ok")
 	r.token = httptest.NewServer(http.HandlerFunc(r.serveToken))
-	r.hook = httptest.NewServer(http.HandlerFunc(r.serveHook))
+	// A port that stays free while the test takes the receiver down (up brings it back).
+	r.hook = httptest.NewUnstartedServer(http.HandlerFunc(r.serveHook))
+	r.hook.Listener.Close()
+	r.hook.Listener = testutil.StableListener(t)
+	r.hook.Start()
 	r.hookAddr = r.hook.Listener.Addr().String()
 	t.Cleanup(func() {
 		close(r.release)

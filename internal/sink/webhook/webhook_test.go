@@ -58,7 +58,11 @@ type reqLog struct {
 
 func newReceiver(t *testing.T) *receiver {
 	rv := &receiver{t: t, got: map[string]int{}}
-	rv.srv = httptest.NewServer(http.HandlerFunc(rv.serve))
+	// A port that stays free while a test takes the endpoint down (listenAt brings it back).
+	rv.srv = httptest.NewUnstartedServer(http.HandlerFunc(rv.serve))
+	rv.srv.Listener.Close()
+	rv.srv.Listener = testutil.StableListener(t)
+	rv.srv.Start()
 	t.Cleanup(rv.srv.Close)
 	return rv
 }
