@@ -33,6 +33,7 @@ import (
 	"github.com/dialtrap/dialtrap/internal/event"
 	"github.com/dialtrap/dialtrap/internal/store"
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 func main() {
@@ -157,7 +158,7 @@ func run(bin, dir string, numbers, ips, rate int, d time.Duration, conns int, na
 		return fmt.Errorf("node: %w", err)
 	}
 	_ = started
-	rssStart := rssKiB(node.Process.Pid, "VmRSS")
+	rssStart := testutil.ProcStatusKiB(node.Process.Pid, "VmRSS:")
 
 	fmt.Printf("node: ready %s after start with %d numbers / %d IPs, RSS %d MiB\n", startup.Round(time.Millisecond), numbers, ips, rssStart/1024)
 	fmt.Printf("load: %d keep-alive connections, %s per step, half hits and half misses%s\n\n", conns, d, map[bool]string{true: ", ?match=national"}[national])
@@ -189,7 +190,7 @@ func run(bin, dir string, numbers, ips, rate int, d time.Duration, conns int, na
 	// The store is read through a memory map: its pages count in RSS but are the kernel's
 	// page cache, shared and reclaimable; RssAnon is the node's own memory.
 	fmt.Printf("dialtrap peak RSS: %d MiB (of which mapped store file %d MiB, own memory %d MiB)\n",
-		rssKiB(node.Process.Pid, "VmHWM")/1024, rssKiB(node.Process.Pid, "RssFile")/1024, rssKiB(node.Process.Pid, "RssAnon")/1024)
+		testutil.ProcStatusKiB(node.Process.Pid, "VmHWM:")/1024, testutil.ProcStatusKiB(node.Process.Pid, "RssFile:")/1024, testutil.ProcStatusKiB(node.Process.Pid, "RssAnon:")/1024)
 	node.Process.Signal(syscall.SIGTERM)
 	node.Wait()
 	return nil
@@ -362,18 +363,4 @@ func pct(sorted []time.Duration, p int) time.Duration {
 	}
 	i := (len(sorted)*p + 99) / 100
 	return sorted[min(max(i-1, 0), len(sorted)-1)].Round(time.Microsecond)
-}
-
-func rssKiB(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
 }

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/dialtrap/dialtrap/internal/store/sqlite"
+	"github.com/dialtrap/dialtrap/internal/testutil"
 )
 
 func main() {
@@ -368,33 +369,19 @@ func monitor(ctx context.Context, pid int, db string, maxRSS, maxAnon, maxWAL *a
 			return
 		case <-time.After(200 * time.Millisecond):
 		}
-		if rss := statusKiB(pid, "VmRSS:") << 10; rss > maxRSS.Load() {
+		if rss := testutil.ProcStatusKiB(pid, "VmRSS:") << 10; rss > maxRSS.Load() {
 			maxRSS.Store(rss)
 		}
-		if hwm := statusKiB(pid, "VmHWM:") << 10; hwm > maxRSS.Load() {
+		if hwm := testutil.ProcStatusKiB(pid, "VmHWM:") << 10; hwm > maxRSS.Load() {
 			maxRSS.Store(hwm)
 		}
-		if anon := statusKiB(pid, "RssAnon:") << 10; anon > maxAnon.Load() {
+		if anon := testutil.ProcStatusKiB(pid, "RssAnon:") << 10; anon > maxAnon.Load() {
 			maxAnon.Store(anon)
 		}
 		if fi, err := os.Stat(db + "-wal"); err == nil && fi.Size() > maxWAL.Load() {
 			maxWAL.Store(fi.Size())
 		}
 	}
-}
-
-func statusKiB(pid int, key string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == key {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 // statsDrops reads udp_receive_drops from /stats.

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -259,16 +258,9 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) (stri
 // peakRSS is the node's peak resident memory (VmHWM), in bytes.
 func (n *node) peakRSS() int64 {
 	n.t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.cmd.Process.Pid))
-	if err != nil {
-		n.t.Fatal(err)
+	kb := testutil.ProcStatusKiB(n.cmd.Process.Pid, "VmHWM:")
+	if kb == 0 {
+		n.t.Fatalf("no VmHWM for the node (pid %d)", n.cmd.Process.Pid)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	n.t.Fatal("no VmHWM")
-	return 0
+	return kb << 10
 }
