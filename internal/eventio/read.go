@@ -147,7 +147,7 @@ func readJSONLines(ctx context.Context, cr *countingReader, size int64, o Option
 		}
 		rec := make(Record, 24)
 		if !decodeFlat(b, rec) {
-			rec = Record{}
+			clear(rec) // what the fast decoder put there; the decoder fills the same map
 			dec := json.NewDecoder(bytes.NewReader(b))
 			dec.UseNumber()
 			if err := dec.Decode(&rec); err != nil {

@@ -229,15 +229,7 @@ func mergeAggregate(m aggregates, key string, a *store.Aggregate) {
 // Add stores events; a transaction that reaches its bounds is committed. The events are not
 // kept: the caller may reuse the slice.
 func (b *Bulk) Add(ctx context.Context, events []*event.Event) error {
-	if b.err != nil {
-		return b.err
-	}
-	if err := b.add(ctx, events); err != nil {
-		b.fail()
-		b.err = err
-		return err
-	}
-	return nil
+	return b.AddSummed(ctx, events, nil)
 }
 
 // add stores one batch of events in the open transaction, or a new one. A batch is never
@@ -254,26 +246,24 @@ func (b *Bulk) add(ctx context.Context, events []*event.Event) error {
 	if err != nil {
 		return err
 	}
+	var runs map[campaignKey]*run // the batch's campaigns
 	if x := b.sums; x != nil && len(fresh) == x.events {
 		b.merge(x) // every event was new: the batch's sums are the store's
-		if len(x.an.runs) > 0 {
-			if err := b.s.writeCampaigns(ctx, b.tx, x.an.runs); err != nil {
-				return fmt.Errorf("update analytics in %s: %w", b.s.path, err)
-			}
-		}
+		runs = x.an.runs
 	} else {
 		for _, e := range fresh {
 			b.pending++
 			sumEvent(e, b.s.labeler, b.ips, b.nums, b.peers, b.counts, &b.an)
 		}
+		runs = b.an.runs
 	}
-	if len(b.an.runs) > 0 {
-		if err := b.s.writeCampaigns(ctx, b.tx, b.an.runs); err != nil {
+	if len(runs) > 0 {
+		if err := b.s.writeCampaigns(ctx, b.tx, runs); err != nil {
 			return fmt.Errorf("update analytics in %s: %w", b.s.path, err)
 		}
-		clear(b.an.runs)
-		b.an.lastRun = nil
 	}
+	clear(b.an.runs)
+	b.an.lastRun = nil
 	if b.events >= b.o.MaxEvents || b.bytes >= b.o.MaxBytes || time.Since(b.began) >= b.o.MaxHold {
 		return b.commit(ctx)
 	}
@@ -349,10 +339,7 @@ func (b *Bulk) insert(ctx context.Context, events []*event.Event) (fresh []*even
 		rest = rest[size:]
 		b.args = b.args[:0]
 		for _, e := range chunk {
-			b.args = append(b.args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
-				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
-				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
-				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, store.PayloadJSON(e.Payload), e.RepeatCount)
+			b.args = appendEventArgs(b.args, e)
 			b.bytes += int64(len(e.SIPMessage))
 		}
 		b.events += len(chunk)

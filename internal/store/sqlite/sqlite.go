@@ -344,6 +344,14 @@ func (s *Store) readColumns() string {
 	return cols
 }
 
+// appendEventArgs appends e's values in the order of eventColumns.
+func appendEventArgs(args []any, e *event.Event) []any {
+	return append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
+		e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
+		e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
+		e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, store.PayloadJSON(e.Payload), e.RepeatCount)
+}
+
 // insertSQL inserts events, skipping UUIDs already stored.
 func insertSQL(values string) string {
 	return "INSERT INTO events (" + eventColumns + ") VALUES " + values + " ON CONFLICT(event_uuid) DO NOTHING"
@@ -741,10 +749,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 		rest = rest[size:]
 		args = args[:0]
 		for _, e := range chunk {
-			args = append(args, e.UUID, e.Timestamp, e.AppName, e.AppVersion, e.NodeID,
-				e.CollectedMethod, e.Transport, e.SourceIP, e.SourcePort, e.DestinationIP,
-				e.DestinationPort, e.CalledNumber, e.SIPMethod, e.SIPUserAgent, e.SIPMessage, e.FromPeer,
-				e.Peer, e.Sealed, e.SIPMessageLength, e.SourceVerified, e.Tool, e.UASpoofed, store.PayloadJSON(e.Payload), e.RepeatCount)
+			args = appendEventArgs(args, e)
 		}
 		res, err := tx.StmtContext(ctx, s.inserts.stmts[size]).ExecContext(ctx, args...)
 		if err != nil {
@@ -763,14 +768,7 @@ func (s *Store) WriteCount(ctx context.Context, batch []*event.Event) (added int
 			}
 			counted[e.UUID] = struct{}{}
 			added++
-			ips.add(e.SourceIP, e)
-			if store.CountsAsNumber(e.CalledNumber) {
-				nums.add(e.CalledNumber, e)
-			}
-			if e.FromPeer && e.Peer != "" {
-				peers.add(e)
-			}
-			an.add(e, s.labeler, counts)
+			sumEvent(e, s.labeler, ips, nums, peers, counts, &an)
 		}
 	}
 	an.flush(counts)
